@@ -1,0 +1,132 @@
+"""Client resolution and the embedded LocalCluster (DESIGN §7).
+
+``client=None`` resolves at fit time: the explicit argument, else the default client of
+this process (``distributed.get_client()``), else an embedded ``LocalCluster`` sized to the
+machine, with the ``threads`` resource declared. The embedded cluster is created at most
+once per process, never at import, never replaces a default client, and is closed at exit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+from dataclasses import dataclass
+
+from distributed import Client, LocalCluster
+
+logger = logging.getLogger("dask_meta")
+
+THREADS = "threads"
+
+_embedded_lock = threading.Lock()
+_embedded: tuple[LocalCluster, Client] | None = None
+
+
+@dataclass(frozen=True)
+class WorkerShape:
+    """What the planner needs to know about one worker."""
+
+    address: str
+    nthreads: int
+    threads_resource: float | None
+    memory_limit: int
+
+
+@dataclass(frozen=True)
+class ClusterShape:
+    workers: tuple[WorkerShape, ...]
+
+    @property
+    def declares_threads(self) -> bool:
+        return any(w.threads_resource is not None for w in self.workers)
+
+    @property
+    def total_threads(self) -> int:
+        return sum(w.nthreads for w in self.workers)
+
+    @property
+    def max_threads(self) -> int:
+        """The largest ``threads`` request one worker can meet."""
+        if self.declares_threads:
+            return int(max(w.threads_resource or 0 for w in self.workers))
+        return max(w.nthreads for w in self.workers)
+
+    @property
+    def largest_worker(self) -> WorkerShape:
+        return max(self.workers, key=lambda w: (w.threads_resource or 0, w.nthreads))
+
+
+def cluster_shape(client: Client) -> ClusterShape:
+    """Read the workers' threads, resources and memory from the scheduler."""
+    info = client.scheduler_info(n_workers=-1)["workers"]
+    workers = tuple(
+        WorkerShape(
+            address=addr,
+            nthreads=int(w.get("nthreads", 1)),
+            threads_resource=(w.get("resources") or {}).get(THREADS),
+            memory_limit=int(w.get("memory_limit") or 0),
+        )
+        for addr, w in sorted(info.items())
+    )
+    if not workers:
+        raise RuntimeError(
+            f"the Dask cluster behind client {client} has no workers; start workers or "
+            "call client.wait_for_workers(n) before fitting"
+        )
+    return ClusterShape(workers)
+
+
+def resolve_client(client: Client | None) -> Client:
+    """Return the client to use: explicit, else the default one, else the embedded one."""
+    if client is not None:
+        if not isinstance(client, Client):
+            raise TypeError(
+                f"client must be a distributed.Client or None, got {type(client).__name__}"
+            )
+        return client
+    try:
+        from distributed import get_client
+
+        return get_client()
+    except ValueError:
+        return embedded_client()
+
+
+def embedded_client() -> Client:
+    """Start (once) and return the embedded LocalCluster's client.
+
+    One worker with threads = cores: memory is shared between the fits, start-up is fast,
+    and LightGBM and scikit-learn release the GIL while fitting.
+    """
+    global _embedded
+    with _embedded_lock:
+        if _embedded is None:
+            n = os.cpu_count() or 1
+            cluster = LocalCluster(
+                n_workers=1,
+                threads_per_worker=n,
+                resources={THREADS: n},
+                dashboard_address=":0",
+            )
+            client = Client(cluster, set_as_default=False)
+            _embedded = (cluster, client)
+            atexit.register(close_embedded)
+            logger.info(
+                "dask_meta started an embedded LocalCluster (1 worker x %d threads); dashboard: %s",
+                n,
+                client.dashboard_link,
+            )
+        return _embedded[1]
+
+
+def close_embedded() -> None:
+    """Close the embedded cluster, if one was started."""
+    global _embedded
+    with _embedded_lock:
+        if _embedded is not None:
+            cluster, client = _embedded
+            _embedded = None
+            client.close()
+            cluster.close()

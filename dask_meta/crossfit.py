@@ -1,0 +1,562 @@
+"""``CrossFitEstimator`` on Dask: ``n_folds`` fold models plus the overall model.
+
+Semantics follow metalearners' ``CrossFitEstimator`` (reference §1): in-sample prediction
+gives each row the prediction of the fold model that did not see it; out-of-sample
+prediction uses the overall model or the mean / median of the fold models. Fits go through
+the planner as futures; predictions are lazy, per partition.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import dask
+import dask.array as da
+import dask.dataframe as dd
+import numpy as np
+import pandas as pd
+from distributed import Client, Future
+from sklearn.base import is_classifier, is_regressor
+
+from dask_meta._constants import MEAN, MEDIAN, OOS_METHODS, OVERALL, W_COL
+from dask_meta.backends import (
+    Design,
+    FitResult,
+    FitSpec,
+    RowSelection,
+    predict_block,
+    requested_threads,
+    thread_param_name,
+)
+from dask_meta.data import Columns, narrow, partition_fingerprint, prediction_frame
+from dask_meta.folds import Assignment, SplitRef
+from dask_meta.planner import Job, fit_key
+
+# --- what a fit leaves behind to recognise its training data ------------------------------
+
+
+@dataclass
+class FitContext:
+    """Shared by all cross-fit estimators of one fit: how to find a row's fold again.
+
+    ``fold_frame`` is a lazy Dask frame (treatment and fold columns) with exactly the
+    partitions of the training data; nothing of it is held in memory. In-sample prediction
+    checks the partition count eagerly, and each partition's length and fingerprint in its
+    task.
+    """
+
+    columns: Columns
+    fold_frame: dd.DataFrame
+    lengths: tuple[int, ...]
+    fingerprints: tuple[int, ...]
+
+    @property
+    def n_rows(self) -> int:
+        return sum(self.lengths)
+
+
+def fit_context(
+    columns: Columns, assignment: Assignment, lengths: Sequence[int], fingerprints: Sequence[int]
+) -> FitContext:
+    fold_frame = narrow(assignment.frame, [W_COL, *assignment.fold_columns])
+    return FitContext(columns, fold_frame, tuple(lengths), tuple(fingerprints))
+
+
+def fingerprint_features(part: pd.DataFrame, names: tuple[Any, ...]) -> int:
+    return partition_fingerprint(part[list(names)])
+
+
+# --- predicting lazily, partition by partition --------------------------------------------
+
+PartitionFn = Callable[[pd.DataFrame, pd.DataFrame | None, Any], np.ndarray]
+
+
+def _check_partition(
+    X: pd.DataFrame, number: int, lengths: tuple[int, ...], fingerprints: tuple[int, ...]
+) -> None:
+    if len(X) != lengths[number]:
+        raise ValueError(
+            f"is_oos=False needs exactly the training data, but partition {number} of X has "
+            f"{len(X)} rows where the training data had {lengths[number]}; use is_oos=True "
+            "for other data"
+        )
+    if partition_fingerprint(X) != fingerprints[number]:
+        raise ValueError(
+            f"is_oos=False needs exactly the training data, but partition {number} of X holds "
+            "other values than the training data (fingerprint mismatch); use is_oos=True for "
+            "other data"
+        )
+
+
+def _oos_partition(X: pd.DataFrame, fn: PartitionFn, bundle: Any, width: int) -> pd.DataFrame:
+    out = np.asarray(fn(X, None, bundle), dtype=float).reshape(len(X), width)
+    return pd.DataFrame(out, columns=range(width))
+
+
+def _in_sample_partition(
+    X: pd.DataFrame,
+    folds: pd.DataFrame,
+    fn: PartitionFn,
+    bundle: Any,
+    width: int,
+    lengths: tuple[int, ...],
+    fingerprints: tuple[int, ...],
+    partition_info: dict | None = None,
+) -> pd.DataFrame:
+    number = partition_info["number"] if partition_info else 0
+    _check_partition(X, number, lengths, fingerprints)
+    out = np.asarray(fn(X, folds.reset_index(drop=True), bundle), dtype=float)
+    return pd.DataFrame(out.reshape(len(X), width), columns=range(width))
+
+
+def _reshape_block(block: np.ndarray, tail: tuple[int, ...]) -> np.ndarray:
+    return block.reshape((block.shape[0], *tail))
+
+
+def map_predict(
+    X: Any,
+    context: FitContext,
+    is_oos: bool,
+    fn: PartitionFn,
+    bundle: Any,
+    tail: tuple[int, ...],
+    client: Client | None,
+    name: str,
+) -> np.ndarray | da.Array:
+    """Apply ``fn`` to every partition of X; Dask in -> lazy Dask array, in-memory -> numpy.
+
+    ``fn(X_part, folds_part_or_None, bundle)`` returns ``(n, prod(tail))`` floats; the result
+    has shape ``(n, *tail)``. For ``is_oos=False`` it also gets the partition's fold frame.
+    """
+    frame = prediction_frame(X, context.columns)
+    width = int(np.prod(tail)) if tail else 1
+    token = dask.base.tokenize(name, is_oos, frame.frame._name, id(bundle))
+    models = dask.delayed(bundle, name=f"dask_meta-models-{token}", traverse=False)
+    meta = pd.DataFrame({i: np.array([], dtype=float) for i in range(width)})
+    lengths: Sequence[int] | None = None
+    if is_oos:
+        out = frame.frame.map_partitions(_oos_partition, fn, models, width, meta=meta)
+    else:
+        n_parts = frame.frame.optimize().npartitions
+        expected = len(context.lengths)
+        if n_parts != expected:
+            raise ValueError(
+                f"is_oos=False needs exactly the training data, but X has {n_parts} partitions "
+                f"where the training data had {expected}; use is_oos=True for other data"
+            )
+        out = dd.map_partitions(
+            _in_sample_partition,
+            frame.frame,
+            context.fold_frame,
+            fn,
+            models,
+            width,
+            context.lengths,
+            context.fingerprints,
+            meta=meta,
+            align_dataframes=False,
+        )
+        lengths = context.lengths
+    arr = out.to_dask_array(lengths=list(lengths) if lengths is not None else None)
+    if tail == (width,):
+        result = arr
+    else:
+        result = arr.map_blocks(
+            _reshape_block,
+            tail,
+            chunks=(arr.chunks[0], *((t,) for t in tail)),
+            dtype=float,
+            drop_axis=[] if tail else [1],
+            new_axis=list(range(2, 1 + len(tail))) if len(tail) > 1 else None,
+        )
+    if frame.in_memory:
+        if client is None:
+            return np.asarray(result.compute())
+        return np.asarray(client.compute(result).result())
+    return result
+
+
+# --- the estimator ---------------------------------------------------------------------------
+
+
+def validate_oos_method(oos_method: Any, enable_overall: bool, n_folds: int) -> None:
+    if oos_method not in OOS_METHODS:
+        raise ValueError(
+            f"oos_method {oos_method!r} not supported. Supported values are {list(OOS_METHODS)}."
+        )
+    if oos_method == OVERALL and not enable_overall:
+        raise ValueError(
+            "oos_method='overall' needs the overall model, but enable_overall is False"
+        )
+    if n_folds == 1 and oos_method != OVERALL:
+        raise ValueError(
+            "Cross-fitting is deactivated (n_folds=1), so only oos_method='overall' can be used."
+        )
+
+
+class CrossFitEstimator:
+    """``n_folds`` fold models plus (``enable_overall``) one model fitted on all rows.
+
+    Same arguments and semantics as metalearners' ``CrossFitEstimator``; fitted through the
+    dask-meta planner on Dask (or in-memory) data. ``fold_strategy``, ``fold_key`` and
+    ``client`` are dask-meta's own keyword-only arguments.
+    """
+
+    def __init__(
+        self,
+        n_folds: int,
+        estimator_factory: type,
+        estimator_params: dict | None = None,
+        enable_overall: bool = True,
+        random_state: int | None = None,
+        *,
+        fold_strategy: str = "partition",
+        fold_key: str | None = None,
+        client: Client | None = None,
+    ):
+        if isinstance(n_folds, bool) or not isinstance(n_folds, int | np.integer) or n_folds <= 0:
+            raise ValueError(f"n_folds needs to be a strictly positive integer but is {n_folds!r}.")
+        if n_folds == 1 and not enable_overall:
+            raise ValueError(
+                "CrossFitting is deactivated as 'n_folds' is set to 1, but 'enable_overall' is "
+                "set to 'False'. Set 'enable_overall' to True to deactivate cross-fitting."
+            )
+        if not isinstance(estimator_factory, type):
+            raise TypeError(
+                "estimator_factory must be an estimator class such as lightgbm.LGBMRegressor, "
+                f"got {estimator_factory!r}"
+            )
+        self.n_folds = int(n_folds)
+        self.estimator_factory = estimator_factory
+        self.estimator_params = dict(estimator_params or {})
+        self.enable_overall = enable_overall
+        self.random_state = random_state
+        self.fold_strategy = fold_strategy
+        self.fold_key = fold_key
+        self.client = client
+        requested_threads(self.estimator_params)  # validates the thread parameter early
+        self._estimators: list[Any] = []
+        self._overall_estimator: Any = None
+        self._split: SplitRef | None = None
+        self._context: FitContext | None = None
+        self._n_classes: int | None = None
+        self.classes_: np.ndarray | None = None
+        self.fit_report_: pd.DataFrame | None = None
+
+    # sklearn's is_classifier / is_regressor read this
+    @property
+    def _estimator_type(self) -> str | None:
+        return _estimator_type(self.estimator_factory)
+
+    def __sklearn_tags__(self) -> Any:
+        return self.estimator_factory().__sklearn_tags__()
+
+    @property
+    def is_classifier(self) -> bool:
+        return self._estimator_type == "classifier"
+
+    def clone(self) -> CrossFitEstimator:
+        """A new unfitted estimator with the same init parameters."""
+        return CrossFitEstimator(
+            n_folds=self.n_folds,
+            estimator_factory=self.estimator_factory,
+            estimator_params=self.estimator_params,
+            enable_overall=self.enable_overall,
+            random_state=self.random_state,
+            fold_strategy=self.fold_strategy,
+            fold_key=self.fold_key,
+            client=self.client,
+        )
+
+    def set_params(self, **params: Any) -> CrossFitEstimator:
+        """Set init parameters (only those of ``__init__``); clears a previous fit."""
+        allowed = {
+            "n_folds",
+            "estimator_factory",
+            "estimator_params",
+            "enable_overall",
+            "random_state",
+            "fold_strategy",
+            "fold_key",
+            "client",
+        }
+        unknown = set(params) - allowed
+        if unknown:
+            raise ValueError(f"unknown parameters {sorted(unknown)}; allowed: {sorted(allowed)}")
+        merged = {name: getattr(self, name) for name in allowed} | params
+        self.__init__(**merged)  # type: ignore[misc]
+        return self
+
+    @property
+    def is_fitted(self) -> bool:
+        return self._context is not None and (
+            self._overall_estimator is not None or bool(self._estimators)
+        )
+
+    # -- jobs ------------------------------------------------------------------------------
+
+    def fold_jobs(
+        self,
+        *,
+        kind: str,
+        ordinal: int,
+        stage: str,
+        design: Design,
+        target: str,
+        split: SplitRef,
+        parts: Sequence[Future],
+        extra_parts: Sequence[Future] = (),
+        fit_params: dict[str, Any] | None = None,
+        row_params: dict[str, str] | None = None,
+        threads: int,
+        train_rows: dict[int | None, int],
+        token: str,
+    ) -> list[Job]:
+        """The fit jobs of this estimator: one per fold (if n_folds > 1) and the overall one."""
+        folds: list[int | None] = list(range(self.n_folds)) if self.n_folds > 1 else []
+        if self.enable_overall:
+            folds.append(None)
+        thread_param = thread_param_name(self.estimator_factory, self.estimator_params)
+        jobs = []
+        for fold in folds:
+            spec = FitSpec(
+                factory=self.estimator_factory,
+                params=self.estimator_params,
+                design=design,
+                target=target,
+                rows=RowSelection(split.variants, split.fold_col, fold),
+                threads=threads,
+                thread_param=thread_param,
+                fit_params=dict(fit_params or {}),
+                row_params=dict(row_params or {}),
+                is_classifier=self.is_classifier,
+            )
+            jobs.append(
+                Job(
+                    key=fit_key(kind, ordinal, fold, token),
+                    stage=stage,
+                    kind=kind,
+                    ordinal=ordinal,
+                    fold=fold,
+                    spec=spec,
+                    parts=parts,
+                    extra_parts=extra_parts,
+                    cost=float(train_rows.get(fold, 0)),
+                )
+            )
+        return jobs
+
+    def set_fitted(
+        self,
+        jobs: Sequence[Job],
+        results: dict[str, FitResult],
+        split: SplitRef,
+        context: FitContext,
+        name: str,
+    ) -> None:
+        """Install the fitted fold and overall models; check classifiers saw every class."""
+        fold_models: list[Any] = []
+        overall = None
+        classes = None
+        for job in sorted(jobs, key=lambda j: (j.fold is None, j.fold or 0)):
+            result = results[job.key]
+            if job.fold is None:
+                overall = result.model
+                classes = result.classes
+            else:
+                fold_models.append(result.model)
+        if self.is_classifier:
+            all_classes = [results[j.key].classes for j in jobs]
+            if classes is None:
+                classes = np.unique(np.concatenate([c for c in all_classes if c is not None]))
+            for job in jobs:
+                got = results[job.key].classes
+                if got is None or set(got.tolist()) != set(classes.tolist()):
+                    raise ValueError(
+                        f"fold {job.fold} of {name} saw the classes {got} but the whole data "
+                        f"has {classes}; some folds in cross-fitting had fewer classes than the "
+                        "overall data"
+                    )
+            self.classes_ = np.asarray(classes)
+            self._n_classes = len(self.classes_)
+        self._estimators = fold_models
+        self._overall_estimator = overall
+        self._split = split
+        self._context = context
+
+    # -- prediction ------------------------------------------------------------------------
+
+    def _n_outputs(self, method: str) -> int:
+        if method == "predict_proba" and self._n_classes:
+            return self._n_classes
+        return 1
+
+    def _check_fitted(self) -> None:
+        if not self.is_fitted:
+            raise ValueError(
+                "This CrossFitEstimator is not fitted yet; call fit (or the learner's fit) first."
+            )
+
+    def check_predict_args(self, is_oos: bool, method: str, oos_method: str | None) -> str:
+        """Validate ``is_oos``/``oos_method`` for ``method``; return the oos method to use."""
+        self._check_fitted()
+        if not isinstance(is_oos, bool | np.bool_):
+            raise TypeError(f"is_oos must be a bool, got {is_oos!r}")
+        if not is_oos:
+            if self.n_folds == 1:
+                warnings.warn(
+                    "Cross-fitting is deactivated. Using overall model for in sample predictions.",
+                    stacklevel=3,
+                )
+            return OVERALL
+        validate_oos_method(oos_method, self.enable_overall, self.n_folds)
+        if oos_method == MEAN and method == "predict" and self.is_classifier:
+            raise ValueError("Cannot create a mean of classes. Please use a different oos_method.")
+        if oos_method == MEDIAN and method == "predict_proba":
+            raise ValueError(
+                "Cannot create median of class probabilities. Please use a different oos_method."
+            )
+        return str(oos_method)
+
+    def block_predict(
+        self,
+        X: Any,
+        folds: pd.DataFrame | None,
+        method: str,
+        oos_method: str,
+    ) -> np.ndarray:
+        """Predict one in-memory block ``(n, n_outputs)``; in-sample rows where ``folds`` says so."""
+        fold_ids = None
+        if folds is not None:
+            assert self._split is not None
+            if self.n_folds > 1:
+                fold_ids = self._split.fold_ids(folds)
+        return predict_block(
+            self._estimators,
+            self._overall_estimator,
+            X,
+            fold_ids,
+            method,
+            oos_method,
+            self._n_outputs(method),
+        )
+
+    def _predict(self, X: Any, is_oos: bool, method: str, oos_method: str | None) -> Any:
+        oos = self.check_predict_args(is_oos, method, oos_method)
+        assert self._context is not None
+        n_out = self._n_outputs(method)
+        design = Design(self._context.columns.names, self._context.columns.as_numpy)
+        bundle = (self, design, method, oos)
+        return map_predict(
+            X,
+            self._context,
+            is_oos,
+            _cfe_partition,
+            bundle,
+            (n_out,) if n_out > 1 else (),
+            self.client,
+            "crossfit-predict",
+        )
+
+    def predict(self, X: Any, is_oos: bool, oos_method: str | None = None, **kwargs: Any) -> Any:
+        """Predict from X: in-sample (``is_oos=False``, exactly the training data) or not."""
+        return self._predict(X, is_oos, "predict", oos_method)
+
+    def predict_proba(self, X: Any, is_oos: bool, oos_method: str | None = None) -> Any:
+        """Class probabilities ``(n, n_classes)``, in-sample or out-of-sample."""
+        return self._predict(X, is_oos, "predict_proba", oos_method)
+
+    def score(
+        self,
+        X: Any,
+        y: Any,
+        is_oos: bool,
+        oos_method: str | None = None,
+        sample_weight: Any = None,
+    ) -> float:
+        """Accuracy for classifiers, R^2 for regressors (in-memory data)."""
+        from sklearn.metrics import accuracy_score, r2_score
+
+        if self.is_classifier:
+            prediction = self._predict(X, is_oos, "predict_proba", oos_method)
+            assert self.classes_ is not None
+            labels = self.classes_[np.argmax(np.asarray(prediction), axis=1)]
+            return float(accuracy_score(np.asarray(y), labels, sample_weight=sample_weight))
+        if is_regressor(self):
+            prediction = self.predict(X, is_oos, oos_method)
+            return float(
+                r2_score(np.asarray(y), np.asarray(prediction), sample_weight=sample_weight)
+            )
+        raise TypeError("score needs a classifier or a regressor")
+
+    # -- standalone fit --------------------------------------------------------------------
+
+    def fit(
+        self,
+        X: Any,
+        y: Any,
+        fit_params: dict | None = None,
+        n_jobs_cross_fitting: int | None = None,
+    ) -> CrossFitEstimator:
+        """Fit the fold models and the overall model through the planner."""
+        from dask_meta.learners.base import fit_single
+
+        fit_single(self, X, y, fit_params=fit_params, n_jobs_cross_fitting=n_jobs_cross_fitting)
+        return self
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["client"] = None
+        return state
+
+
+def _cfe_partition(X: pd.DataFrame, folds: pd.DataFrame | None, bundle: Any) -> np.ndarray:
+    cfe, design, method, oos = bundle
+    return cfe.block_predict(design.matrix(X), folds, method, oos)
+
+
+def _estimator_type(factory: type) -> str | None:
+    """'classifier' / 'regressor' / None for an estimator class, without deprecated paths."""
+    try:
+        instance = factory()
+    except Exception:
+        instance = None
+    if instance is not None:
+        if is_classifier(instance):
+            return "classifier"
+        if is_regressor(instance):
+            return "regressor"
+        return None
+    return getattr(factory, "_estimator_type", None)
+
+
+def train_rows(split: SplitRef, fold_strata: Counter, n_folds: int) -> dict[int | None, int]:
+    """Training rows per fold (and ``None``: the overall model) of one split, from the counts."""
+    in_split: Counter = Counter()
+    for (column, fold, stratum), count in fold_strata.items():
+        if column != split.fold_col:
+            continue
+        if split.variants is not None and stratum[0] not in split.variants:
+            continue
+        in_split[fold] += count
+    total = sum(in_split.values())
+    rows: dict[int | None, int] = {k: total - in_split[k] for k in range(n_folds)}
+    rows[None] = total
+    return rows
+
+
+def strata_of_fold(split: SplitRef, fold_strata: Counter, fold: int | None) -> Counter:
+    """Rows per stratum in the training rows of one fold model (``None``: overall)."""
+    out: Counter = Counter()
+    for (column, k, stratum), count in fold_strata.items():
+        if column != split.fold_col:
+            continue
+        if split.variants is not None and stratum[0] not in split.variants:
+            continue
+        if fold is None or k != fold:
+            out[stratum] += count
+    return out

@@ -1,0 +1,294 @@
+"""Input normalisation and alignment: one place at the edge (DESIGN §3).
+
+Whatever the user passes (pandas/numpy, Dask DataFrame/Series/Array), the rest of the
+package sees one Dask DataFrame, the *training frame*: the feature columns, the outcome
+``Y_COL``, the treatment ``W_COL`` and per-row fit parameters, all derived from one
+expression lineage. Frames from the same lineage are combined with ``assign`` (dask-expr
+keeps them aligned); other Dask inputs are combined partition by partition, positionally,
+with their lengths checked. Index alignment across differently partitioned frames is never
+used: with Dask's per-partition index it is silently wrong.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import dask.array as da
+import dask.dataframe as dd
+import numpy as np
+import pandas as pd
+from dask.dataframe.dask_expr._expr import are_co_aligned
+
+from dask_meta._constants import RESERVED_PREFIX, ROWS_PER_PARTITION, W_COL, Y_COL
+
+
+def is_dask(obj: Any) -> bool:
+    return isinstance(obj, dd.DataFrame | dd.Series | da.Array)
+
+
+@dataclass(frozen=True)
+class Columns:
+    """The feature columns of the training frame and how the user gave them."""
+
+    #: training-frame column names, in the user's order
+    names: tuple[Any, ...]
+    #: True for numpy / Dask-array input: base models get numpy arrays
+    as_numpy: bool
+    #: the covariates' dtypes as seen at fit time (checked at predict time)
+    dtypes: tuple[str, ...]
+
+    def select(self, feature_set: Sequence[Any] | None, name: str) -> tuple[Any, ...]:
+        """Resolve a ``feature_set`` (positions or column names) to training-frame columns."""
+        if feature_set is None:
+            return self.names
+        items = list(feature_set)
+        if not items:
+            return ()
+        if all(isinstance(f, int | np.integer) and not isinstance(f, bool) for f in items):
+            bad = [f for f in items if not -len(self.names) <= int(f) < len(self.names)]
+            if bad:
+                raise ValueError(
+                    f"feature_set for {name} has positions {bad} outside the "
+                    f"{len(self.names)} columns of X"
+                )
+            return tuple(self.names[int(f)] for f in items)
+        if all(isinstance(f, str) for f in items):
+            if self.as_numpy:
+                raise ValueError(
+                    f"feature_set for {name} names columns {items}, but X has no column "
+                    "names (numpy or Dask array input); use column positions"
+                )
+            missing = [f for f in items if f not in self.names]
+            if missing:
+                raise ValueError(
+                    f"feature_set for {name} names columns {missing} that X does not have; "
+                    f"X has {list(self.names)}"
+                )
+            return tuple(items)
+        raise ValueError(
+            f"feature_set for {name} must be all column positions (ints) or all column "
+            f"names (strings), got {items!r}"
+        )
+
+
+@dataclass(frozen=True)
+class Frame:
+    """A normalised input: a Dask frame plus what is needed to return the right type."""
+
+    frame: dd.DataFrame
+    columns: Columns
+    in_memory: bool
+
+
+def numpy_names(n: int) -> tuple[str, ...]:
+    return tuple(f"x{i}" for i in range(n))
+
+
+def _n_partitions(n_rows: int) -> int:
+    return max(1, math.ceil(n_rows / ROWS_PER_PARTITION))
+
+
+def _check_x_columns(columns: Sequence[Any]) -> None:
+    reserved = [c for c in columns if isinstance(c, str) and c.startswith(RESERVED_PREFIX)]
+    if reserved:
+        raise ValueError(
+            f"X has columns {reserved}; names starting with {RESERVED_PREFIX!r} "
+            "are reserved by dask_meta"
+        )
+    if len(set(columns)) != len(columns):
+        raise ValueError("X has duplicate column names")
+
+
+def _vector_in_memory(v: Any, name: str, n: int) -> np.ndarray | pd.Series:
+    if is_dask(v):
+        raise TypeError(
+            f"{name} is a Dask collection but X is in memory; pass both as Dask collections "
+            "or both in memory"
+        )
+    if isinstance(v, pd.DataFrame):
+        if v.shape[1] != 1:
+            raise ValueError(f"{name} must be one-dimensional, got a DataFrame of shape {v.shape}")
+        v = v.iloc[:, 0]
+    if isinstance(v, pd.Series):
+        arr: Any = v.reset_index(drop=True)
+    else:
+        arr = np.asarray(v)
+        if arr.ndim == 2 and arr.shape[1] == 1:
+            arr = arr[:, 0]
+        if arr.ndim != 1:
+            raise ValueError(f"{name} must be one-dimensional, got shape {arr.shape}")
+    if len(arr) != n:
+        raise ValueError(f"{name} has {len(arr)} rows but X has {n}; they must be equally long")
+    return arr
+
+
+def _x_in_memory(X: Any) -> tuple[pd.DataFrame, Columns]:
+    if isinstance(X, pd.DataFrame):
+        _check_x_columns(list(X.columns))
+        pdf = X.reset_index(drop=True)
+        cols = Columns(tuple(X.columns), False, tuple(str(t) for t in X.dtypes))
+        return pdf, cols
+    if isinstance(X, pd.Series):
+        raise ValueError("X must be two-dimensional (a DataFrame or 2-D array), got a Series")
+    arr = np.asarray(X)
+    if arr.ndim != 2:
+        raise ValueError(f"X must be two-dimensional, got an array of shape {arr.shape}")
+    names = numpy_names(arr.shape[1])
+    pdf = pd.DataFrame(arr, columns=list(names))
+    return pdf, Columns(names, True, tuple(str(t) for t in pdf.dtypes))
+
+
+def _dask_x(X: Any) -> tuple[dd.DataFrame, Columns]:
+    if isinstance(X, dd.DataFrame):
+        _check_x_columns(list(X.columns))
+        return X, Columns(tuple(X.columns), False, tuple(str(t) for t in X.dtypes))
+    if isinstance(X, dd.Series):
+        raise ValueError("X must be two-dimensional (a Dask DataFrame or 2-D array), got a Series")
+    if X.ndim != 2:
+        raise ValueError(f"X must be two-dimensional, got a Dask array with {X.ndim} dimensions")
+    names = numpy_names(X.shape[1])
+    if len(X.chunks[1]) > 1:
+        X = X.rechunk({1: -1})
+    frame = dd.from_dask_array(X, columns=list(names))
+    return frame, Columns(names, True, tuple(str(t) for t in frame.dtypes))
+
+
+def _dask_vector(v: Any, name: str) -> dd.Series:
+    if isinstance(v, dd.DataFrame):
+        if len(v.columns) != 1:
+            raise ValueError(
+                f"{name} must be one-dimensional, got a Dask DataFrame with columns "
+                f"{list(v.columns)}"
+            )
+        return v[v.columns[0]]
+    if isinstance(v, dd.Series):
+        return v
+    if isinstance(v, da.Array):
+        if v.ndim == 2 and v.shape[1] == 1:
+            v = v[:, 0]
+        if v.ndim != 1:
+            raise ValueError(f"{name} must be one-dimensional, got a Dask array of {v.ndim} dims")
+        return dd.from_dask_array(v)
+    raise TypeError(
+        f"{name} must be a Dask Series or array when X is a Dask collection, got {type(v).__name__}"
+    )
+
+
+def _concat_partition(x: pd.DataFrame, *vectors_and_names: Any) -> pd.DataFrame:
+    """Positional, per-partition combination of X with its vectors (lengths checked)."""
+    half = len(vectors_and_names) // 2
+    vectors, names = vectors_and_names[:half], vectors_and_names[half:]
+    out = x.reset_index(drop=True)
+    for name, v in zip(names, vectors, strict=True):
+        if len(v) != len(out):
+            raise ValueError(
+                f"{name} and X are partitioned differently: a partition of X has {len(out)} "
+                f"rows but the matching partition of {name} has {len(v)}; derive X, y and w "
+                "from one frame (ddf[features], ddf['y'], ddf['w'])"
+            )
+        out[name] = np.asarray(v)
+    return out
+
+
+def combine(X: Any, vectors: dict[str, tuple[str, Any]]) -> Frame:
+    """Build the training frame from X and named vectors ``{column: (argument name, v)}``."""
+    if not is_dask(X):
+        pdf, cols = _x_in_memory(X)
+        n = len(pdf)
+        for column, (arg, v) in vectors.items():
+            pdf[column] = 0 if v is None else np.asarray(_vector_in_memory(v, arg, n))
+        if n == 0:
+            raise ValueError("X has no rows")
+        frame = dd.from_pandas(pdf, npartitions=_n_partitions(n), sort=False)
+        return Frame(frame, cols, in_memory=True)
+
+    x_frame, cols = _dask_x(X)
+    constants = {column: 0 for column, (_, v) in vectors.items() if v is None}
+    if constants:
+        x_frame = x_frame.assign(**constants)
+    dvecs = {
+        column: (arg, _dask_vector(v, arg)) for column, (arg, v) in vectors.items() if v is not None
+    }
+    exprs = [x_frame.expr] + [v.expr for _, v in dvecs.values()]
+    if not dvecs or are_co_aligned(*exprs):
+        frame = x_frame.assign(**{column: v for column, (_, v) in dvecs.items()})
+        return Frame(frame, cols, in_memory=False)
+    for column, (arg, v) in dvecs.items():
+        if v.npartitions != x_frame.npartitions:
+            raise ValueError(
+                f"X has {x_frame.npartitions} partitions but {arg} has {v.npartitions}; pass "
+                "X, y and w derived from one frame (e.g. ddf[features], ddf['y'], ddf['w']) or "
+                "with the same partitioning"
+            )
+    meta = x_frame._meta.reset_index(drop=True)
+    for column, (_, v) in dvecs.items():
+        meta[column] = np.asarray(v._meta)
+    names = [arg for arg, _ in dvecs.values()]
+    frame = dd.map_partitions(
+        _concat_partition,
+        x_frame,
+        *[v for _, v in dvecs.values()],
+        *names,
+        meta=meta,
+        align_dataframes=False,
+    )
+    return Frame(frame, cols, in_memory=False)
+
+
+def training_frame(X: Any, y: Any, w: Any, row_params: dict[str, Any] | None = None) -> Frame:
+    """The training frame of a fit: X's columns plus y, w and per-row fit parameters.
+
+    ``w=None`` (a lone cross-fit estimator) gives a constant treatment column.
+    """
+    vectors: dict[str, tuple[str, Any]] = {Y_COL: ("y", y), W_COL: ("w", w)}
+    for column, (arg, v) in (row_params or {}).items():
+        vectors[column] = (arg, v)
+    return combine(X, vectors)
+
+
+def prediction_frame(X: Any, columns: Columns) -> Frame:
+    """Normalise X for prediction and check it has the columns the models were fitted on."""
+    frame = combine(X, {})
+    got = frame.columns
+    if got.as_numpy != columns.as_numpy or len(got.names) != len(columns.names):
+        raise ValueError(
+            f"X has {len(got.names)} columns ({'array' if got.as_numpy else 'DataFrame'}) "
+            f"but the learner was fitted on {len(columns.names)} "
+            f"({'array' if columns.as_numpy else 'DataFrame'}) columns"
+        )
+    if not columns.as_numpy and set(got.names) != set(columns.names):
+        missing = [c for c in columns.names if c not in got.names]
+        raise ValueError(f"X lacks the columns {missing} the learner was fitted on")
+    if not columns.as_numpy and got.names != columns.names:
+        frame = Frame(frame.frame[list(columns.names)], columns, frame.in_memory)
+    return frame
+
+
+def _identity(part: pd.DataFrame) -> pd.DataFrame:
+    return part
+
+
+def narrow(frame: dd.DataFrame, columns: Sequence[Any]) -> dd.DataFrame:
+    """Select ``columns`` without changing the partitioning.
+
+    dask-expr pushes a projection into ``read_parquet`` and may then fuse files into fewer
+    partitions; per-partition logic (folds, in-sample checks) must see the same partitions as
+    the full frame, so a partition-preserving barrier is put in when that would happen.
+    """
+    projected = frame[list(columns)]
+    if projected.optimize().npartitions == frame.optimize().npartitions:
+        return projected
+    return frame.map_partitions(_identity, meta=frame._meta)[list(columns)]
+
+
+def partition_fingerprint(part: pd.DataFrame) -> int:
+    """A checksum of a partition's values (row order matters), to recognise training data."""
+    if len(part) == 0:
+        return 0
+    h = pd.util.hash_pandas_object(part, index=False).to_numpy()
+    weights = np.arange(1, len(h) + 1, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        return int((h * weights).sum(dtype=np.uint64))

@@ -1,0 +1,409 @@
+"""Cross-fitting folds: one abstraction, three strategies (DESIGN §4).
+
+``"partition"`` (default)
+    Per partition ``p``, ``numpy.random.default_rng([seed, key, p])``; folds are exactly
+    balanced *globally* within every stratum (treatment variant, and outcome class for
+    classification): a cheap first pass counts each stratum per partition, and each
+    partition continues the round-robin where the previous partitions stopped, in a random
+    order within the partition. Scales to any size; in-sample prediction needs the same
+    partition layout, which is checked.
+``"hash"`` with ``fold_key=``
+    fold = seeded stable hash of a row-id column modulo ``n_folds``: folds survive
+    repartitioning and re-reading.
+``"sklearn"``
+    ``w``/``y`` and global row positions on the client; scikit-learn's
+    ``KFold``/``StratifiedKFold(shuffle=True, random_state)`` on exactly the row subsets
+    metalearners uses, so folds (and results) match metalearners bit for bit.
+
+Every cross-fit estimator gets a :class:`SplitRef`: a fold column of the training frame
+(fold id per row, -1 for rows outside its split) and the treatment variants it trains on.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections import Counter
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import dask
+import dask.dataframe as dd
+import numpy as np
+import pandas as pd
+from distributed import Client
+from sklearn.model_selection import KFold, StratifiedKFold
+
+from dask_meta._constants import FOLD_PREFIX, NOT_IN_SPLIT, W_COL, Y_COL
+
+STRATEGIES = ("partition", "hash", "sklearn")
+
+
+def validate_strategy(fold_strategy: Any, fold_key: Any) -> None:
+    if fold_strategy not in STRATEGIES:
+        raise ValueError(f"fold_strategy must be one of {STRATEGIES}, got {fold_strategy!r}")
+    if fold_strategy == "hash":
+        if fold_key is None:
+            raise ValueError('fold_strategy="hash" needs fold_key=<name of a row-id column of X>')
+        if not isinstance(fold_key, str):
+            raise TypeError(f"fold_key must be a column name (str), got {type(fold_key).__name__}")
+    elif fold_key is not None:
+        raise ValueError(f'fold_key is only used with fold_strategy="hash", not {fold_strategy!r}')
+
+
+def _stable_int(text: str) -> int:
+    return zlib.crc32(text.encode())
+
+
+# --- the first pass: per-partition statistics ----------------------------------------------
+
+
+@dataclass
+class PartitionStats:
+    n: int
+    y_nan: int
+    y_inf: int
+    w_nan: int
+    w_non_integer: int
+    #: rows per stratum: (w,) for regression, (w, y) for classification
+    strata: Counter
+    #: hash strategy: rows per (fold column, fold, stratum)
+    hash_strata: Counter = field(default_factory=Counter)
+    w: np.ndarray | None = None
+    y: np.ndarray | None = None
+
+
+def _w_as_int(w: pd.Series) -> np.ndarray:
+    values = w.to_numpy()
+    if values.dtype == bool:
+        return values.astype(np.int64)
+    if np.issubdtype(values.dtype, np.floating):
+        return np.nan_to_num(values, nan=-1).astype(np.int64)
+    return values.astype(np.int64)
+
+
+def _strata(w: np.ndarray, y: np.ndarray | None) -> list[Hashable]:
+    if y is None:
+        return [(int(v),) for v in w]
+    return list(zip(w.tolist(), y.tolist(), strict=True))
+
+
+def hash_folds(keys: pd.Series, seed: int, seed_key: str, n_folds: int) -> np.ndarray:
+    hash_key = f"{_stable_int(f'{seed}-{seed_key}'):016d}"[:16]
+    h = pd.util.hash_pandas_object(keys, index=False, hash_key=hash_key).to_numpy()
+    return (h % np.uint64(n_folds)).astype(np.int16)
+
+
+def _partition_stats(
+    part: pd.DataFrame,
+    classification: bool,
+    hash_specs: tuple[tuple[str, str, int], ...],
+    fold_key: str | None,
+    seed: int,
+    keep_arrays: bool,
+) -> PartitionStats:
+    y = part[Y_COL]
+    w = part[W_COL]
+    y_values = y.to_numpy()
+    numeric_y = np.issubdtype(y_values.dtype, np.number)
+    y_nan = int(y.isna().sum())
+    y_inf = int(np.isinf(y_values).sum()) if numeric_y else 0
+    w_values = w.to_numpy()
+    w_nan = int(w.isna().sum())
+    if np.issubdtype(w_values.dtype, np.floating):
+        finite = w_values[~np.isnan(w_values)]
+        w_non_integer = int((finite != np.round(finite)).sum())
+    else:
+        w_non_integer = 0
+    w_int = _w_as_int(w)
+    strata_keys = _strata(w_int, y_values if classification else None)
+    stats = PartitionStats(
+        n=len(part),
+        y_nan=y_nan,
+        y_inf=y_inf,
+        w_nan=w_nan,
+        w_non_integer=w_non_integer,
+        strata=Counter(strata_keys),
+    )
+    for column, seed_key, n_folds in hash_specs:
+        assert fold_key is not None
+        folds = hash_folds(part[fold_key], seed, seed_key, n_folds)
+        stats.hash_strata.update(
+            (column, int(f), s) for f, s in zip(folds.tolist(), strata_keys, strict=True)
+        )
+    if keep_arrays:
+        stats.w = w_int
+        stats.y = y_values
+    return stats
+
+
+def scan(
+    client: Client,
+    frame: dd.DataFrame,
+    classification: bool,
+    *,
+    fold_key: str | None = None,
+    hash_specs: tuple[tuple[str, str, int], ...] = (),
+    seed: int = 0,
+    keep_arrays: bool = False,
+) -> list[PartitionStats]:
+    """One cheap pass over y and w (and the fold key): small statistics per partition.
+
+    Only these statistics reach the client, plus, for the ``"sklearn"`` strategy (which
+    needs them by definition), the 1-D ``w`` and ``y``.
+    """
+    columns = [Y_COL, W_COL] + ([fold_key] if fold_key is not None else [])
+    parts = frame[columns].to_delayed(optimize_graph=True)
+    tasks = [
+        dask.delayed(_partition_stats, pure=True)(
+            p,
+            classification,
+            hash_specs,
+            fold_key,
+            seed,
+            keep_arrays,
+            dask_key_name=f"dask_meta-scan-{i}-{dask.base.tokenize(p.key, hash_specs, seed)}",
+        )
+        for i, p in enumerate(parts)
+    ]
+    futures = client.compute(tasks)
+    try:
+        return client.gather(futures)
+    finally:
+        client.cancel(futures)
+
+
+# --- split requests and assignment ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SplitRequest:
+    """The split one cross-fit estimator needs.
+
+    ``variants``: the treatment variants of its training rows (None: all rows).
+    ``stratify``: for the ``"sklearn"`` strategy, the column to stratify on (``Y_COL`` or
+    ``W_COL``; None: plain ``KFold``), exactly as metalearners chooses.
+    ``seed_key``: for the ``"partition"``/``"hash"`` strategies, estimators with the same
+    key share fold ids (synchronised cross-fitting).
+    """
+
+    variants: tuple[int, ...] | None
+    n_folds: int
+    stratify: str | None
+    seed_key: str
+
+
+@dataclass(frozen=True)
+class SplitRef:
+    """Where a fitted cross-fit estimator's folds live: a fold column and its variants."""
+
+    fold_col: str
+    variants: tuple[int, ...] | None
+    n_folds: int
+
+    def fold_ids(self, fold_frame: pd.DataFrame) -> np.ndarray:
+        """Fold id per row; -1 for rows this estimator did not train on."""
+        ids = fold_frame[self.fold_col].to_numpy().astype(np.int64)
+        if self.variants is not None:
+            inside = np.isin(fold_frame[W_COL].to_numpy(), self.variants)
+            ids = np.where(inside, ids, NOT_IN_SPLIT)
+        return ids
+
+
+@dataclass
+class Assignment:
+    #: the training frame with W cast to int and one column per distinct split
+    frame: dd.DataFrame
+    refs: dict[Hashable, SplitRef]
+    #: rows per (fold column, fold, stratum), for the coverage check
+    fold_strata: Counter
+    fold_columns: tuple[str, ...]
+
+
+def _rotation(seed: int, seed_key: str, stratum: Hashable, n_folds: int) -> int:
+    return _stable_int(f"{seed}-{seed_key}-{stratum!r}") % n_folds
+
+
+def _partition_fold_column(
+    w: np.ndarray,
+    y: np.ndarray | None,
+    number: int,
+    offsets: dict[Hashable, int],
+    seed: int,
+    seed_key: str,
+    n_folds: int,
+) -> np.ndarray:
+    strata = _strata(w, y)
+    rng = np.random.default_rng([seed, _stable_int(seed_key), number])
+    by_stratum: dict[Hashable, list[int]] = {}
+    for i, s in enumerate(strata):
+        by_stratum.setdefault(s, []).append(i)
+    folds = np.empty(len(w), dtype=np.int16)
+    for s in sorted(by_stratum, key=repr):
+        rows = np.asarray(by_stratum[s])
+        order = rng.permutation(len(rows))
+        start = offsets.get(s, 0) + _rotation(seed, seed_key, s, n_folds)
+        folds[rows] = (start + order) % n_folds
+    return folds
+
+
+def _assign_partition(
+    part: pd.DataFrame,
+    specs: tuple[tuple[str, str, int], ...],
+    offsets: list[dict[Hashable, int]],
+    seed: int,
+    classification: bool,
+    fold_key: str | None,
+    strategy: str,
+    arrays: Any,
+    starts: Sequence[int] | None,
+    partition_info: dict | None = None,
+) -> pd.DataFrame:
+    number = partition_info["number"] if partition_info else 0
+    out = part.copy()
+    w = _w_as_int(part[W_COL])
+    out[W_COL] = w
+    y = part[Y_COL].to_numpy() if classification else None
+    for column, seed_key, n_folds in specs:
+        if strategy == "partition":
+            out[column] = _partition_fold_column(
+                w, y, number, offsets[number], seed, seed_key, n_folds
+            )
+        elif strategy == "hash":
+            assert fold_key is not None
+            out[column] = hash_folds(part[fold_key], seed, seed_key, n_folds)
+        else:
+            assert starts is not None
+            out[column] = arrays[column][starts[number] : starts[number] + len(part)]
+    return out
+
+
+def _meta_with(frame: dd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    meta = frame._meta.copy()
+    meta[W_COL] = meta[W_COL].astype(np.int64)
+    for c in columns:
+        meta[c] = np.array([], dtype=np.int16)
+    return meta
+
+
+def hash_specs_for(requests: dict[Hashable, SplitRequest]) -> tuple[tuple[str, str, int], ...]:
+    """Fold columns of the ``"partition"``/``"hash"`` strategies: one per (seed key, n_folds)."""
+    keys = sorted({(r.seed_key, r.n_folds) for r in requests.values()})
+    return tuple((f"{FOLD_PREFIX}{i}__", k, n) for i, (k, n) in enumerate(keys))
+
+
+def assign(
+    strategy: str,
+    frame: dd.DataFrame,
+    stats: list[PartitionStats],
+    requests: dict[Hashable, SplitRequest],
+    *,
+    seed: int,
+    classification: bool,
+    fold_key: str | None = None,
+) -> Assignment:
+    """Add the fold columns the requested splits need to the (lazy) training frame."""
+    if strategy == "sklearn":
+        return _assign_sklearn(frame, stats, requests, seed, classification)
+    specs = hash_specs_for(requests)
+    column_of = {(k, n): c for c, k, n in specs}
+    refs = {
+        owner: SplitRef(column_of[(r.seed_key, r.n_folds)], r.variants, r.n_folds)
+        for owner, r in requests.items()
+    }
+    offsets: list[dict[Hashable, int]] = []
+    running: Counter = Counter()
+    for s in stats:
+        offsets.append(dict(running))
+        running.update(s.strata)
+    fold_strata: Counter = Counter()
+    if strategy == "partition":
+        for column, seed_key, n_folds in specs:
+            for stratum, count in running.items():
+                start = _rotation(seed, seed_key, stratum, n_folds)
+                for k in range(n_folds):
+                    # rows i in [0, count) with (start + i) % n_folds == k
+                    first = (k - start) % n_folds
+                    fold_strata[(column, k, stratum)] = (
+                        0 if first >= count else (count - 1 - first) // n_folds + 1
+                    )
+    else:
+        for s in stats:
+            fold_strata.update(s.hash_strata)
+    with_folds = frame.map_partitions(
+        _assign_partition,
+        specs,
+        offsets,
+        seed,
+        classification,
+        fold_key,
+        strategy,
+        None,
+        None,
+        meta=_meta_with(frame, [c for c, _, _ in specs]),
+    )
+    return Assignment(with_folds, refs, fold_strata, tuple(c for c, _, _ in specs))
+
+
+def _sklearn_folds(
+    w: np.ndarray, y: np.ndarray, request: SplitRequest, seed: int | None
+) -> np.ndarray:
+    n = len(w)
+    folds = np.full(n, NOT_IN_SPLIT, dtype=np.int16)
+    rows = (
+        np.arange(n) if request.variants is None else np.flatnonzero(np.isin(w, request.variants))
+    )
+    if request.stratify is None:
+        splitter: Any = KFold(n_splits=request.n_folds, shuffle=True, random_state=seed)
+        splits = splitter.split(rows)
+    else:
+        target = (w if request.stratify == W_COL else y)[rows]
+        splitter = StratifiedKFold(n_splits=request.n_folds, shuffle=True, random_state=seed)
+        splits = splitter.split(rows, target)
+    for k, (_, test) in enumerate(splits):
+        folds[rows[test]] = k
+    return folds
+
+
+def _assign_sklearn(
+    frame: dd.DataFrame,
+    stats: list[PartitionStats],
+    requests: dict[Hashable, SplitRequest],
+    seed: int | None,
+    classification: bool,
+) -> Assignment:
+    w = np.concatenate([s.w for s in stats if s.w is not None])
+    y = np.concatenate([s.y for s in stats if s.y is not None])
+    identities: dict[tuple, str] = {}
+    arrays: dict[str, np.ndarray] = {}
+    refs: dict[Hashable, SplitRef] = {}
+    fold_strata: Counter = Counter()
+    strata = _strata(w, y if classification else None)
+    for owner, r in requests.items():
+        identity = (r.variants, r.n_folds, r.stratify)
+        if identity not in identities:
+            column = f"{FOLD_PREFIX}{len(identities)}__"
+            identities[identity] = column
+            arrays[column] = _sklearn_folds(w, y, r, seed)
+            inside = arrays[column] != NOT_IN_SPLIT
+            fold_strata.update(
+                (column, int(f), s)
+                for f, s, i in zip(arrays[column].tolist(), strata, inside.tolist(), strict=True)
+                if i
+            )
+        refs[owner] = SplitRef(identities[identity], r.variants, r.n_folds)
+    starts = np.concatenate([[0], np.cumsum([s.n for s in stats])[:-1]]).tolist()
+    specs = tuple((c, "", 0) for c in arrays)
+    with_folds = frame.map_partitions(
+        _assign_partition,
+        specs,
+        None,
+        0,
+        classification,
+        None,
+        "sklearn",
+        dask.delayed(arrays, name=f"dask_meta-folds-{dask.base.tokenize(arrays)}"),
+        starts,
+        meta=_meta_with(frame, list(arrays)),
+    )
+    return Assignment(with_folds, refs, fold_strata, tuple(arrays))

@@ -1,0 +1,1256 @@
+"""The shared ``MetaLearner`` machinery: argument resolution, validation, the fit run.
+
+Learners differ only in small declared tables (which models, on which rows, with which
+targets and splits) and in their per-partition prediction formulas; everything else lives
+here, in the cross-fit estimator and in the planner.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from abc import ABC, abstractmethod
+from collections import Counter
+from collections.abc import Callable, Collection, Hashable, Sequence
+from copy import deepcopy
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from distributed import Client, Future
+
+from dask_meta._constants import (
+    NUISANCE,
+    OOS_METHODS,
+    OVERALL,
+    PARAM_PREFIX,
+    PROPENSITY_MODEL,
+    TREATMENT,
+    W_COL,
+    Y_COL,
+)
+from dask_meta.backends import Design, FitResult, requested_threads
+from dask_meta.cluster import resolve_client
+from dask_meta.crossfit import (
+    CrossFitEstimator,
+    FitContext,
+    fingerprint_features,
+    fit_context,
+    strata_of_fold,
+    train_rows,
+    validate_oos_method,
+)
+from dask_meta.data import Frame, is_dask, training_frame
+from dask_meta.folds import (
+    Assignment,
+    PartitionStats,
+    SplitRequest,
+    assign,
+    hash_specs_for,
+    scan,
+    validate_strategy,
+)
+from dask_meta.planner import Deferred, Job, Limits, Planner, new_token, resolve_threads
+
+logger = logging.getLogger("dask_meta")
+
+
+# --- per-model tables -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelSpecification:
+    """How many models of a kind a learner has and how they are used (metalearners' table)."""
+
+    cardinality: Callable[[MetaLearner], int]
+    predict_method: Callable[[MetaLearner], str]
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One cross-fit estimator to fit: its rows, its target and its split."""
+
+    kind: str
+    ordinal: int
+    variants: tuple[int, ...] | None
+    target: str
+    #: "own": metalearners' default CV for this model (stratified for classifiers);
+    #: otherwise the name of a synchronised split shared with other models
+    split: str = "own"
+
+
+def _initialize_model_dict(argument: Any, expected_names: Collection[str]) -> dict:
+    if isinstance(argument, dict) and set(argument.keys()) >= set(expected_names):
+        return {key: argument[key] for key in expected_names}
+    return {name: argument for name in expected_names}
+
+
+def _combine_propensity_and_nuisance_specs(
+    propensity_specs: Any, nuisance_specs: Any, nuisance_model_names: set[str]
+) -> dict:
+    if PROPENSITY_MODEL in nuisance_model_names:
+        others = nuisance_model_names - {PROPENSITY_MODEL}
+        return _initialize_model_dict(nuisance_specs, others) | {PROPENSITY_MODEL: propensity_specs}
+    return _initialize_model_dict(nuisance_specs, nuisance_model_names)
+
+
+def parse_fit_params(
+    fit_params: dict | None, nuisance_names: Collection[str], treatment_names: Collection[str]
+) -> dict[str, dict[str, dict]]:
+    """Both forms of metalearners' ``fit_params``: flat (to every model) or qualified."""
+    if fit_params is not None and not isinstance(fit_params, dict):
+        raise TypeError(f"fit_params must be a dict or None, got {type(fit_params).__name__}")
+    if not fit_params or (NUISANCE not in fit_params and TREATMENT not in fit_params):
+        flat = dict(fit_params or {})
+        return {
+            NUISANCE: {k: dict(flat) for k in nuisance_names},
+            TREATMENT: {k: dict(flat) for k in treatment_names},
+        }
+    out: dict[str, dict[str, dict]] = {
+        NUISANCE: {k: {} for k in nuisance_names},
+        TREATMENT: {k: {} for k in treatment_names},
+    }
+    for stage, names in ((NUISANCE, nuisance_names), (TREATMENT, treatment_names)):
+        given = fit_params.get(stage) or {}
+        if not isinstance(given, dict):
+            raise TypeError(f"fit_params[{stage!r}] must be a dict of model kind -> params")
+        for kind in names:
+            if kind in given:
+                out[stage][kind] = dict(given[kind])
+    return out
+
+
+def _is_row_param(value: Any, n_rows: int | None) -> bool:
+    if is_dask(value):
+        return True
+    if isinstance(value, str | bytes | dict) or not hasattr(value, "__len__"):
+        return False
+    try:
+        return n_rows is not None and len(value) == n_rows and np.ndim(value) >= 1
+    except TypeError:
+        return False
+
+
+def _n_rows_in_memory(X: Any) -> int | None:
+    if is_dask(X):
+        return None
+    return len(X)
+
+
+# --- one fit run ----------------------------------------------------------------------------
+
+
+@dataclass
+class FitRun:
+    """State of one call to fit: the data on the cluster, its folds, the planner."""
+
+    client: Client
+    planner: Planner
+    data: Frame
+    stats: list[PartitionStats]
+    assignment: Assignment
+    parts: list[Future]
+    context: FitContext
+    seed: int
+    token: str
+    #: per (stage, kind): {fit param name: training-frame column} for per-row params
+    row_params: dict[tuple[str, str], dict[str, str]]
+    static_params: dict[tuple[str, str], dict[str, Any]]
+    n_jobs_total: int = 0
+    started: float = field(default_factory=time.time)
+
+    @property
+    def n_rows(self) -> int:
+        return sum(s.n for s in self.stats)
+
+
+def _stats_classes(stats: Sequence[PartitionStats]) -> dict[int, set]:
+    per_variant: dict[int, set] = {}
+    for s in stats:
+        for stratum in s.strata:
+            per_variant.setdefault(int(stratum[0]), set()).add(stratum[1])
+    return per_variant
+
+
+def _sorted_values(values: Collection[Any]) -> list[Any]:
+    try:
+        return sorted(values)
+    except TypeError:
+        return sorted(values, key=repr)
+
+
+class MetaLearner(ABC):
+    """Shared base of the S-, T-, X-, R- and DR-learners (metalearners' ``MetaLearner``).
+
+    Constructor arguments are metalearners'; ``fold_strategy``, ``fold_key``, ``client`` and
+    ``plan`` are dask-meta's own keyword-only arguments. As in metalearners, per-model
+    arguments are resolved (and validated) at construction, so errors surface at once.
+    """
+
+    # -- declarations every learner makes ------------------------------------------------
+
+    @classmethod
+    @abstractmethod
+    def nuisance_model_specifications(cls) -> dict[str, ModelSpecification]: ...
+
+    @classmethod
+    @abstractmethod
+    def treatment_model_specifications(cls) -> dict[str, ModelSpecification]: ...
+
+    @classmethod
+    @abstractmethod
+    def _supports_multi_treatment(cls) -> bool: ...
+
+    @classmethod
+    @abstractmethod
+    def _supports_multi_class(cls) -> bool: ...
+
+    @abstractmethod
+    def _nuisance_entries(self, synchronize: bool) -> list[ModelEntry]:
+        """The nuisance cross-fit estimators to fit: rows, target and split of each."""
+
+    def _treatment_entries(self, synchronize: bool) -> list[ModelEntry]:
+        return []
+
+    def _outcome_predict_method(self) -> str:
+        return "predict_proba" if self.is_classification else "predict"
+
+    def _get_n_variants(self) -> int:
+        return self.n_variants
+
+    def _get_n_variants_minus_one(self) -> int:
+        return self.n_variants - 1
+
+    def _get_one(self) -> int:
+        return 1
+
+    # -- construction ----------------------------------------------------------------------
+
+    def __init__(
+        self,
+        is_classification: bool,
+        n_variants: int,
+        nuisance_model_factory: Any = None,
+        treatment_model_factory: Any = None,
+        propensity_model_factory: type | None = None,
+        nuisance_model_params: dict | None = None,
+        treatment_model_params: dict | None = None,
+        propensity_model_params: dict | None = None,
+        fitted_nuisance_models: dict[str, list[CrossFitEstimator]] | None = None,
+        fitted_propensity_model: CrossFitEstimator | None = None,
+        feature_set: Any = None,
+        n_folds: int | dict[str, int] = 10,
+        random_state: int | None = None,
+        *,
+        fold_strategy: str = "partition",
+        fold_key: str | None = None,
+        client: Client | None = None,
+        plan: Any = None,
+    ):
+        nuisance_specs = self.nuisance_model_specifications()
+        treatment_specs = self.treatment_model_specifications()
+        if isinstance(nuisance_model_factory, dict) and PROPENSITY_MODEL in nuisance_model_factory:
+            raise ValueError(
+                "Propensity model factory should be defined using propensity_model_factory "
+                "and not nuisance_model_factory."
+            )
+        if isinstance(nuisance_model_params, dict) and PROPENSITY_MODEL in nuisance_model_params:
+            raise ValueError(
+                "Propensity model params should be defined using propensity_model_params "
+                "and not nuisance_model_params."
+            )
+        if (
+            PROPENSITY_MODEL in nuisance_specs
+            and propensity_model_factory is None
+            and fitted_propensity_model is None
+        ):
+            raise ValueError(
+                "propensity_model_factory or fitted_propensity_model needs to be defined "
+                f"as the {type(self).__name__} has a propensity model."
+            )
+        self._validate_n_variants(n_variants)
+        if not isinstance(is_classification, bool | np.bool_):
+            raise TypeError(f"is_classification must be a bool, got {is_classification!r}")
+        validate_strategy(fold_strategy, fold_key)
+        if random_state is not None and (
+            isinstance(random_state, bool) or not isinstance(random_state, int | np.integer)
+        ):
+            raise TypeError(
+                f"random_state must be an int or None, got {type(random_state).__name__}; it "
+                "seeds the fold assignment (seed base models through their params)"
+            )
+        if plan is not None:
+            raise ValueError(
+                f"plan={plan!r} is not supported yet; leave it None (the planner chooses)"
+            )
+        self.is_classification = bool(is_classification)
+        self.n_variants = n_variants
+        self.fold_strategy = fold_strategy
+        self.fold_key = fold_key
+        self.client = client
+        self.plan = plan
+        self.random_state = random_state
+
+        names_n = set(nuisance_specs)
+        names_t = set(treatment_specs)
+        self.nuisance_model_factory = _combine_propensity_and_nuisance_specs(
+            propensity_model_factory, nuisance_model_factory, names_n
+        )
+        self.nuisance_model_params = _combine_propensity_and_nuisance_specs(
+            propensity_model_params or {}, nuisance_model_params or {}, names_n
+        )
+        self.treatment_model_factory = _initialize_model_dict(treatment_model_factory, names_t)
+        self.treatment_model_params = _initialize_model_dict(treatment_model_params or {}, names_t)
+        self.n_folds = _initialize_model_dict(n_folds, names_n | names_t)
+        for kind, value in self.n_folds.items():
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value <= 0:
+                raise ValueError(f"{kind} n_folds must be a positive int, got {value!r}")
+        self.feature_set = _initialize_model_dict(feature_set, names_n | names_t)
+        for kind, params in {**self.nuisance_model_params, **self.treatment_model_params}.items():
+            if not isinstance(params, dict):
+                raise TypeError(f"params for {kind} must be a dict, got {type(params).__name__}")
+            requested_threads(params)
+
+        self._nuisance_models: dict[str, list[CrossFitEstimator]] = {}
+        self._prefitted_nuisance_models: set[str] = set()
+        if fitted_nuisance_models is not None:
+            allowed = names_n - {PROPENSITY_MODEL}
+            if not set(fitted_nuisance_models) <= allowed:
+                raise ValueError(
+                    f"The keys present in fitted_nuisance_models should be a subset of {allowed}"
+                )
+            for kind, models in fitted_nuisance_models.items():
+                self._check_prefitted(kind, models)
+            self._nuisance_models |= deepcopy(fitted_nuisance_models)
+            self._prefitted_nuisance_models |= set(fitted_nuisance_models)
+        if PROPENSITY_MODEL in names_n and fitted_propensity_model is not None:
+            self._check_prefitted(PROPENSITY_MODEL, [fitted_propensity_model])
+            self._nuisance_models[PROPENSITY_MODEL] = [fitted_propensity_model]
+            self._prefitted_nuisance_models.add(PROPENSITY_MODEL)
+        for kind in names_n - self._prefitted_nuisance_models:
+            if self.nuisance_model_factory[kind] is None:
+                where = (
+                    "propensity_model_factory or fitted_propensity_model"
+                    if kind == PROPENSITY_MODEL
+                    else "nuisance_model_factory or fitted_nuisance_models"
+                )
+                raise ValueError(
+                    f"A model for the nuisance model {kind} needs to be defined in {where}."
+                )
+        for kind in names_t:
+            if self.treatment_model_factory[kind] is None:
+                raise ValueError(
+                    f"A model for the treatment model {kind} needs to be defined in "
+                    "treatment_model_factory."
+                )
+        self._nuisance_models |= {
+            kind: [
+                self._new_cfe(
+                    kind, self.nuisance_model_factory[kind], self.nuisance_model_params[kind]
+                )
+                for _ in range(nuisance_specs[kind].cardinality(self))
+            ]
+            for kind in names_n - self._prefitted_nuisance_models
+        }
+        self._treatment_models: dict[str, list[CrossFitEstimator]] = {
+            kind: [
+                self._new_cfe(
+                    kind, self.treatment_model_factory[kind], self.treatment_model_params[kind]
+                )
+                for _ in range(treatment_specs[kind].cardinality(self))
+            ]
+            for kind in names_t
+        }
+        self._validate_models()
+        self._fit_context: FitContext | None = None
+        self._seed: int | None = None
+        self.fit_report_: pd.DataFrame | None = None
+
+    def _new_cfe(self, kind: str, factory: Any, params: dict) -> CrossFitEstimator:
+        if not isinstance(factory, type):
+            raise TypeError(
+                f"the factory for {kind} must be an estimator class (e.g. "
+                f"lightgbm.LGBMRegressor), got {factory!r}"
+            )
+        return CrossFitEstimator(
+            n_folds=self.n_folds[kind],
+            estimator_factory=factory,
+            estimator_params=params,
+            random_state=self.random_state,
+            fold_strategy=self.fold_strategy,
+            fold_key=self.fold_key,
+            client=self.client,
+        )
+
+    def _check_prefitted(self, kind: str, models: Any) -> None:
+        if not isinstance(models, list | tuple) or not all(
+            isinstance(m, CrossFitEstimator) for m in models
+        ):
+            raise TypeError(
+                f"fitted models for {kind} must be a list of dask_meta CrossFitEstimator "
+                "(e.g. another learner's _nuisance_models[kind])"
+            )
+        expected = self.nuisance_model_specifications()[kind].cardinality(self)
+        if len(models) != expected:
+            raise ValueError(f"{kind} needs {expected} fitted models, got {len(models)}")
+        for m in models:
+            if not m.is_fitted:
+                raise ValueError(f"the fitted models passed for {kind} are not fitted")
+
+    @classmethod
+    def _validate_n_variants(cls, n_variants: Any) -> None:
+        if isinstance(n_variants, bool) or not isinstance(n_variants, int) or n_variants < 2:
+            raise ValueError("n_variants needs to be an integer strictly greater than 1.")
+        if n_variants > 2 and not cls._supports_multi_treatment():
+            raise NotImplementedError(
+                f"{cls.__name__} only supports binary treatment variants; n_variants={n_variants}"
+            )
+
+    def _validate_models(self) -> None:
+        """Regressors where ``predict`` is used, classifiers where ``predict_proba`` is."""
+        checks = [
+            (kind, self._nuisance_models[kind][0].estimator_factory, spec, "nuisance")
+            for kind, spec in self.nuisance_model_specifications().items()
+        ] + [
+            (kind, self.treatment_model_factory[kind], spec, "treatment")
+            for kind, spec in self.treatment_model_specifications().items()
+        ]
+        for kind, factory, spec, stage in checks:
+            method = spec.predict_method(self)
+            cfe_type = self._estimator_type_of(factory)
+            if cfe_type == "classifier" and method == "predict":
+                raise ValueError(
+                    f"The {stage} model {kind} is supposed to be used with the predict method "
+                    f"'predict' but {factory.__name__} is a classifier; pass a regressor."
+                )
+            if cfe_type == "regressor" and method == "predict_proba":
+                raise ValueError(
+                    f"The {stage} model {kind} is supposed to be used with the predict method "
+                    f"'predict_proba' but {factory.__name__} is not a classifier; pass a "
+                    "classifier."
+                )
+
+    @staticmethod
+    def _estimator_type_of(factory: type) -> str | None:
+        from dask_meta.crossfit import _estimator_type
+
+        return _estimator_type(factory)
+
+    @property
+    def init_args(self) -> dict[str, Any]:
+        """Arguments that rebuild an unfitted learner with the same configuration."""
+        pre = self._prefitted_nuisance_models
+        return {
+            "is_classification": self.is_classification,
+            "n_variants": self.n_variants,
+            "nuisance_model_factory": {
+                k: v
+                for k, v in self.nuisance_model_factory.items()
+                if k != PROPENSITY_MODEL and k not in pre
+            },
+            "treatment_model_factory": self.treatment_model_factory,
+            "propensity_model_factory": (
+                self.nuisance_model_factory.get(PROPENSITY_MODEL)
+                if PROPENSITY_MODEL not in pre
+                else None
+            ),
+            "nuisance_model_params": {
+                k: v
+                for k, v in self.nuisance_model_params.items()
+                if k != PROPENSITY_MODEL and k not in pre
+            },
+            "treatment_model_params": self.treatment_model_params,
+            "propensity_model_params": (
+                self.nuisance_model_params.get(PROPENSITY_MODEL)
+                if PROPENSITY_MODEL not in pre
+                else None
+            ),
+            "fitted_nuisance_models": {
+                k: deepcopy(v)
+                for k, v in self._nuisance_models.items()
+                if k in pre and k != PROPENSITY_MODEL
+            },
+            "fitted_propensity_model": (
+                deepcopy(self._nuisance_models.get(PROPENSITY_MODEL))
+                if PROPENSITY_MODEL in pre
+                else None
+            ),
+            "feature_set": self.feature_set,
+            "n_folds": self.n_folds,
+            "random_state": self.random_state,
+            "fold_strategy": self.fold_strategy,
+            "fold_key": self.fold_key,
+            "client": self.client,
+            "plan": self.plan,
+        }
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["client"] = None
+        return state
+
+    # -- fitting ---------------------------------------------------------------------------
+
+    def fit(
+        self,
+        X: Any,
+        y: Any,
+        w: Any,
+        n_jobs_cross_fitting: int | None = None,
+        fit_params: dict | None = None,
+        synchronize_cross_fitting: bool = True,
+        n_jobs_base_learners: int | None = None,
+    ) -> MetaLearner:
+        """Fit all nuisance and treatment models.
+
+        Unlike metalearners, ``None`` for the two ``n_jobs`` limits means "no limit beyond the
+        cluster's resources" (metalearners: sequential); a positive int caps the fits in
+        flight (per cross-fit estimator, and estimators per stage).
+        """
+        self._fit_stages(
+            X,
+            y,
+            w,
+            (NUISANCE, TREATMENT),
+            n_jobs_cross_fitting,
+            fit_params,
+            synchronize_cross_fitting,
+            n_jobs_base_learners,
+        )
+        return self
+
+    def fit_all_nuisance(
+        self,
+        X: Any,
+        y: Any,
+        w: Any,
+        n_jobs_cross_fitting: int | None = None,
+        fit_params: dict | None = None,
+        synchronize_cross_fitting: bool = True,
+        n_jobs_base_learners: int | None = None,
+    ) -> MetaLearner:
+        """Fit all nuisance models (prefitted ones are never refitted)."""
+        self._fit_stages(
+            X,
+            y,
+            w,
+            (NUISANCE,),
+            n_jobs_cross_fitting,
+            fit_params,
+            synchronize_cross_fitting,
+            n_jobs_base_learners,
+        )
+        return self
+
+    def fit_all_treatment(
+        self,
+        X: Any,
+        y: Any,
+        w: Any,
+        n_jobs_cross_fitting: int | None = None,
+        fit_params: dict | None = None,
+        synchronize_cross_fitting: bool = True,
+        n_jobs_base_learners: int | None = None,
+    ) -> MetaLearner:
+        """Fit all treatment models; the nuisance models must be fitted on the same data."""
+        if not self.treatment_model_specifications():
+            return self
+        self._fit_stages(
+            X,
+            y,
+            w,
+            (TREATMENT,),
+            n_jobs_cross_fitting,
+            fit_params,
+            synchronize_cross_fitting,
+            n_jobs_base_learners,
+        )
+        return self
+
+    def _validate_fit_args(self, synchronize: Any) -> None:
+        if not isinstance(synchronize, bool | np.bool_):
+            raise TypeError(f"synchronize_cross_fitting must be a bool, got {synchronize!r}")
+
+    def _fit_stages(
+        self,
+        X: Any,
+        y: Any,
+        w: Any,
+        stages: tuple[str, ...],
+        n_jobs_cross_fitting: int | None,
+        fit_params: dict | None,
+        synchronize: bool,
+        n_jobs_base_learners: int | None,
+    ) -> None:
+        self._validate_fit_args(synchronize)
+        limits = Limits(n_jobs_cross_fitting, n_jobs_base_learners)
+        qualified = parse_fit_params(
+            fit_params, self.nuisance_model_specifications(), self.treatment_model_specifications()
+        )
+        self._validate_fit_params(qualified)
+        if TREATMENT in stages and NUISANCE not in stages:
+            self._require_nuisance_fitted()
+        entries = {
+            NUISANCE: [
+                e
+                for e in self._nuisance_entries(bool(synchronize))
+                if e.kind not in self._prefitted_nuisance_models
+            ]
+            if NUISANCE in stages
+            else [],
+            TREATMENT: self._treatment_entries(bool(synchronize)) if TREATMENT in stages else [],
+        }
+        run = self._begin_run(X, y, w, qualified, entries, limits, bool(synchronize))
+        try:
+            jobs, deferred, owners = self._plan_jobs(run, entries)
+            results = run.planner.run(jobs, deferred)
+            fitted = self._collect(run, owners, results)
+        except BaseException:
+            run.planner.cancel_all()
+            raise
+        finally:
+            run.planner.release()
+        # install only once everything succeeded: a failed fit leaves the learner as it was
+        for (kind, ordinal), cfe in fitted.items():
+            models = (
+                self._nuisance_models if kind in self._nuisance_models else self._treatment_models
+            )
+            models[kind][ordinal] = cfe
+        self._fit_context = run.context
+        self._seed = run.seed
+        self._client = run.client
+        self._after_fit(run, stages)
+        report = run.planner.report_frame()
+        report.attrs["wall_time"] = time.time() - run.started
+        self.fit_report_ = report
+
+    def _after_fit(self, run: FitRun, stages: tuple[str, ...]) -> None:
+        """Hook for learner state computed at fit time."""
+
+    def _require_nuisance_fitted(self) -> None:
+        for kind, models in self._nuisance_models.items():
+            if not all(m.is_fitted for m in models):
+                raise ValueError(
+                    f"the nuisance model {kind} is not fitted; call fit_all_nuisance first"
+                )
+
+    def _validate_fit_params(self, qualified: dict[str, dict[str, dict]]) -> None:
+        """Hook: learners reject fit params they cannot honour."""
+
+    def _begin_run(
+        self,
+        X: Any,
+        y: Any,
+        w: Any,
+        qualified: dict[str, dict[str, dict]],
+        entries: dict[str, list[ModelEntry]],
+        limits: Limits,
+        synchronize: bool,
+    ) -> FitRun:
+        client = resolve_client(self.client)
+        n_mem = _n_rows_in_memory(X)
+        row_columns: dict[int, str] = {}
+        row_values: dict[str, tuple[str, Any]] = {}
+        row_params: dict[tuple[str, str], dict[str, str]] = {}
+        static_params: dict[tuple[str, str], dict[str, Any]] = {}
+        for stage, per_kind in qualified.items():
+            for kind, params in per_kind.items():
+                static: dict[str, Any] = {}
+                rows: dict[str, str] = {}
+                for name, value in params.items():
+                    if _is_row_param(value, n_mem):
+                        column = row_columns.setdefault(
+                            id(value), f"{PARAM_PREFIX}{len(row_columns)}__"
+                        )
+                        row_values[column] = (f"fit_params[{name!r}]", value)
+                        rows[name] = column
+                    else:
+                        static[name] = value
+                row_params[(stage, kind)] = rows
+                static_params[(stage, kind)] = static
+        data = training_frame(X, y, w, row_values)
+        self._check_input_dtypes(data)
+        if self.fold_strategy == "hash" and self.fold_key not in data.columns.names:
+            raise ValueError(
+                f"fold_key={self.fold_key!r} is not a column of X; X has {list(data.columns.names)}"
+            )
+        seed = self._seed_for_run(entries)
+        requests = self._split_requests(entries, synchronize)
+        hash_specs = hash_specs_for(requests) if self.fold_strategy == "hash" else ()
+        stats = scan(
+            client,
+            data.frame,
+            self.is_classification,
+            fold_key=self.fold_key,
+            hash_specs=hash_specs,
+            seed=seed,
+            keep_arrays=self.fold_strategy == "sklearn",
+        )
+        self._validate_data(stats)
+        assignment = assign(
+            self.fold_strategy,
+            data.frame,
+            stats,
+            requests,
+            seed=seed if self.fold_strategy != "sklearn" else self.random_state,  # type: ignore[arg-type]
+            classification=self.is_classification,
+            fold_key=self.fold_key,
+        )
+        self._check_fold_coverage(entries, assignment, requests)
+        planner = Planner(client, limits, label=f"dask_meta-{type(self).__name__}")
+        parts = planner.persist_partitions(assignment.frame, "training-frame")
+        fingerprint_futures = planner.map_partitions(
+            fingerprint_features, parts, name="fingerprint", names=data.columns.names
+        )
+        fingerprints = client.gather(fingerprint_futures)
+        context = fit_context(data.columns, assignment, [s.n for s in stats], fingerprints)
+        if TREATMENT in entries and entries[TREATMENT] and not entries[NUISANCE]:
+            self._check_same_data(context)
+        return FitRun(
+            client=client,
+            planner=planner,
+            data=data,
+            stats=stats,
+            assignment=assignment,
+            parts=parts,
+            context=context,
+            seed=seed,
+            token=new_token(),
+            row_params=row_params,
+            static_params=static_params,
+        )
+
+    def _check_same_data(self, context: FitContext) -> None:
+        previous = self._fit_context
+        if previous is None:
+            return
+        if previous.lengths != context.lengths or previous.fingerprints != context.fingerprints:
+            raise ValueError(
+                "fit_all_treatment must get the same X, y and w as fit_all_nuisance (same "
+                "partitions, lengths and values)"
+            )
+
+    def _seed_for_run(self, entries: dict[str, list[ModelEntry]]) -> int:
+        if self.random_state is not None:
+            return int(self.random_state)
+        if self._seed is not None and not entries[NUISANCE]:
+            return self._seed
+        return int(np.random.SeedSequence().entropy % (2**32))  # type: ignore[operator]
+
+    def _check_input_dtypes(self, data: Frame) -> None:
+        meta = data.frame._meta
+        w_dtype = meta[W_COL].dtype
+        if not (
+            pd.api.types.is_integer_dtype(w_dtype)
+            or pd.api.types.is_bool_dtype(w_dtype)
+            or pd.api.types.is_float_dtype(w_dtype)
+        ):
+            raise TypeError(
+                f"w has dtype {w_dtype}; the treatment must be integers 0..n_variants-1 "
+                "(bool or integer-valued floats are accepted)"
+            )
+        y_dtype = meta[Y_COL].dtype
+        numeric = pd.api.types.is_numeric_dtype(y_dtype) or pd.api.types.is_bool_dtype(y_dtype)
+        if not numeric and not self.is_classification:
+            raise TypeError(f"y has dtype {y_dtype}; a regression outcome must be numeric")
+
+    def _validate_data(self, stats: Sequence[PartitionStats]) -> None:
+        """Treatment and outcome checks of metalearners, from the first pass's statistics."""
+        w_nan = sum(s.w_nan for s in stats)
+        if w_nan:
+            raise ValueError(f"w has {w_nan} missing values (NaN); every row needs a treatment")
+        w_frac = sum(s.w_non_integer for s in stats)
+        if w_frac:
+            raise ValueError(
+                f"w has {w_frac} non-integer values; treatment variants must be encoded as "
+                f"0..{self.n_variants - 1}"
+            )
+        y_nan = sum(s.y_nan for s in stats)
+        if y_nan:
+            raise ValueError(f"y has {y_nan} missing values (NaN); every row needs an outcome")
+        y_inf = sum(s.y_inf for s in stats)
+        if y_inf:
+            raise ValueError(f"y has {y_inf} infinite values")
+        found = set()
+        for s in stats:
+            found |= {int(st[0]) for st in s.strata}
+        expected = set(range(self.n_variants))
+        if found != expected:
+            missing = sorted(expected - found)
+            extra = sorted(found - expected)
+            detail = []
+            if missing:
+                detail.append(f"variants {missing} are missing")
+            if extra:
+                detail.append(f"values {extra} are outside 0..{self.n_variants - 1}")
+            raise ValueError(
+                f"w has values {_sorted_values(found)}; expected 0..n_variants-1 = "
+                f"{sorted(expected)} with every variant present ({'; '.join(detail)})"
+            )
+        if self.is_classification:
+            per_variant = _stats_classes(stats)
+            classes = set().union(*per_variant.values())
+            if len(classes) > 2 and not self._supports_multi_class():
+                raise ValueError(
+                    f"{type(self).__name__} does not support multiclass classification. Yet we "
+                    f"found {len(classes)} classes."
+                )
+            if len(classes) < 2:
+                raise ValueError(
+                    f"There is only one class present in the classification outcome: {classes}; "
+                    "a classification needs at least two"
+                )
+            classes_0 = per_variant.get(0, set())
+            for variant in sorted(per_variant):
+                if per_variant[variant] != classes_0:
+                    raise ValueError(
+                        f"Variants 0 and {variant} have seen different sets of classification "
+                        f"outcomes ({_sorted_values(classes_0)} vs "
+                        f"{_sorted_values(per_variant[variant])}). Please check your data."
+                    )
+
+    # -- splits and jobs -------------------------------------------------------------------
+
+    def _cfe(self, kind: str, ordinal: int) -> CrossFitEstimator:
+        if kind in self._nuisance_models:
+            return self._nuisance_models[kind][ordinal]
+        return self._treatment_models[kind][ordinal]
+
+    def _stage_of(self, kind: str) -> str:
+        return NUISANCE if kind in self.nuisance_model_specifications() else TREATMENT
+
+    def _split_requests(
+        self, entries: dict[str, list[ModelEntry]], synchronize: bool
+    ) -> dict[Hashable, SplitRequest]:
+        requests: dict[Hashable, SplitRequest] = {}
+        for stage_entries in entries.values():
+            for e in stage_entries:
+                cfe = self._cfe(e.kind, e.ordinal)
+                if e.split == "own":
+                    stratify = e.target if cfe.is_classifier else None
+                    seed_key = "sync" if synchronize else e.kind
+                else:
+                    stratify = None
+                    seed_key = "sync"
+                requests[(e.kind, e.ordinal)] = SplitRequest(
+                    variants=e.variants,
+                    n_folds=cfe.n_folds,
+                    stratify=stratify,
+                    seed_key=seed_key,
+                )
+        return requests
+
+    def _check_fold_coverage(
+        self,
+        entries: dict[str, list[ModelEntry]],
+        assignment: Assignment,
+        requests: dict[Hashable, SplitRequest],
+    ) -> None:
+        """Before any fit: every fold's training rows hold each variant and class they need."""
+        for stage_entries in entries.values():
+            for e in stage_entries:
+                cfe = self._cfe(e.kind, e.ordinal)
+                split = assignment.refs[(e.kind, e.ordinal)]
+                whole = strata_of_fold(split, assignment.fold_strata, None)
+                need_variants = {s[0] for s in whole}
+                need_classes = self._target_classes(e, whole) if cfe.is_classifier else None
+                folds = range(cfe.n_folds) if cfe.n_folds > 1 else []
+                for k in folds:
+                    strata = strata_of_fold(split, assignment.fold_strata, k)
+                    have_variants = {s[0] for s in strata if strata[s]}
+                    name = f"{e.kind} {e.ordinal}" if self._cardinality(e.kind) > 1 else e.kind
+                    if not strata or sum(strata.values()) == 0:
+                        raise ValueError(
+                            f"fold {k} of {name} has no training rows; use fewer folds (n_folds)"
+                        )
+                    if have_variants != need_variants:
+                        raise ValueError(
+                            f"the training rows of fold {k} of {name} lack treatment variants "
+                            f"{sorted(need_variants - have_variants)}; use fewer folds or check "
+                            "the data"
+                        )
+                    if need_classes is not None:
+                        have = self._target_classes(e, strata)
+                        if have != need_classes:
+                            raise ValueError(
+                                f"the training rows of fold {k} of {name} lack the classes "
+                                f"{_sorted_values(need_classes - have)} of its target; use fewer "
+                                "folds, the 'partition' fold strategy (stratified), or "
+                                "synchronize_cross_fitting=False"
+                            )
+
+    def _target_classes(self, entry: ModelEntry, strata: Counter) -> set:
+        present = [s for s, c in strata.items() if c]
+        if entry.target == W_COL:
+            return {s[0] for s in present}
+        return {s[1] for s in present if len(s) > 1}
+
+    def _cardinality(self, kind: str) -> int:
+        specs = self.nuisance_model_specifications() | self.treatment_model_specifications()
+        return specs[kind].cardinality(self)
+
+    def _design(self, kind: str, columns: Any = None) -> Design:
+        assert self._fit_context is not None or columns is not None
+        cols = columns if columns is not None else self._fit_context.columns  # type: ignore[union-attr]
+        return Design(cols.select(self.feature_set[kind], kind), cols.as_numpy)
+
+    def _plan_jobs(
+        self, run: FitRun, entries: dict[str, list[ModelEntry]]
+    ) -> tuple[
+        list[Job], list[Deferred], dict[tuple[str, int], tuple[CrossFitEstimator, list[Job]]]
+    ]:
+        """Jobs of the nuisance stage now; learners with a treatment stage add deferred ones."""
+        owners: dict[tuple[str, int], tuple[CrossFitEstimator, list[Job]]] = {}
+        jobs: list[Job] = []
+        all_entries = entries[NUISANCE] + entries[TREATMENT]
+        run.n_jobs_total = sum(self._cfe(e.kind, e.ordinal).n_folds + 1 for e in all_entries)
+        for e in entries[NUISANCE]:
+            cfe_jobs, cfe = self._entry_jobs(run, e, run.parts)
+            owners[(e.kind, e.ordinal)] = (cfe, cfe_jobs)
+            jobs.extend(cfe_jobs)
+        deferred = self._treatment_plan(run, entries, owners, jobs)
+        return jobs, deferred, owners
+
+    def _treatment_plan(
+        self,
+        run: FitRun,
+        entries: dict[str, list[ModelEntry]],
+        owners: dict[tuple[str, int], tuple[CrossFitEstimator, list[Job]]],
+        nuisance_jobs: list[Job],
+    ) -> list[Deferred]:
+        """Hook for learners with a treatment stage (X, R, DR)."""
+        return []
+
+    def _entry_jobs(
+        self,
+        run: FitRun,
+        entry: ModelEntry,
+        parts: Sequence[Future],
+        extra_parts: Sequence[Future] = (),
+        design: Design | None = None,
+    ) -> tuple[list[Job], CrossFitEstimator]:
+        stage = self._stage_of(entry.kind)
+        cfe = self._cfe(entry.kind, entry.ordinal).clone()
+        split = run.assignment.refs[(entry.kind, entry.ordinal)]
+        threads = resolve_threads(
+            requested_threads(cfe.estimator_params),
+            run.planner.shape,  # type: ignore[arg-type]
+            run.n_jobs_total,
+            f"the {entry.kind} model",
+        )
+        jobs = cfe.fold_jobs(
+            kind=entry.kind,
+            ordinal=entry.ordinal,
+            stage=stage,
+            design=design or self._design(entry.kind, run.data.columns),
+            target=entry.target,
+            split=split,
+            parts=parts,
+            extra_parts=extra_parts,
+            fit_params=run.static_params[(stage, entry.kind)],
+            row_params=run.row_params[(stage, entry.kind)],
+            threads=threads,
+            train_rows=train_rows(split, run.assignment.fold_strata, cfe.n_folds),
+            token=run.token,
+        )
+        return jobs, cfe
+
+    def _collect(
+        self,
+        run: FitRun,
+        owners: dict[tuple[str, int], tuple[CrossFitEstimator, list[Job]]],
+        results: dict[str, FitResult],
+    ) -> dict[tuple[str, int], CrossFitEstimator]:
+        fitted = {}
+        for (kind, ordinal), (cfe, jobs) in owners.items():
+            name = f"{kind} {ordinal}" if self._cardinality(kind) > 1 else kind
+            cfe.set_fitted(jobs, results, run.assignment.refs[(kind, ordinal)], run.context, name)
+            fitted[(kind, ordinal)] = cfe
+        return fitted
+
+    # -- prediction ------------------------------------------------------------------------
+
+    def _check_fitted(self) -> None:
+        if self._fit_context is None:
+            raise ValueError(
+                f"This {type(self).__name__} is not fitted yet; call fit before predicting."
+            )
+
+    def _check_predict(self, is_oos: Any, oos_method: Any) -> None:
+        self._check_fitted()
+        if not isinstance(is_oos, bool | np.bool_):
+            raise TypeError(f"is_oos must be a bool, got {is_oos!r}")
+        if oos_method not in OOS_METHODS:
+            raise ValueError(
+                f"oos_method {oos_method!r} not supported. Supported values are "
+                f"{list(OOS_METHODS)}."
+            )
+
+    def _predict_client(self) -> Client:
+        client = self.client or getattr(self, "_client", None)
+        if client is not None and getattr(client, "status", "closed") == "running":
+            return client
+        return resolve_client(None)
+
+    def _map(
+        self,
+        X: Any,
+        is_oos: bool,
+        fn: Callable[..., np.ndarray],
+        bundle: Any,
+        tail: tuple[int, ...],
+        name: str,
+    ) -> Any:
+        from dask_meta.crossfit import map_predict
+
+        assert self._fit_context is not None
+        client = self._predict_client() if not is_dask(X) else None
+        return map_predict(X, self._fit_context, is_oos, fn, bundle, tail, client, name)
+
+    def predict_nuisance(
+        self,
+        X: Any,
+        model_kind: str,
+        model_ord: int,
+        is_oos: bool,
+        oos_method: str = OVERALL,
+    ) -> Any:
+        """Predict with one nuisance model: ``(n,)`` or ``(n, n_classes)``."""
+        return self._predict_model(X, model_kind, model_ord, is_oos, oos_method, NUISANCE)
+
+    def predict_treatment(
+        self,
+        X: Any,
+        model_kind: str,
+        model_ord: int,
+        is_oos: bool,
+        oos_method: str = OVERALL,
+    ) -> Any:
+        """Predict with one treatment model: ``(n,)``."""
+        return self._predict_model(X, model_kind, model_ord, is_oos, oos_method, TREATMENT)
+
+    def _predict_model(
+        self, X: Any, kind: str, ordinal: int, is_oos: bool, oos_method: str, stage: str
+    ) -> Any:
+        specs = (
+            self.nuisance_model_specifications()
+            if stage == NUISANCE
+            else self.treatment_model_specifications()
+        )
+        if kind not in specs:
+            raise ValueError(
+                f"{kind!r} is not a {stage} model of {type(self).__name__}; "
+                f"expected one of {sorted(specs)}"
+            )
+        self._check_predict(is_oos, oos_method)
+        cfe = self._cfe(kind, ordinal)
+        method = specs[kind].predict_method(self)
+        oos = cfe.check_predict_args(is_oos, method, oos_method)
+        n_out = cfe._n_outputs(method)
+        design = self._design(kind)
+        bundle = (cfe, design, method, oos)
+        return self._map(
+            X,
+            is_oos,
+            _single_model_partition,
+            bundle,
+            (n_out,) if n_out > 1 else (),
+            f"{kind}-predict",
+        )
+
+    def fit_nuisance(
+        self,
+        X: Any,
+        y: Any,
+        model_kind: str,
+        model_ord: int,
+        fit_params: dict | None = None,
+        n_jobs_cross_fitting: int | None = None,
+        cv: Any = None,
+    ) -> MetaLearner:
+        """Fit one nuisance model on (X, y), y being that model's own target."""
+        if model_kind not in self.nuisance_model_specifications():
+            raise ValueError(f"{model_kind!r} is not a nuisance model of {type(self).__name__}")
+        if model_kind in self._prefitted_nuisance_models:
+            return self
+        self._fit_one(X, y, model_kind, model_ord, fit_params, n_jobs_cross_fitting, cv)
+        return self
+
+    def fit_treatment(
+        self,
+        X: Any,
+        y: Any,
+        model_kind: str,
+        model_ord: int,
+        fit_params: dict | None = None,
+        n_jobs_cross_fitting: int | None = None,
+        cv: Any = None,
+    ) -> MetaLearner:
+        """Fit one treatment model on (X, y), y being that model's own target."""
+        if model_kind not in self.treatment_model_specifications():
+            raise ValueError(f"{model_kind!r} is not a treatment model of {type(self).__name__}")
+        self._fit_one(X, y, model_kind, model_ord, fit_params, n_jobs_cross_fitting, cv)
+        return self
+
+    def _fit_one(
+        self,
+        X: Any,
+        y: Any,
+        kind: str,
+        ordinal: int,
+        fit_params: dict | None,
+        n_jobs_cross_fitting: int | None,
+        cv: Any,
+    ) -> None:
+        if cv is not None:
+            raise ValueError(
+                "cv is not supported by dask_meta; folds come from fold_strategy "
+                "('partition', 'hash' or 'sklearn')"
+            )
+        cardinality = self._cardinality(kind)
+        if not isinstance(ordinal, int) or not 0 <= ordinal < cardinality:
+            raise ValueError(f"model_ord for {kind} must be in 0..{cardinality - 1}, got {ordinal}")
+        cfe = self._cfe(kind, ordinal).clone()
+        fit_single(
+            cfe,
+            X,
+            y,
+            fit_params=fit_params,
+            n_jobs_cross_fitting=n_jobs_cross_fitting,
+            feature_set=self.feature_set[kind],
+            kind=kind,
+            ordinal=ordinal,
+        )
+        models = self._nuisance_models if kind in self._nuisance_models else self._treatment_models
+        models[kind][ordinal] = cfe
+
+
+def _single_model_partition(X: pd.DataFrame, folds: pd.DataFrame | None, bundle: Any) -> np.ndarray:
+    cfe, design, method, oos = bundle
+    return cfe.block_predict(design.matrix(X), folds, method, oos)
+
+
+def fit_single(
+    cfe: CrossFitEstimator,
+    X: Any,
+    y: Any,
+    *,
+    fit_params: dict | None = None,
+    n_jobs_cross_fitting: int | None = None,
+    feature_set: Any = None,
+    kind: str = "model",
+    ordinal: int = 0,
+) -> CrossFitEstimator:
+    """Fit one cross-fit estimator on (X, y) through the planner (all rows, its own CV)."""
+    if fit_params is not None and not isinstance(fit_params, dict):
+        raise TypeError(f"fit_params must be a dict or None, got {type(fit_params).__name__}")
+    client = resolve_client(cfe.client)
+    n_mem = _n_rows_in_memory(X)
+    static: dict[str, Any] = {}
+    row_params: dict[str, str] = {}
+    row_values: dict[str, tuple[str, Any]] = {}
+    for name, value in (fit_params or {}).items():
+        if _is_row_param(value, n_mem):
+            column = f"{PARAM_PREFIX}{len(row_values)}__"
+            row_values[column] = (f"fit_params[{name!r}]", value)
+            row_params[name] = column
+        else:
+            static[name] = value
+    data = training_frame(X, y, None, row_values)
+    classification = cfe.is_classifier
+    seed = (
+        int(cfe.random_state)
+        if cfe.random_state is not None
+        else int(np.random.SeedSequence().entropy % (2**32))  # type: ignore[operator]
+    )
+    request = SplitRequest(
+        variants=None,
+        n_folds=cfe.n_folds,
+        stratify=Y_COL if classification else None,
+        seed_key=kind,
+    )
+    requests: dict[Hashable, SplitRequest] = {(kind, ordinal): request}
+    stats = scan(
+        client,
+        data.frame,
+        classification,
+        fold_key=cfe.fold_key,
+        hash_specs=hash_specs_for(requests) if cfe.fold_strategy == "hash" else (),
+        seed=seed,
+        keep_arrays=cfe.fold_strategy == "sklearn",
+    )
+    y_nan = sum(s.y_nan for s in stats)
+    if y_nan:
+        raise ValueError(f"y has {y_nan} missing values (NaN)")
+    assignment = assign(
+        cfe.fold_strategy,
+        data.frame,
+        stats,
+        requests,
+        seed=seed if cfe.fold_strategy != "sklearn" else cfe.random_state,  # type: ignore[arg-type]
+        classification=classification,
+        fold_key=cfe.fold_key,
+    )
+    split = assignment.refs[(kind, ordinal)]
+    if classification and cfe.n_folds > 1:
+        classes = {s[1] for s in strata_of_fold(split, assignment.fold_strata, None)}
+        for k in range(cfe.n_folds):
+            have = {s[1] for s, c in strata_of_fold(split, assignment.fold_strata, k).items() if c}
+            if have != classes:
+                raise ValueError(
+                    f"the training rows of fold {k} lack the classes "
+                    f"{_sorted_values(classes - have)}; use fewer folds"
+                )
+    planner = Planner(client, Limits(n_jobs_cross_fitting, None), label="dask_meta-crossfit")
+    try:
+        parts = planner.persist_partitions(assignment.frame, "training-frame")
+        fingerprints = client.gather(
+            planner.map_partitions(
+                fingerprint_features, parts, name="fingerprint", names=data.columns.names
+            )
+        )
+        context = fit_context(data.columns, assignment, [s.n for s in stats], fingerprints)
+        threads = resolve_threads(
+            requested_threads(cfe.estimator_params),
+            planner.shape,  # type: ignore[arg-type]
+            cfe.n_folds + 1,
+            f"the {kind} model",
+        )
+        jobs = cfe.fold_jobs(
+            kind=kind,
+            ordinal=ordinal,
+            stage=NUISANCE,
+            design=Design(data.columns.select(feature_set, kind), data.columns.as_numpy),
+            target=Y_COL,
+            split=split,
+            parts=parts,
+            fit_params=static,
+            row_params=row_params,
+            threads=threads,
+            train_rows=train_rows(split, assignment.fold_strata, cfe.n_folds),
+            token=new_token(),
+        )
+        results = planner.run(jobs)
+        cfe.set_fitted(jobs, results, split, context, kind)
+    finally:
+        planner.release()
+    cfe.fit_report_ = planner.report_frame()
+    return cfe
+
+
+def n_outputs_of(learner: MetaLearner, kind: str) -> int:
+    cfe = learner._cfe(kind, 0)
+    method = (learner.nuisance_model_specifications() | learner.treatment_model_specifications())[
+        kind
+    ].predict_method(learner)
+    return cfe._n_outputs(method)
+
+
+def check_oos_for(cfe: CrossFitEstimator, method: str, oos_method: str) -> None:
+    """Validate an oos_method used for the out-of-split rows of an in-sample prediction."""
+    validate_oos_method(oos_method, cfe.enable_overall, cfe.n_folds)
+    if oos_method == "median" and method == "predict_proba":
+        raise ValueError(
+            "Cannot create median of class probabilities. Please use a different oos_method."
+        )

@@ -1,0 +1,203 @@
+"""S-learner: one outcome model on the covariates plus the treatment.
+
+Unlike metalearners 0.13 (whose categorical encoding turns the treatment into NaN for
+categorical-aware models such as LightGBM, so its CATE is identically 0), the treatment
+column is a proper ``category`` with categories ``0..n_variants-1``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from dask_meta._constants import BASE_MODEL, NUISANCE, OVERALL, Y_COL
+from dask_meta.backends import Design, is_categorical_aware
+from dask_meta.learners.base import (
+    FitRun,
+    MetaLearner,
+    ModelEntry,
+    ModelSpecification,
+    n_outputs_of,
+)
+
+TREATMENT_COLUMN = "treatment"
+
+
+def append_treatment(
+    X: pd.DataFrame, w: np.ndarray, as_numpy: bool, n_variants: int, categorical: bool
+) -> Any:
+    """X plus the treatment: K-1 one-hot int8 columns, or one categorical column."""
+    w = np.asarray(w, dtype=np.int64)
+    if not categorical:
+        dummies = np.eye(n_variants, dtype=np.int8)[w][:, 1:]
+        if as_numpy:
+            return np.concatenate([X.to_numpy(), dummies], axis=1)
+        out = X.copy()
+        out.columns = [str(c) for c in X.columns]
+        for k in range(1, n_variants):
+            out[f"{TREATMENT_COLUMN}_{k}"] = dummies[:, k - 1]
+        return out
+    out = X.copy()
+    out.columns = [str(i) for i in range(X.shape[1])] if as_numpy else [str(c) for c in X.columns]
+    out[TREATMENT_COLUMN] = pd.Categorical(w, categories=list(range(n_variants)))
+    return out
+
+
+def s_cao_partition(X: pd.DataFrame, folds: pd.DataFrame | None, bundle: Any) -> np.ndarray:
+    """Outcome predictions with the treatment set to each variant in turn (in-sample: the
+    fold model that did not see the row, for every counterfactual variant)."""
+    cfe, design, method, oos_method, n_variants, cate = bundle
+    n = len(X)
+    cao = np.stack(
+        [
+            cfe.block_predict(design.matrix(X, np.full(n, k)), folds, method, oos_method)
+            for k in range(n_variants)
+        ],
+        axis=1,
+    )
+    return cao[:, 1:] - cao[:, [0]] if cate else cao
+
+
+class SLearner(MetaLearner):
+    """S-learner (Kuenzel et al. 2019): one model of the outcome given X and the treatment."""
+
+    @classmethod
+    def nuisance_model_specifications(cls) -> dict[str, ModelSpecification]:
+        return {
+            BASE_MODEL: ModelSpecification(
+                cardinality=MetaLearner._get_one,
+                predict_method=MetaLearner._outcome_predict_method,
+            )
+        }
+
+    @classmethod
+    def treatment_model_specifications(cls) -> dict[str, ModelSpecification]:
+        return {}
+
+    @classmethod
+    def _supports_multi_treatment(cls) -> bool:
+        return True
+
+    @classmethod
+    def _supports_multi_class(cls) -> bool:
+        return True
+
+    def __init__(self, is_classification: bool, n_variants: int, *args: Any, **kwargs: Any):
+        feature_set = kwargs.pop("feature_set", None)
+        if len(args) >= 9:
+            args = list(args)  # type: ignore[assignment]
+            feature_set, args[8] = args[8], None  # type: ignore[index]
+            args = tuple(args)
+        if feature_set is not None:
+            warnings.warn(
+                "Base-model specific feature_sets were provided to S-Learner. These will be "
+                "ignored and all available features will be used instead.",
+                stacklevel=2,
+            )
+        super().__init__(is_classification, n_variants, *args, **kwargs)
+        self._categorical: bool | None = None
+
+    def _nuisance_entries(self, synchronize: bool) -> list[ModelEntry]:
+        return [ModelEntry(BASE_MODEL, 0, None, Y_COL)]
+
+    def _uses_categorical(self) -> bool:
+        factory = self.nuisance_model_factory[BASE_MODEL]
+        return is_categorical_aware(factory(**self.nuisance_model_params[BASE_MODEL]))
+
+    def _design(self, kind: str, columns: Any = None) -> Design:
+        base = super()._design(kind, columns)
+        if columns is not None:
+            cols = columns
+        else:
+            assert self._fit_context is not None
+            cols = self._fit_context.columns
+        names = [str(c) for c in cols.names]
+        if TREATMENT_COLUMN in names or any(n.startswith(f"{TREATMENT_COLUMN}_") for n in names):
+            raise ValueError(
+                f"X has a column named {TREATMENT_COLUMN!r} (or 'treatment_<k>'); the S-learner "
+                "adds the treatment under that name, so rename it"
+            )
+        categorical = self._uses_categorical() if self._categorical is None else self._categorical
+        return Design(
+            base.columns,
+            base.as_numpy,
+            transform=append_treatment,
+            transform_args=(self.n_variants, categorical),
+        )
+
+    def _after_fit(self, run: FitRun, stages: tuple[str, ...]) -> None:
+        if NUISANCE in stages:
+            self._categorical = self._uses_categorical()
+
+    def _bundle(self, oos_method: str, cate: bool) -> tuple[Any, tuple[int, ...]]:
+        method = self._outcome_predict_method()
+        cfe = self._nuisance_models[BASE_MODEL][0]
+        if oos_method == "median" and method == "predict_proba":
+            raise ValueError(
+                "Cannot create median of class probabilities. Please use a different oos_method."
+            )
+        n_out = n_outputs_of(self, BASE_MODEL)
+        k = self.n_variants - 1 if cate else self.n_variants
+        bundle = (cfe, self._design(BASE_MODEL), method, oos_method, self.n_variants, cate)
+        return bundle, (k, n_out)
+
+    def predict_conditional_average_outcomes(
+        self, X: Any, is_oos: bool, oos_method: str = OVERALL
+    ) -> Any:
+        """E[Y(k) | X] for every variant: ``(n, n_variants, n_outputs)``."""
+        self._check_predict(is_oos, oos_method)
+        bundle, tail = self._bundle(oos_method, cate=False)
+        return self._map(X, is_oos, s_cao_partition, bundle, tail, "slearner-cao")
+
+    def predict(self, X: Any, is_oos: bool, oos_method: str = OVERALL) -> Any:
+        """The CATE of every variant against variant 0: ``(n, n_variants - 1, n_outputs)``."""
+        self._check_predict(is_oos, oos_method)
+        bundle, tail = self._bundle(oos_method, cate=True)
+        return self._map(X, is_oos, s_cao_partition, bundle, tail, "slearner-cate")
+
+    def predict_nuisance(
+        self,
+        X: Any,
+        model_kind: str,
+        model_ord: int,
+        is_oos: bool,
+        oos_method: str = OVERALL,
+        *,
+        w: Any = None,
+    ) -> Any:
+        """Predict the base model for X with treatment ``w`` (an int for all rows, or per row).
+
+        metalearners expects X with the treatment already appended; dask-meta appends it
+        itself, so pass the treatment as ``w``.
+        """
+        if w is None:
+            raise ValueError(
+                "SLearner.predict_nuisance needs the treatment: pass w=<variant> (an int for "
+                "every row) or a per-row vector"
+            )
+        if not isinstance(w, int | np.integer):
+            raise TypeError("w must be an int variant for SLearner.predict_nuisance")
+        if not 0 <= int(w) < self.n_variants:
+            raise ValueError(f"w={w} is outside 0..{self.n_variants - 1}")
+        self._check_predict(is_oos, oos_method)
+        cfe = self._nuisance_models[BASE_MODEL][0]
+        method = self._outcome_predict_method()
+        oos = cfe.check_predict_args(is_oos, method, oos_method)
+        n_out = n_outputs_of(self, BASE_MODEL)
+        bundle = (cfe, self._design(BASE_MODEL), method, oos, int(w))
+        return self._map(
+            X,
+            is_oos,
+            _s_nuisance_partition,
+            bundle,
+            (n_out,) if n_out > 1 else (),
+            "slearner-nuisance",
+        )
+
+
+def _s_nuisance_partition(X: pd.DataFrame, folds: pd.DataFrame | None, bundle: Any) -> np.ndarray:
+    cfe, design, method, oos, w = bundle
+    return cfe.block_predict(design.matrix(X, np.full(len(X), w)), folds, method, oos)

@@ -1,0 +1,87 @@
+"""T-learner: one outcome model per treatment variant; CATE_k = mu_k - mu_0."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from dask_meta._constants import OVERALL, VARIANT_OUTCOME_MODEL, Y_COL
+from dask_meta.learners.base import (
+    MetaLearner,
+    ModelEntry,
+    ModelSpecification,
+    check_oos_for,
+    n_outputs_of,
+)
+
+
+def cao_partition(X: pd.DataFrame, folds: pd.DataFrame | None, bundle: Any) -> np.ndarray:
+    """Conditional average outcomes of one partition, ``(n, K, n_out)``, or the CATE.
+
+    In-sample, variant k's model predicts its own training rows with the fold model that did
+    not see them and every other row out-of-sample with ``oos_method`` (reference §3.1).
+    """
+    cfes, designs, method, oos_method, cate = bundle
+    cao = np.stack(
+        [
+            cfe.block_predict(d.matrix(X), folds, method, oos_method)
+            for cfe, d in zip(cfes, designs)
+        ],
+        axis=1,
+    )
+    return cao[:, 1:] - cao[:, [0]] if cate else cao
+
+
+class TLearner(MetaLearner):
+    """T-learner (Kuenzel et al. 2019): ``n_variants`` outcome models, one per variant."""
+
+    @classmethod
+    def nuisance_model_specifications(cls) -> dict[str, ModelSpecification]:
+        return {
+            VARIANT_OUTCOME_MODEL: ModelSpecification(
+                cardinality=MetaLearner._get_n_variants,
+                predict_method=MetaLearner._outcome_predict_method,
+            )
+        }
+
+    @classmethod
+    def treatment_model_specifications(cls) -> dict[str, ModelSpecification]:
+        return {}
+
+    @classmethod
+    def _supports_multi_treatment(cls) -> bool:
+        return True
+
+    @classmethod
+    def _supports_multi_class(cls) -> bool:
+        return True
+
+    def _nuisance_entries(self, synchronize: bool) -> list[ModelEntry]:
+        # metalearners: every variant model uses its own (Stratified)KFold over its rows
+        return [ModelEntry(VARIANT_OUTCOME_MODEL, k, (k,), Y_COL) for k in range(self.n_variants)]
+
+    def _outcome_bundle(self, oos_method: str, cate: bool) -> tuple[Any, tuple[int, ...]]:
+        method = self._outcome_predict_method()
+        cfes = self._nuisance_models[VARIANT_OUTCOME_MODEL]
+        for cfe in cfes:
+            check_oos_for(cfe, method, oos_method)
+        designs = [self._design(VARIANT_OUTCOME_MODEL) for _ in cfes]
+        n_out = n_outputs_of(self, VARIANT_OUTCOME_MODEL)
+        k = self.n_variants - 1 if cate else self.n_variants
+        return (cfes, designs, method, oos_method, cate), (k, n_out)
+
+    def predict_conditional_average_outcomes(
+        self, X: Any, is_oos: bool, oos_method: str = OVERALL
+    ) -> Any:
+        """E[Y(k) | X] for every variant: ``(n, n_variants, n_outputs)``."""
+        self._check_predict(is_oos, oos_method)
+        bundle, tail = self._outcome_bundle(oos_method, cate=False)
+        return self._map(X, is_oos, cao_partition, bundle, tail, "tlearner-cao")
+
+    def predict(self, X: Any, is_oos: bool, oos_method: str = OVERALL) -> Any:
+        """The CATE of every variant against variant 0: ``(n, n_variants - 1, n_outputs)``."""
+        self._check_predict(is_oos, oos_method)
+        bundle, tail = self._outcome_bundle(oos_method, cate=True)
+        return self._map(X, is_oos, cao_partition, bundle, tail, "tlearner-cate")

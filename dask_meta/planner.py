@@ -1,0 +1,349 @@
+"""The planner: the one place that submits work to the cluster (DESIGN §5).
+
+It maps metalearners' three levels of parallelism onto Dask:
+
+1. base-model threads -> every fit task requests ``resources={"threads": t}`` and the model
+   gets ``t`` as its thread parameter and under ``threadpoolctl``;
+2. cross-fitting -> ``n_jobs_cross_fitting``: at most that many fits (folds and overall
+   model) of one cross-fit estimator in flight;
+3. stage -> ``n_jobs_base_learners``: at most that many cross-fit estimators of one stage
+   with fits in flight.
+
+Both limits are enforced here on the client with a sliding window over ``as_completed``;
+``None`` (or -1) means no limit beyond the cluster. Jobs run longest-expected-first. Every
+request is checked against the cluster before anything is submitted, so a request no worker
+can meet raises instead of hanging. On any exception or KeyboardInterrupt every future of the
+run is cancelled.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+from distributed import Client, Future, as_completed, span
+
+from dask_meta.backends import FitResult, FitSpec, fit_local
+from dask_meta.cluster import THREADS, ClusterShape, cluster_shape
+
+logger = logging.getLogger("dask_meta")
+
+REPORT_COLUMNS = [
+    "key",
+    "stage",
+    "model_kind",
+    "ordinal",
+    "fold",
+    "worker",
+    "threads",
+    "rows",
+    "submitted",
+    "start",
+    "end",
+    "duration",
+]
+
+
+def _words(name: str) -> str:
+    """Dashboard-friendly key words: ``variant_outcome_model`` -> ``variant-outcome-model``."""
+    return "-".join(part for part in name.replace("_", "-").split("-") if part)
+
+
+def new_token() -> str:
+    return uuid.uuid4().hex[:10]
+
+
+def fit_key(kind: str, ordinal: int, fold: int | None, token: str) -> str:
+    fold_label = "overall" if fold is None else f"fold{fold}"
+    return f"dask_meta-fit-{_words(kind)}-{ordinal}-{fold_label}-{token}"
+
+
+@dataclass
+class Job:
+    """One base-model fit: a fold model or the overall model of one cross-fit estimator."""
+
+    key: str
+    stage: str
+    kind: str
+    ordinal: int
+    fold: int | None
+    spec: FitSpec
+    parts: Sequence[Future]
+    extra_parts: Sequence[Future] = ()
+    cost: float = 1.0
+
+    @property
+    def group(self) -> tuple[str, str, int]:
+        return (self.stage, self.kind, self.ordinal)
+
+
+@dataclass
+class Deferred:
+    """Jobs that can only be built once some other jobs are done (no stage barrier).
+
+    ``build`` runs on the client with the results of ``after`` and returns the new jobs
+    (it may call :meth:`Planner.map_partitions` to derive per-partition inputs).
+    """
+
+    after: frozenset[str]
+    build: Callable[[dict[str, FitResult]], list[Job]]
+
+
+@dataclass
+class Limits:
+    n_jobs_cross_fitting: int | None = None
+    n_jobs_base_learners: int | None = None
+
+    @staticmethod
+    def _check(name: str, value: int | None) -> int | None:
+        if value is None or value == -1:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be None, -1 or a positive int, got {value!r}")
+        return value
+
+    def __post_init__(self) -> None:
+        self.n_jobs_cross_fitting = self._check("n_jobs_cross_fitting", self.n_jobs_cross_fitting)
+        self.n_jobs_base_learners = self._check("n_jobs_base_learners", self.n_jobs_base_learners)
+
+
+def resolve_threads(requested: int | None, shape: ClusterShape, n_jobs: int, what: str) -> int:
+    """Threads for one model: the user's request, checked, or the planner's choice.
+
+    A positive request must fit on one worker (else ValueError: Dask would hang forever);
+    -1 means all threads of the largest worker. Unset: one thread per model when there are
+    at least as many jobs as cluster threads (fold-level parallelism is the most efficient
+    use of the cores), else the cores divided among the jobs.
+    """
+    largest = shape.max_threads
+    if requested == -1:
+        return largest
+    if requested is not None:
+        if requested > largest:
+            big = shape.largest_worker
+            raise ValueError(
+                f"{what} asks for {requested} threads per model, but the largest worker "
+                f"({big.address}) has {largest} threads; no worker can run it. Lower the "
+                "thread count in the model params (n_jobs / num_threads), use -1 for a whole "
+                "worker, or add bigger workers."
+            )
+        return requested
+    if n_jobs >= shape.total_threads:
+        return 1
+    return max(1, min(largest, shape.total_threads // max(n_jobs, 1)))
+
+
+@dataclass
+class Planner:
+    """Submits fit jobs within the three limits and records ``fit_report_`` rows."""
+
+    client: Client
+    limits: Limits = field(default_factory=Limits)
+    label: str = "dask_meta"
+    shape: ClusterShape | None = None
+    report: list[dict[str, Any]] = field(default_factory=list)
+    _owned: list[Future] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.shape is None:
+            self.shape = cluster_shape(self.client)
+        if not self.shape.declares_threads:
+            logger.warning(
+                "no worker of this cluster declares the %r resource; dask_meta limits the "
+                "threads in flight on the client instead. Start workers with "
+                "resources={'threads': nthreads} (dask worker --resources threads=N) so the "
+                "scheduler can place multi-threaded fits.",
+                THREADS,
+            )
+
+    # -- data helpers (the only other submissions) ---------------------------------------
+
+    def persist_partitions(self, frame: Any, name: str) -> list[Future]:
+        """Compute a Dask frame's partitions on the cluster; one future per partition, in order.
+
+        The futures keep their graph lineage, so a lost worker's partitions are recomputed.
+        """
+        with span(self.label, "data", name):
+            futures = self.client.compute(frame.to_delayed(optimize_graph=True))
+        self._owned.extend(futures)
+        return list(futures)
+
+    def map_partitions(
+        self, func: Callable[..., Any], *columns: Sequence[Any], name: str, **kwargs: Any
+    ) -> list[Future]:
+        """Run ``func(part_i, other_i, ..., **kwargs)`` per partition on the cluster.
+
+        ``columns`` are equally long sequences (futures or plain values) zipped per partition.
+        """
+        token = new_token()
+        futures = []
+        with span(self.label, "derive", name):
+            for i, args in enumerate(zip(*columns, strict=True)):
+                futures.append(
+                    self.client.submit(
+                        func, *args, key=f"dask_meta-{_words(name)}-{i}-{token}", **kwargs
+                    )
+                )
+        self._owned.extend(futures)
+        return futures
+
+    def release(self) -> None:
+        """Drop the references to data futures of this run (persisted training frame etc.)."""
+        self._owned.clear()
+
+    def cancel_all(self) -> None:
+        if self._owned:
+            self.client.cancel(self._owned, force=True)
+        self._owned.clear()
+
+    # -- the submission loop -------------------------------------------------------------
+
+    def validate(self, jobs: Iterable[Job]) -> None:
+        assert self.shape is not None
+        largest = self.shape.max_threads
+        for job in jobs:
+            if job.spec.threads > largest:
+                raise ValueError(
+                    f"job {job.key} asks for {job.spec.threads} threads but the largest "
+                    f"worker ({self.shape.largest_worker.address}) has {largest}"
+                )
+
+    def run(self, jobs: Sequence[Job], deferred: Sequence[Deferred] = ()) -> dict[str, FitResult]:
+        """Fit all jobs (and the deferred ones once their inputs are done); return results by key."""
+        assert self.shape is not None
+        self.validate(jobs)
+        pending: list[Job] = sorted(jobs, key=_priority)
+        waiting = list(deferred)
+        results: dict[str, FitResult] = {}
+        in_flight: dict[Future, tuple[Job, float]] = {}
+        per_group: Counter[tuple[str, str, int]] = Counter()
+        threads_in_flight = 0
+        capacity = self.shape.total_threads * (2 if self.shape.declares_threads else 1)
+        capacity = max(capacity, self.shape.max_threads)
+        ac = as_completed()
+
+        def can_start(job: Job) -> bool:
+            if threads_in_flight and threads_in_flight + job.spec.threads > capacity:
+                return False
+            cf = self.limits.n_jobs_cross_fitting
+            if cf is not None and per_group[job.group] >= cf:
+                return False
+            bl = self.limits.n_jobs_base_learners
+            if bl is not None and per_group[job.group] == 0:
+                active = sum(1 for g, n in per_group.items() if n and g[0] == job.stage)
+                if active >= bl:
+                    return False
+            return True
+
+        def fill() -> None:
+            nonlocal threads_in_flight
+            i = 0
+            while i < len(pending):
+                job = pending[i]
+                if can_start(job):
+                    pending.pop(i)
+                    future = self._submit(job)
+                    in_flight[future] = (job, time.time())
+                    per_group[job.group] += 1
+                    threads_in_flight += job.spec.threads
+                    ac.add(future)
+                else:
+                    i += 1
+
+        try:
+            fill()
+            while in_flight:
+                future = next(ac)
+                job, submitted = in_flight.pop(future)
+                per_group[job.group] -= 1
+                threads_in_flight -= job.spec.threads
+                try:
+                    result = future.result()
+                except Exception as exc:
+                    exc.add_note(
+                        f"dask_meta: while fitting {job.kind} {job.ordinal} "
+                        f"{'overall model' if job.fold is None else f'fold {job.fold}'} "
+                        f"(task {job.key})"
+                    )
+                    raise
+                results[job.key] = result
+                self._record(job, result, submitted)
+                ready = [d for d in waiting if d.after <= results.keys()]
+                for d in ready:
+                    waiting.remove(d)
+                    new_jobs = d.build(results)
+                    self.validate(new_jobs)
+                    pending.extend(new_jobs)
+                    pending.sort(key=_priority)
+                fill()
+            if pending or waiting:
+                raise RuntimeError(
+                    "dask_meta planner stopped with unscheduled jobs: "
+                    f"{[j.key for j in pending]} and {len(waiting)} deferred groups"
+                )
+        except BaseException:
+            futures = list(in_flight)
+            if futures:
+                self.client.cancel(futures, force=True)
+            self.cancel_all()
+            raise
+        return results
+
+    def _submit(self, job: Job) -> Future:
+        kwargs: dict[str, Any] = {}
+        if self.shape is not None and self.shape.declares_threads:
+            kwargs["resources"] = {THREADS: job.spec.threads}
+        with span(self.label, job.stage):
+            return self.client.submit(
+                fit_local,
+                job.spec,
+                len(job.parts),
+                *job.parts,
+                *job.extra_parts,
+                key=job.key,
+                pure=False,
+                priority=int(min(job.cost, 1e12)),
+                **kwargs,
+            )
+
+    def _record(self, job: Job, result: FitResult, submitted: float) -> None:
+        self.report.append(
+            {
+                "key": job.key,
+                "stage": job.stage,
+                "model_kind": job.kind,
+                "ordinal": job.ordinal,
+                "fold": "overall" if job.fold is None else job.fold,
+                "worker": result.worker,
+                "threads": job.spec.threads,
+                "rows": result.n_rows,
+                "submitted": submitted,
+                "start": result.start,
+                "end": result.end,
+                "duration": result.end - result.start,
+            }
+        )
+
+    def report_frame(self) -> pd.DataFrame:
+        frame = pd.DataFrame(self.report, columns=REPORT_COLUMNS)
+        return frame.sort_values("start", kind="stable").reset_index(drop=True)
+
+
+def _priority(job: Job) -> tuple[float, str, int, int]:
+    """Longest expected first; ties broken deterministically."""
+    fold = -1 if job.fold is None else job.fold
+    return (-job.cost, job.kind, job.ordinal, fold)
+
+
+def parallel_efficiency(report: pd.DataFrame, cores: int, wall: float) -> float:
+    """Sum of single-model fit times divided by (cores x wall time)."""
+    if wall <= 0 or cores <= 0:
+        return math.nan
+    return float((report["duration"] * report["threads"]).sum() / (cores * wall))
