@@ -92,7 +92,9 @@ def _check_partition(
         )
 
 
-def _oos_partition(X: pd.DataFrame, fn: PartitionFn, bundle: Any, width: int) -> pd.DataFrame:
+def _oos_partition(
+    X: pd.DataFrame, fn: PartitionFn, bundle: Any, anchor: Any, width: int
+) -> pd.DataFrame:
     out = np.asarray(fn(X, None, bundle), dtype=float).reshape(len(X), width)
     return pd.DataFrame(out, columns=range(width))
 
@@ -102,6 +104,7 @@ def _in_sample_partition(
     folds: pd.DataFrame,
     fn: PartitionFn,
     bundle: Any,
+    anchor: Any,
     width: int,
     lengths: tuple[int, ...],
     fingerprints: tuple[int, ...],
@@ -136,10 +139,14 @@ def map_predict(
     width = int(np.prod(tail)) if tail else 1
     token = dask.base.tokenize(name, is_oos, frame.frame._name, id(bundle))
     models = dask.delayed(bundle, name=f"dask_meta-models-{token}", traverse=False)
+    # A second small dependency keeps dask's linear fusion away from the models node: with a
+    # single dependent partition (one partition, or a culled slice) dask 2026.8 fails with
+    # "Cannot fuse tasks with multiple outputs".
+    anchor = dask.delayed(token, name=f"dask_meta-anchor-{token}", traverse=False)
     meta = pd.DataFrame({i: np.array([], dtype=float) for i in range(width)})
     lengths: Sequence[int] | None = None
     if is_oos:
-        out = frame.frame.map_partitions(_oos_partition, fn, models, width, meta=meta)
+        out = frame.frame.map_partitions(_oos_partition, fn, models, anchor, width, meta=meta)
     else:
         n_parts = frame.frame.optimize().npartitions
         expected = len(context.lengths)
@@ -154,6 +161,7 @@ def map_predict(
             context.fold_frame,
             fn,
             models,
+            anchor,
             width,
             context.lengths,
             context.fingerprints,

@@ -170,8 +170,9 @@ class Planner:
 
         The futures keep their graph lineage, so a lost worker's partitions are recomputed.
         """
+        parts = frame.to_delayed(optimize_graph=True)
         with span(self.label, "data", name):
-            futures = self.client.compute(frame.to_delayed(optimize_graph=True))
+            futures = self.client.compute(parts)
         self._owned.extend(futures)
         return list(futures)
 

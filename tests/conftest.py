@@ -1,0 +1,46 @@
+"""Shared fixtures: one real LocalCluster (2 workers x 1 thread, ``threads`` declared)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from distributed import Client, LocalCluster
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    with LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        resources={"threads": 1},
+        dashboard_address=":0",
+        processes=True,
+    ) as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def client(cluster):
+    with Client(cluster, set_as_default=False) as c:
+        yield c
+
+
+@pytest.fixture
+def default_client(client):
+    """The session client installed as the default client for the test."""
+    with client.as_current():
+        yield client
+
+
+def make_linear_data(n=2_000, d=4, n_variants=3, seed=0, classification=False):
+    """Small experiment with known linear effects: X, y, w and the true CATE (n, K-1)."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d))
+    w = rng.integers(0, n_variants, n)
+    tau = np.stack([(k + 1) * X[:, k % d] for k in range(n_variants - 1)], axis=1)
+    mu0 = X @ rng.uniform(-1, 1, d)
+    effect = np.where(w > 0, tau[np.arange(n), np.maximum(w - 1, 0)], 0.0)
+    y = mu0 + effect + rng.normal(0, 0.5, n)
+    if classification:
+        y = (y > np.median(y)).astype(int)
+    return X, y, w, tau
