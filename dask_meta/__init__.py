@@ -2,16 +2,28 @@
 
 from dask_meta.cluster import close_embedded, embedded_client
 from dask_meta.crossfit import CrossFitEstimator
-from dask_meta.learners import MetaLearner, SLearner, TLearner
+from dask_meta.learners import (
+    DRLearner,
+    MetaLearner,
+    RLearner,
+    SLearner,
+    TLearner,
+    XLearner,
+    r_loss,
+)
 from dask_meta.utils import simplify_output
 
 __all__ = [
     "CrossFitEstimator",
+    "DRLearner",
     "MetaLearner",
+    "RLearner",
     "SLearner",
     "TLearner",
+    "XLearner",
     "close_embedded",
     "embedded_client",
+    "r_loss",
     "simplify_output",
 ]
 

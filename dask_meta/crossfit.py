@@ -32,7 +32,7 @@ from dask_meta.backends import (
     requested_threads,
     thread_param_name,
 )
-from dask_meta.data import Columns, narrow, partition_fingerprint, prediction_frame
+from dask_meta.data import Columns, Frame, narrow, partition_fingerprint, prediction_frame
 from dask_meta.folds import Assignment, SplitRef
 from dask_meta.planner import Job, fit_key
 
@@ -76,7 +76,11 @@ PartitionFn = Callable[[pd.DataFrame, pd.DataFrame | None, Any], np.ndarray]
 
 
 def _check_partition(
-    X: pd.DataFrame, number: int, lengths: tuple[int, ...], fingerprints: tuple[int, ...]
+    X: pd.DataFrame,
+    number: int,
+    lengths: tuple[int, ...],
+    fingerprints: tuple[int, ...],
+    names: tuple[Any, ...],
 ) -> None:
     if len(X) != lengths[number]:
         raise ValueError(
@@ -84,7 +88,7 @@ def _check_partition(
             f"{len(X)} rows where the training data had {lengths[number]}; use is_oos=True "
             "for other data"
         )
-    if partition_fingerprint(X) != fingerprints[number]:
+    if partition_fingerprint(X[list(names)]) != fingerprints[number]:
         raise ValueError(
             f"is_oos=False needs exactly the training data, but partition {number} of X holds "
             "other values than the training data (fingerprint mismatch); use is_oos=True for "
@@ -108,10 +112,11 @@ def _in_sample_partition(
     width: int,
     lengths: tuple[int, ...],
     fingerprints: tuple[int, ...],
+    names: tuple[Any, ...],
     partition_info: dict | None = None,
 ) -> pd.DataFrame:
     number = partition_info["number"] if partition_info else 0
-    _check_partition(X, number, lengths, fingerprints)
+    _check_partition(X, number, lengths, fingerprints, names)
     out = np.asarray(fn(X, folds.reset_index(drop=True), bundle), dtype=float)
     return pd.DataFrame(out.reshape(len(X), width), columns=range(width))
 
@@ -135,7 +140,7 @@ def map_predict(
     ``fn(X_part, folds_part_or_None, bundle)`` returns ``(n, prod(tail))`` floats; the result
     has shape ``(n, *tail)``. For ``is_oos=False`` it also gets the partition's fold frame.
     """
-    frame = prediction_frame(X, context.columns)
+    frame = X if isinstance(X, Frame) else prediction_frame(X, context.columns)
     width = int(np.prod(tail)) if tail else 1
     token = dask.base.tokenize(name, is_oos, frame.frame._name, id(bundle))
     models = dask.delayed(bundle, name=f"dask_meta-models-{token}", traverse=False)
@@ -165,6 +170,7 @@ def map_predict(
             width,
             context.lengths,
             context.fingerprints,
+            context.columns.names,
             meta=meta,
             align_dataframes=False,
         )
@@ -301,7 +307,7 @@ class CrossFitEstimator:
 
     @property
     def is_fitted(self) -> bool:
-        return self._context is not None and (
+        return self._split is not None and (
             self._overall_estimator is not None or bool(self._estimators)
         )
 
@@ -363,30 +369,35 @@ class CrossFitEstimator:
         jobs: Sequence[Job],
         results: dict[str, FitResult],
         split: SplitRef,
-        context: FitContext,
+        context: FitContext | None,
         name: str,
     ) -> None:
         """Install the fitted fold and overall models; check classifiers saw every class."""
-        fold_models: list[Any] = []
-        overall = None
-        classes = None
-        for job in sorted(jobs, key=lambda j: (j.fold is None, j.fold or 0)):
-            result = results[job.key]
-            if job.fold is None:
-                overall = result.model
-                classes = result.classes
-            else:
-                fold_models.append(result.model)
+        self.install([j.fold for j in jobs], [results[j.key] for j in jobs], split, context, name)
+
+    def install(
+        self,
+        folds: Sequence[int | None],
+        results: Sequence[FitResult],
+        split: SplitRef,
+        context: FitContext | None,
+        name: str = "model",
+    ) -> CrossFitEstimator:
+        """Install fit results (fold ``k`` or ``None`` for the overall model) in fold order."""
+        by_fold = dict(zip(folds, results, strict=True))
+        fold_models = [by_fold[k].model for k in sorted(k for k in by_fold if k is not None)]
+        overall = by_fold[None].model if None in by_fold else None
         if self.is_classifier:
-            all_classes = [results[j.key].classes for j in jobs]
+            seen = [r.classes for r in results if r.classes is not None]
+            classes = by_fold[None].classes if None in by_fold else None
             if classes is None:
-                classes = np.unique(np.concatenate([c for c in all_classes if c is not None]))
-            for job in jobs:
-                got = results[job.key].classes
+                classes = np.unique(np.concatenate(seen))
+            for fold, result in by_fold.items():
+                got = result.classes
                 if got is None or set(got.tolist()) != set(classes.tolist()):
                     raise ValueError(
-                        f"fold {job.fold} of {name} saw the classes {got} but the whole data "
-                        f"has {classes}; some folds in cross-fitting had fewer classes than the "
+                        f"fold {fold} of {name} saw the classes {got} but the whole data has "
+                        f"{classes}; some folds in cross-fitting had fewer classes than the "
                         "overall data"
                     )
             self.classes_ = np.asarray(classes)
@@ -395,6 +406,7 @@ class CrossFitEstimator:
         self._overall_estimator = overall
         self._split = split
         self._context = context
+        return self
 
     # -- prediction ------------------------------------------------------------------------
 
@@ -568,3 +580,10 @@ def strata_of_fold(split: SplitRef, fold_strata: Counter, fold: int | None) -> C
         if fold is None or k != fold:
             out[stratum] += count
     return out
+
+
+def assemble(
+    template: CrossFitEstimator, split: SplitRef, folds: Sequence[int | None], *results: FitResult
+) -> CrossFitEstimator:
+    """Rebuild a fitted estimator from fit results on a worker (no client round trip)."""
+    return template.clone().install(folds, results, split, None)

@@ -45,8 +45,10 @@ def _draw_design(
         tau0 = np.zeros(n_variants - 1)
     else:
         raise ValueError(f"effect must be 'linear', 'constant' or 'none', got {effect!r}")
-    theta = rng.normal(0, 0.3, (n_features, n_variants)) if observational else np.zeros(
-        (n_features, n_variants)
+    theta = (
+        rng.normal(0, 0.3, (n_features, n_variants))
+        if observational
+        else np.zeros((n_features, n_variants))
     )
     return _Design(n_features, n_variants, beta, gamma, tau0, theta, sigma_y)
 

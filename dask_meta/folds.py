@@ -97,9 +97,8 @@ def hash_folds(keys: pd.Series, seed: int, seed_key: str, n_folds: int) -> np.nd
 def _partition_stats(
     part: pd.DataFrame,
     classification: bool,
-    hash_specs: tuple[tuple[str, str, int], ...],
+    hash_specs: tuple[tuple[str, str, int, int], ...],
     fold_key: str | None,
-    seed: int,
     keep_arrays: bool,
 ) -> PartitionStats:
     y = part[Y_COL]
@@ -125,7 +124,7 @@ def _partition_stats(
         w_non_integer=w_non_integer,
         strata=Counter(strata_keys),
     )
-    for column, seed_key, n_folds in hash_specs:
+    for column, seed_key, n_folds, seed in hash_specs:
         assert fold_key is not None
         folds = hash_folds(part[fold_key], seed, seed_key, n_folds)
         stats.hash_strata.update(
@@ -143,8 +142,7 @@ def scan(
     classification: bool,
     *,
     fold_key: str | None = None,
-    hash_specs: tuple[tuple[str, str, int], ...] = (),
-    seed: int = 0,
+    hash_specs: tuple[tuple[str, str, int, int], ...] = (),
     keep_arrays: bool = False,
 ) -> list[PartitionStats]:
     """One cheap pass over y and w (and the fold key): small statistics per partition.
@@ -160,9 +158,8 @@ def scan(
             classification,
             hash_specs,
             fold_key,
-            seed,
             keep_arrays,
-            dask_key_name=f"dask_meta-scan-{i}-{dask.base.tokenize(p.key, hash_specs, seed)}",
+            dask_key_name=f"dask_meta-scan-{i}-{dask.base.tokenize(p.key, hash_specs)}",
         )
         for i, p in enumerate(parts)
     ]
@@ -191,15 +188,23 @@ class SplitRequest:
     n_folds: int
     stratify: str | None
     seed_key: str
+    #: the seed of an earlier fit whose folds must be reproduced (None: this fit's seed)
+    seed: int | None = None
 
 
 @dataclass(frozen=True)
 class SplitRef:
-    """Where a fitted cross-fit estimator's folds live: a fold column and its variants."""
+    """Where a fitted cross-fit estimator's folds live: a fold column and its variants.
+
+    ``request`` and ``seed`` say how the column was made, so that a later fit on the same
+    data (``fit_all_treatment``, reused models) can make the same column again.
+    """
 
     fold_col: str
     variants: tuple[int, ...] | None
     n_folds: int
+    request: SplitRequest | None = None
+    seed: int | None = None
 
     def fold_ids(self, fold_frame: pd.DataFrame) -> np.ndarray:
         """Fold id per row; -1 for rows this estimator did not train on."""
@@ -249,9 +254,8 @@ def _partition_fold_column(
 
 def _assign_partition(
     part: pd.DataFrame,
-    specs: tuple[tuple[str, str, int], ...],
+    specs: tuple[tuple[str, str, int, int], ...],
     offsets: list[dict[Hashable, int]],
-    seed: int,
     classification: bool,
     fold_key: str | None,
     strategy: str,
@@ -264,7 +268,7 @@ def _assign_partition(
     w = _w_as_int(part[W_COL])
     out[W_COL] = w
     y = part[Y_COL].to_numpy() if classification else None
-    for column, seed_key, n_folds in specs:
+    for column, seed_key, n_folds, seed in specs:
         if strategy == "partition":
             out[column] = _partition_fold_column(
                 w, y, number, offsets[number], seed, seed_key, n_folds
@@ -286,10 +290,19 @@ def _meta_with(frame: dd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
     return meta
 
 
-def hash_specs_for(requests: dict[Hashable, SplitRequest]) -> tuple[tuple[str, str, int], ...]:
-    """Fold columns of the ``"partition"``/``"hash"`` strategies: one per (seed key, n_folds)."""
-    keys = sorted({(r.seed_key, r.n_folds) for r in requests.values()})
-    return tuple((f"{FOLD_PREFIX}{i}__", k, n) for i, (k, n) in enumerate(keys))
+def _effective_seed(request: SplitRequest, seed: int | None) -> int | None:
+    return request.seed if request.seed is not None else seed
+
+
+def hash_specs_for(
+    requests: dict[Hashable, SplitRequest], seed: int = 0
+) -> tuple[tuple[str, str, int, int], ...]:
+    """Fold columns of the ``"partition"``/``"hash"`` strategies: one per
+    (seed key, n_folds, seed); each spec is (column, seed key, n_folds, seed)."""
+    keys = sorted(
+        {(r.seed_key, r.n_folds, int(_effective_seed(r, seed) or 0)) for r in requests.values()}
+    )
+    return tuple((f"{FOLD_PREFIX}{i}__", k, n, sd) for i, (k, n, sd) in enumerate(keys))
 
 
 def assign(
@@ -298,19 +311,23 @@ def assign(
     stats: list[PartitionStats],
     requests: dict[Hashable, SplitRequest],
     *,
-    seed: int,
+    seed: int | None,
     classification: bool,
     fold_key: str | None = None,
 ) -> Assignment:
-    """Add the fold columns the requested splits need to the (lazy) training frame."""
+    """Add the fold columns the requested splits need to the (lazy) training frame.
+
+    ``seed`` is the fit's seed (for ``"sklearn"``: metalearners' ``random_state``, which may
+    be None); requests that carry their own seed reproduce an earlier fit's folds.
+    """
     if strategy == "sklearn":
         return _assign_sklearn(frame, stats, requests, seed, classification)
-    specs = hash_specs_for(requests)
-    column_of = {(k, n): c for c, k, n in specs}
-    refs = {
-        owner: SplitRef(column_of[(r.seed_key, r.n_folds)], r.variants, r.n_folds)
-        for owner, r in requests.items()
-    }
+    specs = hash_specs_for(requests, int(seed or 0))
+    column_of = {(k, n, sd): c for c, k, n, sd in specs}
+    refs = {}
+    for owner, r in requests.items():
+        sd = int(_effective_seed(r, seed) or 0)
+        refs[owner] = SplitRef(column_of[(r.seed_key, r.n_folds, sd)], r.variants, r.n_folds, r, sd)
     offsets: list[dict[Hashable, int]] = []
     running: Counter = Counter()
     for s in stats:
@@ -318,9 +335,9 @@ def assign(
         running.update(s.strata)
     fold_strata: Counter = Counter()
     if strategy == "partition":
-        for column, seed_key, n_folds in specs:
+        for column, seed_key, n_folds, sd in specs:
             for stratum, count in running.items():
-                start = _rotation(seed, seed_key, stratum, n_folds)
+                start = _rotation(sd, seed_key, stratum, n_folds)
                 for k in range(n_folds):
                     # rows i in [0, count) with (start + i) % n_folds == k
                     first = (k - start) % n_folds
@@ -330,19 +347,19 @@ def assign(
     else:
         for s in stats:
             fold_strata.update(s.hash_strata)
+    columns = [c for c, _, _, _ in specs]
     with_folds = frame.map_partitions(
         _assign_partition,
         specs,
         offsets,
-        seed,
         classification,
         fold_key,
         strategy,
         None,
         None,
-        meta=_meta_with(frame, [c for c, _, _ in specs]),
+        meta=_meta_with(frame, columns),
     )
-    return Assignment(with_folds, refs, fold_strata, tuple(c for c, _, _ in specs))
+    return Assignment(with_folds, refs, fold_strata, tuple(columns))
 
 
 def _sklearn_folds(
@@ -380,25 +397,25 @@ def _assign_sklearn(
     fold_strata: Counter = Counter()
     strata = _strata(w, y if classification else None)
     for owner, r in requests.items():
-        identity = (r.variants, r.n_folds, r.stratify)
+        sd = _effective_seed(r, seed)
+        identity = (r.variants, r.n_folds, r.stratify, sd)
         if identity not in identities:
             column = f"{FOLD_PREFIX}{len(identities)}__"
             identities[identity] = column
-            arrays[column] = _sklearn_folds(w, y, r, seed)
+            arrays[column] = _sklearn_folds(w, y, r, sd)
             inside = arrays[column] != NOT_IN_SPLIT
             fold_strata.update(
                 (column, int(f), s)
                 for f, s, i in zip(arrays[column].tolist(), strata, inside.tolist(), strict=True)
                 if i
             )
-        refs[owner] = SplitRef(identities[identity], r.variants, r.n_folds)
+        refs[owner] = SplitRef(identities[identity], r.variants, r.n_folds, r, sd)
     starts = np.concatenate([[0], np.cumsum([s.n for s in stats])[:-1]]).tolist()
-    specs = tuple((c, "", 0) for c in arrays)
+    specs = tuple((c, "", 0, 0) for c in arrays)
     with_folds = frame.map_partitions(
         _assign_partition,
         specs,
         None,
-        0,
         classification,
         None,
         "sklearn",

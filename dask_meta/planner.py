@@ -88,12 +88,13 @@ class Job:
 class Deferred:
     """Jobs that can only be built once some other jobs are done (no stage barrier).
 
-    ``build`` runs on the client with the results of ``after`` and returns the new jobs
-    (it may call :meth:`Planner.map_partitions` to derive per-partition inputs).
+    ``build`` runs on the client with the results and the futures of the finished jobs and
+    returns the new jobs (it may call :meth:`Planner.map_partitions` to derive per-partition
+    inputs from the fit futures, which stay on the cluster).
     """
 
     after: frozenset[str]
-    build: Callable[[dict[str, FitResult]], list[Job]]
+    build: Callable[[dict[str, FitResult], dict[str, Future]], list[Job]]
 
 
 @dataclass
@@ -149,6 +150,8 @@ class Planner:
     label: str = "dask_meta"
     shape: ClusterShape | None = None
     report: list[dict[str, Any]] = field(default_factory=list)
+    #: futures of finished fit jobs, kept for deferred builds until :meth:`release`
+    futures: dict[str, Future] = field(default_factory=dict)
     _owned: list[Future] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -195,14 +198,23 @@ class Planner:
         self._owned.extend(futures)
         return futures
 
+    def scatter(self, obj: Any) -> Future:
+        """Put one small object (fitted models of an earlier fit) on the cluster once."""
+        future = self.client.scatter(obj, hash=False)
+        self._owned.append(future)
+        return future
+
     def release(self) -> None:
         """Drop the references to data futures of this run (persisted training frame etc.)."""
         self._owned.clear()
+        self.futures.clear()
 
     def cancel_all(self) -> None:
-        if self._owned:
-            self.client.cancel(self._owned, force=True)
+        owned = self._owned + list(self.futures.values())
+        if owned:
+            self.client.cancel(owned, force=True)
         self._owned.clear()
+        self.futures.clear()
 
     # -- the submission loop -------------------------------------------------------------
 
@@ -258,7 +270,17 @@ class Planner:
                 else:
                     i += 1
 
+        def build_ready() -> None:
+            ready = [d for d in waiting if d.after <= results.keys()]
+            for d in ready:
+                waiting.remove(d)
+                new_jobs = d.build(results, self.futures)
+                self.validate(new_jobs)
+                pending.extend(new_jobs)
+            pending.sort(key=_priority)
+
         try:
+            build_ready()
             fill()
             while in_flight:
                 future = next(ac)
@@ -275,14 +297,9 @@ class Planner:
                     )
                     raise
                 results[job.key] = result
+                self.futures[job.key] = future
                 self._record(job, result, submitted)
-                ready = [d for d in waiting if d.after <= results.keys()]
-                for d in ready:
-                    waiting.remove(d)
-                    new_jobs = d.build(results)
-                    self.validate(new_jobs)
-                    pending.extend(new_jobs)
-                    pending.sort(key=_priority)
+                build_ready()
                 fill()
             if pending or waiting:
                 raise RuntimeError(

@@ -7,13 +7,14 @@ here, in the cross-fit estimator and in the planner.
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable, Collection, Hashable, Sequence
-from copy import deepcopy
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -78,6 +79,60 @@ class ModelEntry:
     #: "own": metalearners' default CV for this model (stratified for classifiers);
     #: otherwise the name of a synchronised split shared with other models
     split: str = "own"
+
+
+@dataclass(frozen=True)
+class Derivation:
+    """How a treatment model's target (and weight) come from nuisance predictions.
+
+    ``fn(part, models, *args)`` runs per partition on the cluster, with the fitted nuisance
+    models ``needs`` (``{(kind, ordinal): CrossFitEstimator}``) and the training partition
+    (which holds y, w and the fold columns for in-sample predictions); it returns the target
+    (NaN outside the model's rows) or a (target, weight) pair.
+    """
+
+    fn: Callable[..., Any]
+    needs: tuple[tuple[str, int], ...]
+    args: tuple[Any, ...] = ()
+    weight: bool = False
+
+
+def derived_columns(entry: ModelEntry) -> tuple[str, str]:
+    stem = f"{PARAM_PREFIX}{entry.kind}_{entry.ordinal}"
+    return f"{stem}_target__", f"{stem}_weight__"
+
+
+def derive_partition(
+    part: pd.DataFrame,
+    *,
+    fn: Callable[..., Any],
+    fn_args: tuple[Any, ...],
+    needs: tuple[tuple[str, int], ...],
+    sources: list[Any],
+    source_args: list[Any],
+    target: str,
+    weight: str | None,
+) -> pd.DataFrame:
+    """Derived columns of one training partition (runs on a worker)."""
+    from dask_meta.crossfit import assemble
+
+    models = {}
+    i = 0
+    for need, source in zip(needs, sources, strict=True):
+        if source is None:
+            models[need] = source_args[i]
+            i += 1
+        else:
+            template, split, folds = source
+            models[need] = assemble(template, split, folds, *source_args[i : i + len(folds)])
+            i += len(folds)
+    out = fn(part.reset_index(drop=True), models, *fn_args)
+    if weight is None:
+        return pd.DataFrame({target: np.asarray(out, dtype=float)})
+    values, weights = out
+    return pd.DataFrame(
+        {target: np.asarray(values, dtype=float), weight: np.asarray(weights, dtype=float)}
+    )
 
 
 def _initialize_model_dict(argument: Any, expected_names: Collection[str]) -> dict:
@@ -322,7 +377,7 @@ class MetaLearner(ABC):
                 )
             for kind, models in fitted_nuisance_models.items():
                 self._check_prefitted(kind, models)
-            self._nuisance_models |= deepcopy(fitted_nuisance_models)
+            self._nuisance_models |= copy.deepcopy(fitted_nuisance_models)
             self._prefitted_nuisance_models |= set(fitted_nuisance_models)
         if PROPENSITY_MODEL in names_n and fitted_propensity_model is not None:
             self._check_prefitted(PROPENSITY_MODEL, [fitted_propensity_model])
@@ -366,6 +421,7 @@ class MetaLearner(ABC):
         self._fit_context: FitContext | None = None
         self._seed: int | None = None
         self.fit_report_: pd.DataFrame | None = None
+        self._run_owners: dict[tuple[str, int], tuple[CrossFitEstimator, list[Job]]] = {}
 
     def _new_cfe(self, kind: str, factory: Any, params: dict) -> CrossFitEstimator:
         if not isinstance(factory, type):
@@ -467,12 +523,12 @@ class MetaLearner(ABC):
                 else None
             ),
             "fitted_nuisance_models": {
-                k: deepcopy(v)
+                k: copy.deepcopy(v)
                 for k, v in self._nuisance_models.items()
                 if k in pre and k != PROPENSITY_MODEL
             },
             "fitted_propensity_model": (
-                deepcopy(self._nuisance_models.get(PROPENSITY_MODEL))
+                copy.deepcopy(self._nuisance_models.get(PROPENSITY_MODEL))
                 if PROPENSITY_MODEL in pre
                 else None
             ),
@@ -568,9 +624,25 @@ class MetaLearner(ABC):
         )
         return self
 
+    #: learners whose models share folds when ``synchronize_cross_fitting`` (X, R, DR)
+    _synchronizes = False
+
     def _validate_fit_args(self, synchronize: Any) -> None:
         if not isinstance(synchronize, bool | np.bool_):
             raise TypeError(f"synchronize_cross_fitting must be a bool, got {synchronize!r}")
+        if synchronize and self._synchronizes:
+            values = set(self.n_folds.values())
+            if len(values) > 1:
+                raise ValueError(
+                    "When using synchronization of cross-fitting, all provided n_folds values "
+                    f"must be equal; got {self.n_folds}. Pass one n_folds or "
+                    "synchronize_cross_fitting=False."
+                )
+            if min(values) < 2:
+                raise ValueError(
+                    "Need at least two folds to use synchronization of cross-fitting; pass "
+                    "n_folds >= 2 or synchronize_cross_fitting=False."
+                )
 
     def _fit_stages(
         self,
@@ -610,6 +682,7 @@ class MetaLearner(ABC):
             run.planner.cancel_all()
             raise
         finally:
+            self._run_owners = {}
             run.planner.release()
         # install only once everything succeeded: a failed fit leaves the learner as it was
         for (kind, ordinal), cfe in fitted.items():
@@ -617,6 +690,17 @@ class MetaLearner(ABC):
                 self._nuisance_models if kind in self._nuisance_models else self._treatment_models
             )
             models[kind][ordinal] = cfe
+        for (kind, ordinal), ref in run.assignment.refs.items():
+            if (kind, ordinal) not in fitted:
+                # a reused model: its folds now live in this fit's fold frame
+                reused = self._cfe(kind, ordinal)
+                reused._split = ref
+                reused._context = run.context
+        if NUISANCE in stages and TREATMENT not in stages:
+            # treatment models of an earlier fit do not belong to the new nuisance models
+            self._treatment_models = {
+                kind: [m.clone() for m in models] for kind, models in self._treatment_models.items()
+            }
         self._fit_context = run.context
         self._seed = run.seed
         self._client = run.client
@@ -627,6 +711,14 @@ class MetaLearner(ABC):
 
     def _after_fit(self, run: FitRun, stages: tuple[str, ...]) -> None:
         """Hook for learner state computed at fit time."""
+
+    def _require_treatment_fitted(self) -> None:
+        for kind, models in self._treatment_models.items():
+            if not all(m.is_fitted for m in models):
+                raise ValueError(
+                    f"the treatment model {kind} is not fitted; call fit (or fit_all_treatment) "
+                    "before predicting"
+                )
 
     def _require_nuisance_fitted(self) -> None:
         for kind, models in self._nuisance_models.items():
@@ -677,14 +769,13 @@ class MetaLearner(ABC):
             )
         seed = self._seed_for_run(entries)
         requests = self._split_requests(entries, synchronize)
-        hash_specs = hash_specs_for(requests) if self.fold_strategy == "hash" else ()
+        hash_specs = hash_specs_for(requests, seed) if self.fold_strategy == "hash" else ()
         stats = scan(
             client,
             data.frame,
             self.is_classification,
             fold_key=self.fold_key,
             hash_specs=hash_specs,
-            seed=seed,
             keep_arrays=self.fold_strategy == "sklearn",
         )
         self._validate_data(stats)
@@ -705,8 +796,7 @@ class MetaLearner(ABC):
         )
         fingerprints = client.gather(fingerprint_futures)
         context = fit_context(data.columns, assignment, [s.n for s in stats], fingerprints)
-        if TREATMENT in entries and entries[TREATMENT] and not entries[NUISANCE]:
-            self._check_same_data(context)
+        self._check_reused_data(context, entries)
         return FitRun(
             client=client,
             planner=planner,
@@ -721,15 +811,30 @@ class MetaLearner(ABC):
             static_params=static_params,
         )
 
-    def _check_same_data(self, context: FitContext) -> None:
-        previous = self._fit_context
-        if previous is None:
-            return
-        if previous.lengths != context.lengths or previous.fingerprints != context.fingerprints:
-            raise ValueError(
-                "fit_all_treatment must get the same X, y and w as fit_all_nuisance (same "
-                "partitions, lengths and values)"
-            )
+    def _check_reused_data(self, context: FitContext, entries: dict[str, list[ModelEntry]]) -> None:
+        """Reused models (prefitted, or of an earlier fit_all_nuisance) need the same data."""
+        fitted_now = {(e.kind, e.ordinal) for es in entries.values() for e in es}
+        for kind, models in self._nuisance_models.items():
+            for ordinal, cfe in enumerate(models):
+                if (kind, ordinal) in fitted_now or not cfe.is_fitted:
+                    continue
+                previous = cfe._context
+                if previous is None:
+                    continue
+                if (
+                    previous.lengths != context.lengths
+                    or previous.fingerprints != context.fingerprints
+                ):
+                    what = (
+                        "fitted_nuisance_models / fitted_propensity_model"
+                        if kind in self._prefitted_nuisance_models
+                        else "fit_all_nuisance"
+                    )
+                    raise ValueError(
+                        f"the {kind} model comes from {what} on other data (partitions, "
+                        "lengths or values differ); fit_all_treatment and reused models need "
+                        "exactly the X, y and w they were fitted on"
+                    )
 
     def _seed_for_run(self, entries: dict[str, list[ModelEntry]]) -> int:
         if self.random_state is not None:
@@ -824,6 +929,27 @@ class MetaLearner(ABC):
         self, entries: dict[str, list[ModelEntry]], synchronize: bool
     ) -> dict[Hashable, SplitRequest]:
         requests: dict[Hashable, SplitRequest] = {}
+        fitted_now = {(e.kind, e.ordinal) for es in entries.values() for e in es}
+        for kind, models in self._nuisance_models.items():
+            for ordinal, cfe in enumerate(models):
+                if (kind, ordinal) in fitted_now or not cfe.is_fitted:
+                    continue
+                # reused: a prefitted model or one of an earlier fit_all_nuisance
+                assert cfe._split is not None
+                if cfe._split.request is None or cfe.fold_strategy != self.fold_strategy:
+                    raise ValueError(
+                        f"the fitted {kind} model was fitted with fold_strategy="
+                        f"{cfe.fold_strategy!r}; this learner uses {self.fold_strategy!r}. "
+                        "Reused models must come from the same fold strategy."
+                    )
+                request = cfe._split.request
+                requests[(kind, ordinal)] = SplitRequest(
+                    request.variants,
+                    request.n_folds,
+                    request.stratify,
+                    request.seed_key,
+                    cfe._split.seed,
+                )
         for stage_entries in entries.values():
             for e in stage_entries:
                 cfe = self._cfe(e.kind, e.ordinal)
@@ -909,8 +1035,13 @@ class MetaLearner(ABC):
             cfe_jobs, cfe = self._entry_jobs(run, e, run.parts)
             owners[(e.kind, e.ordinal)] = (cfe, cfe_jobs)
             jobs.extend(cfe_jobs)
+        self._run_owners = owners
         deferred = self._treatment_plan(run, entries, owners, jobs)
         return jobs, deferred, owners
+
+    def _derivation(self, run: FitRun, entry: ModelEntry) -> Derivation:
+        """How a treatment model's target comes from nuisance predictions (X, R, DR)."""
+        raise NotImplementedError(f"{type(self).__name__} has no treatment models")
 
     def _treatment_plan(
         self,
@@ -919,8 +1050,70 @@ class MetaLearner(ABC):
         owners: dict[tuple[str, int], tuple[CrossFitEstimator, list[Job]]],
         nuisance_jobs: list[Job],
     ) -> list[Deferred]:
-        """Hook for learners with a treatment stage (X, R, DR)."""
-        return []
+        """Treatment jobs, each built as soon as the nuisance models it needs are fitted."""
+        deferred = []
+        scattered: dict[tuple[str, int], Future] = {}
+        for entry in entries[TREATMENT]:
+            derivation = self._derivation(run, entry)
+            after = frozenset(
+                job.key for need in derivation.needs if need in owners for job in owners[need][1]
+            )
+            deferred.append(
+                Deferred(
+                    after,
+                    partial(
+                        self._build_treatment_jobs, run, entry, derivation, dict(owners), scattered
+                    ),
+                )
+            )
+        return deferred
+
+    def _build_treatment_jobs(
+        self,
+        run: FitRun,
+        entry: ModelEntry,
+        derivation: Derivation,
+        nuisance_owners: dict[tuple[str, int], tuple[CrossFitEstimator, list[Job]]],
+        scattered: dict[tuple[str, int], Future],
+        results: dict[str, FitResult],
+        futures: dict[str, Future],
+    ) -> list[Job]:
+        sources: list[Any] = []
+        source_args: list[Any] = []
+        for need in derivation.needs:
+            if need in nuisance_owners:
+                cfe, jobs = nuisance_owners[need]
+                sources.append(
+                    (cfe.clone(), run.assignment.refs[need], tuple(j.fold for j in jobs))
+                )
+                source_args.extend(futures[j.key] for j in jobs)
+            else:
+                if need not in scattered:
+                    reused = copy.copy(self._cfe(*need))
+                    reused._split = run.assignment.refs[need]
+                    reused._context = None
+                    scattered[need] = run.planner.scatter(reused)
+                sources.append(None)
+                source_args.append(scattered[need])
+        target, weight = derived_columns(entry)
+        derived = run.planner.map_partitions(
+            derive_partition,
+            run.parts,
+            name=f"derive-{entry.kind}",
+            fn=derivation.fn,
+            fn_args=derivation.args,
+            needs=derivation.needs,
+            sources=sources,
+            source_args=source_args,
+            target=target,
+            weight=weight if derivation.weight else None,
+        )
+        jobs, cfe = self._entry_jobs(run, entry, run.parts, derived)
+        if derivation.weight:
+            for job in jobs:
+                job.spec.row_params["sample_weight"] = weight
+        self._run_owners[(entry.kind, entry.ordinal)] = (cfe, jobs)
+        return jobs
 
     def _entry_jobs(
         self,
@@ -1176,8 +1369,7 @@ def fit_single(
         data.frame,
         classification,
         fold_key=cfe.fold_key,
-        hash_specs=hash_specs_for(requests) if cfe.fold_strategy == "hash" else (),
-        seed=seed,
+        hash_specs=hash_specs_for(requests, seed) if cfe.fold_strategy == "hash" else (),
         keep_arrays=cfe.fold_strategy == "sklearn",
     )
     y_nan = sum(s.y_nan for s in stats)

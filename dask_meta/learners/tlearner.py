@@ -34,7 +34,29 @@ def cao_partition(X: pd.DataFrame, folds: pd.DataFrame | None, bundle: Any) -> n
     return cao[:, 1:] - cao[:, [0]] if cate else cao
 
 
-class TLearner(MetaLearner):
+class ConditionalAverageOutcomes:
+    """E[Y(k) | X] from the variant outcome models (T, X and DR; reference §3.1)."""
+
+    def _outcome_bundle(self: Any, oos_method: str, cate: bool) -> tuple[Any, tuple[int, ...]]:
+        method = self._outcome_predict_method()
+        cfes = self._nuisance_models[VARIANT_OUTCOME_MODEL]
+        for cfe in cfes:
+            check_oos_for(cfe, method, oos_method)
+        designs = [self._design(VARIANT_OUTCOME_MODEL) for _ in cfes]
+        n_out = n_outputs_of(self, VARIANT_OUTCOME_MODEL)
+        k = self.n_variants - 1 if cate else self.n_variants
+        return (cfes, designs, method, oos_method, cate), (k, n_out)
+
+    def predict_conditional_average_outcomes(
+        self: Any, X: Any, is_oos: bool, oos_method: str = OVERALL
+    ) -> Any:
+        """E[Y(k) | X] for every variant: ``(n, n_variants, n_outputs)``."""
+        self._check_predict(is_oos, oos_method)
+        bundle, tail = self._outcome_bundle(oos_method, cate=False)
+        return self._map(X, is_oos, cao_partition, bundle, tail, "cao")
+
+
+class TLearner(ConditionalAverageOutcomes, MetaLearner):
     """T-learner (Kuenzel et al. 2019): ``n_variants`` outcome models, one per variant."""
 
     @classmethod
@@ -61,24 +83,6 @@ class TLearner(MetaLearner):
     def _nuisance_entries(self, synchronize: bool) -> list[ModelEntry]:
         # metalearners: every variant model uses its own (Stratified)KFold over its rows
         return [ModelEntry(VARIANT_OUTCOME_MODEL, k, (k,), Y_COL) for k in range(self.n_variants)]
-
-    def _outcome_bundle(self, oos_method: str, cate: bool) -> tuple[Any, tuple[int, ...]]:
-        method = self._outcome_predict_method()
-        cfes = self._nuisance_models[VARIANT_OUTCOME_MODEL]
-        for cfe in cfes:
-            check_oos_for(cfe, method, oos_method)
-        designs = [self._design(VARIANT_OUTCOME_MODEL) for _ in cfes]
-        n_out = n_outputs_of(self, VARIANT_OUTCOME_MODEL)
-        k = self.n_variants - 1 if cate else self.n_variants
-        return (cfes, designs, method, oos_method, cate), (k, n_out)
-
-    def predict_conditional_average_outcomes(
-        self, X: Any, is_oos: bool, oos_method: str = OVERALL
-    ) -> Any:
-        """E[Y(k) | X] for every variant: ``(n, n_variants, n_outputs)``."""
-        self._check_predict(is_oos, oos_method)
-        bundle, tail = self._outcome_bundle(oos_method, cate=False)
-        return self._map(X, is_oos, cao_partition, bundle, tail, "tlearner-cao")
 
     def predict(self, X: Any, is_oos: bool, oos_method: str = OVERALL) -> Any:
         """The CATE of every variant against variant 0: ``(n, n_variants - 1, n_outputs)``."""

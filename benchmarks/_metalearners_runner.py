@@ -1,0 +1,180 @@
+"""metalearners' side of ``tlearner_vs_metalearners.py``; runs in ``.venv-parity``.
+
+metalearners 0.13.0 needs scikit-learn < 1.8, so it lives in its own virtualenv and this
+script is started by the benchmark as a subprocess. It reads the benchmark's parquet into
+pandas, fits metalearners' ``TLearner`` with LightGBM under each parallelism configuration,
+and prints one JSON document on stdout (progress goes to stderr):
+
+    .venv-parity/bin/python benchmarks/_metalearners_runner.py --parquet DIR [--quick]
+
+Only ``fit`` is timed; the in-sample CATE is scored against the true ``cate_k`` columns.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import json
+import os
+import platform
+import re
+import sys
+import time
+import warnings
+from collections.abc import Iterator
+from importlib.metadata import version
+
+LEVELS = (None, -1)
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def log(message: str) -> None:
+    print(f"[metalearners] {message}", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def stdout_to_stderr() -> Iterator[None]:
+    """Send fd 1 to stderr while working, so only the JSON document reaches stdout.
+
+    LightGBM's C++ side and joblib's workers write to the file descriptor, not to
+    ``sys.stdout``, so redirecting the Python object alone would not do.
+    """
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def configurations(cores: int, quick: bool) -> list[dict]:
+    """LightGBM threads x cross-fitting jobs x base-learner jobs; the default one first."""
+    default = {"lgbm_n_jobs": cores, "n_jobs_cross_fitting": None, "n_jobs_base_learners": None}
+    if quick:
+        return [default]
+    grid = [
+        {"lgbm_n_jobs": t, "n_jobs_cross_fitting": cf, "n_jobs_base_learners": bl}
+        for t in dict.fromkeys((1, cores))
+        for cf in LEVELS
+        for bl in LEVELS
+    ]
+    return [default] + [c for c in grid if c != default]
+
+
+def label(config: dict) -> str:
+    return (
+        f"lgbm n_jobs={config['lgbm_n_jobs']}, "
+        f"cross_fitting={config['n_jobs_cross_fitting']}, "
+        f"base_learners={config['n_jobs_base_learners']}"
+    )
+
+
+def warm_up_loky() -> None:
+    """Start joblib's process pool and import the libraries in it before any timing.
+
+    dask-meta's side is timed on a running cluster whose worker has imported LightGBM, so
+    metalearners is timed with a running pool too: pool start-up is a one-off cost of the
+    process, not of ``fit``.
+    """
+    from joblib import Parallel, delayed
+
+    Parallel(n_jobs=-1)(
+        delayed(importlib.import_module)(name)
+        for name in ("lightgbm", "metalearners.cross_fit_estimator") * available_cores()
+    )
+
+
+def run(args: argparse.Namespace) -> dict:
+    import lightgbm
+    import numpy as np
+    import pandas as pd
+    from metalearners import TLearner
+
+    # scikit-learn 1.7 deprecates is_classifier/is_regressor on classes, which metalearners
+    # 0.13.0 calls once per learner (reference §2.1); the warning says nothing about timing
+    warnings.filterwarnings("ignore", message="passing a class to", category=FutureWarning)
+    cores = args.cores or available_cores()
+    start = time.perf_counter()
+    df = pd.read_parquet(args.parquet)
+    load_s = time.perf_counter() - start
+    features = [c for c in df.columns if re.fullmatch(r"x\d+", c)]
+    cates = sorted(
+        (c for c in df.columns if re.fullmatch(r"cate_\d+", c)), key=lambda c: int(c[5:])
+    )
+    n_variants = len(cates) + 1
+    X, y, w = df[features], df["y"], df["w"]
+    truth = df[cates].to_numpy()
+    log(f"read {len(df):,} rows x {len(features)} features in {load_s:.1f} s")
+    warm_up_loky()
+
+    results = []
+    for config in configurations(cores, args.quick):
+        learner = TLearner(
+            is_classification=False,
+            n_variants=n_variants,
+            nuisance_model_factory=lightgbm.LGBMRegressor,
+            nuisance_model_params={
+                "n_estimators": args.trees,
+                "verbose": -1,
+                "n_jobs": config["lgbm_n_jobs"],
+            },
+            n_folds=args.folds,
+            random_state=args.seed,
+        )
+        start = time.perf_counter()
+        learner.fit(
+            X,
+            y,
+            w,
+            n_jobs_cross_fitting=config["n_jobs_cross_fitting"],
+            n_jobs_base_learners=config["n_jobs_base_learners"],
+        )
+        fit_s = time.perf_counter() - start
+        cate = learner.predict(X, is_oos=False)[:, :, 0]
+        rmse = np.sqrt(np.mean((cate - truth) ** 2, axis=0))
+        results.append({**config, "label": label(config), "fit_s": fit_s, "rmse": rmse.tolist()})
+        log(f"{label(config)}: fit {fit_s:.2f} s, RMSE {np.round(rmse, 4).tolist()}")
+
+    best = min(range(len(results)), key=lambda i: results[i]["fit_s"])
+    return {
+        "configs": results,
+        "best": best,
+        "rows": len(df),
+        "features": len(features),
+        "n_variants": n_variants,
+        "cores": cores,
+        "load_s": load_s,
+        "python": platform.python_version(),
+        "versions": {
+            name: version(name)
+            for name in ("metalearners", "scikit-learn", "lightgbm", "pandas", "numpy", "joblib")
+        },
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--parquet", required=True, help="directory written by the benchmark")
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--trees", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cores", type=int, default=0, help="'all cores' (default: machine's)")
+    parser.add_argument("--quick", action="store_true", help="only the default configuration")
+    args = parser.parse_args()
+    with stdout_to_stderr():
+        result = run(args)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

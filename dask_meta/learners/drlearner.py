@@ -1,0 +1,258 @@
+"""DR-learner (Kennedy 2020): regression of the AIPW pseudo-outcome on X."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import pandas as pd
+
+from dask_meta._constants import (
+    OVERALL,
+    PROPENSITY_MODEL,
+    TREATMENT_MODEL,
+    VARIANT_OUTCOME_MODEL,
+    W_COL,
+    Y_COL,
+)
+from dask_meta.data import training_frame
+from dask_meta.learners._common import EPSILON, clip_to_epsilon, effect_outputs, positive_class
+from dask_meta.learners.base import (
+    Derivation,
+    FitRun,
+    MetaLearner,
+    ModelEntry,
+    ModelSpecification,
+    derived_columns,
+)
+from dask_meta.learners.tlearner import ConditionalAverageOutcomes
+
+
+def _predict_proba(learner: MetaLearner) -> str:
+    return "predict_proba"
+
+
+def _predict(learner: MetaLearner) -> str:
+    return "predict"
+
+
+def aipw_pseudo_outcomes(
+    frame: pd.DataFrame,
+    folds: pd.DataFrame | None,
+    propensity: Any,
+    outcomes: list[Any],
+    designs: tuple[Any, Any],
+    variants: list[int],
+    outcome_method: str,
+    oos_method: str,
+    is_classification: bool,
+    adaptive_clipping: bool,
+    epsilon: float = EPSILON,
+) -> np.ndarray:
+    """phi_k = (y - mu_k)/e_k 1{w=k} + mu_k - (y - mu_0)/e_0 1{w=0} - mu_0, ``(n, len(variants))``.
+
+    mu follows the in-sample mixing rule (own rows cross-fitted, other rows out-of-sample);
+    with ``adaptive_clipping`` rows whose smallest propensity is below epsilon get mu_k - mu_0.
+    """
+    p_design, o_design = designs
+    e = propensity.block_predict(p_design.matrix(frame), folds, "predict_proba", oos_method)
+    matrix = o_design.matrix(frame)
+    mu0 = positive_class(
+        outcomes[0].block_predict(matrix, folds, outcome_method, oos_method), is_classification
+    )
+    y = frame[Y_COL].to_numpy(dtype=float)
+    w = frame[W_COL].to_numpy()
+    control_term = (y - mu0) / clip_to_epsilon(e[:, 0], epsilon) * (w == 0) + mu0
+    out = np.empty((len(frame), len(variants)))
+    for j, k in enumerate(variants):
+        muk = positive_class(
+            outcomes[k].block_predict(matrix, folds, outcome_method, oos_method),
+            is_classification,
+        )
+        phi = (y - muk) / clip_to_epsilon(e[:, k], epsilon) * (w == k) + muk - control_term
+        if adaptive_clipping:
+            phi = np.where(e.min(axis=1) < epsilon, muk - mu0, phi)
+        out[:, j] = phi
+    return out
+
+
+def dr_pseudo_outcome(
+    part: pd.DataFrame, models: dict, variant: int, n_variants: int, args: tuple
+) -> np.ndarray:
+    outcomes = [models.get((VARIANT_OUTCOME_MODEL, k)) for k in range(n_variants)]
+    return aipw_pseudo_outcomes(
+        part, part, models[(PROPENSITY_MODEL, 0)], outcomes, *args[:1], [variant], *args[1:]
+    )[:, 0]
+
+
+def dr_cate_partition(X: pd.DataFrame, folds: pd.DataFrame | None, bundle: Any) -> np.ndarray:
+    models, design, oos_method, is_classification = bundle
+    matrix = design.matrix(X)
+    return np.stack(
+        [
+            effect_outputs(
+                m.block_predict(matrix, folds, "predict", oos_method)[:, 0], is_classification
+            )
+            for m in models
+        ],
+        axis=1,
+    )
+
+
+def _ate_partition(frame: pd.DataFrame, folds: pd.DataFrame | None, bundle: Any) -> np.ndarray:
+    propensity, outcomes, designs, n_variants, outcome_method, is_clf, adaptive = bundle
+    return aipw_pseudo_outcomes(
+        frame,
+        folds,
+        propensity,
+        outcomes,
+        designs,
+        list(range(1, n_variants)),
+        outcome_method,
+        OVERALL,
+        is_clf,
+        adaptive,
+    )
+
+
+class DRLearner(ConditionalAverageOutcomes, MetaLearner):
+    """DR-learner: outcome models per variant, a propensity model, AIPW pseudo-outcomes."""
+
+    _synchronizes = True
+
+    def __init__(self, *args: Any, adaptive_clipping: bool = False, **kwargs: Any):
+        if not isinstance(adaptive_clipping, bool | np.bool_):
+            raise TypeError(f"adaptive_clipping must be a bool, got {adaptive_clipping!r}")
+        self.adaptive_clipping = bool(adaptive_clipping)
+        super().__init__(*args, **kwargs)
+
+    @classmethod
+    def nuisance_model_specifications(cls) -> dict[str, ModelSpecification]:
+        return {
+            VARIANT_OUTCOME_MODEL: ModelSpecification(
+                MetaLearner._get_n_variants, MetaLearner._outcome_predict_method
+            ),
+            PROPENSITY_MODEL: ModelSpecification(MetaLearner._get_one, _predict_proba),
+        }
+
+    @classmethod
+    def treatment_model_specifications(cls) -> dict[str, ModelSpecification]:
+        return {
+            TREATMENT_MODEL: ModelSpecification(MetaLearner._get_n_variants_minus_one, _predict)
+        }
+
+    @classmethod
+    def _supports_multi_treatment(cls) -> bool:
+        return True
+
+    @classmethod
+    def _supports_multi_class(cls) -> bool:
+        return False
+
+    @property
+    def init_args(self) -> dict[str, Any]:
+        return super().init_args | {"adaptive_clipping": self.adaptive_clipping}
+
+    def _nuisance_entries(self, synchronize: bool) -> list[ModelEntry]:
+        # outcome models keep their own CV; the propensity model shares the all-rows split
+        # with the treatment models when synchronised
+        return [
+            ModelEntry(VARIANT_OUTCOME_MODEL, k, (k,), Y_COL) for k in range(self.n_variants)
+        ] + [ModelEntry(PROPENSITY_MODEL, 0, None, W_COL, "all" if synchronize else "own")]
+
+    def _treatment_entries(self, synchronize: bool) -> list[ModelEntry]:
+        entries = []
+        for k in range(1, self.n_variants):
+            entry = ModelEntry(TREATMENT_MODEL, k - 1, None, "")
+            entries.append(
+                ModelEntry(
+                    TREATMENT_MODEL,
+                    k - 1,
+                    None,
+                    derived_columns(entry)[0],
+                    "all" if synchronize else "own",
+                )
+            )
+        return entries
+
+    def _derivation(self, run: FitRun, entry: ModelEntry) -> Derivation:
+        k = entry.ordinal + 1
+        columns = run.data.columns
+        designs = (
+            self._design(PROPENSITY_MODEL, columns),
+            self._design(VARIANT_OUTCOME_MODEL, columns),
+        )
+        return Derivation(
+            dr_pseudo_outcome,
+            ((PROPENSITY_MODEL, 0), (VARIANT_OUTCOME_MODEL, 0), (VARIANT_OUTCOME_MODEL, k)),
+            (
+                k,
+                self.n_variants,
+                (
+                    designs,
+                    self._outcome_predict_method(),
+                    OVERALL,
+                    self.is_classification,
+                    self.adaptive_clipping,
+                ),
+            ),
+        )
+
+    def predict(self, X: Any, is_oos: bool, oos_method: str = OVERALL) -> Any:
+        """The CATE ``(n, n_variants - 1, n_outputs)``; ``[-tau, tau]`` for classification."""
+        self._check_predict(is_oos, oos_method)
+        self._require_treatment_fitted()
+        models = self._treatment_models[TREATMENT_MODEL]
+        for m in models:
+            m.check_predict_args(True, "predict", oos_method)
+        bundle = (models, self._design(TREATMENT_MODEL), oos_method, self.is_classification)
+        n_out = 2 if self.is_classification else 1
+        return self._map(
+            X, is_oos, dr_cate_partition, bundle, (self.n_variants - 1, n_out), "drlearner-cate"
+        )
+
+    def average_treatment_effect(
+        self, X: Any, y: Any, w: Any, is_oos: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """AIPW estimate of the ATE of every variant against 0 and its standard error.
+
+        Needs only the nuisance models (``fit_all_nuisance``). Computed by reductions over
+        partitions: only ``(n_variants - 1)``-sized sums reach the client.
+        """
+        if self._fit_context is None or not all(
+            m.is_fitted for models in self._nuisance_models.values() for m in models
+        ):
+            raise ValueError(
+                "The nuisance models need to be fitted before computing the treatment effect; "
+                "call fit_all_nuisance (or fit) first."
+            )
+        if not isinstance(is_oos, bool | np.bool_):
+            raise TypeError(f"is_oos must be a bool, got {is_oos!r}")
+        frame = training_frame(X, y, w)
+        names = self._fit_context.columns.names
+        if (
+            frame.columns.names != names
+            or frame.columns.as_numpy != self._fit_context.columns.as_numpy
+        ):
+            raise ValueError("X must have the columns the learner was fitted on")
+        bundle = (
+            self._nuisance_models[PROPENSITY_MODEL][0],
+            self._nuisance_models[VARIANT_OUTCOME_MODEL],
+            (self._design(PROPENSITY_MODEL), self._design(VARIANT_OUTCOME_MODEL)),
+            self.n_variants,
+            self._outcome_predict_method(),
+            self.is_classification,
+            self.adaptive_clipping,
+        )
+        phi = self._map(
+            frame, is_oos, _ate_partition, bundle, (self.n_variants - 1,), "drlearner-ate"
+        )
+        if isinstance(phi, np.ndarray):
+            return phi.mean(axis=0), phi.std(axis=0) / np.sqrt(len(phi))
+        total, squares, count = self._predict_client().compute(
+            [phi.sum(axis=0), (phi**2).sum(axis=0), da.isfinite(phi[:, 0]).sum()], sync=True
+        )
+        mean = total / count
+        variance = np.maximum(squares / count - mean**2, 0.0)
+        return mean, np.sqrt(variance) / np.sqrt(count)

@@ -1,0 +1,236 @@
+"""R-learner (Nie and Wager 2017): residual-on-residual regression with weights."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from dask_meta._constants import (
+    MEDIAN,
+    OUTCOME_MODEL,
+    OVERALL,
+    PROPENSITY_MODEL,
+    TREATMENT,
+    TREATMENT_MODEL,
+    W_COL,
+    Y_COL,
+)
+from dask_meta.learners._common import EPSILON, clip_to_epsilon, effect_outputs, positive_class
+from dask_meta.learners.base import (
+    Derivation,
+    FitRun,
+    MetaLearner,
+    ModelEntry,
+    ModelSpecification,
+    derived_columns,
+)
+
+SAMPLE_WEIGHT = "sample_weight"
+
+
+def _predict_proba(learner: MetaLearner) -> str:
+    return "predict_proba"
+
+
+def _predict(learner: MetaLearner) -> str:
+    return "predict"
+
+
+def r_loss(
+    cate_estimates: Any,
+    outcome_estimates: Any,
+    propensity_scores: Any,
+    outcomes: Any,
+    treatments: Any,
+) -> float:
+    """sqrt(mean(((y - m) - tau * (w - e))^2)), the R-loss of CATE estimates (in memory)."""
+    arrays = [
+        np.asarray(a, dtype=float)
+        for a in (cate_estimates, outcome_estimates, propensity_scores, outcomes, treatments)
+    ]
+    lengths = {len(a) for a in arrays}
+    if len(lengths) != 1:
+        raise ValueError(f"r_loss needs equally long inputs, got lengths {sorted(lengths)}")
+    tau, m, e, y, w = arrays
+    return float(np.sqrt(np.mean(((y - m) - tau * (w - e)) ** 2)))
+
+
+def r_pseudo_outcome(
+    part: pd.DataFrame,
+    models: dict,
+    variant: int,
+    designs: tuple[Any, Any],
+    outcome_method: str,
+    is_classification: bool,
+    epsilon: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """pseudo = (y - m) / clip(1{w=k} - e_bin), weight = (1{w=k} - e_bin)^2 on rows w in {0, k}."""
+    target = np.full(len(part), np.nan)
+    weight = np.full(len(part), np.nan)
+    w = part[W_COL].to_numpy()
+    rows = np.flatnonzero((w == 0) | (w == variant))
+    if len(rows) == 0:
+        return target, weight
+    sub = part.iloc[rows]
+    p_design, o_design = designs
+    e = models[(PROPENSITY_MODEL, 0)].block_predict(
+        p_design.matrix(sub), sub, "predict_proba", OVERALL
+    )
+    m = models[(OUTCOME_MODEL, 0)].block_predict(o_design.matrix(sub), sub, outcome_method, OVERALL)
+    m = positive_class(m, is_classification)
+    e_bin = e[:, variant] / (e[:, 0] + e[:, variant])
+    y_res = sub[Y_COL].to_numpy(dtype=float) - m
+    w_res = (w[rows] == variant).astype(float) - e_bin
+    target[rows] = y_res / clip_to_epsilon(w_res, epsilon)
+    weight[rows] = np.square(w_res)
+    return target, weight
+
+
+def r_cate_partition(X: pd.DataFrame, folds: pd.DataFrame | None, bundle: Any) -> np.ndarray:
+    models, design, oos_method, is_classification = bundle
+    matrix = design.matrix(X)
+    return np.stack(
+        [
+            effect_outputs(
+                m.block_predict(matrix, folds, "predict", oos_method)[:, 0], is_classification
+            )
+            for m in models
+        ],
+        axis=1,
+    )
+
+
+def r_cao_partition(X: pd.DataFrame, folds: pd.DataFrame | None, bundle: Any) -> np.ndarray:
+    """Y0 = m - sum_k e_k tau_k (per output channel), Yk = Y0 + tau_k."""
+    cate_bundle, propensity, p_design, outcome, o_design, outcome_method, oos = bundle
+    tau = r_cate_partition(X, folds, cate_bundle)
+    e = propensity.block_predict(p_design.matrix(X), folds, "predict_proba", oos)
+    m = outcome.block_predict(o_design.matrix(X), folds, outcome_method, oos)
+    control = m - np.einsum("nk,nkc->nc", e[:, 1:], tau)
+    return np.concatenate([control[:, None, :], control[:, None, :] + tau], axis=1)
+
+
+class RLearner(MetaLearner):
+    """R-learner: propensity and outcome models, one weighted treatment model per variant."""
+
+    _synchronizes = True
+
+    @classmethod
+    def nuisance_model_specifications(cls) -> dict[str, ModelSpecification]:
+        return {
+            PROPENSITY_MODEL: ModelSpecification(MetaLearner._get_one, _predict_proba),
+            OUTCOME_MODEL: ModelSpecification(
+                MetaLearner._get_one, MetaLearner._outcome_predict_method
+            ),
+        }
+
+    @classmethod
+    def treatment_model_specifications(cls) -> dict[str, ModelSpecification]:
+        return {
+            TREATMENT_MODEL: ModelSpecification(MetaLearner._get_n_variants_minus_one, _predict)
+        }
+
+    @classmethod
+    def _supports_multi_treatment(cls) -> bool:
+        return True
+
+    @classmethod
+    def _supports_multi_class(cls) -> bool:
+        return False
+
+    def _validate_models(self) -> None:
+        factory = self.treatment_model_factory[TREATMENT_MODEL]
+        if SAMPLE_WEIGHT not in inspect.signature(factory.fit).parameters:
+            raise ValueError(
+                f"{TREATMENT_MODEL}'s fit method does not support 'sample_weight' argument: "
+                f"{factory.__name__}.fit has no sample_weight, but the R-learner weights its "
+                "treatment models"
+            )
+        super()._validate_models()
+
+    def _validate_fit_params(self, qualified: dict[str, dict[str, dict]]) -> None:
+        if SAMPLE_WEIGHT in qualified[TREATMENT][TREATMENT_MODEL]:
+            raise ValueError(
+                f"fit_params passes {SAMPLE_WEIGHT} to the R-learner's treatment model, but the "
+                "R-learner sets it itself (the squared treatment residuals); pass it only to "
+                "nuisance models (qualified form: {'nuisance': {kind: {...}}})"
+            )
+
+    def _nuisance_entries(self, synchronize: bool) -> list[ModelEntry]:
+        split = "all" if synchronize else "own"
+        return [
+            ModelEntry(PROPENSITY_MODEL, 0, None, W_COL, split),
+            ModelEntry(OUTCOME_MODEL, 0, None, Y_COL, split),
+        ]
+
+    def _treatment_entries(self, synchronize: bool) -> list[ModelEntry]:
+        # metalearners never synchronises the treatment models: own KFold over w in {0, k}
+        entries = []
+        for k in range(1, self.n_variants):
+            entry = ModelEntry(TREATMENT_MODEL, k - 1, (0, k), "")
+            entries.append(ModelEntry(TREATMENT_MODEL, k - 1, (0, k), derived_columns(entry)[0]))
+        return entries
+
+    def _derivation(self, run: FitRun, entry: ModelEntry) -> Derivation:
+        columns = run.data.columns
+        return Derivation(
+            r_pseudo_outcome,
+            ((PROPENSITY_MODEL, 0), (OUTCOME_MODEL, 0)),
+            (
+                entry.ordinal + 1,
+                (self._design(PROPENSITY_MODEL, columns), self._design(OUTCOME_MODEL, columns)),
+                self._outcome_predict_method(),
+                self.is_classification,
+                EPSILON,
+            ),
+            weight=True,
+        )
+
+    def _cate_bundle(self, oos_method: str) -> Any:
+        self._require_treatment_fitted()
+        models = self._treatment_models[TREATMENT_MODEL]
+        for m in models:
+            m.check_predict_args(True, "predict", oos_method)
+        return (models, self._design(TREATMENT_MODEL), oos_method, self.is_classification)
+
+    def predict(self, X: Any, is_oos: bool, oos_method: str = OVERALL) -> Any:
+        """The CATE ``(n, n_variants - 1, n_outputs)``; ``[-tau, tau]`` for classification."""
+        self._check_predict(is_oos, oos_method)
+        n_out = 2 if self.is_classification else 1
+        return self._map(
+            X,
+            is_oos,
+            r_cate_partition,
+            self._cate_bundle(oos_method),
+            (self.n_variants - 1, n_out),
+            "rlearner-cate",
+        )
+
+    def predict_conditional_average_outcomes(
+        self, X: Any, is_oos: bool, oos_method: str = OVERALL
+    ) -> Any:
+        """Y0 = m - sum_k e_k tau_k and Yk = Y0 + tau_k: ``(n, n_variants, n_outputs)``."""
+        self._check_predict(is_oos, oos_method)
+        if oos_method == MEDIAN:
+            raise ValueError(
+                "Cannot create median of class probabilities, which the R-learner's conditional "
+                "average outcomes need (propensity); use oos_method='overall' or 'mean'."
+            )
+        propensity = self._nuisance_models[PROPENSITY_MODEL][0]
+        outcome = self._nuisance_models[OUTCOME_MODEL][0]
+        bundle = (
+            self._cate_bundle(oos_method),
+            propensity,
+            self._design(PROPENSITY_MODEL),
+            outcome,
+            self._design(OUTCOME_MODEL),
+            self._outcome_predict_method(),
+            oos_method,
+        )
+        n_out = 2 if self.is_classification else 1
+        return self._map(
+            X, is_oos, r_cao_partition, bundle, (self.n_variants, n_out), "rlearner-cao"
+        )

@@ -1,0 +1,40 @@
+"""Base models for planner tests. They live in an importable module (not a test file) so
+that they pickle by reference to the worker processes of the LocalCluster fixture."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.linear_model import LinearRegression
+
+
+class FoldFitError(RuntimeError):
+    """Raised by :class:`SlowRegressor` for the one job it is told to fail."""
+
+
+class SlowRegressor(RegressorMixin, BaseEstimator):
+    """A linear regression whose fit takes at least ``delay`` seconds.
+
+    The delay stands in for the cost of a real model so that the fit intervals recorded in
+    ``fit_report_`` are long enough to compare (it is work being simulated, not a wait for
+    something). ``fail_rows``: raise :class:`FoldFitError` when fitted on exactly that many
+    rows, which singles out one fold model of one estimator.
+    """
+
+    def __init__(self, delay: float = 0.0, fail_rows: int | None = None):
+        self.delay = delay
+        self.fail_rows = fail_rows
+
+    def fit(self, X, y):
+        if self.fail_rows is not None and len(X) == self.fail_rows:
+            raise FoldFitError(f"SlowRegressor was told to fail on {len(X)} rows")
+        if self.delay:
+            time.sleep(self.delay)
+        self.model_ = LinearRegression().fit(X, y)
+        self.n_fit_rows_ = len(X)
+        return self
+
+    def predict(self, X):
+        return np.asarray(self.model_.predict(X))
