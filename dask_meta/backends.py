@@ -69,7 +69,7 @@ def thread_param_name(factory: type, params: dict[str, Any]) -> str | None:
 
 
 def supports_sample_weight(factory: type) -> bool:
-    return "sample_weight" in inspect.signature(factory.fit).parameters
+    return "sample_weight" in inspect.signature(factory.fit).parameters  # type: ignore[attr-defined]
 
 
 def is_categorical_aware(model: Any) -> bool:

@@ -449,7 +449,7 @@ class CrossFitEstimator:
         method: str,
         oos_method: str,
     ) -> np.ndarray:
-        """Predict one in-memory block ``(n, n_outputs)``; in-sample rows where ``folds`` says so."""
+        """Predict one in-memory block ``(n, n_outputs)``; in-sample where ``folds`` says so."""
         fold_ids = None
         if folds is not None:
             assert self._split is not None

@@ -171,7 +171,8 @@ def _dask_vector(v: Any, name: str) -> dd.Series:
             v = v[:, 0]
         if v.ndim != 1:
             raise ValueError(f"{name} must be one-dimensional, got a Dask array of {v.ndim} dims")
-        return dd.from_dask_array(v)
+        series: dd.Series = dd.from_dask_array(v)  # type: ignore[assignment]
+        return series
     raise TypeError(
         f"{name} must be a Dask Series or array when X is a Dask collection, got {type(v).__name__}"
     )
@@ -216,7 +217,7 @@ def combine(X: Any, vectors: dict[str, tuple[str, Any]]) -> Frame:
     if not dvecs or are_co_aligned(*exprs):
         frame = x_frame.assign(**{column: v for column, (_, v) in dvecs.items()})
         return Frame(frame, cols, in_memory=False)
-    for column, (arg, v) in dvecs.items():
+    for arg, v in dvecs.values():
         if v.npartitions != x_frame.npartitions:
             raise ValueError(
                 f"X has {x_frame.npartitions} partitions but {arg} has {v.npartitions}; pass "

@@ -229,7 +229,7 @@ class Planner:
                 )
 
     def run(self, jobs: Sequence[Job], deferred: Sequence[Deferred] = ()) -> dict[str, FitResult]:
-        """Fit all jobs (and the deferred ones once their inputs are done); return results by key."""
+        """Fit all jobs (and deferred ones once their inputs are done); results by key."""
         assert self.shape is not None
         self.validate(jobs)
         pending: list[Job] = sorted(jobs, key=_priority)

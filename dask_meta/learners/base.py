@@ -690,9 +690,10 @@ class MetaLearner(ABC):
                 self._nuisance_models if kind in self._nuisance_models else self._treatment_models
             )
             models[kind][ordinal] = cfe
-        for (kind, ordinal), ref in run.assignment.refs.items():
-            if (kind, ordinal) not in fitted:
+        for owner, ref in run.assignment.refs.items():
+            if owner not in fitted:
                 # a reused model: its folds now live in this fit's fold frame
+                kind, ordinal = owner  # type: ignore[misc]
                 reused = self._cfe(kind, ordinal)
                 reused._split = ref
                 reused._context = run.context

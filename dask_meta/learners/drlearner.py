@@ -78,11 +78,28 @@ def aipw_pseudo_outcomes(
 
 
 def dr_pseudo_outcome(
-    part: pd.DataFrame, models: dict, variant: int, n_variants: int, args: tuple
+    part: pd.DataFrame,
+    models: dict,
+    variant: int,
+    n_variants: int,
+    designs: tuple[Any, Any],
+    outcome_method: str,
+    is_classification: bool,
+    adaptive_clipping: bool,
 ) -> np.ndarray:
+    """The AIPW pseudo-outcome of one variant on a training partition (in-sample nuisances)."""
     outcomes = [models.get((VARIANT_OUTCOME_MODEL, k)) for k in range(n_variants)]
     return aipw_pseudo_outcomes(
-        part, part, models[(PROPENSITY_MODEL, 0)], outcomes, *args[:1], [variant], *args[1:]
+        part,
+        part,
+        models[(PROPENSITY_MODEL, 0)],
+        outcomes,
+        designs,
+        [variant],
+        outcome_method,
+        OVERALL,
+        is_classification,
+        adaptive_clipping,
     )[:, 0]
 
 
@@ -189,13 +206,10 @@ class DRLearner(ConditionalAverageOutcomes, MetaLearner):
             (
                 k,
                 self.n_variants,
-                (
-                    designs,
-                    self._outcome_predict_method(),
-                    OVERALL,
-                    self.is_classification,
-                    self.adaptive_clipping,
-                ),
+                designs,
+                self._outcome_predict_method(),
+                self.is_classification,
+                self.adaptive_clipping,
             ),
         )
 
