@@ -32,7 +32,14 @@ from dask_meta.backends import (
     requested_threads,
     thread_param_name,
 )
-from dask_meta.data import Columns, Frame, narrow, partition_fingerprint, prediction_frame
+from dask_meta.data import (
+    Columns,
+    Frame,
+    narrow,
+    partition_fingerprint,
+    partitions,
+    prediction_frame,
+)
 from dask_meta.folds import Assignment, SplitRef
 from dask_meta.planner import Job, fit_key
 
@@ -96,33 +103,30 @@ def _check_partition(
         )
 
 
-def _oos_partition(
-    X: pd.DataFrame, fn: PartitionFn, bundle: Any, anchor: Any, width: int
-) -> pd.DataFrame:
-    out = np.asarray(fn(X, None, bundle), dtype=float).reshape(len(X), width)
-    return pd.DataFrame(out, columns=range(width))
+def _oos_block(
+    X: pd.DataFrame, fn: PartitionFn, bundle: Any, anchor: Any, tail: tuple[int, ...]
+) -> np.ndarray:
+    out = np.asarray(fn(X.reset_index(drop=True), None, bundle), dtype=float)
+    return out.reshape((len(X), *tail))
 
 
-def _in_sample_partition(
+def _in_sample_block(
     X: pd.DataFrame,
     folds: pd.DataFrame,
     fn: PartitionFn,
     bundle: Any,
     anchor: Any,
-    width: int,
+    tail: tuple[int, ...],
+    number: int,
     lengths: tuple[int, ...],
     fingerprints: tuple[int, ...],
     names: tuple[Any, ...],
-    partition_info: dict | None = None,
-) -> pd.DataFrame:
-    number = partition_info["number"] if partition_info else 0
+) -> np.ndarray:
     _check_partition(X, number, lengths, fingerprints, names)
-    out = np.asarray(fn(X, folds.reset_index(drop=True), bundle), dtype=float)
-    return pd.DataFrame(out.reshape(len(X), width), columns=range(width))
-
-
-def _reshape_block(block: np.ndarray, tail: tuple[int, ...]) -> np.ndarray:
-    return block.reshape((block.shape[0], *tail))
+    out = np.asarray(
+        fn(X.reset_index(drop=True), folds.reset_index(drop=True), bundle), dtype=float
+    )
+    return out.reshape((len(X), *tail))
 
 
 def map_predict(
@@ -138,55 +142,50 @@ def map_predict(
     """Apply ``fn`` to every partition of X; Dask in -> lazy Dask array, in-memory -> numpy.
 
     ``fn(X_part, folds_part_or_None, bundle)`` returns ``(n, prod(tail))`` floats; the result
-    has shape ``(n, *tail)``. For ``is_oos=False`` it also gets the partition's fold frame.
+    has shape ``(n, *tail)``, one chunk per partition of X (sizes known for in-sample
+    prediction). For ``is_oos=False`` ``fn`` also gets the partition's fold frame, and each
+    partition is checked against the training data (length and fingerprint).
     """
     frame = X if isinstance(X, Frame) else prediction_frame(X, context.columns)
-    width = int(np.prod(tail)) if tail else 1
     token = dask.base.tokenize(name, is_oos, frame.frame._name, id(bundle))
     models = dask.delayed(bundle, name=f"dask_meta-models-{token}", traverse=False)
     # A second small dependency keeps dask's linear fusion away from the models node: with a
     # single dependent partition (one partition, or a culled slice) dask 2026.8 fails with
     # "Cannot fuse tasks with multiple outputs".
     anchor = dask.delayed(token, name=f"dask_meta-anchor-{token}", traverse=False)
-    meta = pd.DataFrame({i: np.array([], dtype=float) for i in range(width)})
-    lengths: Sequence[int] | None = None
+    x_parts = partitions(frame.frame)
+    blocks = []
     if is_oos:
-        out = frame.frame.map_partitions(_oos_partition, fn, models, anchor, width, meta=meta)
-    else:
-        n_parts = frame.frame.optimize().npartitions
-        expected = len(context.lengths)
-        if n_parts != expected:
-            raise ValueError(
-                f"is_oos=False needs exactly the training data, but X has {n_parts} partitions "
-                f"where the training data had {expected}; use is_oos=True for other data"
+        for i, part in enumerate(x_parts):
+            block = dask.delayed(_oos_block, pure=True)(
+                part, fn, models, anchor, tail, dask_key_name=f"dask_meta-{name}-{i}-{token}"
             )
-        out = dd.map_partitions(
-            _in_sample_partition,
-            frame.frame,
-            context.fold_frame,
-            fn,
-            models,
-            anchor,
-            width,
-            context.lengths,
-            context.fingerprints,
-            context.columns.names,
-            meta=meta,
-            align_dataframes=False,
-        )
-        lengths = context.lengths
-    arr = out.to_dask_array(lengths=list(lengths) if lengths is not None else None)
-    if tail == (width,):
-        result = arr
+            blocks.append(da.from_delayed(block, shape=(np.nan, *tail), dtype=float))
     else:
-        result = arr.map_blocks(
-            _reshape_block,
-            tail,
-            chunks=(arr.chunks[0], *((t,) for t in tail)),
-            dtype=float,
-            drop_axis=[] if tail else [1],
-            new_axis=list(range(2, 1 + len(tail))) if len(tail) > 1 else None,
-        )
+        expected = len(context.lengths)
+        if len(x_parts) != expected:
+            raise ValueError(
+                f"is_oos=False needs exactly the training data, but X has {len(x_parts)} "
+                f"partitions where the training data had {expected}; use is_oos=True for "
+                "other data"
+            )
+        fold_parts = partitions(context.fold_frame)
+        for i, (part, folds) in enumerate(zip(x_parts, fold_parts, strict=True)):
+            block = dask.delayed(_in_sample_block, pure=True)(
+                part,
+                folds,
+                fn,
+                models,
+                anchor,
+                tail,
+                i,
+                context.lengths,
+                context.fingerprints,
+                context.columns.names,
+                dask_key_name=f"dask_meta-{name}-{i}-{token}",
+            )
+            blocks.append(da.from_delayed(block, shape=(context.lengths[i], *tail), dtype=float))
+    result = da.concatenate(blocks, axis=0) if len(blocks) > 1 else blocks[0]
     if frame.in_memory:
         if client is None:
             return np.asarray(result.compute())

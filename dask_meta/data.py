@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import dask
 import dask.array as da
 import dask.dataframe as dd
 import numpy as np
@@ -217,10 +218,11 @@ def combine(X: Any, vectors: dict[str, tuple[str, Any]]) -> Frame:
     if not dvecs or are_co_aligned(*exprs):
         frame = x_frame.assign(**{column: v for column, (_, v) in dvecs.items()})
         return Frame(frame, cols, in_memory=False)
+    n_x = n_partitions(x_frame)
     for arg, v in dvecs.values():
-        if v.npartitions != x_frame.npartitions:
+        if n_partitions(v) != n_x:
             raise ValueError(
-                f"X has {x_frame.npartitions} partitions but {arg} has {v.npartitions}; pass "
+                f"X has {n_x} partitions but {arg} has {n_partitions(v)}; pass "
                 "X, y and w derived from one frame (e.g. ddf[features], ddf['y'], ddf['w']) or "
                 "with the same partitioning"
             )
@@ -268,21 +270,28 @@ def prediction_frame(X: Any, columns: Columns) -> Frame:
     return frame
 
 
-def _identity(part: pd.DataFrame) -> pd.DataFrame:
-    return part
+#: dask-expr "tunes" a read_parquet under any other operation by fusing files into fewer
+#: partitions, by a factor that depends on the columns kept and on what sits on top. The same
+#: files would then be partitioned differently at fit and at predict time; every graph
+#: dask-meta builds from user data is therefore optimised with tuning off, so partitions are
+#: the files / row groups the user's collection has.
+_NO_TUNING = {"optimization.tune.active": False}
+
+
+def partitions(frame: dd.DataFrame | dd.Series) -> list[Any]:
+    """The partitions of a Dask collection as delayed objects, one per physical partition."""
+    with dask.config.set(_NO_TUNING):
+        return list(frame.to_delayed(optimize_graph=True))
+
+
+def n_partitions(frame: dd.DataFrame | dd.Series) -> int:
+    with dask.config.set(_NO_TUNING):
+        return int(frame.optimize().npartitions)
 
 
 def narrow(frame: dd.DataFrame, columns: Sequence[Any]) -> dd.DataFrame:
-    """Select ``columns`` without changing the partitioning.
-
-    dask-expr pushes a projection into ``read_parquet`` and may then fuse files into fewer
-    partitions; per-partition logic (folds, in-sample checks) must see the same partitions as
-    the full frame, so a partition-preserving barrier is put in when that would happen.
-    """
-    projected = frame[list(columns)]
-    if projected.optimize().npartitions == frame.optimize().npartitions:
-        return projected
-    return frame.map_partitions(_identity, meta=frame._meta)[list(columns)]
+    """Select ``columns`` (partitions stay those of ``frame``: see :func:`partitions`)."""
+    return frame[list(columns)]
 
 
 def partition_fingerprint(part: pd.DataFrame) -> int:

@@ -35,6 +35,7 @@ from distributed import Client
 from sklearn.model_selection import KFold, StratifiedKFold
 
 from dask_meta._constants import FOLD_PREFIX, NOT_IN_SPLIT, W_COL, Y_COL
+from dask_meta.data import partitions
 
 STRATEGIES = ("partition", "hash", "sklearn")
 
@@ -151,7 +152,7 @@ def scan(
     needs them by definition), the 1-D ``w`` and ``y``.
     """
     columns = [Y_COL, W_COL] + ([fold_key] if fold_key is not None else [])
-    parts = frame[columns].to_delayed(optimize_graph=True)
+    parts = partitions(frame[columns])
     tasks = [
         dask.delayed(_partition_stats, pure=True)(
             p,

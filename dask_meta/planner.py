@@ -32,6 +32,7 @@ from distributed import Client, Future, as_completed, span
 
 from dask_meta.backends import FitResult, FitSpec, fit_local
 from dask_meta.cluster import THREADS, ClusterShape, cluster_shape
+from dask_meta.data import partitions
 
 logger = logging.getLogger("dask_meta")
 
@@ -173,7 +174,7 @@ class Planner:
 
         The futures keep their graph lineage, so a lost worker's partitions are recomputed.
         """
-        parts = frame.to_delayed(optimize_graph=True)
+        parts = partitions(frame)
         with span(self.label, "data", name):
             futures = self.client.compute(parts)
         self._owned.extend(futures)
