@@ -174,6 +174,19 @@ def _current_worker() -> str | None:
         return None
 
 
+def aligned(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame with memory-aligned column buffers (a copy only when needed).
+
+    Partitions can arrive from another worker at unaligned byte offsets, and numpy sums in
+    another order on unaligned buffers: results would differ in the last bit between runs.
+    """
+    for column in frame.columns:
+        values = frame[column].to_numpy()
+        if isinstance(values, np.ndarray) and not values.flags.aligned:
+            return frame.copy(deep=True)
+    return frame
+
+
 def gather_rows(
     selection: RowSelection, parts: Sequence[pd.DataFrame], extra: Sequence[pd.DataFrame] = ()
 ) -> pd.DataFrame:
@@ -188,7 +201,7 @@ def gather_rows(
         keep = selection.mask(part)
         selected.append(part[keep] if not keep.all() else part)
     frame = pd.concat(selected, ignore_index=True) if len(selected) > 1 else selected[0]
-    return frame.reset_index(drop=True)
+    return aligned(frame.reset_index(drop=True))
 
 
 def fit_local(spec: FitSpec, n_parts: int, *parts: pd.DataFrame) -> FitResult:

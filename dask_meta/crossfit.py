@@ -28,6 +28,7 @@ from dask_meta.backends import (
     FitResult,
     FitSpec,
     RowSelection,
+    aligned,
     predict_block,
     requested_threads,
     thread_param_name,
@@ -106,7 +107,7 @@ def _check_partition(
 def _oos_block(
     X: pd.DataFrame, fn: PartitionFn, bundle: Any, anchor: Any, tail: tuple[int, ...]
 ) -> np.ndarray:
-    out = np.asarray(fn(X.reset_index(drop=True), None, bundle), dtype=float)
+    out = np.asarray(fn(aligned(X.reset_index(drop=True)), None, bundle), dtype=float)
     return out.reshape((len(X), *tail))
 
 

@@ -90,8 +90,10 @@ def _strata(w: np.ndarray, y: np.ndarray | None) -> list[Hashable]:
 
 
 def hash_folds(keys: pd.Series, seed: int, seed_key: str, n_folds: int) -> np.ndarray:
-    hash_key = f"{_stable_int(f'{seed}-{seed_key}'):016d}"[:16]
-    h = pd.util.hash_pandas_object(keys, index=False, hash_key=hash_key).to_numpy()
+    # pandas' hash_key only salts object/string data: mix the salt into the row hashes
+    salt = np.uint64(_stable_int(f"{seed}-{seed_key}"))
+    h = pd.util.hash_pandas_object(keys, index=False).to_numpy()
+    h = pd.util.hash_array(h ^ salt)
     return (h % np.uint64(n_folds)).astype(np.int16)
 
 

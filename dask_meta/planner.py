@@ -241,7 +241,7 @@ class Planner:
         threads_in_flight = 0
         capacity = self.shape.total_threads * (2 if self.shape.declares_threads else 1)
         capacity = max(capacity, self.shape.max_threads)
-        ac = as_completed()
+        ac = as_completed(loop=self.client.loop)
 
         def can_start(job: Job) -> bool:
             if threads_in_flight and threads_in_flight + job.spec.threads > capacity:

@@ -38,3 +38,29 @@ class SlowRegressor(RegressorMixin, BaseEstimator):
 
     def predict(self, X):
         return np.asarray(self.model_.predict(X))
+
+
+class NoSampleWeightRegressor(RegressorMixin, BaseEstimator):
+    """A linear regression whose ``fit`` takes no ``sample_weight`` (the R-learner needs one)."""
+
+    def fit(self, X, y):
+        self.model_ = LinearRegression().fit(X, y)
+        return self
+
+    def predict(self, X):
+        return np.asarray(self.model_.predict(X))
+
+
+def unaligned_frame(values: np.ndarray, columns: list[str], offset: int = 3):
+    """A pandas frame holding ``values`` in a float64 block that starts ``offset`` bytes past
+    a 64-byte boundary, as partitions do when they arrive at a worker inside a message."""
+    import pandas as pd
+
+    n, d = values.shape
+    raw = np.zeros(n * d * 8 + 128, dtype=np.uint8)
+    start = (-raw.ctypes.data) % 64 + offset
+    block = np.ndarray((d, n), dtype=np.float64, buffer=raw, offset=start)
+    block[...] = values.T
+    frame = pd.DataFrame(block.T, columns=columns, copy=False)
+    assert frame.to_numpy().flags.aligned == (offset % 8 == 0)
+    return frame

@@ -25,6 +25,7 @@ from dask_meta.folds import (
 )
 
 SIZES = (37, 163, 350, 11, 239)  # unequal partitions, one of them tiny
+N_ROWS = sum(SIZES)
 
 
 def _frame(w, y, sizes, extra: dict | None = None) -> dd.DataFrame:
@@ -41,7 +42,7 @@ def _frame(w, y, sizes, extra: dict | None = None) -> dd.DataFrame:
     return frame
 
 
-def _data(n=sum(SIZES), n_variants=3, seed=0, classification=False):
+def _data(n=N_ROWS, n_variants=3, seed=0, classification=False):
     rng = np.random.default_rng(seed)
     w = rng.integers(0, n_variants, n)
     y = rng.integers(0, 2, n) if classification else rng.normal(size=n)
@@ -170,6 +171,7 @@ def test_partition_unsynchronized_kinds_get_their_own_fold_columns(client):
 @settings(
     max_examples=25,
     deadline=None,
+    database=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
 @given(
@@ -191,9 +193,7 @@ def test_partition_balance_property(sizes, n_folds, n_variants, seed, classifica
         for p in dask.compute(*frame.to_delayed(), scheduler="sync")
     ]
     requests = {("m", 0): SplitRequest(None, n_folds, None, "sync")}
-    asg = assign(
-        "partition", frame, stats, requests, seed=seed, classification=classification
-    )
+    asg = assign("partition", frame, stats, requests, seed=seed, classification=classification)
     out = asg.frame.compute(scheduler="sync")
     (column,) = asg.fold_columns
     strata = [W_COL, Y_COL] if classification else [W_COL]
@@ -213,9 +213,9 @@ def test_learner_partition_folds_balanced_on_dask_frame(default_client):
     rng = np.random.default_rng(4)
     frame = _frame(w, y, SIZES, extra={"x1": rng.normal(size=len(w))})
     ddf = frame.rename(columns={Y_COL: "y", W_COL: "w"})
-    learner = TLearner(
-        False, 3, LinearRegression, n_folds=4, random_state=0, client=client
-    ).fit(ddf[["x0", "x1"]], ddf["y"], ddf["w"])
+    learner = TLearner(False, 3, LinearRegression, n_folds=4, random_state=0, client=client).fit(
+        ddf[["x0", "x1"]], ddf["y"], ddf["w"]
+    )
     folds = client.compute(learner._fit_context.fold_frame).result()
     lengths = [len(p) for p in dask.compute(*frame.to_delayed(), scheduler="sync")]
     assert learner._fit_context.lengths == tuple(lengths)
@@ -351,7 +351,12 @@ def test_sklearn_learner_folds_equal_kfold(default_client):
     client = default_client
     X, y, w, _ = _make(n=500)
     learner = TLearner(
-        False, 3, LinearRegression, n_folds=3, random_state=5, fold_strategy="sklearn",
+        False,
+        3,
+        LinearRegression,
+        n_folds=3,
+        random_state=5,
+        fold_strategy="sklearn",
         client=client,
     ).fit(X, y, w)
     folds = client.compute(learner._fit_context.fold_frame).result()

@@ -32,7 +32,7 @@ from dask_meta._constants import (
     Y_COL,
 )
 from dask_meta.backends import Design, FitResult, requested_threads
-from dask_meta.cluster import resolve_client
+from dask_meta.cluster import cluster_shape, resolve_client
 from dask_meta.crossfit import (
     CrossFitEstimator,
     FitContext,
@@ -742,6 +742,12 @@ class MetaLearner(ABC):
         synchronize: bool,
     ) -> FitRun:
         client = resolve_client(self.client)
+        shape = cluster_shape(client)
+        for stage_entries in entries.values():
+            for e in stage_entries:
+                # a request no worker can meet fails here, before any data is read
+                params = self._cfe(e.kind, e.ordinal).estimator_params
+                resolve_threads(requested_threads(params), shape, 1, f"the {e.kind} model")
         n_mem = _n_rows_in_memory(X)
         row_columns: dict[int, str] = {}
         row_values: dict[str, tuple[str, Any]] = {}
@@ -790,7 +796,7 @@ class MetaLearner(ABC):
             fold_key=self.fold_key,
         )
         self._check_fold_coverage(entries, assignment, requests)
-        planner = Planner(client, limits, label=f"dask_meta-{type(self).__name__}")
+        planner = Planner(client, limits, label=f"dask_meta-{type(self).__name__}", shape=shape)
         parts = planner.persist_partitions(assignment.frame, "training-frame")
         fingerprint_futures = planner.map_partitions(
             fingerprint_features, parts, name="fingerprint", names=data.columns.names
@@ -1340,6 +1346,9 @@ def fit_single(
     if fit_params is not None and not isinstance(fit_params, dict):
         raise TypeError(f"fit_params must be a dict or None, got {type(fit_params).__name__}")
     client = resolve_client(cfe.client)
+    resolve_threads(
+        requested_threads(cfe.estimator_params), cluster_shape(client), 1, f"the {kind} model"
+    )
     n_mem = _n_rows_in_memory(X)
     static: dict[str, Any] = {}
     row_params: dict[str, str] = {}

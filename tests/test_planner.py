@@ -1,0 +1,360 @@
+"""The planner (dask_meta/planner.py): resource validation, the three levels of parallelism,
+fit_report_, ordering, cancellation and task names, on the real 2 x 1-thread LocalCluster."""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+import dask.dataframe as dd
+import distributed
+import numpy as np
+import pandas as pd
+import pytest
+from _models import FoldFitError, SlowRegressor
+from conftest import make_linear_data
+from dask.utils import key_split
+from lightgbm import LGBMRegressor
+from sklearn.linear_model import LinearRegression
+
+from dask_meta import CrossFitEstimator, TLearner
+from dask_meta._constants import W_COL
+from dask_meta.planner import REPORT_COLUMNS
+
+KIND = "variant_outcome_model"
+LGBM_SMALL = {"n_estimators": 5, "num_leaves": 4, "min_child_samples": 5, "verbose": -1}
+
+
+def _fit_tasks(client) -> list[str]:
+    return client.run_on_scheduler(
+        lambda dask_scheduler: [str(k) for k in dask_scheduler.tasks if "dask_meta-fit" in str(k)]
+    )
+
+
+def _wait_for_no_fit_tasks(client, deadline_s=5.0) -> list[str]:
+    deadline = time.monotonic() + deadline_s
+    left = _fit_tasks(client)
+    while left and time.monotonic() < deadline:
+        time.sleep(0.05)  # polling the scheduler with a deadline
+        left = _fit_tasks(client)
+    return left
+
+
+def _workers(client) -> set[str]:
+    return set(client.scheduler_info(n_workers=-1)["workers"])
+
+
+def _overlap(a, b) -> bool:
+    return a.start < b.end and b.start < a.end
+
+
+# --- level 1: base-model threads ----------------------------------------------------------
+
+
+def _warm_up(client) -> None:
+    """Import the libraries on the workers first: the 5 s bound is about not hanging, not
+    about cold interpreter start-up on a loaded 2-core machine."""
+    client.run(lambda: [__import__(m) for m in ("dask_meta.backends", "lightgbm", "sklearn")])
+
+
+def test_thread_request_larger_than_any_worker_raises_fast(client):
+    _warm_up(client)
+    X, y, w, _ = make_linear_data(n=300, n_variants=2)
+    learner = TLearner(
+        False,
+        2,
+        LGBMRegressor,
+        nuisance_model_params={**LGBM_SMALL, "n_jobs": 4},
+        n_folds=2,
+        random_state=0,
+        client=client,
+    )
+    start = time.monotonic()
+    with pytest.raises(ValueError) as info:
+        learner.fit(X, y, w)
+    elapsed = time.monotonic() - start
+    assert elapsed < 5, f"took {elapsed:.1f}s: the request was submitted instead of rejected"
+    message = str(info.value)
+    assert "4 threads" in message
+    assert any(address in message for address in _workers(client)), message
+    assert "has 1 threads" in message
+    assert _wait_for_no_fit_tasks(client) == []
+    with pytest.raises(ValueError, match="not fitted"):
+        learner.predict(X, is_oos=True)
+
+    # the same check for a lone cross-fit estimator
+    cfe = CrossFitEstimator(
+        2, LGBMRegressor, {**LGBM_SMALL, "n_jobs": 4}, random_state=0, client=client
+    )
+    start = time.monotonic()
+    with pytest.raises(ValueError, match=r"4 threads.*has 1 threads"):
+        cfe.fit(pd.DataFrame(X), y)
+    assert time.monotonic() - start < 5
+    assert not cfe.is_fitted
+
+
+def test_thread_request_rejected_before_the_data_is_persisted(client, monkeypatch):
+    """DESIGN §8: resource requests are validated before anything expensive is computed;
+    persisting the training frame (the whole data on the cluster) must not happen first."""
+    from dask_meta.planner import Planner
+
+    persisted = []
+    original = Planner.persist_partitions
+
+    def spy(self, frame, name):
+        persisted.append(name)
+        return original(self, frame, name)
+
+    monkeypatch.setattr(Planner, "persist_partitions", spy)
+    X, y, w, _ = make_linear_data(n=300, n_variants=2)
+    learner = TLearner(
+        False,
+        2,
+        LGBMRegressor,
+        nuisance_model_params={**LGBM_SMALL, "num_threads": 3},
+        n_folds=2,
+        client=client,
+    )
+    with pytest.raises(ValueError, match="3 threads"):
+        learner.fit(X, y, w)
+    cfe = CrossFitEstimator(2, LGBMRegressor, {**LGBM_SMALL, "n_jobs": 2}, client=client)
+    with pytest.raises(ValueError, match="2 threads"):
+        cfe.fit(pd.DataFrame(X), y)
+    assert persisted == [], f"the training frame was persisted before validation: {persisted}"
+
+
+def test_thread_parameter_injected_into_models(default_client):
+    """n_jobs=-1 means a whole worker (1 thread here); unset, the planner gives each model
+    one thread when there are more jobs than cluster threads. The fitted models carry it."""
+    X, y, w, _ = make_linear_data(n=300, n_variants=2)
+    for params in ({**LGBM_SMALL, "n_jobs": -1}, dict(LGBM_SMALL)):
+        learner = TLearner(
+            False,
+            2,
+            LGBMRegressor,
+            nuisance_model_params=params,
+            n_folds=2,
+            random_state=0,
+            client=default_client,
+        ).fit(X, y, w)
+        assert (learner.fit_report_["threads"] == 1).all()
+        for cfe in learner._nuisance_models[KIND]:
+            for model in [*cfe._estimators, cfe._overall_estimator]:
+                assert model.get_params()["n_jobs"] == 1
+
+
+def test_invalid_limits_rejected_before_any_work(client):
+    X, y, w, _ = make_linear_data(n=100, n_variants=2)
+    learner = TLearner(False, 2, LinearRegression, n_folds=2, client=client)
+    for kwargs in (
+        {"n_jobs_cross_fitting": 0},
+        {"n_jobs_base_learners": -2},
+        {"n_jobs_cross_fitting": 1.5},
+    ):
+        with pytest.raises(ValueError, match="n_jobs_"):
+            learner.fit(X, y, w, **kwargs)
+
+
+def test_fit_with_explicit_non_default_client(client):
+    """``client=`` given explicitly, no default client in the process (a batch job holding
+    two clients, or the session fixture's set_as_default=False): fit must use that client."""
+    with pytest.raises(ValueError):
+        distributed.get_client()  # precondition: there is no default client
+    X, y, w, _ = make_linear_data(n=300, n_variants=2)
+    learner = TLearner(False, 2, LinearRegression, n_folds=2, random_state=0, client=client)
+    learner.fit(X, y, w)
+    assert set(learner.fit_report_["worker"]) <= _workers(client)
+    assert learner.predict(X, is_oos=False).shape == (300, 1, 1)
+
+
+# --- levels 2 and 3: cross-fitting and stage limits ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def slow_fits(client):
+    """The same T-learner fitted with three limit settings (slow fits so intervals show).
+
+    Two partitions, so the training data lives on both workers and the scheduler spreads
+    the fits over them (with one partition, fits stick to its worker until stolen)."""
+    X_np, y_np, w_np, _ = make_linear_data(n=600, d=3, n_variants=3, seed=1)
+    frame = pd.DataFrame(X_np, columns=["a", "b", "c"]).assign(y=y_np, w=w_np)
+    ddf = dd.from_pandas(frame, npartitions=2)
+    X, y, w = ddf[["a", "b", "c"]], ddf["y"], ddf["w"]
+    X_new = make_linear_data(n=50, d=3, n_variants=3, seed=2)[0]
+    X_new = pd.DataFrame(X_new, columns=["a", "b", "c"])
+    out = {}
+    with client.as_current():
+        for name, limits in (
+            ("none", {}),
+            ("cross_fitting_1", {"n_jobs_cross_fitting": 1}),
+            ("base_learners_1", {"n_jobs_base_learners": 1}),
+        ):
+            learner = TLearner(
+                False,
+                3,
+                SlowRegressor,
+                nuisance_model_params={"delay": 0.15},
+                n_folds=3,
+                random_state=7,
+                client=client,
+            ).fit(X, y, w, **limits)
+            out[name] = (
+                learner.fit_report_,
+                client.compute(learner.predict(X, is_oos=False)).result(),
+                learner.predict(X_new, is_oos=True, oos_method="mean"),
+                [
+                    m.model_
+                    for cfe in learner._nuisance_models[KIND]
+                    for m in [*cfe._estimators, cfe._overall_estimator]
+                ],
+            )
+    return out
+
+
+def test_no_limits_fits_of_different_estimators_overlap(slow_fits, client):
+    report = slow_fits["none"][0]
+    assert set(report["worker"]) == _workers(client), "both workers should fit"
+    rows = list(report.itertuples())
+    assert any(
+        _overlap(a, b) and a.ordinal != b.ordinal for a, b in itertools.combinations(rows, 2)
+    )
+
+
+def test_cross_fitting_limit_one_fit_per_estimator_at_a_time(slow_fits):
+    report = slow_fits["cross_fitting_1"][0]
+    assert len(report) == 3 * 4
+    for ordinal, group in report.groupby("ordinal"):
+        group = group.sort_values("start")
+        # each fit of this estimator starts after the previous one ended
+        assert (group["start"].to_numpy()[1:] >= group["end"].to_numpy()[:-1]).all(), ordinal
+    # the limit is per estimator: different estimators still run side by side
+    rows = list(report.itertuples())
+    assert any(
+        _overlap(a, b) and a.ordinal != b.ordinal for a, b in itertools.combinations(rows, 2)
+    )
+
+
+def test_base_learner_limit_one_estimator_at_a_time(slow_fits):
+    report = slow_fits["base_learners_1"][0]
+    assert len(report) == 3 * 4
+    for a, b in itertools.combinations(report.itertuples(), 2):
+        if (a.model_kind, a.ordinal) != (b.model_kind, b.ordinal):
+            assert not _overlap(a, b), (a.key, b.key)
+    # each estimator's fits form one block: estimators do not interleave
+    order = report.sort_values("start")["ordinal"].tolist()
+    blocks = [k for k, _ in itertools.groupby(order)]
+    assert sorted(blocks) == [0, 1, 2], order
+
+
+def test_cate_identical_across_limit_settings(slow_fits):
+    """The limits change when fits run, never what they compute: the same fold models
+    (bitwise) and the same in-sample CATE (bitwise). The out-of-sample CATE is compared to
+    1e-12 here: its last bit depends on the byte alignment of the partitions the workers
+    receive, a separate bug pinned down by
+    test_crossfit.py::test_oos_prediction_independent_of_buffer_alignment."""
+    _, in_sample, oos, models = slow_fits["none"]
+    assert in_sample.shape == (600, 2, 1)
+    assert oos.shape == (50, 2, 1)
+    for name in ("cross_fitting_1", "base_learners_1"):
+        _, other_in_sample, other_oos, other_models = slow_fits[name]
+        for a, b in zip(models, other_models, strict=True):
+            assert np.array_equal(a.coef_, b.coef_) and a.intercept_ == b.intercept_, name
+        assert np.array_equal(other_in_sample, in_sample), name
+        np.testing.assert_allclose(other_oos, oos, rtol=0, atol=1e-12, err_msg=name)
+
+
+# --- fit_report_, ordering, task names ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def linear_fit(client):
+    X, y, w, _ = make_linear_data(n=600, d=3, n_variants=3, seed=3)
+    with client.as_current():
+        learner = TLearner(
+            False, 3, LinearRegression, n_folds=3, random_state=11, client=client
+        ).fit(X, y, w)
+        folds = client.compute(learner._fit_context.fold_frame).result()
+    return learner, w, folds
+
+
+def test_fit_report_one_row_per_job(linear_fit, client):
+    learner, w, folds = linear_fit
+    report = learner.fit_report_
+    n_folds, n_models = 3, 3
+    assert list(report.columns) == REPORT_COLUMNS
+    assert len(report) == (n_folds + 1) * n_models
+    assert report["key"].is_unique
+    assert report["key"].str.startswith("dask_meta-fit-variant-outcome-model-").all()
+    assert (report["stage"] == "nuisance").all()
+    assert (report["model_kind"] == KIND).all()
+    assert set(zip(report["ordinal"], report["fold"], strict=True)) == set(
+        itertools.product(range(n_models), [0, 1, 2, "overall"])
+    )
+    assert set(report["worker"]) <= _workers(client)
+    assert (report["threads"] == 1).all()
+    np.testing.assert_allclose(report["duration"], report["end"] - report["start"])
+    assert (report["duration"] >= 0).all()
+    assert (report["start"] >= report["submitted"] - 0.1).all()
+    assert report["start"].is_monotonic_increasing
+    # rows: fold models train on their variant minus their fold, overall on the variant
+    np.testing.assert_array_equal(folds[W_COL].to_numpy(), w)
+    for row in report.itertuples():
+        ids = learner._nuisance_models[KIND][row.ordinal]._split.fold_ids(folds)
+        in_variant = int((w == row.ordinal).sum())
+        expected = (
+            in_variant if row.fold == "overall" else in_variant - int((ids == row.fold).sum())
+        )
+        assert row.rows == expected, (row.key, row.rows, expected)
+
+
+def test_longest_jobs_submitted_first(linear_fit):
+    """12 jobs on a cluster taking 4 at a time: the overall models (most rows) go first."""
+    report = linear_fit[0].fit_report_
+    overall = report[report["fold"] == "overall"]
+    folds = report[report["fold"] != "overall"]
+    assert overall["rows"].min() > folds["rows"].max()
+    assert overall["submitted"].max() <= folds["submitted"].min()
+    # and the fold models themselves go in order of decreasing rows
+    by_submission = folds.sort_values("submitted", kind="stable")
+    first_wave = by_submission["rows"].iloc[0]
+    assert first_wave == folds["rows"].max()
+
+
+def test_fit_task_keys_group_readably(linear_fit):
+    keys = linear_fit[0].fit_report_["key"]
+    assert {key_split(k) for k in keys} == {"dask_meta-fit-variant-outcome-model"}
+
+
+# --- cancellation -------------------------------------------------------------------------
+
+
+def test_failing_fold_cancels_the_fit(client):
+    """One fold model of one estimator raises: fit raises that error, every future of the
+    fit is gone from the scheduler within 5 s, and the learner stays unfitted."""
+    rng = np.random.default_rng(5)
+    n0, n1 = 100, 500
+    w = rng.permutation(np.r_[np.zeros(n0, int), np.ones(n1, int)])
+    X = rng.normal(size=(n0 + n1, 3))
+    y = X[:, 0] + w * X[:, 1] + rng.normal(0, 0.1, n0 + n1)
+    # exactly balanced 3 folds: variant 1's fold models train on 333, 333 and 334 rows
+    # (variant 0's on 66, 67, 67), so 334 singles out one fold of variant 1; longest-first
+    # order submits it second, with slow fits still queued and running
+    learner = TLearner(
+        False,
+        2,
+        SlowRegressor,
+        nuisance_model_params={"delay": 0.5, "fail_rows": 334},
+        n_folds=3,
+        random_state=0,
+        client=client,
+    )
+    with client.as_current(), pytest.raises(FoldFitError, match="334 rows") as info:
+        learner.fit(X, y, w)
+    notes = " ".join(getattr(info.value, "__notes__", []))
+    assert "variant_outcome_model 1 fold" in notes, notes
+    left = _wait_for_no_fit_tasks(client)
+    assert left == [], left
+    assert learner.fit_report_ is None
+    assert not any(cfe.is_fitted for cfe in learner._nuisance_models[KIND])
+    with pytest.raises(ValueError, match="not fitted"):
+        learner.predict(X, is_oos=True)
