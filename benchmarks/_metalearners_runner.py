@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import io
 import json
 import os
 import platform
@@ -100,8 +101,8 @@ def run(args: argparse.Namespace) -> dict:
     import pandas as pd
     from metalearners import TLearner
 
-    # scikit-learn 1.7 deprecates is_classifier/is_regressor on classes, which metalearners
-    # 0.13.0 calls once per learner (reference §2.1); the warning says nothing about timing
+    # metalearners 0.13.0 calls is_classifier/is_regressor on classes in every constructor
+    # (reference §2.1), which scikit-learn 1.7 deprecates: noise for a benchmark
     warnings.filterwarnings("ignore", message="passing a class to", category=FutureWarning)
     cores = args.cores or available_cores()
     start = time.perf_counter()
@@ -119,18 +120,20 @@ def run(args: argparse.Namespace) -> dict:
 
     results = []
     for config in configurations(cores, args.quick):
-        learner = TLearner(
-            is_classification=False,
-            n_variants=n_variants,
-            nuisance_model_factory=lightgbm.LGBMRegressor,
-            nuisance_model_params={
-                "n_estimators": args.trees,
-                "verbose": -1,
-                "n_jobs": config["lgbm_n_jobs"],
-            },
-            n_folds=args.folds,
-            random_state=args.seed,
-        )
+        # scikit-learn 1.7.2 builds that warning's message with a stray print() call
+        with contextlib.redirect_stdout(io.StringIO()):
+            learner = TLearner(
+                is_classification=False,
+                n_variants=n_variants,
+                nuisance_model_factory=lightgbm.LGBMRegressor,
+                nuisance_model_params={
+                    "n_estimators": args.trees,
+                    "verbose": -1,
+                    "n_jobs": config["lgbm_n_jobs"],
+                },
+                n_folds=args.folds,
+                random_state=args.seed,
+            )
         start = time.perf_counter()
         learner.fit(
             X,
