@@ -66,6 +66,10 @@ class FitContext:
     def n_rows(self) -> int:
         return sum(self.lengths)
 
+    def __deepcopy__(self, memo: dict) -> FitContext:
+        # immutable and shared by the estimators of a fit; its lazy frame cannot be deep-copied
+        return self
+
 
 def fit_context(
     columns: Columns, assignment: Assignment, lengths: Sequence[int], fingerprints: Sequence[int]

@@ -65,6 +65,7 @@ class PartitionStats:
     y_nan: int
     y_inf: int
     w_nan: int
+    w_inf: int
     w_non_integer: int
     #: rows per stratum: (w,) for regression, (w, y) for classification
     strata: Counter
@@ -113,10 +114,12 @@ def _partition_stats(
     w_values = w.to_numpy()
     w_nan = int(w.isna().sum())
     if np.issubdtype(w_values.dtype, np.floating):
-        finite = w_values[~np.isnan(w_values)]
+        present = w_values[~np.isnan(w_values)]
+        finite = present[np.isfinite(present)]
         w_non_integer = int((finite != np.round(finite)).sum())
+        w_inf = len(present) - len(finite)
     else:
-        w_non_integer = 0
+        w_non_integer = w_inf = 0
     w_int = _w_as_int(w)
     strata_keys = _strata(w_int, y_values if classification else None)
     stats = PartitionStats(
@@ -124,6 +127,7 @@ def _partition_stats(
         y_nan=y_nan,
         y_inf=y_inf,
         w_nan=w_nan,
+        w_inf=w_inf,
         w_non_integer=w_non_integer,
         strata=Counter(strata_keys),
     )

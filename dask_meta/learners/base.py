@@ -381,7 +381,7 @@ class MetaLearner(ABC):
             self._prefitted_nuisance_models |= set(fitted_nuisance_models)
         if PROPENSITY_MODEL in names_n and fitted_propensity_model is not None:
             self._check_prefitted(PROPENSITY_MODEL, [fitted_propensity_model])
-            self._nuisance_models[PROPENSITY_MODEL] = [fitted_propensity_model]
+            self._nuisance_models[PROPENSITY_MODEL] = [copy.copy(fitted_propensity_model)]
             self._prefitted_nuisance_models.add(PROPENSITY_MODEL)
         for kind in names_n - self._prefitted_nuisance_models:
             if self.nuisance_model_factory[kind] is None:
@@ -544,6 +544,7 @@ class MetaLearner(ABC):
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["client"] = None
+        state.pop("_client", None)
         return state
 
     # -- fitting ---------------------------------------------------------------------------
@@ -694,9 +695,16 @@ class MetaLearner(ABC):
             if owner not in fitted:
                 # a reused model: its folds now live in this fit's fold frame
                 kind, ordinal = owner  # type: ignore[misc]
-                reused = self._cfe(kind, ordinal)
+                # a copy: the same fitted model may serve another learner with its own folds
+                reused = copy.copy(self._cfe(kind, ordinal))
                 reused._split = ref
                 reused._context = run.context
+                models = (
+                    self._nuisance_models
+                    if kind in self._nuisance_models
+                    else self._treatment_models
+                )
+                models[kind][ordinal] = reused
         if NUISANCE in stages and TREATMENT not in stages:
             # treatment models of an earlier fit do not belong to the new nuisance models
             self._treatment_models = {
@@ -876,6 +884,12 @@ class MetaLearner(ABC):
         if w_frac:
             raise ValueError(
                 f"w has {w_frac} non-integer values; treatment variants must be encoded as "
+                f"0..{self.n_variants - 1}"
+            )
+        w_inf = sum(s.w_inf for s in stats)
+        if w_inf:
+            raise ValueError(
+                f"w has {w_inf} infinite values; treatment variants must be encoded as "
                 f"0..{self.n_variants - 1}"
             )
         y_nan = sum(s.y_nan for s in stats)

@@ -1,0 +1,570 @@
+"""Bad input (DESIGN §8): every mistake gives a ValueError or TypeError naming the argument
+and the problem, raised before any fit job reaches the cluster.
+
+"Before any fit job" is checked by recording ``Planner._submit``, the single place where
+fit tasks are submitted (cheap data passes such as the first scan over y and w may run).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import dask.array as da
+import dask.dataframe as dd
+import numpy as np
+import pandas as pd
+import pytest
+from _models import NoSampleWeightRegressor
+from conftest import make_linear_data
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.linear_model import LinearRegression, LogisticRegression
+
+from dask_meta import DRLearner, RLearner, SLearner, TLearner, XLearner
+from dask_meta.planner import Planner
+
+FEATURES = ["f0", "f1", "f2"]
+N = 600
+INPUTS = ["numpy", "pandas", "dask"]
+IN_MEMORY = ["numpy", "pandas"]
+LEARNERS = {"S": SLearner, "T": TLearner, "X": XLearner, "R": RLearner, "DR": DRLearner}
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def no_fit_submitted() -> Iterator[list[str]]:
+    """Record every fit job the planner submits; fail if there was any."""
+    calls: list[str] = []
+    original = Planner._submit
+
+    def recording(self, job):
+        calls.append(job.key)
+        return original(self, job)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Planner, "_submit", recording)
+        yield calls
+    assert calls == [], f"fit jobs were submitted before the error was raised: {calls}"
+
+
+def _frame(n=N, n_variants=3, seed=0, classification=False) -> pd.DataFrame:
+    X, y, w, _ = make_linear_data(
+        n=n, d=len(FEATURES), n_variants=n_variants, seed=seed, classification=classification
+    )
+    df = pd.DataFrame(X, columns=FEATURES)
+    df["y"] = y
+    df["w"] = w
+    return df
+
+
+def _inputs(df: pd.DataFrame, kind: str):
+    """X, y, w of a frame as numpy, pandas or Dask (all three from one Dask frame)."""
+    if kind == "numpy":
+        return df[FEATURES].to_numpy(), df["y"].to_numpy(), df["w"].to_numpy()
+    if kind == "pandas":
+        return df[FEATURES], df["y"], df["w"]
+    ddf = dd.from_pandas(df, npartitions=3)
+    return ddf[FEATURES], ddf["y"], ddf["w"]
+
+
+def _learner(name="T", classification=False, n_variants=3, client=None, **kwargs):
+    outcome = LogisticRegression if classification else LinearRegression
+    args = {"n_folds": 2, "random_state": 0, "client": client}
+    if name in ("X", "R", "DR"):
+        args |= {
+            "treatment_model_factory": LinearRegression,
+            "propensity_model_factory": LogisticRegression,
+        }
+    args |= kwargs
+    return LEARNERS[name](classification, n_variants, outcome, **args)
+
+
+@pytest.fixture(scope="module")
+def fitted(client):
+    """A fitted T-learner and its training data, for the prediction errors (numpy and Dask)."""
+    df = _frame()
+    out = {}
+    for kind in ("numpy", "dask"):
+        X, y, w = _inputs(df, kind)
+        out[kind] = (_learner("T", client=client).fit(X, y, w), X, df)
+    return out
+
+
+def test_recorder_sees_the_fit_jobs_of_a_valid_fit(client):
+    """Positive control: the patched ``Planner._submit`` does see fit jobs."""
+    X, y, w = _inputs(_frame(n=200), "numpy")
+    with pytest.raises(AssertionError, match="fit jobs were submitted"), no_fit_submitted():
+        _learner("T", client=client).fit(X, y, w)
+
+
+# --- the treatment ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", INPUTS)
+def test_w_value_outside_the_variants(client, kind):
+    df = _frame()
+    df.loc[5, "w"] = 3
+    X, y, w = _inputs(df, kind)
+    with no_fit_submitted(), pytest.raises(ValueError, match=r"w has values .*outside 0\.\.2"):
+        _learner("DR", client=client).fit(X, y, w)
+
+
+@pytest.mark.parametrize("kind", INPUTS)
+def test_missing_variant(client, kind):
+    df = _frame()
+    df.loc[df["w"] == 1, "w"] = 2
+    X, y, w = _inputs(df, kind)
+    with no_fit_submitted(), pytest.raises(ValueError, match=r"w has values .*\[1\] are missing"):
+        _learner("X", client=client).fit(X, y, w)
+
+
+@pytest.mark.parametrize("kind", INPUTS)
+def test_nan_in_w(client, kind):
+    df = _frame()
+    df["w"] = df["w"].astype(float)
+    df.loc[[3, 400], "w"] = np.nan
+    X, y, w = _inputs(df, kind)
+    with no_fit_submitted(), pytest.raises(ValueError, match=r"w has 2 missing values \(NaN\)"):
+        _learner("T", client=client).fit(X, y, w)
+
+
+@pytest.mark.parametrize("kind", INPUTS)
+def test_non_integer_float_w(client, kind):
+    df = _frame()
+    df["w"] = df["w"].astype(float)
+    df.loc[7, "w"] = 1.5
+    X, y, w = _inputs(df, kind)
+    with no_fit_submitted(), pytest.raises(ValueError, match=r"w has 1 non-integer values"):
+        _learner("T", client=client).fit(X, y, w)
+
+
+@pytest.mark.parametrize("kind", INPUTS)
+def test_inf_in_w(client, kind):
+    """An infinite treatment is named as such, not as the int64 it would be cast to."""
+    df = _frame()
+    df["w"] = df["w"].astype(float)
+    df.loc[9, "w"] = np.inf
+    X, y, w = _inputs(df, kind)
+    with no_fit_submitted(), pytest.raises(ValueError, match=r"w has 1 (infinite|non-integer)"):
+        _learner("T", client=client).fit(X, y, w)
+
+
+@pytest.mark.parametrize("kind", INPUTS)
+def test_string_w(client, kind):
+    df = _frame()
+    df["w"] = df["w"].map({0: "control", 1: "a", 2: "b"})
+    X, y, w = _inputs(df, kind)
+    with no_fit_submitted(), pytest.raises(TypeError, match=r"w has dtype .*must be integers"):
+        _learner("T", client=client).fit(X, y, w)
+
+
+@settings(max_examples=10, deadline=None)
+@given(
+    n_variants=st.integers(2, 4),
+    mistake=st.sampled_from(["above", "negative", "missing", "shifted"]),
+    seed=st.integers(0, 2**16),
+)
+def test_generated_invalid_treatment_encodings(client, n_variants, mistake, seed):
+    """Random invalid encodings: values above or below 0..K-1, a missing variant, or the
+    variants encoded 1..K. Each names w, the values found and what was expected."""
+    rng = np.random.default_rng(seed)
+    X, y, w, _ = make_linear_data(n=300, d=3, n_variants=n_variants, seed=seed)
+    w = w.copy()
+    if mistake == "above":
+        rows = rng.choice(len(w), size=rng.integers(1, 5), replace=False)
+        w[rows] = n_variants + rng.integers(0, 5, len(rows))
+        expected = r"outside 0\.\."
+    elif mistake == "negative":
+        w[rng.integers(0, len(w))] = -int(rng.integers(1, 4))
+        expected = r"outside 0\.\."
+    elif mistake == "missing":
+        gone = int(rng.integers(0, n_variants))
+        w[w == gone] = (gone + 1) % n_variants
+        expected = rf"\[{gone}\] are missing"
+    else:
+        w = w + 1
+        expected = r"\[0\] are missing.*outside 0\.\."
+    with no_fit_submitted(), pytest.raises(ValueError, match=rf"w has values .*{expected}"):
+        _learner("T", n_variants=n_variants, client=client).fit(X, y, w)
+
+
+# --- the outcome --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", INPUTS)
+def test_nan_in_y(client, kind):
+    df = _frame()
+    df.loc[[0, 10, 20], "y"] = np.nan
+    X, y, w = _inputs(df, kind)
+    with no_fit_submitted(), pytest.raises(ValueError, match=r"y has 3 missing values \(NaN\)"):
+        _learner("R", client=client).fit(X, y, w)
+
+
+@pytest.mark.parametrize("kind", INPUTS)
+def test_inf_in_y(client, kind):
+    df = _frame()
+    df.loc[11, "y"] = np.inf
+    df.loc[12, "y"] = -np.inf
+    X, y, w = _inputs(df, kind)
+    with no_fit_submitted(), pytest.raises(ValueError, match=r"y has 2 infinite values"):
+        _learner("DR", client=client).fit(X, y, w)
+
+
+@pytest.mark.parametrize("kind", INPUTS)
+def test_one_outcome_class(client, kind):
+    df = _frame(classification=True)
+    df["y"] = 1
+    X, y, w = _inputs(df, kind)
+    with no_fit_submitted(), pytest.raises(ValueError, match=r"only one class"):
+        _learner("T", classification=True, client=client).fit(X, y, w)
+
+
+@pytest.mark.parametrize("kind", INPUTS)
+@pytest.mark.parametrize("name", ["X", "R", "DR"])
+def test_multiclass_unsupported(client, kind, name):
+    df = _frame(classification=True)
+    df["y"] = np.arange(len(df)) % 3
+    X, y, w = _inputs(df, kind)
+    with (
+        no_fit_submitted(),
+        pytest.raises(ValueError, match=r"does not support multiclass classification.*3 classes"),
+    ):
+        _learner(name, classification=True, client=client).fit(X, y, w)
+
+
+@pytest.mark.parametrize("kind", INPUTS)
+def test_different_classes_per_variant(client, kind):
+    """Three classes overall, but variant 2 never sees class 2 (T supports multi-class)."""
+    df = _frame(classification=True)
+    df.loc[df.index[::7], "y"] = 2
+    df.loc[df["w"] == 2, "y"] = df.loc[df["w"] == 2, "y"].clip(upper=1)
+    X, y, w = _inputs(df, kind)
+    with (
+        no_fit_submitted(),
+        pytest.raises(ValueError, match=r"Variants 0 and 2 have seen different sets"),
+    ):
+        _learner("T", classification=True, client=client).fit(X, y, w)
+
+
+def test_fold_lacking_a_class(client):
+    """Class 1 has two rows, one per variant: with 5 folds, the fold model of each variant
+    whose held-out fold holds that row would never see class 1."""
+    df = _frame(n_variants=2, classification=True)
+    df["y"] = 0
+    df.loc[df.index[df["w"] == 0][0], "y"] = 1
+    df.loc[df.index[df["w"] == 1][0], "y"] = 1
+    for kind in INPUTS:
+        X, y, w = _inputs(df, kind)
+        with (
+            no_fit_submitted(),
+            pytest.raises(ValueError, match=r"fold \d.*lack the classes \[1\]"),
+        ):
+            _learner("T", classification=True, n_variants=2, n_folds=5, client=client).fit(X, y, w)
+
+
+# --- shapes and alignment of X, y and w -----------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", IN_MEMORY)
+@pytest.mark.parametrize("short", ["y", "w"])
+def test_in_memory_lengths_differ(client, kind, short):
+    X, y, w = _inputs(_frame(), kind)
+    vectors = {"y": y, "w": w}
+    vectors[short] = vectors[short][:-1]
+    with (
+        no_fit_submitted(),
+        pytest.raises(ValueError, match=rf"{short} has {N - 1} rows but X has {N}"),
+    ):
+        _learner("T", client=client).fit(X, vectors["y"], vectors["w"])
+
+
+@pytest.mark.parametrize("short", ["y", "w"])
+def test_dask_partition_counts_differ(client, short):
+    """Separate frames (not co-aligned): X in 3 partitions, one vector in 2."""
+    df = _frame()
+    X = dd.from_pandas(df[FEATURES], npartitions=3)
+    vectors = {c: dd.from_pandas(df[c], npartitions=3) for c in ("y", "w")}
+    vectors[short] = dd.from_pandas(df[short], npartitions=2)
+    assert X.npartitions == 3 and vectors[short].npartitions == 2
+    with (
+        no_fit_submitted(),
+        pytest.raises(ValueError, match=rf"X has 3 partitions but {short} has 2"),
+    ):
+        _learner("DR", client=client).fit(X, vectors["y"], vectors["w"])
+
+
+def test_dask_partition_lengths_differ(client):
+    """Same partition count, different partition lengths: found by the first data pass."""
+    df = _frame()
+    X = dd.from_pandas(df[FEATURES], npartitions=3)
+    y = dd.from_pandas(df["y"], npartitions=3)
+    w = dd.concat(
+        [
+            dd.from_pandas(df["w"].iloc[a:b], npartitions=1)
+            for a, b in ((0, 100), (100, 450), (450, N))
+        ]
+    )
+    assert w.npartitions == 3
+    with (
+        no_fit_submitted(),
+        pytest.raises(ValueError, match=r"w and X are partitioned differently"),
+    ):
+        _learner("T", client=client).fit(X, y, w)
+
+
+def test_dask_vectors_with_in_memory_X(client):
+    df = _frame()
+    ddf = dd.from_pandas(df, npartitions=3)
+    with no_fit_submitted(), pytest.raises(TypeError, match=r"y is a Dask collection but X is"):
+        _learner("T", client=client).fit(df[FEATURES], ddf["y"], df["w"])
+    with no_fit_submitted(), pytest.raises(ValueError, match=r"w must be one-dimensional"):
+        _learner("T", client=client).fit(
+            df[FEATURES].to_numpy(), df["y"].to_numpy(), np.c_[df["w"], df["w"]]
+        )
+    X = da.from_array(df[FEATURES].to_numpy(), chunks=200)
+    with no_fit_submitted(), pytest.raises(TypeError, match=r"w must be a Dask Series or array"):
+        _learner("T", client=client).fit(X, da.from_array(df["y"].to_numpy(), 200), df["w"])
+
+
+# --- model types and learner arguments (at construction) ---------------------------------
+
+
+def test_regressor_as_outcome_model_of_a_classification():
+    for name, kind in (
+        ("S", "base_model"),
+        ("T", "variant_outcome_model"),
+        ("X", "variant_outcome_model"),
+        ("R", "outcome_model"),
+        ("DR", "variant_outcome_model"),
+    ):
+        with pytest.raises(ValueError, match=rf"{kind}.*'predict_proba'.*not a classifier"):
+            LEARNERS[name](
+                True,
+                2,
+                LinearRegression,
+                LinearRegression,
+                LogisticRegression,
+            )
+
+
+def test_classifier_as_treatment_or_outcome_model_of_a_regression():
+    for name, kind in (("X", "effect_model"), ("R", "treatment_model"), ("DR", "treatment_model")):
+        with pytest.raises(ValueError, match=rf"{kind}.*'predict'.*LogisticRegression is a class"):
+            LEARNERS[name](False, 2, LinearRegression, LogisticRegression, LogisticRegression)
+    with pytest.raises(ValueError, match=r"variant_outcome_model.*is a classifier"):
+        TLearner(False, 2, LogisticRegression)
+    with pytest.raises(ValueError, match=r"propensity_model.*'predict_proba'.*not a classifier"):
+        DRLearner(False, 2, LinearRegression, LinearRegression, LinearRegression)
+
+
+@pytest.mark.parametrize("n_variants", [1, 0, -3, 2.0, "3", True, None])
+def test_bad_n_variants(n_variants):
+    with pytest.raises((ValueError, TypeError), match=r"n_variants needs to be an integer"):
+        TLearner(False, n_variants, LinearRegression)
+
+
+def test_r_learner_treatment_factory_without_sample_weight():
+    with pytest.raises(ValueError, match=r"treatment_model's fit method does not support"):
+        RLearner(False, 2, LinearRegression, NoSampleWeightRegressor, LogisticRegression)
+
+
+@pytest.mark.parametrize(
+    ("strategy", "key", "error", "match"),
+    [
+        ("bogus", None, ValueError, r"fold_strategy must be one of .*'bogus'"),
+        ("hash", None, ValueError, r'fold_strategy="hash" needs fold_key'),
+        ("partition", "row_id", ValueError, r"fold_key is only used with fold_strategy=\"hash\""),
+        ("hash", 3, TypeError, r"fold_key must be a column name"),
+    ],
+)
+def test_bad_fold_strategy(strategy, key, error, match):
+    with pytest.raises(error, match=match):
+        DRLearner(
+            False,
+            2,
+            LinearRegression,
+            LinearRegression,
+            LogisticRegression,
+            fold_strategy=strategy,
+            fold_key=key,
+        )
+
+
+def test_hash_fold_key_not_a_column_of_X(client):
+    X, y, w = _inputs(_frame(), "pandas")
+    learner = _learner("T", client=client, fold_strategy="hash", fold_key="row_id")
+    with no_fit_submitted(), pytest.raises(ValueError, match=r"fold_key='row_id' is not a column"):
+        learner.fit(X, y, w)
+
+
+def test_bad_n_folds_and_params():
+    with pytest.raises(ValueError, match=r"n_folds must be a positive int, got 0"):
+        TLearner(False, 2, LinearRegression, n_folds=0)
+    with pytest.raises(TypeError, match=r"random_state must be an int or None"):
+        TLearner(False, 2, LinearRegression, random_state=0.5)
+    with pytest.raises(ValueError, match=r"propensity_model_factory"):
+        DRLearner(False, 2, LinearRegression, LinearRegression)
+    with pytest.raises(ValueError, match=r"propensity_model_factory and not nuisance_model"):
+        DRLearner(
+            False,
+            2,
+            {"variant_outcome_model": LinearRegression, "propensity_model": LogisticRegression},
+            LinearRegression,
+            LogisticRegression,
+        )
+
+
+# --- fit arguments ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["numpy", "dask"])
+def test_sample_weight_for_r_learner_treatment_model(client, kind):
+    X, y, w = _inputs(_frame(), kind)
+    weights = np.ones(N) if kind == "numpy" else da.ones(N, chunks=200)
+    learner = _learner("R", client=client)
+    for fit_params in (
+        {"sample_weight": weights},
+        {"treatment": {"treatment_model": {"sample_weight": weights}}},
+    ):
+        with (
+            no_fit_submitted(),
+            pytest.raises(ValueError, match=r"fit_params passes sample_weight to the R-learner"),
+        ):
+            learner.fit(X, y, w, fit_params=fit_params)
+
+
+@pytest.mark.parametrize("kind", ["pandas", "dask"])
+def test_feature_set_names_a_missing_column(client, kind):
+    X, y, w = _inputs(_frame(), kind)
+    learner = _learner("T", client=client, feature_set=["f0", "nope"])
+    with (
+        no_fit_submitted(),
+        pytest.raises(
+            ValueError, match=r"feature_set for variant_outcome_model names columns \['nope'\]"
+        ),
+    ):
+        learner.fit(X, y, w)
+
+
+def test_feature_set_position_out_of_range(client):
+    X, y, w = _inputs(_frame(), "numpy")
+    learner = _learner("T", client=client, feature_set=[0, 7])
+    with no_fit_submitted(), pytest.raises(ValueError, match=r"feature_set .*positions \[7\]"):
+        learner.fit(X, y, w)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"n_jobs_cross_fitting": 0}, r"n_jobs_cross_fitting must be None, -1 or a positive int"),
+        ({"n_jobs_cross_fitting": 1.5}, r"n_jobs_cross_fitting must be"),
+        ({"n_jobs_base_learners": 0}, r"n_jobs_base_learners must be None, -1 or a positive int"),
+        ({"synchronize_cross_fitting": "yes"}, r"synchronize_cross_fitting must be a bool"),
+        ({"fit_params": [1, 2]}, r"fit_params must be a dict"),
+    ],
+)
+def test_bad_fit_arguments(client, kwargs, match):
+    X, y, w = _inputs(_frame(), "numpy")
+    with no_fit_submitted(), pytest.raises((ValueError, TypeError), match=match):
+        _learner("X", client=client).fit(X, y, w, **kwargs)
+
+
+@pytest.mark.parametrize("name", ["X", "R", "DR"])
+def test_synchronize_with_unequal_n_folds(client, name):
+    learner = _learner(name, client=client)
+    n_folds = {kind: 2 for kind in learner.n_folds}
+    n_folds[sorted(n_folds)[0]] = 3
+    learner = _learner(name, client=client, n_folds=n_folds)
+    X, y, w = _inputs(_frame(), "numpy")
+    with (
+        no_fit_submitted(),
+        pytest.raises(ValueError, match=r"synchronization of cross-fitting.*n_folds"),
+    ):
+        learner.fit(X, y, w, synchronize_cross_fitting=True)
+
+
+# --- prediction ---------------------------------------------------------------------------
+
+
+def test_predict_before_fit(client):
+    X, _, _ = _inputs(_frame(), "numpy")
+    for name in LEARNERS:
+        learner = _learner(name, client=client)
+        with pytest.raises(ValueError, match=r"not fitted"):
+            learner.predict(X, is_oos=True)
+        with pytest.raises(ValueError, match=r"not fitted"):
+            learner.predict_conditional_average_outcomes(X, is_oos=False)
+    with pytest.raises(ValueError, match=r"nuisance models need to be fitted"):
+        _learner("DR", client=client).average_treatment_effect(X, np.zeros(N), np.zeros(N), False)
+
+
+@pytest.mark.parametrize("kind", ["numpy", "dask"])
+def test_bad_oos_method_and_is_oos(fitted, kind):
+    learner, X, _ = fitted[kind]
+    with no_fit_submitted():
+        with pytest.raises(ValueError, match=r"oos_method 'foo' not supported"):
+            learner.predict(X, is_oos=True, oos_method="foo")
+        with pytest.raises(TypeError, match=r"is_oos must be a bool"):
+            learner.predict(X, is_oos="no")
+
+
+def test_in_sample_predict_other_values_numpy(fitted):
+    """Same length, other values: the fingerprint check fails (numpy results are computed
+    at once, so the error surfaces in predict)."""
+    learner, X, _ = fitted["numpy"]
+    other = X.copy()
+    other[17, 1] += 1.0
+    with (
+        no_fit_submitted(),
+        pytest.raises(ValueError, match=r"fingerprint.*training data|training data.*fingerprint"),
+    ):
+        learner.predict(other, is_oos=False)
+    with pytest.raises(ValueError, match=r"is_oos=False needs exactly the training data"):
+        learner.predict_conditional_average_outcomes(X[::-1], is_oos=False)
+    # the training data itself and out-of-sample prediction of the other data still work
+    assert learner.predict(X, is_oos=False).shape == (N, 2, 1)
+    assert learner.predict(other, is_oos=True).shape == (N, 2, 1)
+
+
+def test_in_sample_predict_other_length_numpy(fitted):
+    learner, X, _ = fitted["numpy"]
+    with pytest.raises(ValueError, match=rf"has {N - 1} rows where the training data had {N}"):
+        learner.predict(X[:-1], is_oos=False)
+    with pytest.raises(ValueError, match=r"needs exactly the training data"):
+        learner.predict(np.vstack([X, X]), is_oos=False)
+
+
+def test_in_sample_predict_other_values_dask(fitted, client):
+    """Dask: lazy, so the fingerprint check fails when the result is computed."""
+    learner, _, df = fitted["dask"]
+    other_df = df.copy()
+    other_df.loc[450, "f2"] += 1.0
+    other = dd.from_pandas(other_df, npartitions=3)[FEATURES]
+    result = learner.predict(other, is_oos=False)
+    assert isinstance(result, da.Array)
+    with pytest.raises(ValueError, match=r"partition 2 of X holds other values.*fingerprint"):
+        client.compute(result).result()
+
+
+def test_in_sample_predict_other_length_dask(fitted, client):
+    learner, _, df = fitted["dask"]
+    # same partition count, one row fewer: found when computed
+    shorter = dd.from_pandas(df.iloc[:-1], npartitions=3)[FEATURES]
+    with pytest.raises(
+        ValueError, match=r"partition \d of X has \d+ rows where the training data had"
+    ):
+        client.compute(learner.predict(shorter, is_oos=False)).result()
+    # another partition count: found at once
+    with pytest.raises(ValueError, match=r"X has 2 partitions where the training data had 3"):
+        learner.predict(dd.from_pandas(df, npartitions=2)[FEATURES], is_oos=False)
+
+
+def test_predict_with_other_columns(fitted):
+    learner, _, df = fitted["dask"]
+    with pytest.raises(ValueError, match=r"X lacks the columns \['f2'\]"):
+        learner.predict(df[["f0", "f1", "y"]], is_oos=True)
+    with pytest.raises(ValueError, match=r"X has 2 columns"):
+        learner.predict(df[["f0", "f1"]], is_oos=True)
