@@ -214,7 +214,7 @@ class RLearner(MetaLearner):
     ) -> Any:
         """Y0 = m - sum_k e_k tau_k and Yk = Y0 + tau_k: ``(n, n_variants, n_outputs)``."""
         self._check_predict(is_oos, oos_method)
-        if oos_method == MEDIAN:
+        if is_oos and oos_method == MEDIAN:
             raise ValueError(
                 "Cannot create median of class probabilities, which the R-learner's conditional "
                 "average outcomes need (propensity); use oos_method='overall' or 'mean'."
