@@ -8,6 +8,7 @@ the planner as futures; predictions are lazy, per partition.
 
 from __future__ import annotations
 
+import uuid
 import warnings
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -152,7 +153,8 @@ def map_predict(
     partition is checked against the training data (length and fingerprint).
     """
     frame = X if isinstance(X, Frame) else prediction_frame(X, context.columns)
-    token = dask.base.tokenize(name, is_oos, frame.frame._name, id(bundle))
+    # unique per call: a key shared by two predictions would silently return the other's result
+    token = uuid.uuid4().hex
     models = dask.delayed(bundle, name=f"dask_meta-models-{token}", traverse=False)
     # A second small dependency keeps dask's linear fusion away from the models node: with a
     # single dependent partition (one partition, or a culled slice) dask 2026.8 fails with

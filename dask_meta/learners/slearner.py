@@ -132,10 +132,11 @@ class SLearner(MetaLearner):
         if NUISANCE in stages:
             self._categorical = self._uses_categorical()
 
-    def _bundle(self, oos_method: str, cate: bool) -> tuple[Any, tuple[int, ...]]:
+    def _bundle(self, is_oos: bool, oos_method: str, cate: bool) -> tuple[Any, tuple[int, ...]]:
         method = self._outcome_predict_method()
         cfe = self._nuisance_models[BASE_MODEL][0]
-        if oos_method == "median" and method == "predict_proba":
+        # in-sample, every row is in the base model's split: oos_method is not used
+        if is_oos and oos_method == "median" and method == "predict_proba":
             raise ValueError(
                 "Cannot create median of class probabilities. Please use a different oos_method."
             )
@@ -149,13 +150,13 @@ class SLearner(MetaLearner):
     ) -> Any:
         """E[Y(k) | X] for every variant: ``(n, n_variants, n_outputs)``."""
         self._check_predict(is_oos, oos_method)
-        bundle, tail = self._bundle(oos_method, cate=False)
+        bundle, tail = self._bundle(is_oos, oos_method, cate=False)
         return self._map(X, is_oos, s_cao_partition, bundle, tail, "slearner-cao")
 
     def predict(self, X: Any, is_oos: bool, oos_method: str = OVERALL) -> Any:
         """The CATE of every variant against variant 0: ``(n, n_variants - 1, n_outputs)``."""
         self._check_predict(is_oos, oos_method)
-        bundle, tail = self._bundle(oos_method, cate=True)
+        bundle, tail = self._bundle(is_oos, oos_method, cate=True)
         return self._map(X, is_oos, s_cao_partition, bundle, tail, "slearner-cate")
 
     def predict_nuisance(
