@@ -97,9 +97,9 @@ def warm_up_loky() -> None:
 
 def run(args: argparse.Namespace) -> dict:
     import lightgbm
+    import metalearners
     import numpy as np
     import pandas as pd
-    from metalearners import TLearner
 
     # metalearners 0.13.0 calls is_classifier/is_regressor on classes in every constructor
     # (reference §2.1), which scikit-learn 1.7 deprecates: noise for a benchmark
@@ -122,17 +122,23 @@ def run(args: argparse.Namespace) -> dict:
     for config in configurations(cores, args.quick):
         # scikit-learn 1.7.2 builds that warning's message with a stray print() call
         with contextlib.redirect_stdout(io.StringIO()):
-            learner = TLearner(
+            params = {"n_estimators": args.trees, "verbose": -1, "n_jobs": config["lgbm_n_jobs"]}
+            extra = {}
+            if args.learner in ("X", "R", "DR"):
+                extra = {
+                    "treatment_model_factory": lightgbm.LGBMRegressor,
+                    "treatment_model_params": params,
+                    "propensity_model_factory": lightgbm.LGBMClassifier,
+                    "propensity_model_params": params,
+                }
+            learner = getattr(metalearners, f"{args.learner}Learner")(
                 is_classification=False,
                 n_variants=n_variants,
                 nuisance_model_factory=lightgbm.LGBMRegressor,
-                nuisance_model_params={
-                    "n_estimators": args.trees,
-                    "verbose": -1,
-                    "n_jobs": config["lgbm_n_jobs"],
-                },
+                nuisance_model_params=params,
                 n_folds=args.folds,
                 random_state=args.seed,
+                **extra,
             )
         start = time.perf_counter()
         learner.fit(
@@ -173,6 +179,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cores", type=int, default=0, help="'all cores' (default: machine's)")
     parser.add_argument("--quick", action="store_true", help="only the default configuration")
+    parser.add_argument("--learner", default="T", choices=("S", "T", "X", "R", "DR"))
     args = parser.parse_args()
     with stdout_to_stderr():
         result = run(args)

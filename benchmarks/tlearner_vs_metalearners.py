@@ -1,6 +1,7 @@
-"""T-learner fit time and accuracy: dask-meta against metalearners 0.13.0, same data, one run.
+"""A learner's fit time and accuracy: dask-meta against metalearners 0.13.0, same data, one run.
 
-Both fit a T-learner with LightGBM (``LGBMRegressor(n_estimators=100, verbose=-1)``) on
+``--learner`` picks S, T (default), X, R or DR. Both fit it with LightGBM
+(``LGBMRegressor(n_estimators=100, verbose=-1)``, and ``LGBMClassifier`` for propensities) on
 generated data (default 1M rows x 20 features, 3 variants, 5 folds):
 
 * the data are generated once with ``dask_meta.datasets.make_experiment`` and written to
@@ -47,7 +48,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 RUNNER = HERE / "_metalearners_runner.py"
 PARITY_PYTHON = REPO / ".venv-parity" / "bin" / "python"
-RESULTS = HERE / "results" / "tlearner_vs_metalearners.json"
+RESULTS = HERE / "results" / "{learner}learner_vs_metalearners.json"
 
 TARGET_RATIO = 1.0
 TARGET_EFFICIENCY = 0.85
@@ -73,6 +74,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--quick", action="store_true", help="metalearners: only its default configuration"
     )
     parser.add_argument("--workers", type=int, default=1, help="dask-meta LocalCluster workers")
+    parser.add_argument("--learner", default="T", choices=("S", "T", "X", "R", "DR"))
     parser.add_argument(
         "--threads",
         type=int,
@@ -109,20 +111,30 @@ def run_dask_meta(args: argparse.Namespace, client, path: Path) -> dict:
     import dask
     import dask.array as da
     import dask.dataframe as dd
-    from lightgbm import LGBMRegressor
+    from lightgbm import LGBMClassifier, LGBMRegressor
 
-    from dask_meta import TLearner
+    import dask_meta
     from dask_meta.datasets import cate_names, feature_names
     from dask_meta.planner import parallel_efficiency
 
     cores = sum(client.nthreads().values())
     ddf = dd.read_parquet(path)
     features, cates = feature_names(ddf), cate_names(ddf)
-    learner = TLearner(
+    params = {"n_estimators": args.trees, "verbose": -1}
+    extra = {}
+    if args.learner in ("X", "R", "DR"):
+        extra = {
+            "treatment_model_factory": LGBMRegressor,
+            "treatment_model_params": params,
+            "propensity_model_factory": LGBMClassifier,
+            "propensity_model_params": params,
+        }
+    learner = getattr(dask_meta, f"{args.learner}Learner")(
         is_classification=False,
         n_variants=args.variants,
         nuisance_model_factory=LGBMRegressor,
-        nuisance_model_params={"n_estimators": args.trees, "verbose": -1},
+        nuisance_model_params=params,
+        **extra,
         n_folds=args.folds,
         random_state=args.seed,
         fold_strategy="partition",
@@ -168,6 +180,8 @@ def run_metalearners(args: argparse.Namespace, path: Path) -> dict:
         str(args.trees),
         "--seed",
         str(args.seed),
+        "--learner",
+        args.learner,
         "--cores",
         str(available_cores()),
     ] + (["--quick"] if args.quick else [])
@@ -217,8 +231,9 @@ def table(
         )
 
     out = [
-        f"T-learner, LightGBM n_estimators={args.trees}: {args.rows:,} rows x {args.features} "
-        f"features, {args.variants} variants, {args.folds} folds, seed {args.seed}; "
+        f"{args.learner}-learner, LightGBM n_estimators={args.trees}: {args.rows:,} rows x "
+        f"{args.features} features, {args.variants} variants, {args.folds} folds, "
+        f"seed {args.seed}; "
         f"{available_cores()} cores, load average at start {load[0]:.2f}",
         "",
         line(heads),
@@ -306,9 +321,10 @@ def main(argv: list[str] | None = None) -> int:
         "metalearners": ml,
         "summary": summary,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2))
-    print(f"\nresults: {RESULTS.relative_to(REPO)}")
+    results = Path(str(RESULTS).format(learner=args.learner.lower()))
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(json.dumps(result, indent=2))
+    print(f"\nresults: {results.relative_to(REPO)}")
     return 0
 
 

@@ -1,0 +1,45 @@
+"""X-, R- and DR-learner fit times: dask-meta against metalearners 0.13.0 (issue 3).
+
+Runs ``tlearner_vs_metalearners.py`` once per learner (same generated data: same seed and
+size; LightGBM for every base model, 1M rows x 20 features, 3 variants, 5 folds by default)
+and prints one summary table. Extra arguments are passed through, e.g. ``--quick`` to time
+only metalearners' default configuration (its best on this machine, see issue 8).
+
+    ./dev.sh bench learners_vs_metalearners [--rows 200000] [--quick]
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import tlearner_vs_metalearners as single  # noqa: E402
+
+TARGET = 0.8
+
+
+def main(argv: list[str]) -> int:
+    learners = ("X", "R", "DR")
+    rows = []
+    for learner in learners:
+        single.main(["--learner", learner, *argv])
+        path = Path(str(single.RESULTS).format(learner=learner.lower()))
+        result = json.loads(path.read_text())
+        ml = result["metalearners"]
+        best = ml["configs"][ml["best"]]
+        dm = result["dask_meta"]
+        rows.append((learner, dm["fit_s"], best["fit_s"], best["label"], dm["efficiency"]))
+    print("\nlearner  dask-meta fit s  best metalearners fit s  ratio dm/best  efficiency")
+    for learner, dm_s, ml_s, _label, eff in rows:
+        print(f"{learner:<8} {dm_s:>15.1f} {ml_s:>24.1f} {dm_s / ml_s:>14.2f} {eff:>11.2f}")
+    ok = all(dm_s / ml_s <= TARGET for _, dm_s, ml_s, _, _ in rows)
+    print(f"target: dask-meta fit time <= {TARGET} x best metalearners: {'PASS' if ok else 'FAIL'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
