@@ -271,6 +271,12 @@ class MetaLearner(ABC):
     def _outcome_predict_method(self) -> str:
         return "predict_proba" if self.is_classification else "predict"
 
+    def _predict_method(self) -> str:
+        return "predict"
+
+    def _predict_proba_method(self) -> str:
+        return "predict_proba"
+
     def _get_n_variants(self) -> int:
         return self.n_variants
 

@@ -17,7 +17,12 @@ from dask_meta._constants import (
     Y_COL,
 )
 from dask_meta.data import training_frame
-from dask_meta.learners._common import EPSILON, clip_to_epsilon, effect_outputs, positive_class
+from dask_meta.learners._common import (
+    EPSILON,
+    clip_to_epsilon,
+    positive_class,
+    treatment_cate_partition,
+)
 from dask_meta.learners.base import (
     Derivation,
     FitRun,
@@ -27,14 +32,6 @@ from dask_meta.learners.base import (
     derived_columns,
 )
 from dask_meta.learners.tlearner import ConditionalAverageOutcomes
-
-
-def _predict_proba(learner: MetaLearner) -> str:
-    return "predict_proba"
-
-
-def _predict(learner: MetaLearner) -> str:
-    return "predict"
 
 
 def aipw_pseudo_outcomes(
@@ -103,20 +100,6 @@ def dr_pseudo_outcome(
     )[:, 0]
 
 
-def dr_cate_partition(X: pd.DataFrame, folds: pd.DataFrame | None, bundle: Any) -> np.ndarray:
-    models, design, oos_method, is_classification = bundle
-    matrix = design.matrix(X)
-    return np.stack(
-        [
-            effect_outputs(
-                m.block_predict(matrix, folds, "predict", oos_method)[:, 0], is_classification
-            )
-            for m in models
-        ],
-        axis=1,
-    )
-
-
 def _ate_partition(frame: pd.DataFrame, folds: pd.DataFrame | None, bundle: Any) -> np.ndarray:
     propensity, outcomes, designs, n_variants, outcome_method, is_clf, adaptive = bundle
     return aipw_pseudo_outcomes(
@@ -150,13 +133,17 @@ class DRLearner(ConditionalAverageOutcomes, MetaLearner):
             VARIANT_OUTCOME_MODEL: ModelSpecification(
                 MetaLearner._get_n_variants, MetaLearner._outcome_predict_method
             ),
-            PROPENSITY_MODEL: ModelSpecification(MetaLearner._get_one, _predict_proba),
+            PROPENSITY_MODEL: ModelSpecification(
+                MetaLearner._get_one, MetaLearner._predict_proba_method
+            ),
         }
 
     @classmethod
     def treatment_model_specifications(cls) -> dict[str, ModelSpecification]:
         return {
-            TREATMENT_MODEL: ModelSpecification(MetaLearner._get_n_variants_minus_one, _predict)
+            TREATMENT_MODEL: ModelSpecification(
+                MetaLearner._get_n_variants_minus_one, MetaLearner._predict_method
+            )
         }
 
     @classmethod
@@ -223,7 +210,12 @@ class DRLearner(ConditionalAverageOutcomes, MetaLearner):
         bundle = (models, self._design(TREATMENT_MODEL), oos_method, self.is_classification)
         n_out = 2 if self.is_classification else 1
         return self._map(
-            X, is_oos, dr_cate_partition, bundle, (self.n_variants - 1, n_out), "drlearner-cate"
+            X,
+            is_oos,
+            treatment_cate_partition,
+            bundle,
+            (self.n_variants - 1, n_out),
+            "drlearner-cate",
         )
 
     def average_treatment_effect(

@@ -18,7 +18,12 @@ from dask_meta._constants import (
     W_COL,
     Y_COL,
 )
-from dask_meta.learners._common import EPSILON, clip_to_epsilon, effect_outputs, positive_class
+from dask_meta.learners._common import (
+    EPSILON,
+    clip_to_epsilon,
+    positive_class,
+    treatment_cate_partition,
+)
 from dask_meta.learners.base import (
     Derivation,
     FitRun,
@@ -29,14 +34,6 @@ from dask_meta.learners.base import (
 )
 
 SAMPLE_WEIGHT = "sample_weight"
-
-
-def _predict_proba(learner: MetaLearner) -> str:
-    return "predict_proba"
-
-
-def _predict(learner: MetaLearner) -> str:
-    return "predict"
 
 
 def r_loss(
@@ -89,24 +86,10 @@ def r_pseudo_outcome(
     return target, weight
 
 
-def r_cate_partition(X: pd.DataFrame, folds: pd.DataFrame | None, bundle: Any) -> np.ndarray:
-    models, design, oos_method, is_classification = bundle
-    matrix = design.matrix(X)
-    return np.stack(
-        [
-            effect_outputs(
-                m.block_predict(matrix, folds, "predict", oos_method)[:, 0], is_classification
-            )
-            for m in models
-        ],
-        axis=1,
-    )
-
-
 def r_cao_partition(X: pd.DataFrame, folds: pd.DataFrame | None, bundle: Any) -> np.ndarray:
     """Y0 = m - sum_k e_k tau_k (per output channel), Yk = Y0 + tau_k."""
     cate_bundle, propensity, p_design, outcome, o_design, outcome_method, oos = bundle
-    tau = r_cate_partition(X, folds, cate_bundle)
+    tau = treatment_cate_partition(X, folds, cate_bundle)
     e = propensity.block_predict(p_design.matrix(X), folds, "predict_proba", oos)
     m = outcome.block_predict(o_design.matrix(X), folds, outcome_method, oos)
     control = m - np.einsum("nk,nkc->nc", e[:, 1:], tau)
@@ -121,7 +104,9 @@ class RLearner(MetaLearner):
     @classmethod
     def nuisance_model_specifications(cls) -> dict[str, ModelSpecification]:
         return {
-            PROPENSITY_MODEL: ModelSpecification(MetaLearner._get_one, _predict_proba),
+            PROPENSITY_MODEL: ModelSpecification(
+                MetaLearner._get_one, MetaLearner._predict_proba_method
+            ),
             OUTCOME_MODEL: ModelSpecification(
                 MetaLearner._get_one, MetaLearner._outcome_predict_method
             ),
@@ -130,7 +115,9 @@ class RLearner(MetaLearner):
     @classmethod
     def treatment_model_specifications(cls) -> dict[str, ModelSpecification]:
         return {
-            TREATMENT_MODEL: ModelSpecification(MetaLearner._get_n_variants_minus_one, _predict)
+            TREATMENT_MODEL: ModelSpecification(
+                MetaLearner._get_n_variants_minus_one, MetaLearner._predict_method
+            )
         }
 
     @classmethod
@@ -203,7 +190,7 @@ class RLearner(MetaLearner):
         return self._map(
             X,
             is_oos,
-            r_cate_partition,
+            treatment_cate_partition,
             self._cate_bundle(oos_method),
             (self.n_variants - 1, n_out),
             "rlearner-cate",

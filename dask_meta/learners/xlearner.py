@@ -29,14 +29,6 @@ from dask_meta.learners.base import (
 from dask_meta.learners.tlearner import ConditionalAverageOutcomes
 
 
-def _predict_proba(learner: MetaLearner) -> str:
-    return "predict_proba"
-
-
-def _predict(learner: MetaLearner) -> str:
-    return "predict"
-
-
 def imputed_effect(
     part: pd.DataFrame,
     models: dict,
@@ -88,17 +80,19 @@ class XLearner(ConditionalAverageOutcomes, MetaLearner):
             VARIANT_OUTCOME_MODEL: ModelSpecification(
                 MetaLearner._get_n_variants, MetaLearner._outcome_predict_method
             ),
-            PROPENSITY_MODEL: ModelSpecification(MetaLearner._get_one, _predict_proba),
+            PROPENSITY_MODEL: ModelSpecification(
+                MetaLearner._get_one, MetaLearner._predict_proba_method
+            ),
         }
 
     @classmethod
     def treatment_model_specifications(cls) -> dict[str, ModelSpecification]:
         return {
             CONTROL_EFFECT_MODEL: ModelSpecification(
-                MetaLearner._get_n_variants_minus_one, _predict
+                MetaLearner._get_n_variants_minus_one, MetaLearner._predict_method
             ),
             TREATMENT_EFFECT_MODEL: ModelSpecification(
-                MetaLearner._get_n_variants_minus_one, _predict
+                MetaLearner._get_n_variants_minus_one, MetaLearner._predict_method
             ),
         }
 
