@@ -44,3 +44,13 @@ def make_linear_data(n=2_000, d=4, n_variants=3, seed=0, classification=False):
     if classification:
         y = (y > np.median(y)).astype(int)
     return X, y, w, tau
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _close_embedded_cluster():
+    """Tests that pass no client may start dask-meta's embedded cluster: close it while
+    pytest's output streams are still open."""
+    yield
+    from dask_meta import close_embedded
+
+    close_embedded()
