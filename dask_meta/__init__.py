@@ -2,6 +2,7 @@
 
 from dask_meta.cluster import close_embedded, embedded_client
 from dask_meta.crossfit import CrossFitEstimator
+from dask_meta.io import write_predictions
 from dask_meta.learners import (
     DRLearner,
     MetaLearner,
@@ -25,6 +26,7 @@ __all__ = [
     "embedded_client",
     "r_loss",
     "simplify_output",
+    "write_predictions",
 ]
 
 __version__ = "0.1.0"

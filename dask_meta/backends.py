@@ -1,9 +1,21 @@
 """Base-model backends: how one base model is fitted and used on worker data (DESIGN §6).
 
-The local backend fits any sklearn-like estimator inside one task, on the concatenated
-rows of that job, with its thread parameter and ``threadpoolctl`` set to the threads the
-task holds. Everything that runs on workers is a small module-level function taking plain
-pandas/numpy, so it pickles by reference and can be tested without a cluster.
+Three backends, chosen from the estimator class (:func:`backend_of`):
+
+- ``local`` (any sklearn-like estimator): fitted inside one task, on the concatenated rows of
+  that job, with its thread parameter and ``threadpoolctl`` set to the threads the task
+  holds. The job's rows must fit in one worker's memory.
+- ``stream`` (dask-ml ``Incremental`` around a ``partial_fit`` estimator): a chain of tasks,
+  one per partition, each calling ``partial_fit`` on that partition's rows of the job. Only
+  one partition of a job is in memory at a time: data of any size.
+- ``collection`` (``lightgbm.dask.DaskLGBM*``, ``xgboost.dask.DaskXGB*``, dask-ml's
+  ``LinearRegression``/``LogisticRegression``): the estimator's own distributed ``fit``,
+  called from the client on a lazy Dask frame of the job's rows; the fitted model is turned
+  into a local one for prediction. These run exclusively (gang trainers hang when they share
+  workers with other fits, LightGBM#4942).
+
+Everything that runs on workers is a small module-level function taking plain pandas/numpy,
+so it pickles by reference and can be tested without a cluster.
 """
 
 from __future__ import annotations
@@ -68,7 +80,60 @@ def thread_param_name(factory: type, params: dict[str, Any]) -> str | None:
     return None
 
 
-def supports_sample_weight(factory: type) -> bool:
+LOCAL = "local"
+STREAM = "stream"
+COLLECTION = "collection"
+
+
+def backend_of(factory: type) -> str:
+    """Which backend fits estimators of this class (see the module docstring)."""
+    module, name = factory.__module__, factory.__name__
+    if module.startswith("dask_ml.wrappers") and name == "Incremental":
+        return STREAM
+    if module.startswith("lightgbm") and name.startswith("DaskLGBM"):
+        return COLLECTION
+    if module.startswith("xgboost") and name.startswith("DaskXGB"):
+        return COLLECTION
+    if module.startswith("dask_ml.linear_model") and name in (
+        "LinearRegression",
+        "LogisticRegression",
+        "PoissonRegression",
+    ):
+        return COLLECTION
+    return LOCAL
+
+
+def wrapped_estimator(factory: type, params: dict[str, Any]) -> Any:
+    """The estimator a streaming wrapper (``Incremental(estimator=...)``) trains."""
+    estimator = params.get("estimator")
+    if estimator is None or not hasattr(estimator, "partial_fit"):
+        raise TypeError(
+            f"{factory.__name__} needs params={{'estimator': <estimator with partial_fit>}}, "
+            f"got estimator={estimator!r}"
+        )
+    return estimator
+
+
+def check_classes(factory: type, classes: np.ndarray, kind: str) -> None:
+    """Reject a classifier that cannot learn these classes (before any fit)."""
+    binary_only = factory.__module__.startswith("dask_ml.linear_model")
+    if binary_only and (len(classes) != 2 or set(classes.tolist()) != {0, 1}):
+        raise ValueError(
+            f"the {kind} is dask-ml's {factory.__name__}, which learns two classes labelled 0 "
+            f"and 1 only, but its target has the classes {classes.tolist()}; use a multi-class "
+            "classifier (e.g. Incremental(SGDClassifier(loss='log_loss')) or "
+            "lightgbm.dask.DaskLGBMClassifier)"
+        )
+
+
+def supports_sample_weight(factory: type, params: dict[str, Any] | None = None) -> bool:
+    """Whether fits of this estimator class take a per-row ``sample_weight``."""
+    backend = backend_of(factory)
+    if backend == STREAM:
+        inner = wrapped_estimator(factory, params or {})
+        return "sample_weight" in inspect.signature(inner.partial_fit).parameters
+    if backend == COLLECTION and factory.__module__.startswith("dask_ml"):
+        return False  # dask-glm has no weights
     return "sample_weight" in inspect.signature(factory.fit).parameters  # type: ignore[attr-defined]
 
 
@@ -153,6 +218,9 @@ class FitSpec:
     #: fit parameters given per row, read from these training-frame columns
     row_params: dict[str, str] = field(default_factory=dict)
     is_classifier: bool = False
+    #: a classifier's classes, known from the first pass over the data (collection fits of
+    #: models that do not record them)
+    classes: np.ndarray | None = None
 
 
 @dataclass
@@ -217,12 +285,7 @@ def fit_local(spec: FitSpec, n_parts: int, *parts: pd.DataFrame) -> FitResult:
             f"no training rows for {spec.factory.__name__} (target {spec.target}): the "
             "selection of rows for this model is empty"
         )
-    w = frame[W_COL].to_numpy() if W_COL in frame.columns else None
-    X = spec.design.matrix(frame, w)
-    y = frame[spec.target].to_numpy()
-    fit_params = dict(spec.fit_params)
-    for name, column in spec.row_params.items():
-        fit_params[name] = frame[column].to_numpy()
+    X, y, fit_params = _training_arrays(spec, frame)
     params = dict(spec.params)
     if spec.thread_param is not None:
         params[spec.thread_param] = spec.threads
@@ -230,6 +293,171 @@ def fit_local(spec: FitSpec, n_parts: int, *parts: pd.DataFrame) -> FitResult:
         model = spec.factory(**params).fit(X, y, **fit_params)
     classes = np.asarray(model.classes_) if spec.is_classifier else None
     return FitResult(model, len(frame), _current_worker(), start, time.time(), classes)
+
+
+def _training_arrays(spec: FitSpec, frame: pd.DataFrame) -> tuple[Any, np.ndarray, dict[str, Any]]:
+    """The feature matrix, target and fit parameters of a job's selected rows."""
+    w = frame[W_COL].to_numpy() if W_COL in frame.columns else None
+    X = spec.design.matrix(frame, w)
+    y = frame[spec.target].to_numpy()
+    fit_params = dict(spec.fit_params)
+    for name, column in spec.row_params.items():
+        fit_params[name] = frame[column].to_numpy()
+    return X, y, fit_params
+
+
+# --- stream backend: a chain of partial_fit calls, one partition at a time -----------------
+
+
+@dataclass
+class StreamState:
+    """A streaming fit between two partitions: the model so far and what it has seen."""
+
+    model: Any
+    n_rows: int
+    start: float
+    classes: set = field(default_factory=set)
+
+
+def stream_order(params: dict[str, Any], n_parts: int) -> list[int]:
+    """The partition order of a streaming fit: dask-ml ``Incremental``'s block order."""
+    order = list(range(n_parts))
+    if params.get("shuffle_blocks", True):
+        from sklearn.utils import check_random_state
+
+        check_random_state(params.get("random_state")).shuffle(order)
+    return order
+
+
+def stream_step(
+    spec: FitSpec,
+    state: StreamState | None,
+    final: bool,
+    part: pd.DataFrame,
+    *extra: pd.DataFrame,
+) -> StreamState | FitResult:
+    """``partial_fit`` the job's rows of one partition (runs on a worker).
+
+    The first step clones the wrapped estimator; partitions without rows of the job pass
+    the model through. The last step (``final``) returns the :class:`FitResult`.
+    """
+    if state is None:
+        from sklearn.base import clone
+
+        state = StreamState(clone(wrapped_estimator(spec.factory, spec.params)), 0, time.time())
+    frame = gather_rows(spec.rows, [part], extra)
+    if len(frame):
+        X, y, fit_params = _training_arrays(spec, frame)
+        with threadpool_limits(limits=spec.threads):
+            state.model.partial_fit(X, y, **fit_params)
+        state.n_rows += len(frame)
+        if spec.is_classifier:
+            state.classes.update(np.unique(y).tolist())
+    if not final:
+        return state
+    if state.n_rows == 0:
+        raise ValueError(
+            f"no training rows for {spec.factory.__name__} (target {spec.target}): the "
+            "selection of rows for this model is empty"
+        )
+    # classes the rows showed: partial_fit's `classes` argument lists all classes up front
+    classes = np.asarray(sorted(state.classes)) if spec.is_classifier else None
+    return FitResult(
+        state.model, state.n_rows, _current_worker(), state.start, time.time(), classes
+    )
+
+
+# --- collection backend: the estimator's own distributed fit, called from the client -------
+
+#: Column names of the frame a collection fit reads (features keep their names).
+FIT_Y = "__dask_meta_fit_y__"
+
+
+def collection_rows(spec: FitSpec, part: pd.DataFrame, *extra: pd.DataFrame) -> pd.DataFrame:
+    """One partition of a collection job's input: its selected rows, features, target and
+    per-row fit parameters (runs on a worker)."""
+    frame = gather_rows(spec.rows, [part], extra)
+    X, y, fit_params = _training_arrays(spec, frame)
+    out = (
+        X
+        if isinstance(X, pd.DataFrame)
+        else pd.DataFrame(np.asarray(X), columns=[f"x{i}" for i in range(np.asarray(X).shape[1])])
+    )
+    out = out.reset_index(drop=True).copy()
+    out[FIT_Y] = y
+    for name, values in fit_params.items():
+        if isinstance(values, np.ndarray) and values.shape[:1] == (len(frame),):
+            out[f"__dask_meta_fit_{name}__"] = values
+    return out
+
+
+def row_fit_params(spec: FitSpec) -> dict[str, str]:
+    """Per-row fit parameters of a collection job and the columns that carry them."""
+    return {name: f"__dask_meta_fit_{name}__" for name in spec.row_params}
+
+
+class NumpyInput:
+    """A fitted model that only predicts numpy (dask-glm), usable on pandas partitions."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        if hasattr(model, "classes_"):
+            self.classes_ = model.classes_
+
+    def predict(self, X: Any) -> np.ndarray:
+        return np.asarray(self.model.predict(np.asarray(X, dtype=float)))
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        proba = np.asarray(self.model.predict_proba(np.asarray(X, dtype=float)))
+        if proba.ndim == 1:
+            # dask-ml's LogisticRegression gives P(class 1) only
+            proba = np.column_stack([1.0 - proba, proba])
+        return proba
+
+
+def to_local(model: Any) -> Any:
+    """A collection estimator's fitted model as an in-memory model for partition predicts."""
+    module, name = type(model).__module__, type(model).__name__
+    if module.startswith("lightgbm"):
+        return model.to_local()
+    if module.startswith("xgboost"):
+        import xgboost
+
+        local_type = xgboost.XGBClassifier if "Classifier" in name else xgboost.XGBRegressor
+        local = local_type()
+        local.load_model(bytearray(model.get_booster().save_raw("json")))
+        return local
+    return NumpyInput(model)
+
+
+def fit_collection(spec: FitSpec, client: Any, frame: Any, n_rows: int) -> FitResult:
+    """Fit a collection estimator on a lazy Dask frame of :func:`collection_rows` (on the
+    client; the estimator distributes its own work)."""
+    start = time.time()
+    params = dict(spec.params)
+    if "client" in inspect.signature(spec.factory.__init__).parameters:  # type: ignore[misc]
+        params.setdefault("client", client)
+    features = [
+        c for c in frame.columns if c != FIT_Y and not str(c).startswith("__dask_meta_fit_")
+    ]
+    X, y = frame[features], frame[FIT_Y]
+    fit_params: dict[str, Any] = dict(spec.fit_params)
+    for name, column in row_fit_params(spec).items():
+        fit_params[name] = frame[column]
+    with client.as_current():
+        model = spec.factory(**params)
+        if spec.factory.__module__.startswith("dask_ml"):
+            # dask-glm needs arrays with known chunks, and numpy blocks
+            X = X.to_dask_array(lengths=True).astype(float)
+            y = y.to_dask_array(lengths=X.chunks[0])
+        model.fit(X, y, **fit_params)
+    local = to_local(model)
+    classes = None
+    if spec.is_classifier:
+        if not hasattr(local, "classes_"):
+            local.classes_ = spec.classes
+        classes = np.asarray(local.classes_)
+    return FitResult(local, n_rows, None, start, time.time(), classes)
 
 
 # --- prediction ---------------------------------------------------------------------------

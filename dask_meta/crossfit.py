@@ -25,14 +25,17 @@ from sklearn.base import is_classifier, is_regressor
 
 from dask_meta._constants import MEAN, MEDIAN, OOS_METHODS, OVERALL, W_COL
 from dask_meta.backends import (
+    STREAM,
     Design,
     FitResult,
     FitSpec,
     RowSelection,
     aligned,
+    backend_of,
     predict_block,
     requested_threads,
     thread_param_name,
+    wrapped_estimator,
 )
 from dask_meta.data import (
     Columns,
@@ -270,7 +273,7 @@ class CrossFitEstimator:
     # sklearn's is_classifier / is_regressor read this
     @property
     def _estimator_type(self) -> str | None:
-        return _estimator_type(self.estimator_factory)
+        return _estimator_type(self.estimator_factory, self.estimator_params)
 
     def __sklearn_tags__(self) -> Any:
         return self.estimator_factory().__sklearn_tags__()
@@ -545,8 +548,16 @@ def _cfe_partition(X: pd.DataFrame, folds: pd.DataFrame | None, bundle: Any) -> 
     return cfe.block_predict(design.matrix(X), folds, method, oos)
 
 
-def _estimator_type(factory: type) -> str | None:
-    """'classifier' / 'regressor' / None for an estimator class, without deprecated paths."""
+def _estimator_type(factory: type, params: dict[str, Any] | None = None) -> str | None:
+    """'classifier' / 'regressor' / None for an estimator class, without deprecated paths.
+
+    A streaming wrapper (dask-ml ``Incremental``) has the type of the estimator it wraps.
+    """
+    if backend_of(factory) == STREAM:
+        return _estimator_type(type(wrapped_estimator(factory, params or {})))
+    if factory.__module__.startswith("dask_ml.linear_model"):
+        # dask-ml's GLMs carry no sklearn tags under scikit-learn >= 1.6
+        return "classifier" if factory.__name__ == "LogisticRegression" else "regressor"
     try:
         instance = factory()
     except Exception:
@@ -556,8 +567,8 @@ def _estimator_type(factory: type) -> str | None:
             return "classifier"
         if is_regressor(instance):
             return "regressor"
-        return None
-    return getattr(factory, "_estimator_type", None)
+    # estimators without sklearn tags (dask-ml's GLMs) still declare the old attribute
+    return getattr(instance if instance is not None else factory, "_estimator_type", None)
 
 
 def train_rows(split: SplitRef, fold_strata: Counter, n_folds: int) -> dict[int | None, int]:

@@ -179,19 +179,23 @@ def _dask_vector(v: Any, name: str) -> dd.Series:
     )
 
 
-def _concat_partition(x: pd.DataFrame, *vectors_and_names: Any) -> pd.DataFrame:
-    """Positional, per-partition combination of X with its vectors (lengths checked)."""
-    half = len(vectors_and_names) // 2
-    vectors, names = vectors_and_names[:half], vectors_and_names[half:]
+def _concat_partition(
+    x: pd.DataFrame, *vectors: Any, columns: Sequence[str], args: Sequence[str]
+) -> pd.DataFrame:
+    """Positional, per-partition combination of X with its vectors (lengths checked).
+
+    ``columns`` are the training-frame columns the vectors become; ``args`` the argument
+    names the user passed them as (for errors).
+    """
     out = x.reset_index(drop=True)
-    for name, v in zip(names, vectors, strict=True):
+    for column, arg, v in zip(columns, args, vectors, strict=True):
         if len(v) != len(out):
             raise ValueError(
-                f"{name} and X are partitioned differently: a partition of X has {len(out)} "
-                f"rows but the matching partition of {name} has {len(v)}; derive X, y and w "
+                f"{arg} and X are partitioned differently: a partition of X has {len(out)} "
+                f"rows but the matching partition of {arg} has {len(v)}; derive X, y and w "
                 "from one frame (ddf[features], ddf['y'], ddf['w'])"
             )
-        out[name] = np.asarray(v)
+        out[column] = np.asarray(v)
     return out
 
 
@@ -229,12 +233,12 @@ def combine(X: Any, vectors: dict[str, tuple[str, Any]]) -> Frame:
     meta = x_frame._meta.reset_index(drop=True)
     for column, (_, v) in dvecs.items():
         meta[column] = np.asarray(v._meta)
-    names = [arg for arg, _ in dvecs.values()]
     frame = dd.map_partitions(
         _concat_partition,
         x_frame,
         *[v for _, v in dvecs.values()],
-        *names,
+        columns=list(dvecs),
+        args=[arg for arg, _ in dvecs.values()],
         meta=meta,
         align_dataframes=False,
     )

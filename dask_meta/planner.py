@@ -27,10 +27,24 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import dask
+import dask.dataframe as dd
 import pandas as pd
+from dask.delayed import Delayed
 from distributed import Client, Future, as_completed, span
 
-from dask_meta.backends import FitResult, FitSpec, fit_local
+from dask_meta.backends import (
+    COLLECTION,
+    LOCAL,
+    STREAM,
+    FitResult,
+    FitSpec,
+    collection_rows,
+    fit_collection,
+    fit_local,
+    stream_order,
+    stream_step,
+)
 from dask_meta.cluster import THREADS, ClusterShape, cluster_shape
 from dask_meta.data import partitions
 
@@ -76,9 +90,14 @@ class Job:
     ordinal: int
     fold: int | None
     spec: FitSpec
-    parts: Sequence[Future]
-    extra_parts: Sequence[Future] = ()
+    parts: Sequence[Future | Delayed]
+    extra_parts: Sequence[Future | Delayed] = ()
     cost: float = 1.0
+    #: ``"local"``, ``"stream"`` or ``"collection"`` (see :mod:`dask_meta.backends`)
+    backend: str = LOCAL
+    #: empty pandas frames (training partition, derived columns or None): the schema of a
+    #: collection job's input
+    meta: tuple[pd.DataFrame, pd.DataFrame | None] | None = None
 
     @property
     def group(self) -> tuple[str, str, int]:
@@ -185,19 +204,43 @@ class Planner:
     ) -> list[Future]:
         """Run ``func(part_i, other_i, ..., **kwargs)`` per partition on the cluster.
 
-        ``columns`` are equally long sequences (futures or plain values) zipped per partition.
+        ``columns`` are equally long sequences (futures, delayed or plain values) zipped per
+        partition. With delayed partitions (training data that is not persisted) the result
+        stays lazy: delayed objects, computed again by every task that reads them.
         """
         token = new_token()
-        futures = []
+        out: list[Any] = []
         with span(self.label, "derive", name):
             for i, args in enumerate(zip(*columns, strict=True)):
-                futures.append(
-                    self.client.submit(
-                        func, *args, key=f"dask_meta-{_words(name)}-{i}-{token}", **kwargs
-                    )
-                )
-        self._owned.extend(futures)
-        return futures
+                key = f"dask_meta-{_words(name)}-{i}-{token}"
+                if any(isinstance(a, Delayed) for a in args):
+                    out.append(dask.delayed(func, pure=True)(*args, **kwargs, dask_key_name=key))
+                else:
+                    out.append(self.client.submit(func, *args, key=key, **kwargs))
+        self._owned.extend(f for f in out if isinstance(f, Future))
+        return out
+
+    def gather_partitions(
+        self, func: Callable[..., Any], parts: Sequence[Any], name: str, **kwargs: Any
+    ) -> list[Any]:
+        """Small per-partition results (checksums, statistics) on the client.
+
+        Works on persisted and lazy partitions alike; a lazy partition is read, reduced and
+        released, one task per partition, so only the small results are held.
+        """
+        token = new_token()
+        tasks = [
+            dask.delayed(func, pure=True)(
+                p, **kwargs, dask_key_name=f"dask_meta-{_words(name)}-{i}-{token}"
+            )
+            for i, p in enumerate(parts)
+        ]
+        with span(self.label, "data", name):
+            futures = self.client.compute(tasks)
+        try:
+            return list(self.client.gather(futures))
+        finally:
+            self.client.cancel(futures)
 
     def scatter(self, obj: Any) -> Future:
         """Put one small object (fitted models of an earlier fit) on the cluster once."""
@@ -230,13 +273,20 @@ class Planner:
                 )
 
     def run(self, jobs: Sequence[Job], deferred: Sequence[Deferred] = ()) -> dict[str, FitResult]:
-        """Fit all jobs (and deferred ones once their inputs are done); results by key."""
+        """Fit all jobs (and deferred ones once their inputs are done); results by key.
+
+        Local jobs are one task each. A streaming job is a chain of tasks, one per
+        partition, submitted one at a time, so that a job never has more than one partition
+        in memory (and reads never run ahead of the model). A collection job starts only
+        when nothing else of this fit is in flight and runs alone, from here.
+        """
         assert self.shape is not None
         self.validate(jobs)
         pending: list[Job] = sorted(jobs, key=_priority)
         waiting = list(deferred)
         results: dict[str, FitResult] = {}
-        in_flight: dict[Future, tuple[Job, float]] = {}
+        #: future -> (job, time submitted, index of the next stream step)
+        in_flight: dict[Future, tuple[Job, float, int]] = {}
         per_group: Counter[tuple[str, str, int]] = Counter()
         threads_in_flight = 0
         capacity = self.shape.total_threads * (2 if self.shape.declares_threads else 1)
@@ -256,15 +306,33 @@ class Planner:
                     return False
             return True
 
+        def finish(job: Job, result: FitResult, future: Future | None, submitted: float) -> None:
+            results[job.key] = result
+            if future is not None:
+                self.futures[job.key] = future
+            else:
+                self.futures[job.key] = self.scatter(result)
+            self._record(job, result, submitted)
+            build_ready()
+
         def fill() -> None:
             nonlocal threads_in_flight
             i = 0
             while i < len(pending):
                 job = pending[i]
+                if job.backend == COLLECTION:
+                    if in_flight:
+                        return  # let the cluster drain: a collection fit runs alone
+                    pending.pop(i)
+                    submitted = time.time()
+                    result = self._run_collection(job)
+                    finish(job, result, None, submitted)
+                    i = 0
+                    continue
                 if can_start(job):
                     pending.pop(i)
-                    future = self._submit(job)
-                    in_flight[future] = (job, time.time())
+                    future = self._submit(job, 0)
+                    in_flight[future] = (job, time.time(), 1)
                     per_group[job.group] += 1
                     threads_in_flight += job.spec.threads
                     ac.add(future)
@@ -285,22 +353,18 @@ class Planner:
             fill()
             while in_flight:
                 future = next(ac)
-                job, submitted = in_flight.pop(future)
+                job, submitted, step = in_flight.pop(future)
+                if job.backend == STREAM and step < len(job.parts):
+                    if future.status == "error":
+                        self._raise_for(job, future)
+                    following = self._submit(job, step, future)
+                    in_flight[following] = (job, submitted, step + 1)
+                    ac.add(following)
+                    continue
                 per_group[job.group] -= 1
                 threads_in_flight -= job.spec.threads
-                try:
-                    result = future.result()
-                except Exception as exc:
-                    exc.add_note(
-                        f"dask_meta: while fitting {job.kind} {job.ordinal} "
-                        f"{'overall model' if job.fold is None else f'fold {job.fold}'} "
-                        f"(task {job.key})"
-                    )
-                    raise
-                results[job.key] = result
-                self.futures[job.key] = future
-                self._record(job, result, submitted)
-                build_ready()
+                result = self._raise_for(job, future)
+                finish(job, result, future, submitted)
                 fill()
             if pending or waiting:
                 raise RuntimeError(
@@ -315,22 +379,68 @@ class Planner:
             raise
         return results
 
-    def _submit(self, job: Job) -> Future:
-        kwargs: dict[str, Any] = {}
+    @staticmethod
+    def _raise_for(job: Job, future: Future) -> Any:
+        try:
+            return future.result()
+        except Exception as exc:
+            exc.add_note(
+                f"dask_meta: while fitting {job.kind} {job.ordinal} "
+                f"{'overall model' if job.fold is None else f'fold {job.fold}'} "
+                f"(task {job.key})"
+            )
+            raise
+
+    def _submit(self, job: Job, step: int, previous: Future | None = None) -> Future:
+        """Submit a local job, or step ``step`` of a streaming job (after ``previous``)."""
+        kwargs: dict[str, Any] = {"priority": int(min(job.cost, 1e12))}
         if self.shape is not None and self.shape.declares_threads:
             kwargs["resources"] = {THREADS: job.spec.threads}
+        if job.backend == STREAM:
+            order = stream_order(job.spec.params, len(job.parts))
+            index = order[step]
+            final = step == len(job.parts) - 1
+            extra = [job.extra_parts[index]] if job.extra_parts else []
+            func: Callable[..., Any] = stream_step
+            args: list[Any] = [job.spec, previous, final, job.parts[index], *extra]
+            key = job.key if final else f"{job.key}-part{index}"
+        else:
+            func = fit_local
+            args = [job.spec, len(job.parts), *job.parts, *job.extra_parts]
+            key = job.key
         with span(self.label, job.stage):
-            return self.client.submit(
-                fit_local,
-                job.spec,
-                len(job.parts),
-                *job.parts,
-                *job.extra_parts,
-                key=job.key,
-                pure=False,
-                priority=int(min(job.cost, 1e12)),
-                **kwargs,
+            if any(isinstance(a, Delayed) for a in args):
+                # lazy training data: the task reads its partitions from the source
+                task = dask.delayed(func, pure=False)(*args, dask_key_name=key)
+                return self.client.compute(task, **kwargs)
+            return self.client.submit(func, *args, key=key, pure=False, **kwargs)
+
+    def _run_collection(self, job: Job) -> FitResult:
+        """Fit a collection estimator on a lazy frame of the job's rows (blocks until done)."""
+        assert job.meta is not None
+        training_meta, extra_meta = job.meta
+        meta = collection_rows(
+            job.spec, training_meta, *([extra_meta] if extra_meta is not None else [])
+        )
+        tasks = [
+            dask.delayed(collection_rows, pure=True)(
+                job.spec, part, *([job.extra_parts[i]] if job.extra_parts else [])
             )
+            for i, part in enumerate(job.parts)
+        ]
+        # verify_meta=False loses the futures of persisted partitions (dask 2026.8: "lost
+        # dependencies" once to_dask_array(lengths=True) has run)
+        frame = dd.from_delayed(tasks, meta=meta)
+        # no span here: the estimator builds Dask collections, which ignore annotations
+        try:
+            return fit_collection(job.spec, self.client, frame, int(job.cost))
+        except Exception as exc:
+            exc.add_note(
+                f"dask_meta: while fitting {job.kind} {job.ordinal} "
+                f"{'overall model' if job.fold is None else f'fold {job.fold}'} "
+                f"({job.spec.factory.__name__} on the cluster)"
+            )
+            raise
 
     def _record(self, job: Job, result: FitResult, submitted: float) -> None:
         self.report.append(
@@ -340,7 +450,7 @@ class Planner:
                 "model_kind": job.kind,
                 "ordinal": job.ordinal,
                 "fold": "overall" if job.fold is None else job.fold,
-                "worker": result.worker,
+                "worker": result.worker if result.worker is not None else "cluster",
                 "threads": job.spec.threads,
                 "rows": result.n_rows,
                 "submitted": submitted,

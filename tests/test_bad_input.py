@@ -38,14 +38,19 @@ LEARNERS = {"S": SLearner, "T": TLearner, "X": XLearner, "R": RLearner, "DR": DR
 def no_fit_submitted() -> Iterator[list[str]]:
     """Record every fit job the planner submits; fail if there was any."""
     calls: list[str] = []
-    original = Planner._submit
+    submit, collection = Planner._submit, Planner._run_collection
 
-    def recording(self, job):
+    def recording_submit(self, job, *args, **kwargs):
         calls.append(job.key)
-        return original(self, job)
+        return submit(self, job, *args, **kwargs)
+
+    def recording_collection(self, job):
+        calls.append(job.key)
+        return collection(self, job)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(Planner, "_submit", recording)
+        mp.setattr(Planner, "_submit", recording_submit)
+        mp.setattr(Planner, "_run_collection", recording_collection)
         yield calls
     assert calls == [], f"fit jobs were submitted before the error was raised: {calls}"
 

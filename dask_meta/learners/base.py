@@ -8,6 +8,7 @@ here, in the cross-fit estimator and in the planner.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import time
 from abc import ABC, abstractmethod
@@ -31,18 +32,27 @@ from dask_meta._constants import (
     W_COL,
     Y_COL,
 )
-from dask_meta.backends import Design, FitResult, requested_threads
-from dask_meta.cluster import cluster_shape, resolve_client
+from dask_meta.backends import (
+    COLLECTION,
+    STREAM,
+    Design,
+    FitResult,
+    backend_of,
+    check_classes,
+    requested_threads,
+)
+from dask_meta.cluster import ClusterShape, cluster_shape, resolve_client
 from dask_meta.crossfit import (
     CrossFitEstimator,
     FitContext,
+    _estimator_type,
     fingerprint_features,
     fit_context,
     strata_of_fold,
     train_rows,
     validate_oos_method,
 )
-from dask_meta.data import Frame, is_dask, training_frame
+from dask_meta.data import Frame, is_dask, partitions, training_frame
 from dask_meta.folds import (
     Assignment,
     PartitionStats,
@@ -205,7 +215,8 @@ class FitRun:
     data: Frame
     stats: list[PartitionStats]
     assignment: Assignment
-    parts: list[Future]
+    #: persisted partitions (futures) or, for data larger than memory, delayed ones
+    parts: list[Any]
     context: FitContext
     seed: int
     token: str
@@ -238,9 +249,10 @@ def _sorted_values(values: Collection[Any]) -> list[Any]:
 class MetaLearner(ABC):
     """Shared base of the S-, T-, X-, R- and DR-learners (metalearners' ``MetaLearner``).
 
-    Constructor arguments are metalearners'; ``fold_strategy``, ``fold_key``, ``client`` and
-    ``plan`` are dask-meta's own keyword-only arguments. As in metalearners, per-model
-    arguments are resolved (and validated) at construction, so errors surface at once.
+    Constructor arguments are metalearners'; ``fold_strategy``, ``fold_key``, ``client``,
+    ``persist`` and ``plan`` are dask-meta's own keyword-only arguments. As in metalearners,
+    per-model arguments are resolved (and validated) at construction, so errors surface at
+    once.
     """
 
     # -- declarations every learner makes ------------------------------------------------
@@ -307,6 +319,7 @@ class MetaLearner(ABC):
         fold_strategy: str = "partition",
         fold_key: str | None = None,
         client: Client | None = None,
+        persist: bool | str = "auto",
         plan: Any = None,
     ):
         nuisance_specs = self.nuisance_model_specifications()
@@ -341,6 +354,12 @@ class MetaLearner(ABC):
                 f"random_state must be an int or None, got {type(random_state).__name__}; it "
                 "seeds the fold assignment (seed base models through their params)"
             )
+        if not (isinstance(persist, bool | np.bool_) or persist == "auto"):
+            raise ValueError(
+                f"persist must be True, False or 'auto', got {persist!r}: True keeps the "
+                "training frame in the cluster's memory during fit, False reads it from its "
+                "source for every pass (data larger than the cluster's memory)"
+            )
         if plan is not None:
             raise ValueError(
                 f"plan={plan!r} is not supported yet; leave it None (the planner chooses)"
@@ -350,6 +369,7 @@ class MetaLearner(ABC):
         self.fold_strategy = fold_strategy
         self.fold_key = fold_key
         self.client = client
+        self.persist = persist
         self.plan = plan
         self.random_state = random_state
 
@@ -472,15 +492,16 @@ class MetaLearner(ABC):
     def _validate_models(self) -> None:
         """Regressors where ``predict`` is used, classifiers where ``predict_proba`` is."""
         checks = [
-            (kind, self._nuisance_models[kind][0].estimator_factory, spec, "nuisance")
+            (kind, self._nuisance_models[kind][0], spec, "nuisance")
             for kind, spec in self.nuisance_model_specifications().items()
         ] + [
-            (kind, self.treatment_model_factory[kind], spec, "treatment")
+            (kind, self._treatment_models[kind][0], spec, "treatment")
             for kind, spec in self.treatment_model_specifications().items()
         ]
-        for kind, factory, spec, stage in checks:
+        for kind, cfe, spec, stage in checks:
             method = spec.predict_method(self)
-            cfe_type = self._estimator_type_of(factory)
+            factory = cfe.estimator_factory
+            cfe_type = _estimator_type(factory, cfe.estimator_params)
             if cfe_type == "classifier" and method == "predict":
                 raise ValueError(
                     f"The {stage} model {kind} is supposed to be used with the predict method "
@@ -492,12 +513,6 @@ class MetaLearner(ABC):
                     f"'predict_proba' but {factory.__name__} is not a classifier; pass a "
                     "classifier."
                 )
-
-    @staticmethod
-    def _estimator_type_of(factory: type) -> str | None:
-        from dask_meta.crossfit import _estimator_type
-
-        return _estimator_type(factory)
 
     @property
     def init_args(self) -> dict[str, Any]:
@@ -544,6 +559,7 @@ class MetaLearner(ABC):
             "fold_strategy": self.fold_strategy,
             "fold_key": self.fold_key,
             "client": self.client,
+            "persist": self.persist,
             "plan": self.plan,
         }
 
@@ -811,11 +827,15 @@ class MetaLearner(ABC):
         )
         self._check_fold_coverage(entries, assignment, requests)
         planner = Planner(client, limits, label=f"dask_meta-{type(self).__name__}", shape=shape)
-        parts = planner.persist_partitions(assignment.frame, "training-frame")
-        fingerprint_futures = planner.map_partitions(
-            fingerprint_features, parts, name="fingerprint", names=data.columns.names
+        parts: list[Any]
+        if self._persists(assignment.frame, sum(s.n for s in stats), shape):
+            parts = planner.persist_partitions(assignment.frame, "training-frame")
+        else:
+            # larger than the cluster's memory: every pass reads the partitions from source
+            parts = partitions(assignment.frame)
+        fingerprints = planner.gather_partitions(
+            fingerprint_features, parts, "fingerprint", names=data.columns.names
         )
-        fingerprints = client.gather(fingerprint_futures)
         context = fit_context(data.columns, assignment, [s.n for s in stats], fingerprints)
         self._check_reused_data(context, entries)
         return FitRun(
@@ -831,6 +851,22 @@ class MetaLearner(ABC):
             row_params=row_params,
             static_params=static_params,
         )
+
+    def _persists(self, frame: Any, n_rows: int, shape: ClusterShape) -> bool:
+        """Whether fit keeps the training frame in the cluster's memory (``persist``).
+
+        ``"auto"`` persists unless the frame would take more than a third of the workers'
+        memory limits together (the rest is needed for the fits themselves).
+        """
+        if self.persist != "auto":
+            return bool(self.persist)
+        limit = sum(w.memory_limit for w in shape.workers)
+        if limit <= 0:
+            return True
+        row_bytes = sum(
+            dtype.itemsize if dtype.kind in "biufcmM" else 64 for dtype in frame._meta.dtypes
+        )
+        return n_rows * row_bytes <= limit / 3
 
     def _check_reused_data(self, context: FitContext, entries: dict[str, list[ModelEntry]]) -> None:
         """Reused models (prefitted, or of an earlier fit_all_nuisance) need the same data."""
@@ -1135,7 +1171,13 @@ class MetaLearner(ABC):
             target=target,
             weight=weight if derivation.weight else None,
         )
-        jobs, cfe = self._entry_jobs(run, entry, run.parts, derived)
+        extra_meta = pd.DataFrame(
+            {
+                c: pd.Series(dtype=float)
+                for c in ([target, weight] if derivation.weight else [target])
+            }
+        )
+        jobs, cfe = self._entry_jobs(run, entry, run.parts, derived, extra_meta=extra_meta)
         if derivation.weight:
             for job in jobs:
                 job.spec.row_params["sample_weight"] = weight
@@ -1146,19 +1188,36 @@ class MetaLearner(ABC):
         self,
         run: FitRun,
         entry: ModelEntry,
-        parts: Sequence[Future],
-        extra_parts: Sequence[Future] = (),
+        parts: Sequence[Any],
+        extra_parts: Sequence[Any] = (),
         design: Design | None = None,
+        extra_meta: pd.DataFrame | None = None,
     ) -> tuple[list[Job], CrossFitEstimator]:
         stage = self._stage_of(entry.kind)
         cfe = self._cfe(entry.kind, entry.ordinal).clone()
         split = run.assignment.refs[(entry.kind, entry.ordinal)]
-        threads = resolve_threads(
-            requested_threads(cfe.estimator_params),
-            run.planner.shape,  # type: ignore[arg-type]
-            run.n_jobs_total,
-            f"the {entry.kind} model",
-        )
+        backend = backend_of(cfe.estimator_factory)
+        shape = run.planner.shape
+        assert shape is not None
+        if backend == COLLECTION:
+            # the estimator runs on every worker with all their threads
+            threads = shape.max_threads
+        else:
+            threads = resolve_threads(
+                requested_threads(cfe.estimator_params),
+                shape,
+                run.n_jobs_total,
+                f"the {entry.kind} model",
+            )
+        fit_params = dict(run.static_params[(stage, entry.kind)])
+        classes = None
+        if cfe.is_classifier:
+            whole = strata_of_fold(split, run.assignment.fold_strata, None)
+            classes = np.asarray(_sorted_values(self._target_classes(entry, whole)))
+            check_classes(cfe.estimator_factory, classes, entry.kind)
+        if backend == STREAM and classes is not None and "classes" not in fit_params:
+            # partial_fit must be told every class on its first call
+            fit_params["classes"] = classes
         jobs = cfe.fold_jobs(
             kind=entry.kind,
             ordinal=entry.ordinal,
@@ -1168,12 +1227,17 @@ class MetaLearner(ABC):
             split=split,
             parts=parts,
             extra_parts=extra_parts,
-            fit_params=run.static_params[(stage, entry.kind)],
+            fit_params=fit_params,
             row_params=run.row_params[(stage, entry.kind)],
             threads=threads,
             train_rows=train_rows(split, run.assignment.fold_strata, cfe.n_folds),
             token=run.token,
         )
+        for job in jobs:
+            job.backend = backend
+            job.meta = (run.assignment.frame._meta, extra_meta)
+            if classes is not None:
+                job.spec = dataclasses.replace(job.spec, classes=classes)
         return jobs, cfe
 
     def _collect(
@@ -1427,18 +1491,20 @@ def fit_single(
     planner = Planner(client, Limits(n_jobs_cross_fitting, None), label="dask_meta-crossfit")
     try:
         parts = planner.persist_partitions(assignment.frame, "training-frame")
-        fingerprints = client.gather(
-            planner.map_partitions(
-                fingerprint_features, parts, name="fingerprint", names=data.columns.names
-            )
+        fingerprints = planner.gather_partitions(
+            fingerprint_features, parts, "fingerprint", names=data.columns.names
         )
         context = fit_context(data.columns, assignment, [s.n for s in stats], fingerprints)
+        backend = backend_of(cfe.estimator_factory)
         threads = resolve_threads(
-            requested_threads(cfe.estimator_params),
+            requested_threads(cfe.estimator_params) if backend != COLLECTION else -1,
             planner.shape,  # type: ignore[arg-type]
             cfe.n_folds + 1,
             f"the {kind} model",
         )
+        if backend == STREAM and classification and "classes" not in static:
+            whole = strata_of_fold(split, assignment.fold_strata, None)
+            static = {**static, "classes": np.asarray(sorted({s[1] for s in whole}))}
         jobs = cfe.fold_jobs(
             kind=kind,
             ordinal=ordinal,
@@ -1453,6 +1519,9 @@ def fit_single(
             train_rows=train_rows(split, assignment.fold_strata, cfe.n_folds),
             token=new_token(),
         )
+        for job in jobs:
+            job.backend = backend
+            job.meta = (assignment.frame._meta, None)
         results = planner.run(jobs)
         cfe.set_fitted(jobs, results, split, context, kind)
     finally:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import numpy as np
@@ -18,6 +17,7 @@ from dask_meta._constants import (
     W_COL,
     Y_COL,
 )
+from dask_meta.backends import supports_sample_weight
 from dask_meta.learners._common import (
     EPSILON,
     clip_to_epsilon,
@@ -130,7 +130,8 @@ class RLearner(MetaLearner):
 
     def _validate_models(self) -> None:
         factory = self.treatment_model_factory[TREATMENT_MODEL]
-        if SAMPLE_WEIGHT not in inspect.signature(factory.fit).parameters:
+        params = self.treatment_model_params[TREATMENT_MODEL]
+        if not supports_sample_weight(factory, params):
             raise ValueError(
                 f"{TREATMENT_MODEL}'s fit method does not support 'sample_weight' argument: "
                 f"{factory.__name__}.fit has no sample_weight, but the R-learner weights its "

@@ -1,0 +1,309 @@
+"""The stream and collection backends, and fits that read their data from source.
+
+Real components throughout: dask-ml ``Incremental`` and GLMs, ``lightgbm.dask`` and
+``xgboost.dask`` on the shared LocalCluster, parquet on disk.
+"""
+
+from __future__ import annotations
+
+import dask.array as da
+import dask.dataframe as dd
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import make_linear_data
+from lightgbm import LGBMClassifier, LGBMRegressor
+from sklearn.linear_model import LinearRegression, SGDClassifier, SGDRegressor
+
+from dask_meta import DRLearner, RLearner, SLearner, TLearner, XLearner
+from dask_meta.backends import COLLECTION, LOCAL, STREAM, backend_of, stream_order
+
+dask_ml = pytest.importorskip("dask_ml", reason="the dask-ml extra is part of the test extra")
+pytest.importorskip("xgboost", reason="the xgboost extra is part of the test extra")
+
+from dask_ml.linear_model import LinearRegression as GLMRegression  # noqa: E402
+from dask_ml.linear_model import LogisticRegression as GLMClassifier  # noqa: E402
+from dask_ml.wrappers import Incremental  # noqa: E402
+from lightgbm.dask import DaskLGBMClassifier, DaskLGBMRegressor  # noqa: E402
+from xgboost.dask import DaskXGBRegressor  # noqa: E402
+
+N_PARTS = 4
+
+
+def _frames(n=4_000, d=4, n_variants=3, seed=0, classification=False):
+    X, y, w, tau = make_linear_data(n, d, n_variants, seed, classification)
+    chunk = n // N_PARTS
+    Xd = dd.from_pandas(pd.DataFrame(X, columns=[f"x{i}" for i in range(d)]), chunksize=chunk)
+    yd = dd.from_pandas(pd.Series(y, name="y"), chunksize=chunk)
+    wd = dd.from_pandas(pd.Series(w, name="w"), chunksize=chunk)
+    return Xd, yd, wd, X, y, w, tau
+
+
+def _sgd(**kwargs):
+    return {"estimator": SGDRegressor(random_state=0, **kwargs), "shuffle_blocks": False}
+
+
+def _rmse(cate, tau):
+    return float(np.sqrt(np.mean((cate - tau) ** 2)))
+
+
+def test_backends_are_chosen_from_the_estimator_class():
+    assert backend_of(LGBMRegressor) == LOCAL
+    assert backend_of(Incremental) == STREAM
+    assert backend_of(DaskLGBMRegressor) == COLLECTION
+    assert backend_of(DaskXGBRegressor) == COLLECTION
+    assert backend_of(GLMRegression) == COLLECTION
+
+
+def test_stream_order_is_dask_ml_block_order():
+    assert stream_order({"shuffle_blocks": False}, 5) == [0, 1, 2, 3, 4]
+    order = stream_order({"shuffle_blocks": True, "random_state": 3}, 5)
+    expected = list(range(5))
+    np.random.RandomState(3).shuffle(expected)
+    assert order == expected
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_stream_fit_equals_dask_ml_incremental_on_the_same_blocks(client, shuffle):
+    """The overall outcome model of variant 0 is Incremental.fit over the w == 0 rows of each
+    partition, in dask-ml's block order."""
+    Xd, yd, wd, X, y, w, _ = _frames()
+    params = {
+        "estimator": SGDRegressor(random_state=0),
+        "shuffle_blocks": shuffle,
+        "random_state": 7,
+    }
+    learner = TLearner(
+        False,
+        3,
+        nuisance_model_factory=Incremental,
+        nuisance_model_params=params,
+        n_folds=2,
+        client=client,
+    )
+    learner.fit(Xd, yd, wd)
+    ours = learner._nuisance_models["variant_outcome_model"][0]._overall_estimator
+
+    chunk = len(X) // N_PARTS
+    blocks_X, blocks_y = [], []
+    for p in range(N_PARTS):
+        rows = slice(p * chunk, (p + 1) * chunk)
+        keep = w[rows] == 0
+        blocks_X.append(da.from_array(X[rows][keep], chunks=-1))
+        blocks_y.append(da.from_array(y[rows][keep], chunks=-1))
+    with client.as_current():
+        reference = Incremental(**params).fit(da.concatenate(blocks_X), da.concatenate(blocks_y))
+    np.testing.assert_array_equal(ours.coef_, reference.estimator_.coef_)
+    np.testing.assert_array_equal(ours.intercept_, reference.estimator_.intercept_)
+    assert learner.fit_report_["rows"].iloc[0] > 0
+
+
+def test_streaming_learners_estimate_linear_effects(client):
+    Xd, yd, wd, *_, tau = _frames(n=8_000)
+    for cls in (TLearner, XLearner, DRLearner):
+        extra = {}
+        if cls is not TLearner:
+            extra = {
+                "treatment_model_factory": Incremental,
+                "treatment_model_params": _sgd(),
+                "propensity_model_factory": Incremental,
+                "propensity_model_params": {
+                    "estimator": SGDClassifier(loss="log_loss", alpha=0.1, random_state=0),
+                    "shuffle_blocks": False,
+                },
+            }
+        learner = cls(
+            False,
+            3,
+            nuisance_model_factory=Incremental,
+            nuisance_model_params=_sgd(),
+            n_folds=2,
+            client=client,
+            **extra,
+        )
+        learner.fit(Xd, yd, wd)
+        cate = learner.predict(Xd, is_oos=False).compute()[:, :, 0]
+        # the effects are linear: a linear model recovers them far better than no model
+        assert _rmse(cate, tau) < 0.3 * _rmse(np.zeros_like(tau), tau), cls.__name__
+        oos = learner.predict(Xd, is_oos=True).compute()
+        assert oos.shape == (len(tau), 2, 1)
+
+
+def test_stream_classifier_gets_every_class_up_front(client):
+    """SGDClassifier.partial_fit needs `classes` on its first call; dask-meta passes the
+    propensity model's variants itself."""
+    Xd, yd, wd, *_ = _frames()
+    learner = DRLearner(
+        False,
+        3,
+        nuisance_model_factory=LinearRegression,
+        propensity_model_factory=Incremental,
+        propensity_model_params={
+            "estimator": SGDClassifier(loss="log_loss", alpha=0.1, random_state=0),
+            "shuffle_blocks": False,
+        },
+        treatment_model_factory=LinearRegression,
+        n_folds=2,
+        client=client,
+    )
+    learner.fit(Xd, yd, wd)
+    proba = learner.predict_nuisance(Xd, "propensity_model", 0, is_oos=False).compute()
+    assert proba.shape == (4_000, 3)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    assert list(learner._nuisance_models["propensity_model"][0].classes_) == [0, 1, 2]
+
+
+def test_fit_without_persisting_equals_persisted_fit(client, tmp_path):
+    """persist=False reads every pass from the parquet source; the numbers do not change."""
+    X, y, w, _ = make_linear_data(4_000)
+    frame = pd.DataFrame(X, columns=[f"x{i}" for i in range(X.shape[1])]).assign(y=y, w=w)
+    dd.from_pandas(frame, npartitions=N_PARTS).to_parquet(tmp_path / "data")
+    data = dd.read_parquet(tmp_path / "data")
+    features = [c for c in data.columns if c.startswith("x")]
+    cates = []
+    for persist in (True, False):
+        learner = XLearner(
+            False,
+            3,
+            nuisance_model_factory=LGBMRegressor,
+            nuisance_model_params={"n_estimators": 10, "verbose": -1},
+            treatment_model_factory=LGBMRegressor,
+            treatment_model_params={"n_estimators": 10, "verbose": -1},
+            propensity_model_factory=LGBMClassifier,
+            propensity_model_params={"n_estimators": 10, "verbose": -1},
+            n_folds=2,
+            random_state=0,
+            client=client,
+            persist=persist,
+        )
+        learner.fit(data[features], data["y"], data["w"])
+        cates.append(learner.predict(data[features], is_oos=False).compute())
+        if not persist:
+            # nothing of the training frame is kept in the cluster's memory
+            assert not any("training-frame" in str(k) for k in client.who_has())
+    np.testing.assert_array_equal(cates[0], cates[1])
+
+
+def test_persist_is_validated():
+    with pytest.raises(ValueError, match="persist must be True, False or 'auto'"):
+        TLearner(False, 2, nuisance_model_factory=LinearRegression, persist="yes")
+
+
+def test_dask_lightgbm_outcome_models_beside_local_ones_run_alone(client):
+    """Mixed learners: a collection outcome model, local propensity and treatment models.
+    No local fit overlaps a collection fit (gang trainers run exclusively)."""
+    Xd, yd, wd, *_, tau = _frames(n=6_000)
+    learner = DRLearner(
+        False,
+        3,
+        nuisance_model_factory=DaskLGBMRegressor,
+        nuisance_model_params={"n_estimators": 30, "verbose": -1},
+        propensity_model_factory=LGBMClassifier,
+        propensity_model_params={"n_estimators": 10, "verbose": -1},
+        treatment_model_factory=LinearRegression,
+        n_folds=2,
+        client=client,
+    )
+    learner.fit(Xd, yd, wd)
+    report = learner.fit_report_
+    gang = report[report["worker"] == "cluster"]
+    local = report[report["worker"] != "cluster"]
+    assert len(gang) == 3 * 3 and len(local) == 3 + 2 * 3
+    for _, g in gang.iterrows():
+        overlapping = local[(local["start"] < g["end"]) & (local["end"] > g["start"])]
+        assert overlapping.empty, (g["key"], overlapping["key"].tolist())
+    cate = learner.predict(Xd, is_oos=True).compute()[:, :, 0]
+    assert _rmse(cate, tau) < 0.3 * _rmse(np.zeros_like(tau), tau)
+    model = learner._nuisance_models["variant_outcome_model"][0]._overall_estimator
+    assert type(model).__name__ == "LGBMRegressor"  # to_local(): predicts in partitions
+
+
+def test_dask_lightgbm_classifier_as_propensity_model(client):
+    Xd, yd, wd, *_ = _frames()
+    learner = XLearner(
+        False,
+        3,
+        nuisance_model_factory=LinearRegression,
+        propensity_model_factory=DaskLGBMClassifier,
+        propensity_model_params={"n_estimators": 10, "verbose": -1},
+        treatment_model_factory=LinearRegression,
+        n_folds=2,
+        client=client,
+    )
+    learner.fit(Xd, yd, wd)
+    proba = learner.predict_nuisance(Xd, "propensity_model", 0, is_oos=True).compute()
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+
+
+def test_dask_ml_glm_matches_sklearn_least_squares(client):
+    """dask-ml's LinearRegression (newton) reaches sklearn's least-squares fit on the same
+    rows: the overall model of variant 0."""
+    Xd, yd, wd, X, y, w, _ = _frames()
+    learner = TLearner(
+        False,
+        3,
+        nuisance_model_factory=GLMRegression,
+        nuisance_model_params={"solver": "newton", "max_iter": 100, "tol": 1e-10},
+        n_folds=2,
+        client=client,
+    )
+    learner.fit(Xd, yd, wd)
+    ours = learner._nuisance_models["variant_outcome_model"][0]._overall_estimator.model
+    reference = LinearRegression().fit(X[w == 0], y[w == 0])
+    np.testing.assert_allclose(ours.coef_, reference.coef_, atol=1e-3)
+    np.testing.assert_allclose(ours.intercept_, reference.intercept_, atol=1e-3)
+    cate = learner.predict(Xd, is_oos=False).compute()
+    assert cate.shape == (4_000, 2, 1)
+
+
+def test_dask_ml_logistic_regression_as_binary_propensity(client):
+    Xd, yd, wd, *_ = _frames(n_variants=2)
+    learner = DRLearner(
+        False,
+        2,
+        nuisance_model_factory=LinearRegression,
+        propensity_model_factory=GLMClassifier,
+        propensity_model_params={"solver": "newton"},
+        treatment_model_factory=LinearRegression,
+        n_folds=2,
+        client=client,
+    )
+    learner.fit(Xd, yd, wd)
+    proba = learner.predict_nuisance(Xd, "propensity_model", 0, is_oos=False).compute()
+    assert proba.shape == (4_000, 2)
+    assert np.all((proba > 0) & (proba < 1))
+
+
+def test_xgboost_dask_local_model_predicts_what_the_dask_model_predicts(client):
+    Xd, yd, wd, *_ = _frames()
+    learner = SLearner(
+        False,
+        3,
+        nuisance_model_factory=DaskXGBRegressor,
+        nuisance_model_params={"n_estimators": 10, "max_depth": 3},
+        n_folds=2,
+        client=client,
+    )
+    learner.fit(Xd, yd, wd)
+    cate = learner.predict(Xd, is_oos=True).compute()
+    assert cate.shape == (4_000, 2, 1)
+    assert np.isfinite(cate).all()
+    assert type(learner._nuisance_models["base_model"][0]._overall_estimator).__name__ == (
+        "XGBRegressor"
+    )
+
+
+def test_r_learner_rejects_a_glm_treatment_model_without_weights(client):
+    with pytest.raises(ValueError, match="sample_weight"):
+        RLearner(
+            False,
+            2,
+            nuisance_model_factory=LinearRegression,
+            propensity_model_factory=GLMClassifier,
+            treatment_model_factory=GLMRegression,
+        )
+
+
+def test_stream_wrapper_without_estimator_is_rejected():
+    with pytest.raises(TypeError, match="estimator"):
+        TLearner(False, 2, nuisance_model_factory=Incremental, nuisance_model_params={})
