@@ -21,6 +21,7 @@ so it pickles by reference and can be tested without a cluster.
 from __future__ import annotations
 
 import inspect
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -221,6 +222,8 @@ class FitSpec:
     #: a classifier's classes, known from the first pass over the data (collection fits of
     #: models that do not record them)
     classes: np.ndarray | None = None
+    #: key of the shared binned LightGBM Dataset this fit trains on (None: its own data)
+    bins: str | None = None
 
 
 @dataclass
@@ -279,6 +282,17 @@ def fit_local(spec: FitSpec, n_parts: int, *parts: pd.DataFrame) -> FitResult:
     partitions of derived columns.
     """
     start = time.time()
+    if spec.bins is not None:
+        whole = gather_rows(RowSelection(), parts[:n_parts], parts[n_parts:])
+        keep = spec.rows.mask(whole)
+        if not keep.any():
+            raise ValueError(
+                f"no training rows for {spec.factory.__name__} (target {spec.target}): the "
+                "selection of rows for this model is empty"
+            )
+        model = fit_binned(spec, whole, keep)
+        classes = np.asarray(model.classes_) if spec.is_classifier else None
+        return FitResult(model, int(keep.sum()), _current_worker(), start, time.time(), classes)
     frame = gather_rows(spec.rows, parts[:n_parts], parts[n_parts:])
     if len(frame) == 0:
         raise ValueError(
@@ -304,6 +318,150 @@ def _training_arrays(spec: FitSpec, frame: pd.DataFrame) -> tuple[Any, np.ndarra
     for name, column in spec.row_params.items():
         fit_params[name] = frame[column].to_numpy()
     return X, y, fit_params
+
+
+# --- shared binned data for LightGBM (DESIGN §6 fast path) -----------------------------------
+
+#: LightGBM parameters that only shape training, not the binned Dataset; models whose other
+#: parameters agree share one binned Dataset of the training frame per worker and fit
+#: (``random_state`` stays in: it seeds the sample the bin bounds come from)
+_TRAINING_ONLY_PARAMS = frozenset(
+    {
+        "boosting_type",
+        "class_weight",
+        "colsample_bytree",
+        "importance_type",
+        "learning_rate",
+        "max_depth",
+        "min_child_weight",
+        "min_split_gain",
+        "n_estimators",
+        "n_jobs",
+        "num_leaves",
+        "num_threads",
+        "objective",
+        "reg_alpha",
+        "reg_lambda",
+        "subsample",
+        "subsample_freq",
+        "verbose",
+        "verbosity",
+    }
+)
+
+
+def shares_bins(factory: type, params: dict[str, Any], design: Design) -> bool:
+    """Whether fits of this model can train on subsets of one shared binned Dataset.
+
+    LightGBM's sklearn regressors and classifiers on DataFrame designs; a model that needs
+    raw feature values after binning (``linear_tree``) builds its own.
+    """
+    return (
+        factory.__module__.startswith("lightgbm")
+        and factory.__name__ in ("LGBMRegressor", "LGBMClassifier")
+        and not design.as_numpy
+        and design.transform is None
+        and len(design.columns) > 0
+        and not params.get("linear_tree", False)
+    )
+
+
+def bins_key(token: str, params: dict[str, Any], design: Design) -> str:
+    """The cache key of a shared binned Dataset: one fit's data, columns and bin params."""
+    binning = sorted((k, repr(v)) for k, v in params.items() if k not in _TRAINING_ONLY_PARAMS)
+    return f"{token}|{design.columns!r}|{binning!r}"
+
+
+_bins: dict[str, Any] = {}
+_bins_lock = threading.Lock()
+_pending_subset = threading.local()
+
+
+def drop_bins(token: str) -> int:
+    """Free the binned Datasets of one fit (runs on every worker when the fit ends)."""
+    with _bins_lock:
+        keys = [k for k in _bins if k.startswith(f"{token}|")]
+        for k in keys:
+            del _bins[k]
+    return len(keys)
+
+
+def _binned_dataset(spec: FitSpec, frame: pd.DataFrame) -> Any:
+    """This worker's binned Dataset of the whole training frame, built once per fit."""
+    import lightgbm
+
+    assert spec.bins is not None
+    with _bins_lock:
+        dataset = _bins.get(spec.bins)
+        if dataset is None:
+            params = {
+                k: v
+                for k, v in spec.factory(**spec.params)._process_params(stage="predict").items()
+                if k not in ("objective", "metric", "num_class")
+            }
+            params["num_threads"] = spec.threads
+            with threadpool_limits(limits=spec.threads):
+                dataset = lightgbm.Dataset(
+                    spec.design.matrix(frame),
+                    label=np.zeros(len(frame)),
+                    params=params,
+                ).construct()
+            _bins[spec.bins] = dataset
+    return dataset
+
+
+def _shared_dataset_switch(real: Callable[..., Any]) -> Callable[..., Any]:
+    """``lightgbm.sklearn.Dataset`` that hands ``LGBMModel.fit`` a prepared subset.
+
+    Only inside :func:`fit_binned` (thread-local): the estimator's own ``fit`` then does all
+    its label encoding, parameter processing and bookkeeping, on already binned rows.
+    """
+
+    def dataset(data: Any = None, label: Any = None, weight: Any = None, **kwargs: Any) -> Any:
+        subset = getattr(_pending_subset, "value", None)
+        if subset is None:
+            return real(data, label=label, weight=weight, **kwargs)
+        _pending_subset.value = None
+        subset.set_label(label)
+        if weight is not None:
+            subset.set_weight(weight)
+        return subset
+
+    dataset.__wrapped__ = real  # type: ignore[attr-defined]
+    return dataset
+
+
+def fit_binned(spec: FitSpec, frame: pd.DataFrame, keep: np.ndarray) -> Any:
+    """Fit a LightGBM model on the rows ``keep`` of the training frame (all partitions,
+    derived columns included), through the worker's shared binned Dataset."""
+    import lightgbm.sklearn
+
+    if not hasattr(lightgbm.sklearn.Dataset, "__wrapped__"):
+        with _bins_lock:
+            if not hasattr(lightgbm.sklearn.Dataset, "__wrapped__"):
+                lightgbm.sklearn.Dataset = _shared_dataset_switch(  # type: ignore[misc,assignment]
+                    lightgbm.sklearn.Dataset
+                )
+    dataset = _binned_dataset(spec, frame)
+    positions = np.flatnonzero(keep)
+    rows = frame.iloc[positions]
+    y = rows[spec.target].to_numpy()
+    fit_params = dict(spec.fit_params)
+    for name, column in spec.row_params.items():
+        fit_params[name] = rows[column].to_numpy()
+    params = dict(spec.params)
+    if spec.thread_param is not None:
+        params[spec.thread_param] = spec.threads
+    model = spec.factory(**params)
+    with threadpool_limits(limits=spec.threads):
+        subset = dataset.subset(positions).construct()
+        _pending_subset.value = subset
+        try:
+            # the features are in the subset already: fit sees their names only
+            model.fit(spec.design.matrix(frame.iloc[:0]), y, **fit_params)
+        finally:
+            _pending_subset.value = None
+    return model
 
 
 # --- stream backend: a chain of partial_fit calls, one partition at a time -----------------

@@ -40,6 +40,7 @@ from dask_meta.backends import (
     FitResult,
     FitSpec,
     collection_rows,
+    drop_bins,
     fit_collection,
     fit_local,
     stream_order,
@@ -247,6 +248,13 @@ class Planner:
         future = self.client.scatter(obj, hash=False)
         self._owned.append(future)
         return future
+
+    def drop_bins(self, token: str) -> None:
+        """Free the shared binned Datasets a fit left on the workers."""
+        try:
+            self.client.run(drop_bins, token)
+        except Exception as exc:  # a lost worker took its Datasets with it
+            logger.debug("dropping the binned Datasets of %s failed: %s", token, exc)
 
     def release(self) -> None:
         """Drop the references to data futures of this run (persisted training frame etc.)."""

@@ -307,3 +307,70 @@ def test_r_learner_rejects_a_glm_treatment_model_without_weights(client):
 def test_stream_wrapper_without_estimator_is_rejected():
     with pytest.raises(TypeError, match="estimator"):
         TLearner(False, 2, nuisance_model_factory=Incremental, nuisance_model_params={})
+
+
+# --- shared binned LightGBM data ------------------------------------------------------------
+
+
+def _lgbm_x_learner(client, strategy):
+    params = {"n_estimators": 10, "verbose": -1}
+    return XLearner(
+        False,
+        3,
+        nuisance_model_factory=LGBMRegressor,
+        nuisance_model_params=params,
+        treatment_model_factory=LGBMRegressor,
+        treatment_model_params=params,
+        propensity_model_factory=LGBMClassifier,
+        propensity_model_params=params,
+        n_folds=2,
+        random_state=0,
+        fold_strategy=strategy,
+        client=client,
+    )
+
+
+def _bins_on_workers(client):
+    from dask_meta import backends
+
+    return client.run(lambda: len(backends._bins))
+
+
+def test_lightgbm_fits_share_the_bins_of_all_training_rows(client):
+    """Every LightGBM fit of a 'partition' fold fit trains on bins found from all rows: a fold
+    model of variant 0 has the feature ranges of the whole data, not of its own rows."""
+    Xd, yd, wd, X, *_ = _frames()
+    learner = _lgbm_x_learner(client, "partition")
+    learner.fit(Xd, yd, wd)
+    assert learner.fit_report_.attrs["shared_bins"] is True
+    fold_model = learner._nuisance_models["variant_outcome_model"][0]._estimators[0]
+    assert isinstance(fold_model, LGBMRegressor)
+    whole = LGBMRegressor(n_estimators=1, verbose=-1).fit(
+        pd.DataFrame(X, columns=Xd.columns), X[:, 0]
+    )
+    infos = fold_model.booster_.dump_model()["feature_infos"]
+    assert infos == whole.booster_.dump_model()["feature_infos"]
+    propensity = learner._nuisance_models["propensity_model"][0]._overall_estimator
+    assert list(propensity.classes_) == [0, 1, 2]
+    np.testing.assert_allclose(
+        propensity.predict_proba(X[:50]), propensity.booster_.predict(X[:50]), rtol=1e-12
+    )
+    # the Datasets are freed when the fit ends
+    assert set(_bins_on_workers(client).values()) == {0}
+
+
+def test_sklearn_folds_bin_every_fit_on_its_own_rows(client):
+    Xd, yd, wd, *_ = _frames()
+    learner = _lgbm_x_learner(client, "sklearn")
+    learner.fit(Xd, yd, wd)
+    assert learner.fit_report_.attrs["shared_bins"] is False
+    fold_model = learner._nuisance_models["variant_outcome_model"][0]._estimators[0]
+    _, _, _, X, y, _, _ = _frames()
+    # own rows: its feature ranges are those of its variant-0 training rows, not all rows
+    infos = fold_model.booster_.dump_model()["feature_infos"]
+    assert (
+        infos
+        != LGBMRegressor(n_estimators=1, verbose=-1)
+        .fit(pd.DataFrame(X, columns=Xd.columns), y)
+        .booster_.dump_model()["feature_infos"]
+    )

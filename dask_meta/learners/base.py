@@ -34,12 +34,15 @@ from dask_meta._constants import (
 )
 from dask_meta.backends import (
     COLLECTION,
+    LOCAL,
     STREAM,
     Design,
     FitResult,
     backend_of,
+    bins_key,
     check_classes,
     requested_threads,
+    shares_bins,
 )
 from dask_meta.cluster import ClusterShape, cluster_shape, resolve_client
 from dask_meta.crossfit import (
@@ -225,6 +228,8 @@ class FitRun:
     static_params: dict[tuple[str, str], dict[str, Any]]
     n_jobs_total: int = 0
     started: float = field(default_factory=time.time)
+    #: whether some LightGBM fits train on a shared binned Dataset
+    shared_bins: bool = False
 
     @property
     def n_rows(self) -> int:
@@ -706,6 +711,8 @@ class MetaLearner(ABC):
             raise
         finally:
             self._run_owners = {}
+            if run.shared_bins:
+                run.planner.drop_bins(run.token)
             run.planner.release()
         # install only once everything succeeded: a failed fit leaves the learner as it was
         for (kind, ordinal), cfe in fitted.items():
@@ -738,6 +745,13 @@ class MetaLearner(ABC):
         self._after_fit(run, stages)
         report = run.planner.report_frame()
         report.attrs["wall_time"] = time.time() - run.started
+        report.attrs["shared_bins"] = run.shared_bins
+        if run.shared_bins:
+            logger.info(
+                "LightGBM models of this fit trained on subsets of one binned Dataset per "
+                "worker (bin bounds from all training rows, not each fit's own rows); "
+                "fold_strategy='sklearn' bins every fit on its own rows, as metalearners does"
+            )
         self.fit_report_ = report
 
     def _after_fit(self, run: FitRun, stages: tuple[str, ...]) -> None:
@@ -1233,11 +1247,20 @@ class MetaLearner(ABC):
             train_rows=train_rows(split, run.assignment.fold_strata, cfe.n_folds),
             token=run.token,
         )
+        bins = None
+        if (
+            backend == LOCAL
+            and self.fold_strategy != "sklearn"
+            and shares_bins(cfe.estimator_factory, cfe.estimator_params, jobs[0].spec.design)
+        ):
+            # LightGBM: one binned Dataset per worker, subsets per fold and model kind; the
+            # "sklearn" strategy keeps metalearners' exact per-fit binning
+            bins = bins_key(run.token, cfe.estimator_params, jobs[0].spec.design)
+            run.shared_bins = True
         for job in jobs:
             job.backend = backend
             job.meta = (run.assignment.frame._meta, extra_meta)
-            if classes is not None:
-                job.spec = dataclasses.replace(job.spec, classes=classes)
+            job.spec = dataclasses.replace(job.spec, classes=classes, bins=bins)
         return jobs, cfe
 
     def _collect(
