@@ -19,7 +19,8 @@ sys.path.insert(0, str(HERE))
 
 import tlearner_vs_metalearners as single  # noqa: E402
 
-TARGET = 0.8
+#: dask-meta fit time / metalearners' best: no slower (issue 3), then 20% faster (issue 8)
+TARGETS = (1.0, 0.8)
 
 
 def main(argv: list[str]) -> int:
@@ -36,8 +37,10 @@ def main(argv: list[str]) -> int:
     print("\nlearner  dask-meta fit s  best metalearners fit s  ratio dm/best  efficiency")
     for learner, dm_s, ml_s, _label, eff in rows:
         print(f"{learner:<8} {dm_s:>15.1f} {ml_s:>24.1f} {dm_s / ml_s:>14.2f} {eff:>11.2f}")
-    ok = all(dm_s / ml_s <= TARGET for _, dm_s, ml_s, _, _ in rows)
-    print(f"target: dask-meta fit time <= {TARGET} x best metalearners: {'PASS' if ok else 'FAIL'}")
+    for target in TARGETS:
+        ok = all(dm_s / ml_s <= target for _, dm_s, ml_s, _, _ in rows)
+        verdict = "PASS" if ok else "FAIL"
+        print(f"target: dask-meta fit time <= {target} x best metalearners: {verdict}")
     return 0
 
 
