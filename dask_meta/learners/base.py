@@ -56,6 +56,14 @@ from dask_meta.crossfit import (
     validate_oos_method,
 )
 from dask_meta.data import Frame, is_dask, partitions, training_frame
+from dask_meta.evaluation import (
+    Evaluated,
+    PartitionPlan,
+    check_items,
+    default_metric,
+    evaluate_partitions,
+    validate_scoring,
+)
 from dask_meta.folds import (
     Assignment,
     PartitionStats,
@@ -230,6 +238,8 @@ class FitRun:
     started: float = field(default_factory=time.time)
     #: whether some LightGBM fits train on a shared binned Dataset
     shared_bins: bool = False
+    #: whether the training frame was kept in the cluster's memory (else read per pass)
+    persisted: bool = True
 
     @property
     def n_rows(self) -> int:
@@ -746,6 +756,7 @@ class MetaLearner(ABC):
         report = run.planner.report_frame()
         report.attrs["wall_time"] = time.time() - run.started
         report.attrs["shared_bins"] = run.shared_bins
+        report.attrs["persisted"] = run.persisted
         if run.shared_bins:
             logger.info(
                 "LightGBM models of this fit trained on subsets of one binned Dataset per "
@@ -842,7 +853,8 @@ class MetaLearner(ABC):
         self._check_fold_coverage(entries, assignment, requests)
         planner = Planner(client, limits, label=f"dask_meta-{type(self).__name__}", shape=shape)
         parts: list[Any]
-        if self._persists(assignment.frame, sum(s.n for s in stats), shape):
+        persisted = self._persists(assignment.frame, sum(s.n for s in stats), shape)
+        if persisted:
             parts = planner.persist_partitions(assignment.frame, "training-frame")
         else:
             # larger than the cluster's memory: every pass reads the partitions from source
@@ -864,6 +876,7 @@ class MetaLearner(ABC):
             token=new_token(),
             row_params=row_params,
             static_params=static_params,
+            persisted=persisted,
         )
 
     def _persists(self, frame: Any, n_rows: int, shape: ClusterShape) -> bool:
@@ -1293,6 +1306,89 @@ class MetaLearner(ABC):
                 f"oos_method {oos_method!r} not supported. Supported values are "
                 f"{list(OOS_METHODS)}."
             )
+
+    # -- evaluation ------------------------------------------------------------------------
+
+    def _scoring(self, scoring: dict | None) -> dict[str, list[Any]]:
+        """metalearners' scoring: defaults per model kind, replaced by the user's per kind."""
+        specs = self.nuisance_model_specifications() | self.treatment_model_specifications()
+        defaults = {kind: [default_metric(s.predict_method(self))] for kind, s in specs.items()}
+        return defaults | dict(scoring or {})
+
+    def evaluate(
+        self,
+        X: Any,
+        y: Any,
+        w: Any,
+        is_oos: bool,
+        oos_method: str = OVERALL,
+        scoring: dict | None = None,
+    ) -> dict[str, float]:
+        """Score every base model on the rows it models, as metalearners does (reference §2.6).
+
+        Keys: ``{kind}_{scorer}`` (one model of a kind), ``{kind}_{i}_{scorer}`` (one per
+        variant), ``{kind}_{k}_vs_0_{scorer}`` (treatment models), ``custom_scorer_{idx}``
+        for callables. ``is_oos=False`` means X, y, w are exactly the training data (scores
+        of cross-fitted predictions). Computed over partitions on the cluster: see
+        :mod:`dask_meta.evaluation` for which scorers are summed and which are gathered.
+        """
+        self._check_predict(is_oos, oos_method)
+        self._require_treatment_fitted()
+        specs = self.nuisance_model_specifications() | self.treatment_model_specifications()
+        validate_scoring(scoring, list(specs))
+        plan = self._evaluation_plan(bool(is_oos), oos_method, self._scoring(scoring))
+        check_items(plan.items)
+        assert self._fit_context is not None
+        context = self._fit_context
+        data = training_frame(X, y, w)
+        got = data.columns
+        if got.as_numpy != context.columns.as_numpy or set(got.names) != set(context.columns.names):
+            raise ValueError(
+                f"X has the columns {list(got.names)} but the learner was fitted on "
+                f"{list(context.columns.names)}"
+            )
+        frame_parts = partitions(data.frame)
+        fold_parts = None
+        if not is_oos:
+            if len(frame_parts) != len(context.lengths):
+                raise ValueError(
+                    f"is_oos=False needs exactly the training data, but X has "
+                    f"{len(frame_parts)} partitions where the training data had "
+                    f"{len(context.lengths)}; use is_oos=True for other data"
+                )
+            fold_parts = partitions(context.fold_frame)
+        return evaluate_partitions(self._predict_client(), frame_parts, fold_parts, context, plan)
+
+    def _evaluation_plan(
+        self, is_oos: bool, oos_method: str, scoring: dict[str, list[Any]]
+    ) -> PartitionPlan:
+        """Which models are scored on which rows against which targets (per learner)."""
+        raise NotImplementedError(f"{type(self).__name__} does not define its evaluation")
+
+    def _feature_names(self) -> tuple[Any, ...]:
+        assert self._fit_context is not None
+        return tuple(self._fit_context.columns.names)
+
+    def _evaluated(
+        self,
+        kind: str,
+        scoring: dict[str, list[Any]],
+        ordinal: int = 0,
+        index: str = "",
+        key: str | None = None,
+        oos: tuple[bool, str] | None = None,
+    ) -> Evaluated:
+        """An evaluated model of ``kind``; ``index`` is "" (one model), "k_" or "k_vs_0_".
+
+        ``oos``: (is_oos, oos_method), checked against the model as its predict would.
+        """
+        specs = self.nuisance_model_specifications() | self.treatment_model_specifications()
+        method = specs[kind].predict_method(self)
+        cfe = self._cfe(kind, ordinal)
+        if oos is not None:
+            cfe.check_predict_args(oos[0], method, oos[1])
+        classes = np.asarray(cfe.classes_) if method == "predict_proba" else None
+        return Evaluated(f"{kind}_{index}", method, classes, tuple(scoring[kind]), key)
 
     def _predict_client(self) -> Client:
         client = self.client or getattr(self, "_client", None)

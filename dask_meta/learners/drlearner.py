@@ -17,6 +17,7 @@ from dask_meta._constants import (
     Y_COL,
 )
 from dask_meta.data import training_frame
+from dask_meta.evaluation import PartitionPlan, predict_rows
 from dask_meta.learners._common import (
     EPSILON,
     clip_to_epsilon,
@@ -31,7 +32,7 @@ from dask_meta.learners.base import (
     ModelSpecification,
     derived_columns,
 )
-from dask_meta.learners.tlearner import ConditionalAverageOutcomes
+from dask_meta.learners.tlearner import ConditionalAverageOutcomes, outcome_evaluation_rows
 
 
 def aipw_pseudo_outcomes(
@@ -116,6 +117,32 @@ def _ate_partition(frame: pd.DataFrame, folds: pd.DataFrame | None, bundle: Any)
     )
 
 
+def dr_evaluation_rows(frame: pd.DataFrame, folds: pd.DataFrame | None, bundle: Any) -> list:
+    """Outcome and propensity models, then treatment model k on all rows against the AIPW
+    pseudo-outcome of variant k (nuisances at the same is_oos / oos_method)."""
+    outcome_bundle, propensity, designs, treatments, t_design, oos, is_clf, adaptive = bundle
+    rows = outcome_evaluation_rows(frame, folds, outcome_bundle)
+    w = frame[W_COL].to_numpy()
+    every = np.ones(len(frame), dtype=bool)
+    rows.append(
+        (
+            predict_rows(propensity, designs[0], frame, folds, "predict_proba", oos, every),
+            w.astype(float),
+            every,
+            None,
+        )
+    )
+    cfes, _, outcome_method, _ = outcome_bundle
+    variants = list(range(1, len(cfes)))
+    phi = aipw_pseudo_outcomes(
+        frame, folds, propensity, cfes, designs, variants, outcome_method, oos, is_clf, adaptive
+    )
+    for j, model in enumerate(treatments):
+        tau = predict_rows(model, t_design, frame, folds, "predict", oos, every)
+        rows.append((tau, phi[:, j], every, None))
+    return rows
+
+
 class DRLearner(ConditionalAverageOutcomes, MetaLearner):
     """DR-learner: outcome models per variant, a propensity model, AIPW pseudo-outcomes."""
 
@@ -198,6 +225,30 @@ class DRLearner(ConditionalAverageOutcomes, MetaLearner):
                 self.is_classification,
                 self.adaptive_clipping,
             ),
+        )
+
+    def _evaluation_plan(
+        self, is_oos: bool, oos_method: str, scoring: dict[str, list[Any]]
+    ) -> PartitionPlan:
+        oos = (is_oos, oos_method)
+        outcome_bundle, items = self._outcome_evaluation(is_oos, oos_method, scoring)
+        propensity = self._evaluated(PROPENSITY_MODEL, scoring, oos=oos)
+        treatments = [
+            self._evaluated(TREATMENT_MODEL, scoring, k - 1, f"{k}_vs_0_", oos=oos)
+            for k in range(1, self.n_variants)
+        ]
+        bundle = (
+            outcome_bundle,
+            self._nuisance_models[PROPENSITY_MODEL][0],
+            (self._design(PROPENSITY_MODEL), self._design(VARIANT_OUTCOME_MODEL)),
+            self._treatment_models[TREATMENT_MODEL],
+            self._design(TREATMENT_MODEL),
+            oos_method,
+            self.is_classification,
+            self.adaptive_clipping,
+        )
+        return PartitionPlan(
+            dr_evaluation_rows, bundle, (*items, propensity, *treatments), self._feature_names()
         )
 
     def predict(self, X: Any, is_oos: bool, oos_method: str = OVERALL) -> Any:

@@ -18,6 +18,7 @@ from dask_meta._constants import (
     Y_COL,
 )
 from dask_meta.backends import supports_sample_weight
+from dask_meta.evaluation import R_LOSS, Evaluated, PartitionPlan, predict_rows
 from dask_meta.learners._common import (
     EPSILON,
     clip_to_epsilon,
@@ -94,6 +95,33 @@ def r_cao_partition(X: pd.DataFrame, folds: pd.DataFrame | None, bundle: Any) ->
     m = outcome.block_predict(o_design.matrix(X), folds, outcome_method, oos)
     control = m - np.einsum("nk,nkc->nc", e[:, 1:], tau)
     return np.concatenate([control[:, None, :], control[:, None, :] + tau], axis=1)
+
+
+def r_evaluation_rows(frame: pd.DataFrame, folds: pd.DataFrame | None, bundle: Any) -> list:
+    """Outcome and propensity models; treatment model k on rows w in {0, k} against the
+    residual pseudo-outcome with the squared treatment residual as weight; the R-loss."""
+    propensity, p_design, outcome, o_design, outcome_method, treatments, t_design, oos = bundle[:8]
+    cate_bundle, is_classification, epsilon = bundle[8:]
+    y = frame[Y_COL].to_numpy(dtype=float)
+    w = frame[W_COL].to_numpy()
+    every = np.ones(len(frame), dtype=bool)
+    m_all = predict_rows(outcome, o_design, frame, folds, outcome_method, oos, every)
+    e = predict_rows(propensity, p_design, frame, folds, "predict_proba", oos, every)
+    rows = [(m_all, y, every, None), (e, w.astype(float), every, None)]
+    m = positive_class(m_all, is_classification)
+    tau = treatment_cate_partition(frame, folds, cate_bundle)
+    channel = 1 if is_classification else 0
+    losses = []
+    for k, model in enumerate(treatments, start=1):
+        mask = (w == 0) | (w == k)
+        e_bin = e[:, k] / (e[:, 0] + e[:, k])
+        w_res = (w == k).astype(float) - e_bin
+        pseudo = (y - m) / clip_to_epsilon(w_res, epsilon)
+        tau_hat = predict_rows(model, t_design, frame, folds, "predict", oos, mask)
+        rows.append((tau_hat, pseudo, mask, np.square(w_res)))
+        # r_loss_k_vs_0 = sqrt(mean(((y - m) - tau (w - e))^2)): the "prediction" tau (w - e)
+        losses.append((tau[:, k - 1, channel] * w_res, y - m, mask, None))
+    return rows + losses
 
 
 class RLearner(MetaLearner):
@@ -183,6 +211,37 @@ class RLearner(MetaLearner):
         for m in models:
             m.check_predict_args(True, "predict", oos_method)
         return (models, self._design(TREATMENT_MODEL), oos_method, self.is_classification)
+
+    def _evaluation_plan(
+        self, is_oos: bool, oos_method: str, scoring: dict[str, list[Any]]
+    ) -> PartitionPlan:
+        oos = (is_oos, oos_method)
+        items = [
+            self._evaluated(OUTCOME_MODEL, scoring, oos=oos),
+            self._evaluated(PROPENSITY_MODEL, scoring, oos=oos),
+            *(
+                self._evaluated(TREATMENT_MODEL, scoring, k - 1, f"{k}_vs_0_", oos=oos)
+                for k in range(1, self.n_variants)
+            ),
+            *(
+                Evaluated("", "predict", None, (R_LOSS,), key=f"r_loss_{k}_vs_0")
+                for k in range(1, self.n_variants)
+            ),
+        ]
+        bundle = (
+            self._nuisance_models[PROPENSITY_MODEL][0],
+            self._design(PROPENSITY_MODEL),
+            self._nuisance_models[OUTCOME_MODEL][0],
+            self._design(OUTCOME_MODEL),
+            self._outcome_predict_method(),
+            self._treatment_models[TREATMENT_MODEL],
+            self._design(TREATMENT_MODEL),
+            oos_method,
+            self._cate_bundle(oos_method),
+            self.is_classification,
+            EPSILON,
+        )
+        return PartitionPlan(r_evaluation_rows, bundle, tuple(items), self._feature_names())
 
     def predict(self, X: Any, is_oos: bool, oos_method: str = OVERALL) -> Any:
         """The CATE ``(n, n_variants - 1, n_outputs)``; ``[-tau, tau]`` for classification."""

@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dask_meta._constants import BASE_MODEL, NUISANCE, OVERALL, Y_COL
+from dask_meta._constants import BASE_MODEL, NUISANCE, OVERALL, W_COL, Y_COL
 from dask_meta.backends import Design, is_categorical_aware
+from dask_meta.evaluation import PartitionPlan, predict_rows
 from dask_meta.learners.base import (
     FitRun,
     MetaLearner,
@@ -145,6 +146,14 @@ class SLearner(MetaLearner):
         bundle = (cfe, self._design(BASE_MODEL), method, oos_method, self.n_variants, cate)
         return bundle, (k, n_out)
 
+    def _evaluation_plan(
+        self, is_oos: bool, oos_method: str, scoring: dict[str, list[Any]]
+    ) -> PartitionPlan:
+        item = self._evaluated(BASE_MODEL, scoring, oos=(is_oos, oos_method))
+        cfe = self._nuisance_models[BASE_MODEL][0]
+        bundle = (cfe, self._design(BASE_MODEL), item.method, oos_method)
+        return PartitionPlan(s_evaluation_rows, bundle, (item,), self._feature_names())
+
     def predict_conditional_average_outcomes(
         self, X: Any, is_oos: bool, oos_method: str = OVERALL
     ) -> Any:
@@ -197,6 +206,15 @@ class SLearner(MetaLearner):
             (n_out,) if n_out > 1 else (),
             "slearner-nuisance",
         )
+
+
+def s_evaluation_rows(frame: pd.DataFrame, folds: pd.DataFrame | None, bundle: Any) -> list:
+    """The base model on X with the observed treatment appended, against y."""
+    cfe, design, method, oos = bundle
+    w = frame[W_COL].to_numpy()
+    every = np.ones(len(frame), dtype=bool)
+    prediction = predict_rows(cfe, design, frame, folds, method, oos, every, w=w)
+    return [(prediction, frame[Y_COL].to_numpy(dtype=float), every, None)]
 
 
 def _s_nuisance_partition(X: pd.DataFrame, folds: pd.DataFrame | None, bundle: Any) -> np.ndarray:

@@ -7,7 +7,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dask_meta._constants import OVERALL, VARIANT_OUTCOME_MODEL, Y_COL
+from dask_meta._constants import OVERALL, VARIANT_OUTCOME_MODEL, W_COL, Y_COL
+from dask_meta.evaluation import Evaluated, PartitionPlan, predict_rows
 from dask_meta.learners.base import (
     MetaLearner,
     ModelEntry,
@@ -34,6 +35,17 @@ def cao_partition(X: pd.DataFrame, folds: pd.DataFrame | None, bundle: Any) -> n
     return cao[:, 1:] - cao[:, [0]] if cate else cao
 
 
+def outcome_evaluation_rows(frame: pd.DataFrame, folds: pd.DataFrame | None, bundle: Any) -> list:
+    """Variant k's outcome model on the rows w == k against y (T, X and DR)."""
+    cfes, designs, method, oos = bundle
+    y = frame[Y_COL].to_numpy(dtype=float)
+    w = frame[W_COL].to_numpy()
+    return [
+        (predict_rows(cfe, d, frame, folds, method, oos, w == k), y, w == k, None)
+        for k, (cfe, d) in enumerate(zip(cfes, designs, strict=True))
+    ]
+
+
 class ConditionalAverageOutcomes:
     """E[Y(k) | X] from the variant outcome models (T, X and DR; reference §3.1)."""
 
@@ -46,6 +58,17 @@ class ConditionalAverageOutcomes:
         n_out = n_outputs_of(self, VARIANT_OUTCOME_MODEL)
         k = self.n_variants - 1 if cate else self.n_variants
         return (cfes, designs, method, oos_method, cate), (k, n_out)
+
+    def _outcome_evaluation(
+        self: Any, is_oos: bool, oos_method: str, scoring: dict[str, list[Any]]
+    ) -> tuple[tuple[Any, ...], tuple[Evaluated, ...]]:
+        """The bundle of :func:`outcome_evaluation_rows` and the evaluated outcome models."""
+        (cfes, designs, method, oos, _), _ = self._outcome_bundle(oos_method, cate=False)
+        items = tuple(
+            self._evaluated(VARIANT_OUTCOME_MODEL, scoring, k, f"{k}_", oos=(is_oos, oos_method))
+            for k in range(self.n_variants)
+        )
+        return (cfes, designs, method, oos), items
 
     def predict_conditional_average_outcomes(
         self: Any, X: Any, is_oos: bool, oos_method: str = OVERALL
@@ -89,3 +112,9 @@ class TLearner(ConditionalAverageOutcomes, MetaLearner):
         self._check_predict(is_oos, oos_method)
         bundle, tail = self._outcome_bundle(oos_method, cate=True)
         return self._map(X, is_oos, cao_partition, bundle, tail, "tlearner-cate")
+
+    def _evaluation_plan(
+        self, is_oos: bool, oos_method: str, scoring: dict[str, list[Any]]
+    ) -> PartitionPlan:
+        bundle, items = self._outcome_evaluation(is_oos, oos_method, scoring)
+        return PartitionPlan(outcome_evaluation_rows, bundle, items, self._feature_names())

@@ -17,6 +17,7 @@ from dask_meta._constants import (
     W_COL,
     Y_COL,
 )
+from dask_meta.evaluation import PartitionPlan, predict_rows
 from dask_meta.learners._common import effect_outputs, positive_class
 from dask_meta.learners.base import (
     Derivation,
@@ -26,7 +27,11 @@ from dask_meta.learners.base import (
     ModelSpecification,
     derived_columns,
 )
-from dask_meta.learners.tlearner import ConditionalAverageOutcomes
+from dask_meta.learners.tlearner import (
+    ConditionalAverageOutcomes,
+    cao_partition,
+    outcome_evaluation_rows,
+)
 
 
 def imputed_effect(
@@ -67,6 +72,27 @@ def x_cate_partition(X: pd.DataFrame, folds: pd.DataFrame | None, bundle: Any) -
         g = e[:, k] / (e[:, 0] + e[:, k])
         taus.append(effect_outputs(g * tau_c + (1 - g) * tau_t, is_classification))
     return np.stack(taus, axis=1)
+
+
+def x_evaluation_rows(frame: pd.DataFrame, folds: pd.DataFrame | None, bundle: Any) -> list:
+    """Outcome and propensity models, then the effect models against the imputed effects
+    y - mu_0 (rows w == k) and mu_k - y (rows w == 0) from the conditional average outcomes."""
+    outcome_bundle, propensity, p_design, p_oos, effects, oos, is_classification = bundle
+    rows = outcome_evaluation_rows(frame, folds, outcome_bundle)
+    y = frame[Y_COL].to_numpy(dtype=float)
+    w = frame[W_COL].to_numpy()
+    every = np.ones(len(frame), dtype=bool)
+    e = predict_rows(propensity, p_design, frame, folds, "predict_proba", p_oos, every)
+    rows.append((e, w.astype(float), every, None))
+    cao = cao_partition(frame, folds, (*outcome_bundle, False))
+    channel = 1 if is_classification else 0
+    treated_rows, control_rows = [], []
+    for k, (treated, t_design, control, c_design) in enumerate(effects, start=1):
+        tau_t = predict_rows(treated, t_design, frame, folds, "predict", oos, w == k)
+        treated_rows.append((tau_t, y - cao[:, 0, channel], w == k, None))
+        tau_c = predict_rows(control, c_design, frame, folds, "predict", oos, w == 0)
+        control_rows.append((tau_c, cao[:, k, channel] - y, w == 0, None))
+    return rows + treated_rows + control_rows
 
 
 class XLearner(ConditionalAverageOutcomes, MetaLearner):
@@ -143,14 +169,38 @@ class XLearner(ConditionalAverageOutcomes, MetaLearner):
             ),
         )
 
-    def predict(self, X: Any, is_oos: bool, oos_method: str = OVERALL) -> Any:
-        """The CATE ``(n, n_variants - 1, n_outputs)``; ``[-tau, tau]`` for classification."""
-        self._check_predict(is_oos, oos_method)
-        self._require_treatment_fitted()
-        propensity = self._nuisance_models[PROPENSITY_MODEL][0]
-        # metalearners: no median of probabilities, so the propensity falls back to overall
-        p_oos = OVERALL if oos_method == MEDIAN else oos_method
-        effects = [
+    def _evaluation_plan(
+        self, is_oos: bool, oos_method: str, scoring: dict[str, list[Any]]
+    ) -> PartitionPlan:
+        oos = (is_oos, oos_method)
+        outcome_bundle, items = self._outcome_evaluation(is_oos, oos_method, scoring)
+        propensity = self._evaluated(PROPENSITY_MODEL, scoring, oos=oos)
+        treated = [
+            self._evaluated(TREATMENT_EFFECT_MODEL, scoring, k - 1, f"{k}_vs_0_", oos=oos)
+            for k in range(1, self.n_variants)
+        ]
+        control = [
+            self._evaluated(CONTROL_EFFECT_MODEL, scoring, k - 1, f"{k}_vs_0_", oos=oos)
+            for k in range(1, self.n_variants)
+        ]
+        bundle = (
+            outcome_bundle,
+            self._nuisance_models[PROPENSITY_MODEL][0],
+            self._design(PROPENSITY_MODEL),
+            oos_method,
+            self._effects(),
+            oos_method,
+            self.is_classification,
+        )
+        return PartitionPlan(
+            x_evaluation_rows,
+            bundle,
+            (*items, propensity, *treated, *control),
+            self._feature_names(),
+        )
+
+    def _effects(self) -> list[tuple[Any, Any, Any, Any]]:
+        return [
             (
                 self._treatment_models[TREATMENT_EFFECT_MODEL][k - 1],
                 self._design(TREATMENT_EFFECT_MODEL),
@@ -159,6 +209,15 @@ class XLearner(ConditionalAverageOutcomes, MetaLearner):
             )
             for k in range(1, self.n_variants)
         ]
+
+    def predict(self, X: Any, is_oos: bool, oos_method: str = OVERALL) -> Any:
+        """The CATE ``(n, n_variants - 1, n_outputs)``; ``[-tau, tau]`` for classification."""
+        self._check_predict(is_oos, oos_method)
+        self._require_treatment_fitted()
+        propensity = self._nuisance_models[PROPENSITY_MODEL][0]
+        # metalearners: no median of probabilities, so the propensity falls back to overall
+        p_oos = OVERALL if oos_method == MEDIAN else oos_method
+        effects = self._effects()
         for treated, _, control, _ in effects:
             treated.check_predict_args(True, "predict", oos_method)
             control.check_predict_args(True, "predict", oos_method)
