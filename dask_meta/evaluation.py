@@ -129,6 +129,18 @@ class Evaluated:
     key: str | None = None
 
 
+def response_method(scorer: Any) -> str | None:
+    """The method sklearn's scorer calls on the estimator (None: unknown, a callable)."""
+    if not isinstance(scorer, str):
+        return None
+    if scorer == "accuracy":
+        return "predict"
+    if scorer in SUMMED:
+        return SUMMED[scorer].method
+    method = getattr(get_scorer(scorer), "_response_method", "predict")
+    return method if isinstance(method, str) else method[0]
+
+
 def scorer_name(scorer: Any, index: int) -> str:
     return scorer if isinstance(scorer, str) else f"custom_scorer_{index}"
 

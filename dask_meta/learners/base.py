@@ -62,6 +62,7 @@ from dask_meta.evaluation import (
     check_items,
     default_metric,
     evaluate_partitions,
+    response_method,
     validate_scoring,
 )
 from dask_meta.folds import (
@@ -1386,7 +1387,11 @@ class MetaLearner(ABC):
         method = specs[kind].predict_method(self)
         cfe = self._cfe(kind, ordinal)
         if oos is not None:
-            cfe.check_predict_args(oos[0], method, oos[1])
+            # what metalearners' scorers would call raises what it raises (e.g. no mean of
+            # classes for accuracy out of sample)
+            used = {response_method(scorer) for scorer in scoring[kind]} - {None}
+            for used_method in sorted(used) if cfe.is_classifier else [method]:
+                cfe.check_predict_args(oos[0], str(used_method), oos[1])
         classes = np.asarray(cfe.classes_) if method == "predict_proba" else None
         return Evaluated(f"{kind}_{index}", method, classes, tuple(scoring[kind]), key)
 
