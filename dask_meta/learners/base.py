@@ -1389,9 +1389,9 @@ class MetaLearner(ABC):
         if oos is not None:
             # what metalearners' scorers would call raises what it raises (e.g. no mean of
             # classes for accuracy out of sample)
-            used = {response_method(scorer) for scorer in scoring[kind]} - {None}
+            used = {m for m in map(response_method, scoring[kind]) if m is not None}
             for used_method in sorted(used) if cfe.is_classifier else [method]:
-                cfe.check_predict_args(oos[0], str(used_method), oos[1])
+                cfe.check_predict_args(oos[0], used_method, oos[1])
         classes = np.asarray(cfe.classes_) if method == "predict_proba" else None
         return Evaluated(f"{kind}_{index}", method, classes, tuple(scoring[kind]), key)
 
