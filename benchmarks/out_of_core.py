@@ -93,28 +93,31 @@ def default_rows(args: argparse.Namespace) -> int:
     return parts * args.rows_per_partition
 
 
+def stream_models(seed: int) -> dict:
+    """A DR-learner's models as dask-ml Incremental SGD (shared with scaling.py)."""
+    from dask_ml.wrappers import Incremental
+    from sklearn.linear_model import SGDClassifier, SGDRegressor
+
+    def stream(estimator):
+        return {"estimator": estimator, "shuffle_blocks": True, "random_state": seed}
+
+    return {
+        "nuisance_model_factory": Incremental,
+        "nuisance_model_params": stream(SGDRegressor(random_state=seed)),
+        "propensity_model_factory": Incremental,
+        "propensity_model_params": stream(
+            SGDClassifier(loss="log_loss", alpha=1e-3, random_state=seed)
+        ),
+        "treatment_model_factory": Incremental,
+        "treatment_model_params": stream(SGDRegressor(alpha=1e-3, eta0=1e-3, random_state=seed)),
+    }
+
+
 def learner_for(args: argparse.Namespace, client):
     from dask_meta import DRLearner
 
     if args.backend == "stream":
-        from dask_ml.wrappers import Incremental
-        from sklearn.linear_model import SGDClassifier, SGDRegressor
-
-        def stream(estimator):
-            return {"estimator": estimator, "shuffle_blocks": True, "random_state": args.seed}
-
-        factories = {
-            "nuisance_model_factory": Incremental,
-            "nuisance_model_params": stream(SGDRegressor(random_state=args.seed)),
-            "propensity_model_factory": Incremental,
-            "propensity_model_params": stream(
-                SGDClassifier(loss="log_loss", alpha=1e-3, random_state=args.seed)
-            ),
-            "treatment_model_factory": Incremental,
-            "treatment_model_params": stream(
-                SGDRegressor(alpha=1e-3, eta0=1e-3, random_state=args.seed)
-            ),
-        }
+        factories = stream_models(args.seed)
     else:
         from lightgbm.dask import DaskLGBMClassifier, DaskLGBMRegressor
 

@@ -33,7 +33,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from out_of_core import GIB, _peak_rss  # noqa: E402
+from out_of_core import GIB, _peak_rss, stream_models  # noqa: E402
 
 RESULTS = HERE / "results" / "scaling.json"
 
@@ -71,24 +71,7 @@ def learner(args: argparse.Namespace, backend: str, client):
             "treatment_model_params": params,
         }
     else:
-        from dask_ml.wrappers import Incremental
-        from sklearn.linear_model import SGDClassifier, SGDRegressor
-
-        def stream(estimator):
-            return {"estimator": estimator, "shuffle_blocks": True, "random_state": args.seed}
-
-        models = {
-            "nuisance_model_factory": Incremental,
-            "nuisance_model_params": stream(SGDRegressor(random_state=args.seed)),
-            "propensity_model_factory": Incremental,
-            "propensity_model_params": stream(
-                SGDClassifier(loss="log_loss", alpha=1e-3, random_state=args.seed)
-            ),
-            "treatment_model_factory": Incremental,
-            "treatment_model_params": stream(
-                SGDRegressor(alpha=1e-3, eta0=1e-3, random_state=args.seed)
-            ),
-        }
+        models = stream_models(args.seed)
     return DRLearner(
         False,
         args.variants,
