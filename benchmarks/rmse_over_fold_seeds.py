@@ -75,14 +75,16 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 dm_runs.append({"seed": seed, "fit_s": run["fit_s"], "rmse": run["rmse"]})
                 print(
-                    f"[dask-meta] fold seed {seed}: fit {run['fit_s']:.1f} s, RMSE {np.round(run['rmse'], 4).tolist()}"
+                    f"[dask-meta] fold seed {seed}: fit {run['fit_s']:.1f} s, "
+                    f"RMSE {np.round(run['rmse'], 4).tolist()}"
                 )
         for seed in args.fold_seeds:
             ml = single.run_metalearners(argparse.Namespace(**{**vars(args), "seed": seed}), path)
             config = ml["configs"][0]
             ml_runs.append({"seed": seed, "fit_s": config["fit_s"], "rmse": config["rmse"]})
             print(
-                f"[metalearners] fold seed {seed}: fit {config['fit_s']:.1f} s, RMSE {np.round(config['rmse'], 4).tolist()}"
+                f"[metalearners] fold seed {seed}: fit {config['fit_s']:.1f} s, "
+                f"RMSE {np.round(config['rmse'], 4).tolist()}"
             )
 
     dm_mean, dm_se = summary([r["rmse"] for r in dm_runs])

@@ -12,6 +12,8 @@ from dask_meta.learners import (
     XLearner,
     r_loss,
 )
+from dask_meta.persistence import load
+from dask_meta.progress import verbose
 from dask_meta.utils import simplify_output
 
 __all__ = [
@@ -24,8 +26,10 @@ __all__ = [
     "XLearner",
     "close_embedded",
     "embedded_client",
+    "load",
     "r_loss",
     "simplify_output",
+    "verbose",
     "write_predictions",
 ]
 

@@ -11,6 +11,7 @@ used: with Dask's per-partition index it is silently wrong.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 from dask.dataframe.dask_expr._expr import are_co_aligned
+from dask.dataframe.utils import has_known_categories
 
 from dask_meta._constants import RESERVED_PREFIX, ROWS_PER_PARTITION, W_COL, Y_COL
 
@@ -40,6 +42,9 @@ class Columns:
     as_numpy: bool
     #: the covariates' dtypes as seen at fit time (checked at predict time)
     dtypes: tuple[str, ...]
+    #: categorical columns whose categories Dask did not know, with the categories found in
+    #: all partitions at fit time: every partition is cast to them, at fit and predict time
+    categories: tuple[tuple[Any, tuple[Any, ...]], ...] = ()
 
     def select(self, feature_set: Sequence[Any] | None, name: str) -> tuple[Any, ...]:
         """Resolve a ``feature_set`` (positions or column names) to training-frame columns."""
@@ -245,12 +250,15 @@ def combine(X: Any, vectors: dict[str, tuple[str, Any]]) -> Frame:
     return Frame(frame, cols, in_memory=False)
 
 
-def training_frame(X: Any, y: Any, w: Any, row_params: dict[str, Any] | None = None) -> Frame:
+def training_frame(
+    X: Any, y: Any, w: Any, row_params: dict[str, Any] | None = None, y_name: str = "y"
+) -> Frame:
     """The training frame of a fit: X's columns plus y, w and per-row fit parameters.
 
-    ``w=None`` (a lone cross-fit estimator) gives a constant treatment column.
+    ``w=None`` (a lone cross-fit estimator) gives a constant treatment column; ``y_name``
+    names y in errors.
     """
-    vectors: dict[str, tuple[str, Any]] = {Y_COL: ("y", y), W_COL: ("w", w)}
+    vectors: dict[str, tuple[str, Any]] = {Y_COL: (y_name, y), W_COL: ("w", w)}
     for column, (arg, v) in (row_params or {}).items():
         vectors[column] = (arg, v)
     return combine(X, vectors)
@@ -271,7 +279,84 @@ def prediction_frame(X: Any, columns: Columns) -> Frame:
         raise ValueError(f"X lacks the columns {missing} the learner was fitted on")
     if not columns.as_numpy and got.names != columns.names:
         frame = Frame(frame.frame[list(columns.names)], columns, frame.in_memory)
+    if columns.categories:
+        frame = Frame(_cast_categories(frame.frame, columns.categories), columns, frame.in_memory)
     return frame
+
+
+# --- categorical columns whose categories differ between partitions ---------------------------
+
+
+def unknown_categoricals(data: Frame) -> tuple[Any, ...]:
+    """Feature columns of categorical dtype whose categories Dask does not know.
+
+    A parquet dataset written file by file has them: each partition carries its own
+    categories, so the same value has other codes in other partitions, and concatenating
+    partitions (a fit's rows) falls back to object dtype.
+    """
+    meta = data.frame._meta
+    return tuple(
+        c
+        for c in data.columns.names
+        if isinstance(meta[c].dtype, pd.CategoricalDtype) and not has_known_categories(meta[c])
+    )
+
+
+def partition_categories(part: pd.DataFrame, columns: Sequence[Any]) -> dict[Any, list[Any]]:
+    """The categories of the categorical ``columns`` in one partition (runs on a worker)."""
+    return {c: part[c].cat.categories.tolist() for c in columns}
+
+
+def with_categories(data: Frame, found: Sequence[dict[Any, list[Any]]]) -> Frame:
+    """The training frame with the categories of every partition (``found``) in every one.
+
+    Categories are sorted (first seen, partition by partition, for ordered categoricals), so
+    the same rows give the same dtype however they are partitioned.
+    """
+    meta = data.frame._meta
+    categories = []
+    for column in unknown_categoricals(data):
+        seen: dict[Any, None] = {}
+        for per_partition in found:
+            seen.update(dict.fromkeys(per_partition.get(column, [])))
+        values = list(seen)
+        if not meta[column].dtype.ordered:
+            try:
+                values = sorted(values)
+            except TypeError:
+                values = sorted(values, key=repr)
+        categories.append((column, tuple(values)))
+    if not categories:
+        return data
+    columns = dataclasses.replace(data.columns, categories=tuple(categories))
+    return Frame(_cast_categories(data.frame, columns.categories), columns, data.in_memory)
+
+
+def _dtypes_of(
+    categories: tuple[tuple[Any, tuple[Any, ...]], ...], ordered: dict[Any, bool]
+) -> dict[Any, pd.CategoricalDtype]:
+    return {
+        c: pd.CategoricalDtype(list(values), ordered=ordered.get(c, False))
+        for c, values in categories
+    }
+
+
+def _cast_partition(part: pd.DataFrame, dtypes: dict[Any, pd.CategoricalDtype]) -> pd.DataFrame:
+    present = {c: t for c, t in dtypes.items() if c in part.columns}
+    return part.astype(present) if present else part
+
+
+def _cast_categories(
+    frame: dd.DataFrame, categories: tuple[tuple[Any, tuple[Any, ...]], ...]
+) -> dd.DataFrame:
+    meta = frame._meta
+    ordered = {
+        c: bool(getattr(meta[c].dtype, "ordered", False)) for c, _ in categories if c in meta
+    }
+    dtypes = _dtypes_of(categories, ordered)
+    return frame.map_partitions(
+        _cast_partition, dtypes, meta=_cast_partition(meta, dtypes), align_dataframes=False
+    )
 
 
 #: dask-expr "tunes" a read_parquet under any other operation by fusing files into fewer

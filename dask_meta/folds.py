@@ -21,6 +21,7 @@ Every cross-fit estimator gets a :class:`SplitRef`: a fold column of the trainin
 
 from __future__ import annotations
 
+import uuid
 import zlib
 from collections import Counter
 from collections.abc import Hashable, Sequence
@@ -35,7 +36,7 @@ from distributed import Client
 from sklearn.model_selection import KFold, StratifiedKFold
 
 from dask_meta._constants import FOLD_PREFIX, NOT_IN_SPLIT, W_COL, Y_COL
-from dask_meta.data import partitions
+from dask_meta.data import partition_categories, partitions
 
 STRATEGIES = ("partition", "hash", "sklearn")
 
@@ -73,6 +74,8 @@ class PartitionStats:
     hash_strata: Counter = field(default_factory=Counter)
     w: np.ndarray | None = None
     y: np.ndarray | None = None
+    #: categories of the categorical feature columns Dask does not know the categories of
+    categories: dict[Any, list[Any]] = field(default_factory=dict)
 
 
 def _w_as_int(w: pd.Series) -> np.ndarray:
@@ -104,6 +107,7 @@ def _partition_stats(
     hash_specs: tuple[tuple[str, str, int, int], ...],
     fold_key: str | None,
     keep_arrays: bool,
+    categorical: tuple[Any, ...] = (),
 ) -> PartitionStats:
     y = part[Y_COL]
     w = part[W_COL]
@@ -140,6 +144,8 @@ def _partition_stats(
     if keep_arrays:
         stats.w = w_int
         stats.y = y_values
+    if categorical:
+        stats.categories = partition_categories(part, categorical)
     return stats
 
 
@@ -151,14 +157,18 @@ def scan(
     fold_key: str | None = None,
     hash_specs: tuple[tuple[str, str, int, int], ...] = (),
     keep_arrays: bool = False,
+    categorical: tuple[Any, ...] = (),
 ) -> list[PartitionStats]:
     """One cheap pass over y and w (and the fold key): small statistics per partition.
 
     Only these statistics reach the client, plus, for the ``"sklearn"`` strategy (which
-    needs them by definition), the 1-D ``w`` and ``y``.
+    needs them by definition), the 1-D ``w`` and ``y``, and the categories of the
+    ``categorical`` columns (see :func:`dask_meta.data.with_categories`).
     """
     columns = [Y_COL, W_COL] + ([fold_key] if fold_key is not None else [])
+    columns += [c for c in categorical if c not in columns]
     parts = partitions(frame[columns])
+    token = uuid.uuid4().hex[:10]
     tasks = [
         dask.delayed(_partition_stats, pure=True)(
             p,
@@ -166,7 +176,10 @@ def scan(
             hash_specs,
             fold_key,
             keep_arrays,
-            dask_key_name=f"dask_meta-scan-{i}-{dask.base.tokenize(p.key, hash_specs)}",
+            categorical,
+            # a key of its own per scan: concurrent fits of the same data (a grid search)
+            # would otherwise share keys that one of them releases while the other submits
+            dask_key_name=f"dask_meta-scan-{i}-{token}",
         )
         for i, p in enumerate(parts)
     ]
@@ -174,7 +187,10 @@ def scan(
     try:
         return client.gather(futures)
     finally:
-        client.cancel(futures)
+        # release, not cancel: a concurrent fit of the same data (a grid search) may hold
+        # futures of these very keys, and cancel would take them from it too
+        for future in futures:
+            future.release()
 
 
 # --- split requests and assignment ----------------------------------------------------------

@@ -32,6 +32,7 @@ import dask.dataframe as dd
 import pandas as pd
 from dask.delayed import Delayed
 from distributed import Client, Future, as_completed, span
+from distributed.scheduler import KilledWorker
 
 from dask_meta.backends import (
     COLLECTION,
@@ -48,6 +49,7 @@ from dask_meta.backends import (
 )
 from dask_meta.cluster import THREADS, ClusterShape, cluster_shape
 from dask_meta.data import partitions
+from dask_meta.progress import fit_progress
 
 logger = logging.getLogger("dask_meta")
 
@@ -74,6 +76,10 @@ def _words(name: str) -> str:
 
 def new_token() -> str:
     return uuid.uuid4().hex[:10]
+
+
+def _identity(obj: Any) -> Any:
+    return obj
 
 
 def fit_key(kind: str, ordinal: int, fold: int | None, token: str) -> str:
@@ -103,6 +109,47 @@ class Job:
     @property
     def group(self) -> tuple[str, str, int]:
         return (self.stage, self.kind, self.ordinal)
+
+
+def describe(job: Job) -> str:
+    """A job in words: ``treatment_model 0 fold 2``, ``propensity_model 0 overall model``."""
+    which = "overall model" if job.fold is None else f"fold {job.fold}"
+    return f"{job.kind} {job.ordinal} {which}"
+
+
+class FitKilledWorker(KilledWorker):
+    """A fit job whose worker process died every time it ran it.
+
+    Distributed gives up on a task after ``distributed.scheduler.allowed-failures`` worker
+    deaths (``KilledWorker``, which this still is); this names the model, fold and task.
+    """
+
+    def __init__(self, task: Any, last_worker: Any, allowed_failures: int, job_key: str, job: str):
+        # all five in args, so that the exception pickles like any other
+        Exception.__init__(self, task, last_worker, allowed_failures, job_key, job)
+
+    @classmethod
+    def of(cls, job: Job, cause: KilledWorker) -> FitKilledWorker:
+        return cls(cause.task, cause.last_worker, cause.allowed_failures, job.key, describe(job))
+
+    @property
+    def job_key(self) -> str:
+        return str(self.args[3])
+
+    @property
+    def job(self) -> str:
+        return str(self.args[4])
+
+    def __str__(self) -> str:
+        task = "" if self.task == self.job_key else f" at its input task {self.task!r}"
+        return (
+            f"the fit of {self.job} (task {self.job_key}) failed: {self.allowed_failures + 1} "
+            f"workers died while running it{task}, the last one "
+            f"{self.last_worker.address}. The base model's fit crashes its worker process "
+            "(a segfault, os._exit, or more memory than the worker's limit); check the worker "
+            "logs. Distributed gives up after distributed.scheduler.allowed-failures="
+            f"{self.allowed_failures} deaths."
+        )
 
 
 @dataclass
@@ -195,6 +242,7 @@ class Planner:
         The futures keep their graph lineage, so a lost worker's partitions are recomputed.
         """
         parts = partitions(frame)
+        logger.info("%s: keeping the %s in the cluster's memory", self.label, name)
         with span(self.label, "data", name):
             futures = self.client.compute(parts)
         self._owned.extend(futures)
@@ -241,11 +289,20 @@ class Planner:
         try:
             return list(self.client.gather(futures))
         finally:
-            self.client.cancel(futures)
+            # release, not cancel: concurrent fits of the same data share these keys
+            for future in futures:
+                future.release()
 
     def scatter(self, obj: Any) -> Future:
-        """Put one small object (fitted models of an earlier fit) on the cluster once."""
-        future = self.client.scatter(obj, hash=False)
+        """Put one small object (fitted models) on the cluster once.
+
+        As a task that returns it, not ``client.scatter``: scattered data has no lineage,
+        so losing the worker that holds it would fail every task that needs it, while a
+        task's result is recomputed elsewhere.
+        """
+        future = self.client.submit(
+            _identity, obj, key=f"dask_meta-models-{new_token()}", pure=False
+        )
         self._owned.append(future)
         return future
 
@@ -300,6 +357,7 @@ class Planner:
         capacity = self.shape.total_threads * (2 if self.shape.declares_threads else 1)
         capacity = max(capacity, self.shape.max_threads)
         ac = as_completed(loop=self.client.loop)
+        progress = fit_progress(self.label, pending, len(waiting))
 
         def can_start(job: Job) -> bool:
             if threads_in_flight and threads_in_flight + job.spec.threads > capacity:
@@ -321,6 +379,7 @@ class Planner:
             else:
                 self.futures[job.key] = self.scatter(result)
             self._record(job, result, submitted)
+            progress.finished(job, len(waiting))
             build_ready()
 
         def fill() -> None:
@@ -354,6 +413,7 @@ class Planner:
                 new_jobs = d.build(results, self.futures)
                 self.validate(new_jobs)
                 pending.extend(new_jobs)
+                progress.added(new_jobs, len(waiting))
             pending.sort(key=_priority)
 
         try:
@@ -380,23 +440,25 @@ class Planner:
                     f"{[j.key for j in pending]} and {len(waiting)} deferred groups"
                 )
         except BaseException:
+            progress.close(failed=True)
             futures = list(in_flight)
             if futures:
                 self.client.cancel(futures, force=True)
             self.cancel_all()
             raise
+        progress.close()
         return results
 
     @staticmethod
     def _raise_for(job: Job, future: Future) -> Any:
         try:
             return future.result()
+        except KilledWorker as exc:
+            # the worker process died (crash, os._exit, out of memory) every time it ran
+            # this job: say which model it was, not only a task key
+            raise FitKilledWorker.of(job, exc) from exc
         except Exception as exc:
-            exc.add_note(
-                f"dask_meta: while fitting {job.kind} {job.ordinal} "
-                f"{'overall model' if job.fold is None else f'fold {job.fold}'} "
-                f"(task {job.key})"
-            )
+            exc.add_note(f"dask_meta: while fitting {describe(job)} (task {job.key})")
             raise
 
     def _submit(self, job: Job, step: int, previous: Future | None = None) -> Future:
@@ -444,8 +506,7 @@ class Planner:
             return fit_collection(job.spec, self.client, frame, int(job.cost))
         except Exception as exc:
             exc.add_note(
-                f"dask_meta: while fitting {job.kind} {job.ordinal} "
-                f"{'overall model' if job.fold is None else f'fold {job.fold}'} "
+                f"dask_meta: while fitting {describe(job)} "
                 f"({job.spec.factory.__name__} on the cluster)"
             )
             raise

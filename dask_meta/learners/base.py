@@ -29,6 +29,7 @@ from dask_meta._constants import (
     PARAM_PREFIX,
     PROPENSITY_MODEL,
     TREATMENT,
+    TREATMENT_MODEL,
     W_COL,
     Y_COL,
 )
@@ -55,7 +56,14 @@ from dask_meta.crossfit import (
     train_rows,
     validate_oos_method,
 )
-from dask_meta.data import Frame, is_dask, partitions, training_frame
+from dask_meta.data import (
+    Frame,
+    is_dask,
+    partitions,
+    training_frame,
+    unknown_categoricals,
+    with_categories,
+)
 from dask_meta.evaluation import (
     Evaluated,
     PartitionPlan,
@@ -64,6 +72,11 @@ from dask_meta.evaluation import (
     evaluate_partitions,
     response_method,
     validate_scoring,
+)
+from dask_meta.explain import (
+    Explainer,
+    check_explainer_arguments,
+    overall_models,
 )
 from dask_meta.folds import (
     Assignment,
@@ -579,6 +592,16 @@ class MetaLearner(ABC):
             "plan": self.plan,
         }
 
+    def save(self, path: Any, **kwargs: Any) -> str:
+        """Save this fitted learner to a directory; ``dask_meta.load(path)`` loads it.
+
+        Keyword arguments (``trusted``, ``folds``, ``overwrite``, ``storage_options``): see
+        :func:`dask_meta.persistence.save`.
+        """
+        from dask_meta.persistence import save
+
+        return save(self, path, **kwargs)
+
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["client"] = None
@@ -725,12 +748,12 @@ class MetaLearner(ABC):
             if run.shared_bins:
                 run.planner.drop_bins(run.token)
             run.planner.release()
-        # install only once everything succeeded: a failed fit leaves the learner as it was
+        # install only once everything succeeded, and all at once: a failed or interrupted
+        # fit leaves the learner as it was (new lists of models, never edited in place)
+        nuisance = {kind: list(models) for kind, models in self._nuisance_models.items()}
+        treatment = {kind: list(models) for kind, models in self._treatment_models.items()}
         for (kind, ordinal), cfe in fitted.items():
-            models = (
-                self._nuisance_models if kind in self._nuisance_models else self._treatment_models
-            )
-            models[kind][ordinal] = cfe
+            (nuisance if kind in nuisance else treatment)[kind][ordinal] = cfe
         for owner, ref in run.assignment.refs.items():
             if owner not in fitted:
                 # a reused model: its folds now live in this fit's fold frame
@@ -739,32 +762,34 @@ class MetaLearner(ABC):
                 reused = copy.copy(self._cfe(kind, ordinal))
                 reused._split = ref
                 reused._context = run.context
-                models = (
-                    self._nuisance_models
-                    if kind in self._nuisance_models
-                    else self._treatment_models
-                )
-                models[kind][ordinal] = reused
+                (nuisance if kind in nuisance else treatment)[kind][ordinal] = reused
         if NUISANCE in stages and TREATMENT not in stages:
             # treatment models of an earlier fit do not belong to the new nuisance models
-            self._treatment_models = {
-                kind: [m.clone() for m in models] for kind, models in self._treatment_models.items()
-            }
-        self._fit_context = run.context
-        self._seed = run.seed
-        self._client = run.client
-        self._after_fit(run, stages)
+            treatment = {kind: [m.clone() for m in models] for kind, models in treatment.items()}
         report = run.planner.report_frame()
         report.attrs["wall_time"] = time.time() - run.started
         report.attrs["shared_bins"] = run.shared_bins
         report.attrs["persisted"] = run.persisted
+        previous = dict(self.__dict__)
+        try:
+            self._nuisance_models = nuisance
+            self._treatment_models = treatment
+            self._fit_context = run.context
+            self._seed = run.seed
+            self._client = run.client
+            self._after_fit(run, stages)
+            self.fit_report_ = report
+        except BaseException:
+            # the learner's own fit-time state (_after_fit) failed or was interrupted
+            self.__dict__.clear()
+            self.__dict__.update(previous)
+            raise
         if run.shared_bins:
             logger.info(
                 "LightGBM models of this fit trained on subsets of one binned Dataset per "
                 "worker (bin bounds from all training rows, not each fit's own rows); "
                 "fold_strategy='sklearn' bins every fit on its own rows, as metalearners does"
             )
-        self.fit_report_ = report
 
     def _after_fit(self, run: FitRun, stages: tuple[str, ...]) -> None:
         """Hook for learner state computed at fit time."""
@@ -833,6 +858,7 @@ class MetaLearner(ABC):
         seed = self._seed_for_run(entries)
         requests = self._split_requests(entries, synchronize)
         hash_specs = hash_specs_for(requests, seed) if self.fold_strategy == "hash" else ()
+        categorical = unknown_categoricals(data)
         stats = scan(
             client,
             data.frame,
@@ -840,8 +866,13 @@ class MetaLearner(ABC):
             fold_key=self.fold_key,
             hash_specs=hash_specs,
             keep_arrays=self.fold_strategy == "sklearn",
+            categorical=categorical,
         )
         self._validate_data(stats)
+        if categorical:
+            # one set of categories in every partition: a fit's rows concatenate into one
+            # categorical column, with the same codes as the same rows in one partition
+            data = with_categories(data, [s.categories for s in stats])
         assignment = assign(
             self.fold_strategy,
             data.frame,
@@ -855,16 +886,22 @@ class MetaLearner(ABC):
         planner = Planner(client, limits, label=f"dask_meta-{type(self).__name__}", shape=shape)
         parts: list[Any]
         persisted = self._persists(assignment.frame, sum(s.n for s in stats), shape)
-        if persisted:
-            parts = planner.persist_partitions(assignment.frame, "training-frame")
-        else:
-            # larger than the cluster's memory: every pass reads the partitions from source
-            parts = partitions(assignment.frame)
-        fingerprints = planner.gather_partitions(
-            fingerprint_features, parts, "fingerprint", names=data.columns.names
-        )
-        context = fit_context(data.columns, assignment, [s.n for s in stats], fingerprints)
-        self._check_reused_data(context, entries)
+        try:
+            if persisted:
+                parts = planner.persist_partitions(assignment.frame, "training-frame")
+            else:
+                # larger than the cluster's memory: every pass reads the partitions from source
+                parts = partitions(assignment.frame)
+            fingerprints = planner.gather_partitions(
+                fingerprint_features, parts, "fingerprint", names=data.columns.names
+            )
+            context = fit_context(data.columns, assignment, [s.n for s in stats], fingerprints)
+            self._check_reused_data(context, entries)
+        except BaseException:
+            # the persisted frame would otherwise stay on the cluster for as long as the
+            # exception (and its traceback, which holds the futures) lives
+            planner.cancel_all()
+            raise
         return FitRun(
             client=client,
             planner=planner,
@@ -947,6 +984,11 @@ class MetaLearner(ABC):
 
     def _validate_data(self, stats: Sequence[PartitionStats]) -> None:
         """Treatment and outcome checks of metalearners, from the first pass's statistics."""
+        if not sum(s.n for s in stats):
+            raise ValueError(
+                f"X, y and w have no rows (all {len(stats)} partitions are empty); fit needs "
+                "training data"
+            )
         w_nan = sum(s.w_nan for s in stats)
         if w_nan:
             raise ValueError(f"w has {w_nan} missing values (NaN); every row needs a treatment")
@@ -1308,6 +1350,18 @@ class MetaLearner(ABC):
                 f"{list(OOS_METHODS)}."
             )
 
+    def _check_model_ordinal(self, kind: str, ordinal: Any) -> None:
+        cardinality = self._cardinality(kind)
+        if (
+            isinstance(ordinal, bool)
+            or not isinstance(ordinal, int | np.integer)
+            or not 0 <= ordinal < cardinality
+        ):
+            raise ValueError(
+                f"model_ord for {kind} must be an int in 0..{cardinality - 1} (the "
+                f"{type(self).__name__} has {cardinality} {kind}s), got {ordinal!r}"
+            )
+
     # -- evaluation ------------------------------------------------------------------------
 
     def _scoring(self, scoring: dict | None) -> dict[str, list[Any]]:
@@ -1395,6 +1449,76 @@ class MetaLearner(ABC):
         classes = np.asarray(cfe.classes_) if method == "predict_proba" else None
         return Evaluated(f"{kind}_{index}", method, classes, tuple(scoring[kind]), key)
 
+    # -- explaining ------------------------------------------------------------------------
+
+    def explainer(
+        self,
+        X: Any = None,
+        cate_estimates: Any = None,
+        cate_model_factory: Any = None,
+        cate_model_params: dict | None = None,
+    ) -> Explainer:
+        """An :class:`~dask_meta.explain.Explainer` of this learner's CATE.
+
+        With no arguments, the overall treatment models (R and DR only); with all of ``X``,
+        ``cate_estimates`` and ``cate_model_factory``, surrogate models fitted on the
+        estimates through the planner (Dask or in-memory data).
+        """
+        if check_explainer_arguments(X, cate_estimates, cate_model_factory):
+            return Explainer.from_estimates(
+                X,
+                cate_estimates,
+                cate_model_factory,
+                cate_model_params,
+                client=self._predict_client(),
+                random_state=self.random_state,
+            )
+        if TREATMENT_MODEL not in self._treatment_models:
+            raise ValueError(
+                "The metalearner does not have treatment models; hence X, cate_estimates, "
+                "and cate_model_factory need to be defined."
+            )
+        self._require_treatment_fitted()
+        return Explainer(overall_models(self._treatment_models[TREATMENT_MODEL]))
+
+    def feature_importances(
+        self,
+        feature_names: Collection[str] | None = None,
+        normalize: bool = False,
+        sort_values: bool = False,
+        explainer: Explainer | None = None,
+        X: Any = None,
+        cate_estimates: Any = None,
+        cate_model_factory: Any = None,
+        cate_model_params: dict | None = None,
+    ) -> list[pd.Series]:
+        """Feature importances per non-control variant (metalearners' signature)."""
+        if explainer is None:
+            explainer = self.explainer(X, cate_estimates, cate_model_factory, cate_model_params)
+        return explainer.feature_importances(
+            normalize=normalize, feature_names=feature_names, sort_values=sort_values
+        )
+
+    def shap_values(
+        self,
+        X: Any,
+        shap_explainer_factory: Any,
+        shap_explainer_params: dict | None = None,
+        explainer: Explainer | None = None,
+        cate_estimates: Any = None,
+        cate_model_factory: Any = None,
+        cate_model_params: dict | None = None,
+    ) -> list[Any]:
+        """SHAP values per non-control variant on X (numpy for in-memory X, lazy for Dask)."""
+        if explainer is None:
+            explainer = self.explainer(
+                None if cate_estimates is None else X,
+                cate_estimates,
+                cate_model_factory,
+                cate_model_params,
+            )
+        return explainer.shap_values(X, shap_explainer_factory, shap_explainer_params)
+
     def _predict_client(self) -> Client:
         client = self.client or getattr(self, "_client", None)
         if client is not None and getattr(client, "status", "closed") == "running":
@@ -1452,6 +1576,7 @@ class MetaLearner(ABC):
                 f"expected one of {sorted(specs)}"
             )
         self._check_predict(is_oos, oos_method)
+        self._check_model_ordinal(kind, ordinal)
         cfe = self._cfe(kind, ordinal)
         method = specs[kind].predict_method(self)
         oos = cfe.check_predict_args(is_oos, method, oos_method)
@@ -1551,6 +1676,45 @@ def fit_single(
     ordinal: int = 0,
 ) -> CrossFitEstimator:
     """Fit one cross-fit estimator on (X, y) through the planner (all rows, its own CV)."""
+    fit_estimators(
+        [cfe],
+        X,
+        [y],
+        fit_params=fit_params,
+        n_jobs_cross_fitting=n_jobs_cross_fitting,
+        feature_set=feature_set,
+        kind=kind,
+        ordinals=[ordinal],
+    )
+    return cfe
+
+
+def fit_estimators(
+    cfes: Sequence[CrossFitEstimator],
+    X: Any,
+    ys: Sequence[Any],
+    *,
+    fit_params: dict | None = None,
+    n_jobs_cross_fitting: int | None = None,
+    feature_set: Any = None,
+    kind: str = "model",
+    ordinals: Sequence[int] | None = None,
+    target_names: Sequence[str] | None = None,
+) -> None:
+    """Fit cross-fit estimators of one configuration on X, each on its own target, in one run.
+
+    X is read once: one training frame holds X and every target, and all the estimators'
+    jobs go through one planner. ``cfes[i]`` is fitted on ``ys[i]``; several targets are for
+    regressors only (e.g. one CATE surrogate per variant). ``target_names`` name the targets
+    in errors (default ``y``).
+    """
+    if len(cfes) != len(ys) or not cfes:
+        raise ValueError("fit_estimators needs one target per estimator")
+    cfe = cfes[0]
+    ordinals = list(ordinals) if ordinals is not None else list(range(len(cfes)))
+    names = list(target_names) if target_names is not None else ["y"] * len(cfes)
+    if len(cfes) > 1 and cfe.is_classifier:
+        raise ValueError("several targets in one fit are supported for regressors only")
     if fit_params is not None and not isinstance(fit_params, dict):
         raise TypeError(f"fit_params must be a dict or None, got {type(fit_params).__name__}")
     client = resolve_client(cfe.client)
@@ -1568,7 +1732,9 @@ def fit_single(
             row_params[name] = column
         else:
             static[name] = value
-    data = training_frame(X, y, None, row_values)
+    targets = {f"{PARAM_PREFIX}target_{i}__": (names[i], v) for i, v in enumerate(ys[1:], 1)}
+    data = training_frame(X, ys[0], None, row_values | targets, y_name=names[0])
+    target_columns = [Y_COL, *targets]
     classification = cfe.is_classifier
     seed = (
         int(cfe.random_state)
@@ -1581,7 +1747,7 @@ def fit_single(
         stratify=Y_COL if classification else None,
         seed_key=kind,
     )
-    requests: dict[Hashable, SplitRequest] = {(kind, ordinal): request}
+    requests: dict[Hashable, SplitRequest] = {(kind, ordinal): request for ordinal in ordinals}
     stats = scan(
         client,
         data.frame,
@@ -1592,7 +1758,7 @@ def fit_single(
     )
     y_nan = sum(s.y_nan for s in stats)
     if y_nan:
-        raise ValueError(f"y has {y_nan} missing values (NaN)")
+        raise ValueError(f"{names[0]} has {y_nan} missing values (NaN)")
     assignment = assign(
         cfe.fold_strategy,
         data.frame,
@@ -1602,7 +1768,7 @@ def fit_single(
         classification=classification,
         fold_key=cfe.fold_key,
     )
-    split = assignment.refs[(kind, ordinal)]
+    split = assignment.refs[(kind, ordinals[0])]
     if classification and cfe.n_folds > 1:
         classes = {s[1] for s in strata_of_fold(split, assignment.fold_strata, None)}
         for k in range(cfe.n_folds):
@@ -1615,6 +1781,17 @@ def fit_single(
     planner = Planner(client, Limits(n_jobs_cross_fitting, None), label="dask_meta-crossfit")
     try:
         parts = planner.persist_partitions(assignment.frame, "training-frame")
+        if target_names is not None:
+            # named targets are estimates (CATE surrogates): metalearners rejects NaN and inf
+            bad = sum(
+                planner.gather_partitions(
+                    _non_finite_counts, parts, "check-targets", columns=target_columns
+                ),
+                np.zeros(len(target_columns), dtype=np.int64),
+            )
+            for name, n_bad in zip(names, bad):
+                if n_bad:
+                    raise ValueError(f"{name} has {n_bad} missing or infinite values")
         fingerprints = planner.gather_partitions(
             fingerprint_features, parts, "fingerprint", names=data.columns.names
         )
@@ -1629,29 +1806,41 @@ def fit_single(
         if backend == STREAM and classification and "classes" not in static:
             whole = strata_of_fold(split, assignment.fold_strata, None)
             static = {**static, "classes": np.asarray(sorted({s[1] for s in whole}))}
-        jobs = cfe.fold_jobs(
-            kind=kind,
-            ordinal=ordinal,
-            stage=NUISANCE,
-            design=Design(data.columns.select(feature_set, kind), data.columns.as_numpy),
-            target=Y_COL,
-            split=split,
-            parts=parts,
-            fit_params=static,
-            row_params=row_params,
-            threads=threads,
-            train_rows=train_rows(split, assignment.fold_strata, cfe.n_folds),
-            token=new_token(),
-        )
-        for job in jobs:
+        design = Design(data.columns.select(feature_set, kind), data.columns.as_numpy)
+        token = new_token()
+        jobs_of = [
+            each.fold_jobs(
+                kind=kind,
+                ordinal=ordinal,
+                stage=NUISANCE,
+                design=design,
+                target=target,
+                split=assignment.refs[(kind, ordinal)],
+                parts=parts,
+                fit_params=static,
+                row_params=row_params,
+                threads=threads,
+                train_rows=train_rows(split, assignment.fold_strata, cfe.n_folds),
+                token=token,
+            )
+            for each, ordinal, target in zip(cfes, ordinals, target_columns)
+        ]
+        for job in (j for jobs in jobs_of for j in jobs):
             job.backend = backend
             job.meta = (assignment.frame._meta, None)
-        results = planner.run(jobs)
-        cfe.set_fitted(jobs, results, split, context, kind)
+        results = planner.run([j for jobs in jobs_of for j in jobs])
+        for each, ordinal, jobs in zip(cfes, ordinals, jobs_of):
+            each.set_fitted(jobs, results, assignment.refs[(kind, ordinal)], context, kind)
     finally:
         planner.release()
-    cfe.fit_report_ = planner.report_frame()
-    return cfe
+    report = planner.report_frame()
+    for each in cfes:
+        each.fit_report_ = report
+
+
+def _non_finite_counts(part: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
+    values = part[list(columns)].to_numpy(dtype=float)
+    return (~np.isfinite(values)).sum(axis=0).astype(np.int64)
 
 
 def n_outputs_of(learner: MetaLearner, kind: str) -> int:
