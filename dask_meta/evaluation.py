@@ -295,9 +295,13 @@ def evaluation_partition(
     return sums, gathered
 
 
-def _add(a: tuple[list[list[float]], list[Any]], b: tuple[list[list[float]], list[Any]]) -> Any:
-    sums = [[x + y for x, y in zip(sa, sb, strict=True)] for sa, sb in zip(a[0], b[0], strict=True)]
-    return sums, None
+def _sums(result: tuple[list[list[float]], list[Any]]) -> list[list[float]]:
+    """The sums of one partition's result, without the rows kept for gathered scorers."""
+    return result[0]
+
+
+def _add(a: list[list[float]], b: list[list[float]]) -> list[list[float]]:
+    return [[x + y for x, y in zip(sa, sb, strict=True)] for sa, sb in zip(a, b, strict=True)]
 
 
 def _score_gathered(
@@ -337,7 +341,8 @@ def evaluate_partitions(
             else None
         )
         tasks.append(dask.delayed(evaluation_partition, pure=False)(part, folds, plan, check))
-    total = tasks
+    # the tree adds sums only: rows kept for gathered scorers go to those scorers alone
+    total = [dask.delayed(_sums, pure=False)(t) for t in tasks]
     while len(total) > 1:
         total = [
             dask.delayed(_add, pure=False)(total[i], total[i + 1])
@@ -356,7 +361,7 @@ def evaluate_partitions(
             )
     order = list(gathered_scores)
     computed = client.compute([total[0], *(gathered_scores[k] for k in order)], sync=True)
-    sums = computed[0][0]
+    sums = computed[0]
     scores = dict(zip(order, computed[1:], strict=True))
     result: dict[str, float] = {}
     for j, item in enumerate(plan.items):

@@ -174,14 +174,22 @@ def plot_cate_distribution(
 
 
 def plot_feature_importances(
-    importances: pd.Series | pd.DataFrame, *, top: int | None = None, ax: Any = None
+    importances: pd.Series | pd.DataFrame | list[pd.Series],
+    *,
+    top: int | None = None,
+    ax: Any = None,
 ) -> Any:
     """Horizontal bars of feature importances, largest first.
 
     A Series gives one bar per feature; a DataFrame (features x models or variants) one
-    group of bars per feature, one bar per column. ``top``: keep the ``top`` features with
-    the largest absolute importance (in any column).
+    group of bars per feature, one bar per column; a list of Series, as returned by
+    ``learner.feature_importances()``, one column per variant (``variant 1``...). ``top``:
+    keep the ``top`` features with the largest absolute importance (in any column).
     """
+    if isinstance(importances, list):
+        if not importances or not all(isinstance(s, pd.Series) for s in importances):
+            raise TypeError("importances as a list must hold one pandas Series per variant")
+        importances = pd.DataFrame({f"variant {k}": s for k, s in enumerate(importances, start=1)})
     if isinstance(importances, pd.Series):
         frame = importances.to_frame()
     elif isinstance(importances, pd.DataFrame):

@@ -19,9 +19,10 @@ from _models import NoSampleWeightRegressor
 from conftest import make_linear_data
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from lightgbm import LGBMClassifier, LGBMRegressor
 from sklearn.linear_model import LinearRegression, LogisticRegression
 
-from dask_meta import DRLearner, RLearner, SLearner, TLearner, XLearner
+from dask_meta import CrossFitEstimator, DRLearner, RLearner, SLearner, TLearner, XLearner
 from dask_meta.planner import Planner
 
 FEATURES = ["f0", "f1", "f2"]
@@ -573,3 +574,409 @@ def test_predict_with_other_columns(fitted):
         learner.predict(df[["f0", "f1", "y"]], is_oos=True)
     with pytest.raises(ValueError, match=r"X has 2 columns"):
         learner.predict(df[["f0", "f1"]], is_oos=True)
+
+
+# --- empty data, dimensions, dtypes, column names -----------------------------------------
+
+
+def test_no_rows(client):
+    """All partitions empty (a filter that kept nothing), or empty in-memory data."""
+    ddf = dd.from_pandas(_frame(), npartitions=3)
+    empty = ddf[ddf["y"] > 1e9]
+    with no_fit_submitted(), pytest.raises(ValueError, match=r"no rows \(all 3 partitions"):
+        _learner("DR", client=client).fit(empty[FEATURES], empty["y"], empty["w"])
+    X, y, w = _inputs(_frame().iloc[:0], "pandas")
+    with no_fit_submitted(), pytest.raises(ValueError, match=r"X has no rows"):
+        _learner("T", client=client).fit(X, y, w)
+
+
+@pytest.mark.parametrize(
+    ("make_X", "match"),
+    [
+        (lambda df: df["f0"].to_numpy(), r"X must be two-dimensional, got an array of shape"),
+        (lambda df: df[FEATURES].to_numpy()[:, :, None], r"X must be two-dimensional"),
+        (lambda df: df["f0"], r"X must be two-dimensional .*got a Series"),
+        (lambda df: dd.from_pandas(df, npartitions=2)["f0"], r"X must be two-dimensional"),
+    ],
+    ids=["1-D array", "3-D array", "pandas Series", "Dask Series"],
+)
+def test_X_not_two_dimensional(client, make_X, match):
+    df = _frame()
+    X = make_X(df)
+    y, w = (df["y"], df["w"]) if not isinstance(X, dd.Series) else (X * 0, X * 0)
+    with no_fit_submitted(), pytest.raises(ValueError, match=match):
+        _learner("T", client=client).fit(X, y, w)
+
+
+def test_y_two_dimensional(client):
+    X, y, w = _inputs(_frame(), "numpy")
+    with no_fit_submitted(), pytest.raises(ValueError, match=r"y must be one-dimensional"):
+        _learner("T", client=client).fit(X, np.c_[y, y], w)
+
+
+@pytest.mark.parametrize("kind", ["pandas", "dask"])
+def test_non_numeric_y_of_a_regression(client, kind):
+    df = _frame()
+    df["y"] = df["y"].round(2).astype(str)
+    X, y, w = _inputs(df, kind)
+    with no_fit_submitted(), pytest.raises(TypeError, match=r"y has dtype .*must be numeric"):
+        _learner("DR", client=client).fit(X, y, w)
+
+
+def test_reserved_and_duplicate_column_names(client):
+    X, y, w = _inputs(_frame(), "pandas")
+    with no_fit_submitted(), pytest.raises(ValueError, match=r"X has columns .*are reserved"):
+        _learner("T", client=client).fit(X.rename(columns={"f0": "__dask_meta_f0"}), y, w)
+    duplicated = X.set_axis(["f0", "f0", "f2"], axis=1)
+    with no_fit_submitted(), pytest.raises(ValueError, match=r"X has duplicate column names"):
+        _learner("T", client=client).fit(duplicated, y, w)
+
+
+# --- constructor arguments --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "match"),
+    [
+        (
+            lambda: TLearner("no", 2, LinearRegression),
+            TypeError,
+            r"is_classification must be a bool, got 'no'",
+        ),
+        (
+            lambda: TLearner(False, 2, LinearRegression, persist="sometimes"),
+            ValueError,
+            r"persist must be True, False or 'auto', got 'sometimes'",
+        ),
+        (
+            lambda: TLearner(False, 2, LinearRegression, plan="fast"),
+            ValueError,
+            r"plan='fast' is not supported",
+        ),
+        (
+            lambda: TLearner(False, 2, LinearRegression()),
+            TypeError,
+            r"factory for variant_outcome_model must be an estimator class",
+        ),
+        (
+            lambda: TLearner(False, 2, LinearRegression, nuisance_model_params=[1]),
+            TypeError,
+            r"params for variant_outcome_model must be a dict, got list",
+        ),
+        (
+            lambda: TLearner(False, 2, LGBMRegressor, nuisance_model_params={"n_jobs": 0}),
+            ValueError,
+            r"n_jobs=0 is not supported",
+        ),
+        (
+            lambda: TLearner(False, 2, LGBMRegressor, nuisance_model_params={"n_jobs": "4"}),
+            TypeError,
+            r"n_jobs='4' must be an int",
+        ),
+        (
+            lambda: DRLearner(False, 2, LinearRegression, None, LogisticRegression),
+            ValueError,
+            r"treatment model treatment_model needs to be defined in treatment_model_factory",
+        ),
+        (
+            lambda: DRLearner(
+                False,
+                2,
+                LinearRegression,
+                LinearRegression,
+                LogisticRegression,
+                fitted_nuisance_models={"nope": []},
+            ),
+            ValueError,
+            r"keys present in fitted_nuisance_models should be a subset",
+        ),
+        (
+            lambda: DRLearner(
+                False,
+                2,
+                LinearRegression,
+                LinearRegression,
+                fitted_propensity_model=CrossFitEstimator(2, LogisticRegression),
+            ),
+            ValueError,
+            r"fitted models passed for propensity_model are not fitted",
+        ),
+    ],
+    ids=[
+        "is_classification",
+        "persist",
+        "plan",
+        "factory instance",
+        "params list",
+        "n_jobs 0",
+        "n_jobs str",
+        "no treatment factory",
+        "fitted_nuisance_models key",
+        "unfitted propensity model",
+    ],
+)
+def test_bad_constructor_arguments(make, error, match):
+    with pytest.raises(error, match=match):
+        make()
+
+
+# --- infeasible resource requests -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("params", "kind"),
+    [
+        ({"nuisance_model_params": {"num_threads": 2}}, "variant_outcome_model"),
+        ({"treatment_model_params": {"n_jobs": 4}}, "treatment_model"),
+        ({"propensity_model_params": {"n_jobs": 3}}, "propensity_model"),
+    ],
+)
+def test_thread_request_no_worker_can_meet(client, params, kind):
+    """The session cluster's workers have 1 thread each: a request for more would wait
+    forever in Dask, so fit rejects it, naming the model, the request and the largest
+    worker."""
+    factories = {
+        "variant_outcome_model": LGBMRegressor,
+        "treatment_model": LGBMRegressor,
+        "propensity_model": LGBMClassifier,
+    }
+    learner = DRLearner(
+        False,
+        3,
+        factories["variant_outcome_model"],
+        factories["treatment_model"],
+        factories["propensity_model"],
+        n_folds=2,
+        client=client,
+        **params,
+    )
+    requested = next(iter(next(iter(params.values())).values()))
+    X, y, w = _inputs(_frame(), "dask")
+    with (
+        no_fit_submitted(),
+        pytest.raises(
+            ValueError,
+            match=rf"the {kind} model asks for {requested} threads per model, but the largest "
+            r"worker \(tcp://[\d.:]+\) has 1 threads",
+        ),
+    ):
+        learner.fit(X, y, w)
+
+
+@settings(max_examples=8, deadline=None)
+@given(
+    threads=st.integers(2, 256),
+    name=st.sampled_from(["n_jobs", "num_threads", "nthread"]),
+    which=st.sampled_from(["nuisance_model_params", "treatment_model_params"]),
+)
+def test_generated_thread_requests_beyond_the_cluster(client, threads, name, which):
+    """Any thread count above the largest worker's, under any of the thread parameters
+    LightGBM understands, for any model: rejected before any job runs."""
+    learner = XLearner(
+        False,
+        2,
+        LGBMRegressor,
+        LGBMRegressor,
+        LGBMClassifier,
+        n_folds=2,
+        client=client,
+        **{which: {name: threads, "verbose": -1}},
+    )
+    X, y, w = _inputs(_frame(n=200, n_variants=2), "numpy")
+    with no_fit_submitted(), pytest.raises(ValueError, match=rf"asks for {threads} threads"):
+        learner.fit(X, y, w)
+
+
+# --- folds lacking a variant ------------------------------------------------------------------
+
+
+def _one_row_of_variant_2() -> pd.DataFrame:
+    df = _frame()
+    df.loc[df["w"] == 2, "w"] = 1
+    df.loc[0, "w"] = 2
+    return df
+
+
+@pytest.mark.parametrize("kind", INPUTS)
+def test_fold_lacking_a_variant(client, kind):
+    """Variant 2 has one row: the fold model trained without it has no rows of variant 2 —
+    an empty training set for its outcome model (T) and a missing variant for a model of
+    all rows (S)."""
+    X, y, w = _inputs(_one_row_of_variant_2(), kind)
+    with (
+        no_fit_submitted(),
+        pytest.raises(
+            ValueError, match=r"fold \d of variant_outcome_model 2 has no training rows; use fewer"
+        ),
+    ):
+        _learner("T", client=client).fit(X, y, w)
+    with (
+        no_fit_submitted(),
+        pytest.raises(
+            ValueError,
+            match=r"the training rows of fold \d of base_model lack treatment variants \[2\]",
+        ),
+    ):
+        _learner("S", client=client).fit(X, y, w)
+
+
+# --- fitting single models --------------------------------------------------------------------
+
+
+def test_fit_single_model_arguments(client):
+    X, y, w = _inputs(_frame(), "numpy")
+    learner = _learner("DR", client=client)
+    with no_fit_submitted():
+        with pytest.raises(ValueError, match=r"cv is not supported by dask_meta"):
+            learner.fit_nuisance(X, y, "variant_outcome_model", 0, cv=[[0, 1]])
+        with pytest.raises(ValueError, match=r"model_ord for variant_outcome_model must be in"):
+            learner.fit_nuisance(X, y, "variant_outcome_model", 3)
+        with pytest.raises(ValueError, match=r"'nope' is not a nuisance model of DRLearner"):
+            learner.fit_nuisance(X, y, "nope", 0)
+        with pytest.raises(ValueError, match=r"'nope' is not a treatment model of DRLearner"):
+            learner.fit_treatment(X, y, "nope", 0)
+        with pytest.raises(ValueError, match=r"nuisance model .* not fitted; call fit_all_nuis"):
+            learner.fit_all_treatment(X, y, w)
+
+
+# --- prediction arguments -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fitted_variants(client):
+    """Learners whose configuration restricts the oos_method: a classification T-learner,
+    a T-learner without cross-fitting (n_folds=1) and an R-learner."""
+    df = _frame(n=300)
+    X, y, w = _inputs(df, "numpy")
+    y_class = (y > np.median(y)).astype(int)
+    return {
+        "classifier": (_learner("T", classification=True, client=client).fit(X, y_class, w), X),
+        "no cross-fitting": (_learner("T", n_folds=1, client=client).fit(X, y, w), X),
+        "R": (
+            _learner("R", n_variants=2, client=client).fit(X, y, (w > 0).astype(int)),
+            X,
+        ),
+    }
+
+
+@pytest.mark.parametrize(
+    ("learner", "call", "match"),
+    [
+        (
+            "classifier",
+            lambda m, X: m.predict(X, is_oos=True, oos_method="median"),
+            r"Cannot create median of class probabilities",
+        ),
+        (
+            "classifier",
+            lambda m, X: m.predict_conditional_average_outcomes(X, True, "median"),
+            r"Cannot create median of class probabilities",
+        ),
+        (
+            "no cross-fitting",
+            lambda m, X: m.predict(X, is_oos=True, oos_method="mean"),
+            r"n_folds=1\), so only oos_method='overall'",
+        ),
+        (
+            "no cross-fitting",
+            lambda m, X: m.predict_nuisance(X, "variant_outcome_model", 0, True, "median"),
+            r"n_folds=1\), so only oos_method='overall'",
+        ),
+        (
+            "R",
+            lambda m, X: m.predict_conditional_average_outcomes(X, True, "median"),
+            r"Cannot create median of class probabilities.*use oos_method='overall' or 'mean'",
+        ),
+        (
+            "classifier",
+            lambda m, X: m.predict_nuisance(X, "variant_outcome_model", 5, True),
+            r"model_ord for variant_outcome_model must be an int in 0\.\.2.*got 5",
+        ),
+        (
+            "classifier",
+            lambda m, X: m.predict_nuisance(X, "treatment_model", 0, True),
+            r"'treatment_model' is not a nuisance model of TLearner",
+        ),
+        (
+            "R",
+            lambda m, X: m.predict_treatment(X, "treatment_model", 1, True),
+            r"model_ord for treatment_model must be an int in 0\.\.0",
+        ),
+        (
+            "classifier",
+            lambda m, X: m.evaluate(
+                X,
+                np.zeros(len(X)),
+                np.zeros(len(X)),
+                True,
+                scoring={"variant_outcome_model": "neg_log_loss"},
+            ),
+            r"scoring\['variant_outcome_model'\] must be a list",
+        ),
+    ],
+    ids=[
+        "median of probabilities",
+        "median of probabilities (CAO)",
+        "mean without folds",
+        "median without folds",
+        "R CAO median",
+        "model_ord out of range",
+        "treatment kind as nuisance",
+        "R treatment model_ord",
+        "scoring not a list",
+    ],
+)
+def test_prediction_method_combinations(fitted_variants, learner, call, match):
+    model, X = fitted_variants[learner]
+    with no_fit_submitted(), pytest.raises((ValueError, TypeError), match=match):
+        call(model, X)
+
+
+def test_cross_fit_estimator_oos_methods(client):
+    X, y, _ = _inputs(_frame(n=300), "numpy")
+    classifier = CrossFitEstimator(2, LogisticRegression, client=client).fit(X, y > 0)
+    with pytest.raises(ValueError, match=r"Cannot create a mean of classes"):
+        classifier.predict(X, is_oos=True, oos_method="mean")
+    no_overall = CrossFitEstimator(2, LinearRegression, enable_overall=False, client=client)
+    no_overall.fit(X, y)
+    with pytest.raises(ValueError, match=r"oos_method='overall' needs the overall model"):
+        no_overall.predict(X, is_oos=True, oos_method="overall")
+    with pytest.raises(ValueError, match=r"This CrossFitEstimator is not fitted yet"):
+        CrossFitEstimator(2, LinearRegression).predict(X, is_oos=True)
+
+
+# --- generated misalignment -----------------------------------------------------------------
+
+
+@settings(max_examples=8, deadline=None)
+@given(
+    cuts=st.lists(st.integers(1, N - 1), min_size=2, max_size=2, unique=True),
+    shift=st.integers(1, 40),
+    vector=st.sampled_from(["y", "w"]),
+)
+def test_generated_misaligned_partitions(client, cuts, shift, vector):
+    """X, y and w as separate Dask collections with the same number of partitions but
+    other partition boundaries for one vector: found in the first pass over the data,
+    naming the vector, before any fit job."""
+    a, b = sorted(cuts)
+    df = _frame()
+    bounds = [(0, a), (a, b), (b, N)]
+    moved = [(0, max(1, a - shift)), (max(1, a - shift), b), (b, N)]
+    if moved == bounds:
+        moved = [(0, a), (a, min(N - 1, b + shift)), (min(N - 1, b + shift), N)]
+    if moved == bounds or any(lo >= hi for lo, hi in moved):
+        return
+
+    def pieces(column, ranges):
+        return dd.concat(
+            [dd.from_pandas(df[column].iloc[lo:hi], npartitions=1) for lo, hi in ranges]
+        )
+
+    X = dd.concat([dd.from_pandas(df[FEATURES].iloc[lo:hi], npartitions=1) for lo, hi in bounds])
+    vectors = {c: pieces(c, bounds) for c in ("y", "w")}
+    vectors[vector] = pieces(vector, moved)
+    with (
+        no_fit_submitted(),
+        pytest.raises(ValueError, match=rf"{vector} and X are partitioned differently"),
+    ):
+        _learner("T", client=client).fit(X, vectors["y"], vectors["w"])

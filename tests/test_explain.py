@@ -13,6 +13,7 @@ from sklearn.linear_model import LinearRegression, LogisticRegression
 
 from dask_meta import DRLearner, RLearner, SLearner, TLearner, XLearner
 from dask_meta.explain import Explainer
+from dask_meta.plots import plot_feature_importances
 
 SEED = 1337
 
@@ -112,6 +113,12 @@ def test_feature_importances_options(default_client, feature_importance_data):
     for s, r in zip(raw, ranked):
         assert r.is_monotonic_decreasing
         np.testing.assert_array_equal(np.sort(s.to_numpy())[::-1], r.to_numpy())
+    figure = plot_feature_importances(normalized)
+    assert [t.get_text() for t in figure.axes[0].get_legend().get_texts()] == [
+        "variant 1",
+        "variant 2",
+    ]
+    assert len(figure.axes[0].patches) == 2 * 3
     with pytest.raises(ValueError, match="feature_names has 2 names"):
         learner.feature_importances(feature_names=["a", "b"])
 
