@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# dask-meta developer entry point: ./dev.sh demo | test | parity | lint | bench
+# dask-meta developer entry point: ./dev.sh demo | test | parity | lint | docs | bench
 # Creates the virtualenvs it needs (Python >= 3.12) and installs into them.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -42,7 +42,8 @@ case "$cmd" in
   test)
     venv .venv
     .venv/bin/python -m pip install -q -e ".[dev]"
-    exec .venv/bin/python -m pytest tests --ignore=tests/parity "$@"
+    # the tests, then the notebooks executed top to bottom (nbmake), in one pytest run
+    exec .venv/bin/python -m pytest tests notebooks --nbmake --ignore=tests/parity "$@"
     ;;
   parity)
     # metalearners 0.13.0 pins scikit-learn < 1.8 and imports narwhals and polars without
@@ -58,13 +59,20 @@ case "$cmd" in
     .venv/bin/ruff format --check dask_meta tests benchmarks
     .venv/bin/mypy dask_meta
     ;;
+  docs)
+    # the mkdocs site, strictly (any warning fails); extra arguments go to mkdocs build,
+    # e.g. ./dev.sh docs -d /tmp/dask-meta-site (default: site/, git-ignored)
+    venv .venv
+    .venv/bin/python -m pip install -q -e ".[dev]"
+    NO_MKDOCS_2_WARNING=1 exec .venv/bin/mkdocs build --strict "$@"
+    ;;
   bench)
     venv .venv
     .venv/bin/python -m pip install -q -e ".[dev]"
     exec .venv/bin/python "benchmarks/${1:?which benchmark, e.g. tlearner_vs_metalearners}.py" "${@:2}"
     ;;
   *)
-    echo "usage: ./dev.sh demo | test | parity | lint | bench NAME" >&2
+    echo "usage: ./dev.sh demo | test | parity | lint | docs | bench NAME" >&2
     exit 2
     ;;
 esac

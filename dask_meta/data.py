@@ -131,7 +131,18 @@ def _vector_in_memory(v: Any, name: str, n: int) -> np.ndarray | pd.Series:
     return arr
 
 
+def reject_sparse(value: Any, name: str) -> None:
+    """dask-meta takes dense data: say so for scipy sparse input (metalearners accepts csr)."""
+    if type(value).__module__.startswith("scipy.sparse"):
+        raise TypeError(
+            f"{name} is a scipy sparse {type(value).__name__}: dask-meta takes dense data "
+            "(numpy, pandas or Dask). Convert it with .toarray(), or keep it out of core as "
+            "a Dask array (dask.array.from_array(X.toarray(), chunks=...))."
+        )
+
+
 def _x_in_memory(X: Any) -> tuple[pd.DataFrame, Columns]:
+    reject_sparse(X, "X")
     if isinstance(X, pd.DataFrame):
         _check_x_columns(list(X.columns))
         pdf = X.reset_index(drop=True)

@@ -73,6 +73,7 @@ class _TextBar:
         self.in_place = in_place
         self.last_draw = 0.0
         self.last_tenth = -1
+        self.finished = False
 
     def draw(self, line: str, fraction: float, final: bool) -> None:
         now = time.monotonic()
@@ -81,9 +82,15 @@ class _TextBar:
                 return
             self.stream.write("\r" + line + ("\n" if final else ""))
         else:
+            # in a log: a line whenever the tenth changes (the total grows when treatment
+            # jobs are built, so it can go down), and the final line always, once
             tenth = int(fraction * 10)
-            if tenth <= self.last_tenth and not (final and fraction < 1):
-                return  # in a log: one line per tenth, and the last one once
+            if final:
+                if self.finished:
+                    return
+                self.finished = True
+            elif tenth == self.last_tenth:
+                return
             self.last_tenth = tenth
             self.stream.write(line + "\n")
         self.stream.flush()

@@ -980,3 +980,12 @@ def test_generated_misaligned_partitions(client, cuts, shift, vector):
         pytest.raises(ValueError, match=rf"{vector} and X are partitioned differently"),
     ):
         _learner("T", client=client).fit(X, vectors["y"], vectors["w"])
+
+
+def test_sparse_x_is_rejected_with_a_clear_error(default_client):
+    import scipy.sparse
+
+    X = scipy.sparse.csr_matrix(np.eye(20, 3))
+    learner = TLearner(False, 2, LinearRegression, n_folds=2)
+    with pytest.raises(TypeError, match="X is a scipy sparse csr_matrix: dask-meta takes dense"):
+        learner.fit(X, np.zeros(20), np.arange(20) % 2)

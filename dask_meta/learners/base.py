@@ -60,6 +60,7 @@ from dask_meta.data import (
     Frame,
     is_dask,
     partitions,
+    reject_sparse,
     training_frame,
     unknown_categoricals,
     with_categories,
@@ -225,6 +226,7 @@ def _is_row_param(value: Any, n_rows: int | None) -> bool:
 def _n_rows_in_memory(X: Any) -> int | None:
     if is_dask(X):
         return None
+    reject_sparse(X, "X")
     return len(X)
 
 
