@@ -60,7 +60,9 @@ class ClusterShape:
 
 def cluster_shape(client: Client) -> ClusterShape:
     """Read the workers' threads, resources and memory from the scheduler."""
-    info = client.scheduler_info(n_workers=-1)["workers"]
+    # asked of the scheduler directly: the client's cached scheduler_info is refreshed in the
+    # background without the worker list, and that refresh can overwrite a fresh copy
+    info = client.sync(client.scheduler.identity, n_workers=-1)["workers"]  # type: ignore[union-attr]
     workers = tuple(
         WorkerShape(
             address=addr,

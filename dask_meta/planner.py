@@ -240,8 +240,18 @@ class Planner:
         """Compute a Dask frame's partitions on the cluster; one future per partition, in order.
 
         The futures keep their graph lineage, so a lost worker's partitions are recomputed.
+        Their keys are this run's own: the same data has the same graph keys in every fit,
+        and a key shared with another fit (concurrent, or an earlier failed one whose
+        cancelled futures an exception still holds) would be cancelled under it or kept
+        on the cluster by it.
         """
-        parts = partitions(frame)
+        token = new_token()
+        parts = [
+            dask.delayed(_identity, pure=False)(
+                part, dask_key_name=f"dask_meta-{_words(name)}-{i}-{token}"
+            )
+            for i, part in enumerate(partitions(frame))
+        ]
         logger.info("%s: keeping the %s in the cluster's memory", self.label, name)
         with span(self.label, "data", name):
             futures = self.client.compute(parts)

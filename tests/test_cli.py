@@ -392,3 +392,20 @@ def test_progress_bar_and_stage_logs_in_the_python_api(default_client, caplog):
     assert "TLearner: nuisance stage started (6 fits)" in messages
     assert any(m.startswith("TLearner: nuisance stage done: 6 fits in ") for m in messages)
     assert any("keeping the training-frame in the cluster's memory" in m for m in messages)
+
+
+def test_demo_runs_from_the_console_script():
+    """The README's main job, small: fit on generated data on an embedded LocalCluster."""
+    done = subprocess.run(
+        [str(BIN / "dask-meta"), "demo", "--rows", "4000", "--features", "3", "--folds", "2",
+         "--workers", "1", "--threads", "1"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    rmse = [
+        float(line.rsplit(":", 1)[1])
+        for line in done.stdout.splitlines()
+        if "RMSE against the true CATE" in line
+    ]
+    assert len(rmse) == 2 and all(0 < r < 5 for r in rmse)
+    assert "dashboard: http" in done.stdout

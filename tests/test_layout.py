@@ -3,11 +3,13 @@ CATE, bit for bit, whatever the cluster's workers and threads, run after run; wi
 folds also whatever the partitioning of the input.
 
 The data is a parquet dataset of several files read with ``dd.read_parquet``; the learners
-run on two clusters created here: 1 worker x 2 threads and 2 workers x 1 thread.
+run on three clusters created here: 1 worker x 1 thread, 1 worker x 2 threads and
+2 workers x 1 thread.
 """
 
 from __future__ import annotations
 
+import dask
 import dask.array as da
 import dask.dataframe as dd
 import numpy as np
@@ -52,7 +54,17 @@ def _cluster(n_workers: int, threads: int):
         dashboard_address=":0",
         processes=True,
     )
-    return cluster, Client(cluster, set_as_default=False)
+    # the client's periodic scheduler-info refresh races with scheduler_info(n_workers=-1)
+    # (dask_meta.cluster.cluster_shape) and can leave it without workers
+    with dask.config.set({"distributed.client.scheduler-info-interval": "1 hour"}):
+        return cluster, Client(cluster, set_as_default=False)
+
+
+@pytest.fixture(scope="module")
+def one_worker_one_thread():
+    cluster, client = _cluster(1, 1)
+    with cluster, client:
+        yield client
 
 
 @pytest.fixture(scope="module")
@@ -106,10 +118,16 @@ def _assert_identical(a, b, what):
 
 
 @pytest.fixture(scope="module")
-def partition_runs(parquet_dir, one_worker_two_threads, two_workers_one_thread):
+def partition_runs(
+    parquet_dir, one_worker_one_thread, one_worker_two_threads, two_workers_one_thread
+):
     """{(learner, cluster, run): (in-sample CATE, out-of-sample CATE)}."""
     out = {}
-    clusters = {"1x2": one_worker_two_threads, "2x1": two_workers_one_thread}
+    clusters = {
+        "1x1": one_worker_one_thread,
+        "1x2": one_worker_two_threads,
+        "2x1": two_workers_one_thread,
+    }
     for name in ("T", "DR"):
         for label, client in clusters.items():
             runs = (0, 1) if label == "1x2" else (0,)
@@ -120,12 +138,13 @@ def partition_runs(parquet_dir, one_worker_two_threads, two_workers_one_thread):
     return out
 
 
+@pytest.mark.parametrize("other", ["1x1", "2x1"])
 @pytest.mark.parametrize("name", ["T", "DR"])
-def test_same_cate_on_both_cluster_layouts(partition_runs, name):
+def test_same_cate_on_every_cluster_layout(partition_runs, name, other):
     in_a, oos_a = partition_runs[(name, "1x2", 0)]
-    in_b, oos_b = partition_runs[(name, "2x1", 0)]
-    _assert_identical(in_a, in_b, f"{name} in-sample CATE, 1x2 vs 2x1")
-    _assert_identical(oos_a, oos_b, f"{name} out-of-sample CATE, 1x2 vs 2x1")
+    in_b, oos_b = partition_runs[(name, other, 0)]
+    _assert_identical(in_a, in_b, f"{name} in-sample CATE, 1x2 vs {other}")
+    _assert_identical(oos_a, oos_b, f"{name} out-of-sample CATE, 1x2 vs {other}")
     # the comparison is not vacuous: in-sample (cross-fitted) differs from out-of-sample
     assert not np.array_equal(in_a, oos_a)
 
@@ -138,19 +157,31 @@ def test_same_cate_on_repeated_runs(partition_runs, name):
     _assert_identical(oos_0, oos_1, f"{name} out-of-sample CATE, run 0 vs run 1")
 
 
-def test_hash_folds_survive_repartitioning(parquet_dir, two_workers_one_thread):
-    """fold_strategy="hash": folds follow the row id, so the CATE does not depend on the
-    partitioning; in-sample prediction uses the frame the learner was fitted on."""
-    client = two_workers_one_thread
+@pytest.fixture(scope="module")
+def hash_runs(parquet_dir, two_workers_one_thread):
+    """fold_strategy="hash" DR-learner CATE, by npartitions of the input (5: the files)."""
     columns = [*FEATURES, "row_id"]
     kwargs = {"fold_strategy": "hash", "fold_key": "row_id", "feature_set": FEATURES}
-    ddf = dd.read_parquet(parquet_dir)
-    repartitioned = ddf.repartition(npartitions=2)
-    assert repartitioned.npartitions == 2 != ddf.npartitions
-    in_a, oos_a = _fit_predict("DR", client, ddf, columns, **kwargs)
-    in_b, oos_b = _fit_predict("DR", client, repartitioned, columns, **kwargs)
-    _assert_identical(in_a, in_b, "hash folds: in-sample CATE, 5 vs 2 partitions")
-    _assert_identical(oos_a, oos_b, "hash folds: out-of-sample CATE, 5 vs 2 partitions")
+    out = {}
+    for npartitions in (5, 1, 2, 7):
+        ddf = dd.read_parquet(parquet_dir)
+        if npartitions != N_FILES:
+            ddf = ddf.repartition(npartitions=npartitions)
+        assert ddf.npartitions == npartitions
+        out[npartitions] = _fit_predict("DR", two_workers_one_thread, ddf, columns, **kwargs)
+    return out
+
+
+@pytest.mark.parametrize("npartitions", [1, 2, 7])
+def test_hash_folds_survive_repartitioning(hash_runs, npartitions):
+    """fold_strategy="hash": folds follow the row id, so the CATE does not depend on the
+    partitioning; in-sample prediction uses the frame the learner was fitted on."""
+    in_a, oos_a = hash_runs[N_FILES]
+    in_b, oos_b = hash_runs[npartitions]
+    _assert_identical(in_a, in_b, f"hash folds: in-sample CATE, 5 vs {npartitions} partitions")
+    _assert_identical(
+        oos_a, oos_b, f"hash folds: out-of-sample CATE, 5 vs {npartitions} partitions"
+    )
     assert not np.array_equal(in_a, oos_a)
 
 

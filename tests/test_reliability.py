@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
+import dask
 import dask.dataframe as dd
 import numpy as np
 import pandas as pd
@@ -60,8 +61,22 @@ class ExitingClassifier(ClassifierMixin, BaseEstimator):
 
 @pytest.fixture(scope="module")
 def client():
-    """Its own cluster (the tests kill its workers): 2 nannies with 1 thread each."""
+    """Its own cluster (the tests kill its workers): 2 nannies with 1 thread each.
+
+    A LocalCluster closes the nanny of a worker that has not come back within
+    ``distributed.deploy.lost-worker-timeout`` (15 s); restarting a worker process takes
+    longer than that on a loaded 2-core machine. The client's periodic scheduler-info
+    refresh is off: it races with ``Client.scheduler_info(n_workers=-1)``, which
+    dask_meta.cluster.cluster_shape reads, and now and then leaves it without workers
+    (distributed 2026.8; once in some thousands of calls, and these tests make hundreds).
+    """
     with (
+        dask.config.set(
+            {
+                "distributed.deploy.lost-worker-timeout": "5 minutes",
+                "distributed.client.scheduler-info-interval": "1 hour",
+            }
+        ),
         LocalCluster(
             n_workers=2,
             threads_per_worker=1,
@@ -113,7 +128,7 @@ def _worker_view(dask_worker) -> tuple[list[str], list[str], list[str]]:
     the models the planner put on the cluster (``dask_meta-models-*``) held."""
     executing = [str(k) for k, ts in dask_worker.state.tasks.items() if ts.state == "executing"]
     keys = list(dask_worker.data.keys())
-    partitions = [str(k) for k in keys if isinstance(k, tuple) and "_assign_partition" in k[0]]
+    partitions = [k for k in keys if isinstance(k, str) and k.startswith("dask_meta-training-")]
     models = [k for k in keys if isinstance(k, str) and k.startswith("dask_meta-models-")]
     return executing, partitions, models
 
@@ -292,12 +307,8 @@ def test_lost_worker_holding_training_partitions(client, dr_data, undisturbed, w
         learner.fit(X, y, w)
     assert killer.killed is not None, "no worker was killed: the test proved nothing"
     assert killer.views[killer.killed][1], "the killed worker held no training partitions"
-    print(
-        "DEBUG",
-        when,
-        {a[-5:]: (e, len(p)) for a, (e, p) in killer.views.items()},
-        len(only_here(killer.views, killer.killed)),
-    )
+    if when == "persisted":
+        assert only_here(killer.views, killer.killed), "its partitions had copies elsewhere"
     _assert_identical(_cate(client, learner, X), undisturbed, f"partitions lost ({when})")
 
 
@@ -537,7 +548,8 @@ def test_fifty_fits_leave_nothing_behind(client):
         learner.fit(X, y, w)
         if i % 10 == 0:
             cate = learner.predict(X, is_oos=False)
-            cates.append(np.asarray(cate if isinstance(cate, np.ndarray) else cate.compute()))
+            cate = cate if isinstance(cate, np.ndarray) else client.compute(cate, sync=True)
+            cates.append(cate)
     elapsed = time.monotonic() - start
     assert all(np.isfinite(c).all() for c in cates)
     back = poll(lambda: (_n_tasks(client), _managed(client)) == baseline, 10)
