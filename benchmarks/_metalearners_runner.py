@@ -20,6 +20,7 @@ import json
 import os
 import platform
 import re
+import signal
 import sys
 import time
 import warnings
@@ -95,6 +96,38 @@ def warm_up_loky() -> None:
     )
 
 
+class Capped(BaseException):
+    """A configuration ran past ``--cap-seconds``: it cannot be the fastest.
+
+    A ``BaseException``, like ``KeyboardInterrupt``: scikit-learn's ``cross_validate``, which
+    metalearners fits its folds with, turns an ``Exception`` into a failed fit and goes on.
+    """
+
+
+@contextlib.contextmanager
+def time_cap(seconds: float | None) -> Iterator[None]:
+    """Raise :class:`Capped` in the main thread after ``seconds`` (no cap for ``None``).
+
+    LightGBM's scikit-learn API boosts in a Python loop and joblib waits for its processes in
+    Python, so the alarm's handler runs within a boosting round of the deadline; joblib then
+    stops its pool (it is restarted and warmed up before the next configuration).
+    """
+    if seconds is None:
+        yield
+        return
+
+    def expire(signum, frame):
+        raise Capped
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def run(args: argparse.Namespace) -> dict:
     import lightgbm
     import metalearners
@@ -119,7 +152,10 @@ def run(args: argparse.Namespace) -> dict:
     warm_up_loky()
 
     results = []
-    for config in configurations(cores, args.quick):
+    for number, config in enumerate(configurations(cores, args.quick)):
+        # the default configuration (first) is always timed to the end; the others are
+        # stopped at the cap, since past it they are slower than what they are compared with
+        cap = args.cap_seconds if number > 0 and args.cap_seconds > 0 else None
         # scikit-learn 1.7.2 builds that warning's message with a stray print() call
         with contextlib.redirect_stdout(io.StringIO()):
             params = {"n_estimators": args.trees, "verbose": -1, "n_jobs": config["lgbm_n_jobs"]}
@@ -140,21 +176,31 @@ def run(args: argparse.Namespace) -> dict:
                 random_state=args.seed,
                 **extra,
             )
+        log(f"{label(config)}: fitting" + (f" (cap {cap:.1f} s)" if cap else ""))
         start = time.perf_counter()
-        learner.fit(
-            X,
-            y,
-            w,
-            n_jobs_cross_fitting=config["n_jobs_cross_fitting"],
-            n_jobs_base_learners=config["n_jobs_base_learners"],
-        )
+        try:
+            with time_cap(cap):
+                learner.fit(
+                    X,
+                    y,
+                    w,
+                    n_jobs_cross_fitting=config["n_jobs_cross_fitting"],
+                    n_jobs_base_learners=config["n_jobs_base_learners"],
+                )
+        except Capped:
+            stopped_s = time.perf_counter() - start
+            results.append({**config, "label": label(config), "fit_s": None, "capped_s": cap})
+            log(f"{label(config)}: stopped after {stopped_s:.1f} s (cap {cap:.1f} s)")
+            warm_up_loky()  # joblib stopped its pool: start it again outside the timing
+            continue
         fit_s = time.perf_counter() - start
         cate = learner.predict(X, is_oos=False)[:, :, 0]
         rmse = np.sqrt(np.mean((cate - truth) ** 2, axis=0))
         results.append({**config, "label": label(config), "fit_s": fit_s, "rmse": rmse.tolist()})
         log(f"{label(config)}: fit {fit_s:.2f} s, RMSE {np.round(rmse, 4).tolist()}")
 
-    best = min(range(len(results)), key=lambda i: results[i]["fit_s"])
+    finished = [i for i, r in enumerate(results) if r["fit_s"] is not None]
+    best = min(finished, key=lambda i: results[i]["fit_s"])
     return {
         "configs": results,
         "best": best,
@@ -162,6 +208,7 @@ def run(args: argparse.Namespace) -> dict:
         "features": len(features),
         "n_variants": n_variants,
         "cores": cores,
+        "cap_seconds": args.cap_seconds or None,
         "load_s": load_s,
         "python": platform.python_version(),
         "versions": {
@@ -180,6 +227,12 @@ def main() -> None:
     parser.add_argument("--cores", type=int, default=0, help="'all cores' (default: machine's)")
     parser.add_argument("--quick", action="store_true", help="only the default configuration")
     parser.add_argument("--learner", default="T", choices=("S", "T", "X", "R", "DR"))
+    parser.add_argument(
+        "--cap-seconds",
+        type=float,
+        default=0.0,
+        help="stop every configuration but the default one after this many seconds (0: none)",
+    )
     args = parser.parse_args()
     with stdout_to_stderr():
         result = run(args)

@@ -14,6 +14,10 @@ generated data (default 1M rows x 20 features, 3 variants, 5 folds):
   pandas (not timed) and tries its three levels of parallelism: LightGBM ``n_jobs`` in
   {1, all cores} x ``n_jobs_cross_fitting`` in {None, -1} x ``n_jobs_base_learners`` in
   {None, -1}. ``--quick`` runs only its default (all cores for LightGBM, None, None).
+  Every configuration but the default is stopped once it has run ``--cap`` times dask-meta's
+  fit time (default 1.0; 0 runs each to the end): past that point it is slower than
+  dask-meta, so it cannot change whether dask-meta is at least as fast as metalearners' best;
+  the table shows it as "> cap". The default configuration is always timed to the end.
 
 The cluster is closed before metalearners runs, so the two never share the cores. Start-up
 costs are left out on both sides: the cluster's worker imports LightGBM before the timed
@@ -72,6 +76,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="data, and both learners' folds")
     parser.add_argument(
         "--quick", action="store_true", help="metalearners: only its default configuration"
+    )
+    parser.add_argument(
+        "--cap",
+        type=float,
+        default=1.0,
+        help="stop non-default metalearners configurations after this multiple of dask-meta's "
+        "fit time (0: no cap)",
     )
     parser.add_argument("--workers", type=int, default=1, help="dask-meta LocalCluster workers")
     parser.add_argument("--learner", default="T", choices=("S", "T", "X", "R", "DR"))
@@ -168,7 +179,7 @@ def run_dask_meta(args: argparse.Namespace, client, path: Path) -> dict:
     }
 
 
-def run_metalearners(args: argparse.Namespace, path: Path) -> dict:
+def run_metalearners(args: argparse.Namespace, path: Path, cap_seconds: float) -> dict:
     command = [
         str(args.metalearners_python),
         str(RUNNER),
@@ -184,6 +195,8 @@ def run_metalearners(args: argparse.Namespace, path: Path) -> dict:
         args.learner,
         "--cores",
         str(available_cores()),
+        "--cap-seconds",
+        f"{cap_seconds:.3f}",
     ] + (["--quick"] if args.quick else [])
     # stderr (progress, warnings) goes to the terminal; stdout is the JSON document
     done = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=False)
@@ -212,6 +225,18 @@ def table(
         ]
     ]
     for i, c in enumerate(configs):
+        if c["fit_s"] is None:  # stopped at the cap
+            rows.append(
+                [
+                    "metalearners",
+                    c["label"],
+                    f"> {c['capped_s']:.2f}",
+                    f"> {c['capped_s'] / dm['fit_s']:.2f} (ml/dm)",
+                    *("-" for _ in rmse_heads),
+                    "-",
+                ]
+            )
+            continue
         rows.append(
             [
                 "metalearners" + (" *" if i == ml["best"] else ""),
@@ -242,6 +267,14 @@ def table(
         "",
         "* fastest metalearners configuration"
         + (" (--quick: only the default one was run)" if args.quick else ""),
+        *(
+            [
+                f"> t: stopped after t s = {args.cap} x dask-meta's fit time (--cap), so slower "
+                "than dask-meta and not the fastest"
+            ]
+            if any(c["fit_s"] is None for c in configs)
+            else []
+        ),
         "ratio: ml/dm = metalearners time / dask-meta time (> 1: dask-meta faster); "
         "dm/best = dask-meta time / fastest metalearners time",
         "efficiency: core-seconds of dask-meta's single-model fits / (cores x fit wall time)",
@@ -303,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[dask-meta] wrote {args.rows:,} rows in {time.perf_counter() - start:.1f} s")
             dm = run_dask_meta(args, client, path)
             print(f"[dask-meta] fit {dm['fit_s']:.2f} s, RMSE {[round(r, 4) for r in dm['rmse']]}")
-        ml = run_metalearners(args, path)
+        ml = run_metalearners(args, path, args.cap * dm["fit_s"])
 
     text, summary = table(args, dm, ml, load)
     print()
