@@ -320,6 +320,46 @@ def _training_arrays(spec: FitSpec, frame: pd.DataFrame) -> tuple[Any, np.ndarra
     return X, y, fit_params
 
 
+def calibrate_fit(
+    spec: FitSpec, sizes: tuple[int, int], threads: int, seed: int, part: pd.DataFrame, *extra
+) -> tuple[tuple[int, int], tuple[float, float], float] | None:
+    """Time the base model on a sample of one partition (runs on a worker, holding it whole).
+
+    Two fits with one thread on ``sizes`` rows (fewer if the partition's selection is
+    smaller) and one with ``threads`` threads on the larger sample. ``None`` if the sample
+    cannot be fitted (one class only, say): the cost model then goes without this model.
+    """
+    frame = gather_rows(spec.rows, [part], list(extra))
+    if len(frame) < 2:
+        return None
+    X, y, fit_params = _training_arrays(spec, frame)
+    order = np.random.default_rng(seed).permutation(len(frame))
+    per_row = {name: len(frame) for name in spec.row_params}
+
+    def timed(rows: int, n_threads: int) -> float:
+        take = np.sort(order[:rows])
+        X_rows = X.iloc[take] if hasattr(X, "iloc") else X[take]
+        params = dict(spec.params)
+        if spec.thread_param is not None:
+            params[spec.thread_param] = n_threads
+        kwargs = {
+            name: (value[take] if name in per_row else value) for name, value in fit_params.items()
+        }
+        start = time.perf_counter()
+        with threadpool_limits(limits=n_threads):
+            spec.factory(**params).fit(X_rows, y[take], **kwargs)
+        return time.perf_counter() - start
+
+    small, large = (min(s, len(frame)) for s in sizes)
+    try:
+        timed(small, 1)  # imports and first-call costs stay out of the timings
+        seconds_1 = (timed(small, 1), timed(large, 1))
+        seconds_n = timed(large, threads) if threads > 1 else seconds_1[1]
+    except Exception:
+        return None
+    return (small, large), seconds_1, seconds_n
+
+
 # --- shared binned data for LightGBM (DESIGN §6 fast path) -----------------------------------
 
 #: LightGBM parameters that only shape training, not the binned Dataset; models whose other

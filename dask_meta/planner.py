@@ -40,6 +40,7 @@ from dask_meta.backends import (
     STREAM,
     FitResult,
     FitSpec,
+    calibrate_fit,
     collection_rows,
     drop_bins,
     fit_collection,
@@ -315,6 +316,31 @@ class Planner:
         )
         self._owned.append(future)
         return future
+
+    def calibrate(
+        self, spec: FitSpec, part: Any, extra: Sequence[Any], sizes: tuple[int, int], seed: int
+    ) -> Any:
+        """Time one base model on a sample of a partition (the auto plan's cost model).
+
+        The task holds all threads of a worker, so nothing else runs beside the timed fits.
+        """
+        assert self.shape is not None
+        threads = self.shape.max_threads
+        kwargs: dict[str, Any] = {}
+        if self.shape.declares_threads:
+            kwargs["resources"] = {THREADS: threads}
+        key = f"dask_meta-calibrate-{_words(spec.factory.__name__)}-{new_token()}"
+        args = [spec, sizes, threads, seed, part, *extra]
+        with span(self.label, "calibrate"):
+            if any(isinstance(a, Delayed) for a in args):
+                task = dask.delayed(calibrate_fit, pure=False)(*args, dask_key_name=key)
+                future = self.client.compute(task, **kwargs)
+            else:
+                future = self.client.submit(calibrate_fit, *args, key=key, pure=False, **kwargs)
+        try:
+            return future.result()
+        finally:
+            future.release()
 
     def drop_bins(self, token: str) -> None:
         """Free the shared binned Datasets a fit left on the workers."""
