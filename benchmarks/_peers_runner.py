@@ -61,11 +61,16 @@ def base_models(base: str) -> tuple[type, dict, type, dict]:
         from lightgbm import LGBMClassifier, LGBMRegressor
 
         return LGBMRegressor, dict(LGBM_PARAMS), LGBMClassifier, dict(LGBM_PARAMS)
+    if base == "lgbm100":  # the performance benchmarks' setting (LightGBM's defaults)
+        from lightgbm import LGBMClassifier, LGBMRegressor
+
+        params = {"n_estimators": 100, "verbose": -1}
+        return LGBMRegressor, dict(params), LGBMClassifier, dict(params)
     if base == "linear":
         from sklearn.linear_model import LinearRegression, LogisticRegression
 
         return LinearRegression, {}, LogisticRegression, dict(LOGISTIC_PARAMS)
-    raise ValueError(f"unknown base model family {base!r}: expected 'lgbm' or 'linear'")
+    raise ValueError(f"unknown base model family {base!r}: expected lgbm, lgbm100 or linear")
 
 
 def log(message: str) -> None:
@@ -133,23 +138,44 @@ def export(args: argparse.Namespace) -> None:
 
 def propensities(
     classifier: type, params: dict, X: np.ndarray, w: np.ndarray, X_test: np.ndarray, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Out-of-fold propensities of the training rows (5 folds) and the held-out rows'."""
+) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
+    """CausalML's propensity inputs from the shared propensity model, per treatment group.
+
+    For group ``g``: P(w = g | w in {0, g}, x), as CausalML estimates it itself; out of fold
+    (5 folds) for the training rows of the pair, from the model fitted on the pair for the
+    training rows of other groups and for the held-out rows.
+    """
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
-    folds = StratifiedKFold(5, shuffle=True, random_state=seed)
-    train = cross_val_predict(classifier(**params), X, w, cv=folds, method="predict_proba")
-    test = classifier(**params).fit(X, w).predict_proba(X_test)
     clip = (PROPENSITY_CLIP, 1 - PROPENSITY_CLIP)
-    return np.clip(train[:, 1], *clip), np.clip(test[:, 1], *clip)
+    train, test = {}, {}
+    for group in sorted(set(np.unique(w)) - {0}):
+        pair = np.isin(w, (0, group))
+        label = (w[pair] == group).astype(int)
+        folds = StratifiedKFold(5, shuffle=True, random_state=seed)
+        model = classifier(**params).fit(X[pair], label)
+        p = model.predict_proba(X)[:, 1]
+        p[pair] = cross_val_predict(
+            classifier(**params), X[pair], label, cv=folds, method="predict_proba"
+        )[:, 1]
+        train[int(group)] = np.clip(p, *clip)
+        test[int(group)] = (
+            np.clip(model.predict_proba(X_test)[:, 1], *clip) if len(X_test) else np.zeros(0)
+        )
+    return train, test
 
 
 def _accepts(method: Any, name: str) -> bool:
     return name in inspect.signature(method).parameters
 
 
-def fit_econml(learner: str, base: str, seed: int, X, w, y, X_test):
+def _columns(effects: list[np.ndarray]) -> np.ndarray:
+    return np.stack([np.ravel(e) for e in effects], axis=1)
+
+
+def fit_econml(learner: str, base: str, seed: int, folds: int | None, X, w, y, X_test):
     reg, reg_params, clf, clf_params = base_models(base)
+    cv = {} if folds is None else {"cv": folds}
     if learner == "S":
         from econml.metalearners import SLearner
 
@@ -169,12 +195,15 @@ def fit_econml(learner: str, base: str, seed: int, X, w, y, X_test):
     elif learner == "R":  # EconML's R-learner with a free final model
         from econml.dml import NonParamDML
 
+        if len(np.unique(w)) > 2:
+            raise NotAvailable("EconML's NonParamDML takes one binary treatment")
         est = NonParamDML(
             model_y=reg(**reg_params),
             model_t=clf(**clf_params),
             model_final=reg(**reg_params),
             discrete_treatment=True,
             random_state=seed,
+            **cv,
         )
     elif learner == "DR":
         from econml.dr import DRLearner
@@ -184,16 +213,24 @@ def fit_econml(learner: str, base: str, seed: int, X, w, y, X_test):
             model_regression=reg(**reg_params),
             model_final=reg(**reg_params),
             random_state=seed,
+            **cv,
         )
     else:
         raise ValueError(learner)
     start = time.perf_counter()
     est.fit(y, w, X=X)
     fit_s = time.perf_counter() - start
-    return fit_s, np.ravel(est.effect(X)), np.ravel(est.effect(X_test))
+    groups = sorted(set(np.unique(w)) - {0})
+
+    def effects(rows: np.ndarray) -> np.ndarray:
+        if not len(rows):
+            return np.zeros((0, len(groups)))
+        return _columns([est.effect(rows, T0=0, T1=g) for g in groups])
+
+    return fit_s, effects(X), effects(X_test)
 
 
-def fit_causalml(learner: str, base: str, seed: int, X, w, y, X_test):
+def fit_causalml(learner: str, base: str, seed: int, folds: int | None, X, w, y, X_test):
     from causalml.inference import meta
 
     reg, reg_params, clf, clf_params = base_models(base)
@@ -205,15 +242,18 @@ def fit_causalml(learner: str, base: str, seed: int, X, w, y, X_test):
         "DR": meta.BaseDRRegressor,
     }[learner]
     kwargs: dict[str, Any] = {"learner": reg(**reg_params)}
-    if learner == "R" and "random_state" in inspect.signature(cls).parameters:
-        kwargs["random_state"] = seed
+    if learner == "R":
+        if "random_state" in inspect.signature(cls).parameters:
+            kwargs["random_state"] = seed
+        if folds is not None:
+            kwargs["n_fold"] = folds
     est = cls(**kwargs)
     start = time.perf_counter()
     fit_kwargs: dict[str, Any] = {}
     p_train = p_test = None
     if learner in ("X", "R", "DR"):
         # the same propensity model as the other packages, instead of CausalML's default
-        # elastic net
+        # elastic net; it is part of the fit's cost
         p_train, p_test = propensities(clf, clf_params, X, w, X_test, seed)
         fit_kwargs["p"] = p_train
     if learner == "DR" and _accepts(est.fit, "seed"):
@@ -221,18 +261,21 @@ def fit_causalml(learner: str, base: str, seed: int, X, w, y, X_test):
     est.fit(X, w, y, **fit_kwargs)
     fit_s = time.perf_counter() - start
 
-    def predict(rows: np.ndarray, p: np.ndarray | None) -> np.ndarray:
+    def predict(rows: np.ndarray, p: dict | None) -> np.ndarray:
+        if not len(rows):
+            return np.zeros((0, len(np.unique(w)) - 1))
         predict_kwargs: dict[str, Any] = {}
         if p is not None and _accepts(est.predict, "p"):
             predict_kwargs["p"] = p
         if _accepts(est.predict, "verbose"):
             predict_kwargs["verbose"] = False
-        return np.ravel(est.predict(rows, **predict_kwargs))
+        out = np.asarray(est.predict(rows, **predict_kwargs))
+        return out.reshape(len(rows), -1)
 
     return fit_s, predict(X, p_train), predict(X_test, p_test)
 
 
-def fit_metalearners(learner: str, base: str, seed: int, X, w, y, X_test):
+def fit_metalearners(learner: str, base: str, seed: int, folds: int | None, X, w, y, X_test):
     import metalearners
 
     reg, reg_params, clf, clf_params = base_models(base)
@@ -244,9 +287,11 @@ def fit_metalearners(learner: str, base: str, seed: int, X, w, y, X_test):
             "propensity_model_factory": clf,
             "propensity_model_params": clf_params,
         }
+    if folds is not None:
+        extra["n_folds"] = folds
     est = getattr(metalearners, f"{learner}Learner")(
         is_classification=False,
-        n_variants=2,
+        n_variants=len(np.unique(w)),
         nuisance_model_factory=reg,
         nuisance_model_params=reg_params,
         random_state=seed,
@@ -255,23 +300,43 @@ def fit_metalearners(learner: str, base: str, seed: int, X, w, y, X_test):
     start = time.perf_counter()
     est.fit(X, y, w)
     fit_s = time.perf_counter() - start
-    in_sample = est.predict(X, is_oos=False)[:, 0, 0]
-    held_out = est.predict(X_test, is_oos=True)[:, 0, 0]
+    in_sample = est.predict(X, is_oos=False)[:, :, 0]
+    held_out = est.predict(X_test, is_oos=True)[:, :, 0] if len(X_test) else in_sample[:0]
     return fit_s, in_sample, held_out
+
+
+class NotAvailable(Exception):
+    """The package has no such learner for this data (reported, not a failure)."""
 
 
 FITTERS = {"econml": fit_econml, "causalml": fit_causalml, "metalearners": fit_metalearners}
 
 
+def _rmse(hat: np.ndarray, truth: np.ndarray) -> float:
+    return float(np.sqrt(np.mean((hat - truth) ** 2))) if len(truth) else float("nan")
+
+
 def scores(
     cate_train: np.ndarray, hat_train: np.ndarray, cate_test: np.ndarray, hat_test: np.ndarray
-) -> dict[str, float]:
-    """sqrt(PEHE) in-sample and held-out, and the in-sample ATE's absolute error."""
+) -> dict[str, Any]:
+    """sqrt(PEHE) in-sample and held-out (over all variants; per variant in ``rmse_in``), and
+    the in-sample ATE's absolute error (the mean over variants)."""
+    cate_train, hat_train = np.atleast_2d(cate_train.T).T, np.atleast_2d(hat_train.T).T
+    cate_test, hat_test = np.atleast_2d(cate_test.T).T, np.atleast_2d(hat_test.T).T
     return {
-        "pehe_in": float(np.sqrt(np.mean((hat_train - cate_train) ** 2))),
-        "pehe_out": float(np.sqrt(np.mean((hat_test - cate_test) ** 2))),
-        "ate_error": float(abs(hat_train.mean() - cate_train.mean())),
+        "pehe_in": _rmse(hat_train, cate_train),
+        "pehe_out": _rmse(hat_test, cate_test),
+        "rmse_in": [_rmse(hat_train[:, k], cate_train[:, k]) for k in range(cate_train.shape[1])],
+        "ate_error": float(np.mean(np.abs(hat_train.mean(axis=0) - cate_train.mean(axis=0)))),
     }
+
+
+def cate_columns(columns: Any) -> list[str]:
+    """``cate`` (one treatment) or ``cate_1..cate_{K-1}``, in variant order."""
+    if "cate" in columns:
+        return ["cate"]
+    found = [c for c in columns if c.startswith("cate_") and c[5:].isdigit()]
+    return sorted(found, key=lambda c: int(c[5:]))
 
 
 def read(path: str) -> dict[str, np.ndarray]:
@@ -279,15 +344,20 @@ def read(path: str) -> dict[str, np.ndarray]:
 
     frame = pd.read_parquet(path)
     features = [c for c in frame.columns if c.startswith("x") and c[1:].isdigit()]
-    test = frame["is_test"].to_numpy(dtype=bool)
+    test = (
+        frame["is_test"].to_numpy(dtype=bool)
+        if "is_test" in frame.columns
+        else np.zeros(len(frame), dtype=bool)
+    )
     X = frame[features].to_numpy(dtype=float)
+    cate = frame[cate_columns(frame.columns)].to_numpy(dtype=float)
     return {
         "X": X[~test],
         "X_test": X[test],
         "w": frame["w"].to_numpy(dtype=int)[~test],
         "y": frame["y"].to_numpy(dtype=float)[~test],
-        "cate": frame["cate"].to_numpy(dtype=float)[~test],
-        "cate_test": frame["cate"].to_numpy(dtype=float)[test],
+        "cate": cate[~test],
+        "cate_test": cate[test],
     }
 
 
@@ -304,11 +374,26 @@ def fit(args: argparse.Namespace) -> None:
         if job["data"] not in cache:
             cache = {job["data"]: read(job["data"])}  # jobs come grouped by data file
         d = cache[job["data"]]
-        with stdout_to_stderr():
-            fit_s, hat_train, hat_test = FITTERS[job["package"]](
-                job["learner"], job["base"], job["seed"], d["X"], d["w"], d["y"], d["X_test"]
-            )
+        try:
+            with stdout_to_stderr():
+                fit_s, hat_train, hat_test = FITTERS[job["package"]](
+                    job["learner"],
+                    job["base"],
+                    job["seed"],
+                    job.get("folds"),
+                    d["X"],
+                    d["w"],
+                    d["y"],
+                    d["X_test"],
+                )
+        except NotAvailable as exc:
+            print(json.dumps({**job, "not_available": str(exc)}), flush=True)
+            continue
         result = {**job, "fit_s": fit_s, **scores(d["cate"], hat_train, d["cate_test"], hat_test)}
+        log(
+            f"{job['package']} {job['learner']} {job['base']}: fit {fit_s:.2f} s, "
+            f"sqrt(PEHE) {result['pehe_in']:.4f}"
+        )
         print(json.dumps(result), flush=True)
 
 

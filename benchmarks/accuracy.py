@@ -453,10 +453,14 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
 
+    missing = [r for r in results if "not_available" in r]
+    results = [r for r in results if "not_available" not in r]
     rows = summarise(results)
     checks = verdicts(rows)
     text = print_table(rows, checks)
     print(text)
+    for r in missing:
+        print(f"not run: {r['package']} {r['learner']} on {r['dataset']}: {r['not_available']}")
     peer_versions = {
         package: json.loads(
             subprocess.run(
