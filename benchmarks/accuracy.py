@@ -1,0 +1,493 @@
+"""Accuracy on public benchmark data with known effects: dask-meta against EconML, CausalML and
+metalearners, same splits and base models, several replications (issue 9).
+
+    ./dev.sh bench accuracy                          # everything (about an hour at 1M rows)
+    .venv/bin/python benchmarks/accuracy.py --datasets ihdp_A ihdp_B --reps 10
+    .venv/bin/python benchmarks/accuracy.py --datasets acic16 --reps 3 --base lgbm
+
+Data sets (each replication ``r`` uses seed ``r``):
+
+* ``ihdp_A``, ``ihdp_B``: IHDP with Hill (2011)'s response surfaces A (constant effect) and B
+  (heterogeneous), as EconML ships them (``econml.data.dgps``); the seed draws the surface and
+  the held-out split (20% of the 747 children).
+* ``acic16``: the ten ACIC 2016 simulation settings that causallib ships
+  (``causallib.datasets.load_acic16``, 4,802 rows); the seed draws the split. Reported per
+  setting in the JSON and pooled over the ten settings in the table.
+* ``generated``: dask-meta's own ``make_experiment`` (``--generated-rows``, default 1M rows,
+  20 covariates, binary treatment drawn from propensities, linear effect), written to parquet
+  from the cluster; dask-meta reads it lazily, the peers read it into memory.
+
+Learners S, T, X, R and DR; base models LightGBM (100 trees, deterministic) or linear (least
+squares, and logistic regression for propensities), the same objects in every package; each
+package's default folds. The peers' learners: EconML's ``SLearner``, ``TLearner``,
+``XLearner``, ``NonParamDML`` (its R-learner) and ``DRLearner``; CausalML's ``Base*Regressor``
+(given propensity scores from the same propensity model, out of fold, as it takes them from
+the caller); metalearners 0.13.0.
+
+Metrics per fit, on the training rows (in-sample: each package's estimate for the units it was
+fitted on; cross-fitted where the learner does so) and the held-out rows: sqrt(PEHE), the root
+mean squared error against the true CATE, and the absolute error of the ATE (mean of the
+estimated CATE against the mean of the true one, in-sample). The table shows the mean and the
+standard error over replications, and whether dask-meta's sqrt(PEHE) is within one standard
+error of the best peer's, or better.
+
+EconML, CausalML and causallib pin versions that conflict with dask-meta's, so they run in
+``.venv-peers``, which this script creates on first use (it says so); metalearners runs in
+``.venv-parity`` (``./dev.sh parity`` creates it). Results go to
+``benchmarks/results/accuracy.json``; everything is seeded, so a second run prints the same
+table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from importlib.metadata import version
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+
+import _peers_runner as peers  # noqa: E402
+
+RUNNER = HERE / "_peers_runner.py"
+RESULTS = HERE / "results" / "accuracy.json"
+PEERS_VENV = REPO / ".venv-peers"
+PARITY_VENV = REPO / ".venv-parity"
+#: the peers' versions, pinned so that a rerun measures the same code
+PEER_REQUIREMENTS = (
+    "econml==0.17.0",
+    "causalml==0.18.0",
+    "causallib==0.10.0",
+    "lightgbm==4.7.0",
+    "pyarrow",
+)
+LEARNERS = ("S", "T", "X", "R", "DR")
+PACKAGES = ("dask-meta", "econml", "causalml", "metalearners")
+DATASETS = ("ihdp_A", "ihdp_B", "acic16", "generated")
+ACIC_SETTINGS = tuple(f"acic16_{i}" for i in range(1, 11))
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
+    parser.add_argument("--learners", nargs="+", default=list(LEARNERS), choices=LEARNERS)
+    parser.add_argument("--base", nargs="+", default=["lgbm", "linear"], choices=("lgbm", "linear"))
+    parser.add_argument(
+        "--peers", nargs="*", default=list(PACKAGES[1:]), choices=PACKAGES[1:], help="peers to run"
+    )
+    parser.add_argument("--reps", type=int, default=10, help="replications of IHDP")
+    parser.add_argument("--acic-reps", type=int, default=3, help="replications per ACIC setting")
+    parser.add_argument("--generated-reps", type=int, default=3)
+    parser.add_argument("--generated-rows", type=int, default=1_000_000)
+    parser.add_argument("--test-size", type=float, default=0.2)
+    parser.add_argument("--threads", type=int, default=2, help="dask-meta: threads of its worker")
+    return parser.parse_args(argv)
+
+
+# --- virtualenvs ----------------------------------------------------------------------------
+
+
+def _venv_python(venv: Path) -> Path:
+    return venv / "bin" / "python"
+
+
+def ensure_peers_venv() -> Path:
+    """``.venv-peers`` with EconML, CausalML and causallib; created (and said so) if missing."""
+    python = _venv_python(PEERS_VENV)
+    if python.exists():
+        return python
+    print(
+        f"creating {PEERS_VENV.relative_to(REPO)} for EconML, CausalML and causallib: their "
+        "pins conflict with dask-meta's, so they get their own virtualenv "
+        f"({', '.join(PEER_REQUIREMENTS)})",
+        file=sys.stderr,
+        flush=True,
+    )
+    subprocess.run([sys.executable, "-m", "venv", str(PEERS_VENV)], check=True)
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", *PEER_REQUIREMENTS],
+        check=True,
+    )
+    return python
+
+
+def peer_pythons(args: argparse.Namespace) -> dict[str, Path]:
+    pythons = {}
+    if {"econml", "causalml"} & set(args.peers) or set(args.datasets) - {"generated"}:
+        venv_python = ensure_peers_venv()
+        pythons["econml"] = pythons["causalml"] = venv_python
+    if "metalearners" in args.peers:
+        python = _venv_python(PARITY_VENV)
+        if not python.exists():
+            raise SystemExit(
+                f"{python} not found: metalearners 0.13.0 runs in its own virtualenv; create it "
+                "with ./dev.sh parity, or leave metalearners out with --peers econml causalml"
+            )
+        pythons["metalearners"] = python
+    return pythons
+
+
+def run_peer(python: Path, jobs: list[dict], tmp: Path) -> list[dict]:
+    if not jobs:
+        return []
+    path = tmp / f"jobs-{os.getpid()}-{time.monotonic_ns()}.json"
+    path.write_text(json.dumps(jobs))
+    done = subprocess.run(
+        [str(python), str(RUNNER), "fit", "--jobs", str(path)],
+        stdout=subprocess.PIPE,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"peer runner failed (exit {done.returncode}) on {path}")
+    return [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+
+
+# --- data -------------------------------------------------------------------------------------
+
+
+def export_public(python: Path, dataset: str, seed: int, test_size: float, out: Path) -> None:
+    subprocess.run(
+        [
+            str(python),
+            str(RUNNER),
+            "export",
+            "--dataset",
+            dataset,
+            "--seed",
+            str(seed),
+            "--test-size",
+            str(test_size),
+            "--out",
+            str(out),
+        ],
+        check=True,
+    )
+
+
+def _with_split(part, seed: int, test_size: float, partition_info=None):
+    number = partition_info["number"] if partition_info else 0
+    rng = np.random.default_rng([seed, 9, number])
+    part = part.rename(columns={"cate_1": "cate"})
+    part = part.drop(columns=[c for c in part.columns if c.startswith("propensity_")])
+    part["is_test"] = rng.random(len(part)) < test_size
+    return part
+
+
+def write_generated(rows: int, seed: int, test_size: float, out: Path) -> None:
+    """Generate on the cluster and write to parquet, never collecting the rows."""
+    from dask_meta.datasets import make_experiment
+
+    data = make_experiment(rows, 20, 2, effect="linear", seed=seed)
+    meta = _with_split(data._meta, seed, test_size)
+    data.map_partitions(_with_split, seed, test_size, meta=meta).to_parquet(out, write_index=False)
+
+
+# --- dask-meta --------------------------------------------------------------------------------
+
+
+def make_learner(learner: str, base: str, seed: int, client):
+    import dask_meta
+
+    reg, reg_params, clf, clf_params = peers.base_models(base)
+    extra = {}
+    if learner in ("X", "R", "DR"):
+        extra = {
+            "treatment_model_factory": reg,
+            "treatment_model_params": reg_params,
+            "propensity_model_factory": clf,
+            "propensity_model_params": clf_params,
+        }
+    return getattr(dask_meta, f"{learner}Learner")(
+        is_classification=False,
+        n_variants=2,
+        nuisance_model_factory=reg,
+        nuisance_model_params=reg_params,
+        random_state=seed,
+        client=client,
+        **extra,
+    )
+
+
+def fit_dask_meta_small(job: dict, client) -> dict:
+    """A data set that fits in memory: pandas in, as a user would pass it."""
+    import pandas as pd
+
+    frame = pd.read_parquet(job["data"])
+    features = [c for c in frame.columns if c.startswith("x") and c[1:].isdigit()]
+    test = frame["is_test"].to_numpy(dtype=bool)
+    train, held = frame[~test].reset_index(drop=True), frame[test].reset_index(drop=True)
+    est = make_learner(job["learner"], job["base"], job["seed"], client)
+    start = time.perf_counter()
+    est.fit(train[features], train["y"], train["w"])
+    fit_s = time.perf_counter() - start
+    hat_train = np.asarray(est.predict(train[features], is_oos=False))[:, 0, 0]
+    hat_test = np.asarray(est.predict(held[features], is_oos=True))[:, 0, 0]
+    return {
+        **job,
+        "fit_s": fit_s,
+        **peers.scores(train["cate"].to_numpy(), hat_train, held["cate"].to_numpy(), hat_test),
+    }
+
+
+def fit_dask_meta_lazy(job: dict, client) -> dict:
+    """The generated data set: read lazily from parquet, scored by reductions on the cluster."""
+    import dask
+    import dask.array as da
+    import dask.dataframe as dd
+
+    ddf = dd.read_parquet(job["data"])
+    features = [c for c in ddf.columns if c.startswith("x") and c[1:].isdigit()]
+    train, held = ddf[~ddf["is_test"]], ddf[ddf["is_test"]]
+    est = make_learner(job["learner"], job["base"], job["seed"], client)
+    start = time.perf_counter()
+    est.fit(train[features], train["y"], train["w"])
+    fit_s = time.perf_counter() - start
+    hat_train = est.predict(train[features], is_oos=False)[:, 0, 0]
+    hat_test = est.predict(held[features], is_oos=True)[:, 0, 0]
+    # one partition per file on both sides of each difference (dask-notes §2.5)
+    with dask.config.set({"optimization.tune.active": False}):
+        cate_train = train["cate"].to_dask_array(lengths=True)
+        cate_test = held["cate"].to_dask_array(lengths=True)
+    sums = client.compute(
+        [
+            ((hat_train - cate_train) ** 2).mean(),
+            ((hat_test - cate_test) ** 2).mean(),
+            hat_train.mean() - cate_train.mean(),
+        ]
+    )
+    mse_in, mse_out, ate_diff = (float(f.result()) for f in sums)
+    del da
+    return {
+        **job,
+        "fit_s": fit_s,
+        "pehe_in": mse_in**0.5,
+        "pehe_out": mse_out**0.5,
+        "ate_error": abs(ate_diff),
+    }
+
+
+# --- the table --------------------------------------------------------------------------------
+
+
+def mean_se(values: list[float]) -> tuple[float, float]:
+    array = np.asarray(values, dtype=float)
+    se = array.std(ddof=1) / np.sqrt(len(array)) if len(array) > 1 else float("nan")
+    return float(array.mean()), float(se)
+
+
+def summarise(results: list[dict]) -> list[dict]:
+    """Mean and standard error per (data set, learner, base, package); ACIC settings pooled."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in results:
+        dataset = "acic16" if r["dataset"].startswith("acic16_") else r["dataset"]
+        groups[(dataset, r["learner"], r["base"], r["package"])].append(r)
+    rows = []
+    for (dataset, learner, base, package), runs in groups.items():
+        row = {"dataset": dataset, "learner": learner, "base": base, "package": package}
+        row["n"] = len(runs)
+        for metric in ("pehe_in", "pehe_out", "ate_error", "fit_s"):
+            row[metric], row[f"{metric}_se"] = mean_se([r[metric] for r in runs])
+        rows.append(row)
+    order = {name: i for i, name in enumerate((*DATASETS, *LEARNERS, "lgbm", "linear", *PACKAGES))}
+    rows.sort(key=lambda r: tuple(order[r[k]] for k in ("dataset", "learner", "base", "package")))
+    return rows
+
+
+def verdicts(rows: list[dict]) -> list[dict]:
+    """dask-meta against the best peer, per (data set, learner, base) and metric."""
+    out = []
+    cells: dict[tuple, dict[str, dict]] = defaultdict(dict)
+    for r in rows:
+        cells[(r["dataset"], r["learner"], r["base"])][r["package"]] = r
+    for key, by_package in cells.items():
+        dm = by_package.get("dask-meta")
+        others = [r for p, r in by_package.items() if p != "dask-meta"]
+        if dm is None or not others:
+            continue
+        verdict = {"dataset": key[0], "learner": key[1], "base": key[2]}
+        for metric in ("pehe_in", "pehe_out"):
+            best = min(others, key=lambda r: r[metric])
+            se = best[f"{metric}_se"] if np.isfinite(best[f"{metric}_se"]) else 0.0
+            verdict[metric] = {
+                "dask_meta": dm[metric],
+                "best_peer": best["package"],
+                "best": best[metric],
+                "best_se": se,
+                "ok": bool(dm[metric] <= best[metric] + se),
+            }
+        out.append(verdict)
+    return out
+
+
+def print_table(rows: list[dict], checks: list[dict]) -> str:
+    def cell(row: dict, metric: str) -> str:
+        se = row[f"{metric}_se"]
+        return f"{row[metric]:.4f} ± {se:.4f}" if np.isfinite(se) else f"{row[metric]:.4f}"
+
+    heads = ["data set", "learner", "base", "package", "n", "sqrt(PEHE) in", "sqrt(PEHE) out"]
+    heads += ["|ATE error|", "fit s"]
+    body = [
+        [
+            r["dataset"],
+            r["learner"],
+            r["base"],
+            r["package"],
+            str(r["n"]),
+            cell(r, "pehe_in"),
+            cell(r, "pehe_out"),
+            cell(r, "ate_error"),
+            f"{r['fit_s']:.2f}",
+        ]
+        for r in rows
+    ]
+    lines = [_format(heads, body), ""]
+    heads = ["data set", "learner", "base", "metric", "dask-meta", "best peer", "its mean ± se"]
+    heads.append("within 1 se")
+    body = []
+    for v in checks:
+        for metric, label in (("pehe_in", "in-sample"), ("pehe_out", "held-out")):
+            c = v[metric]
+            body.append(
+                [
+                    v["dataset"],
+                    v["learner"],
+                    v["base"],
+                    label,
+                    f"{c['dask_meta']:.4f}",
+                    c["best_peer"],
+                    f"{c['best']:.4f} ± {c['best_se']:.4f}",
+                    "yes" if c["ok"] else "NO",
+                ]
+            )
+    lines += [_format(heads, body), ""]
+    failed = sum(not v[m]["ok"] for v in checks for m in ("pehe_in", "pehe_out"))
+    lines.append(
+        f"dask-meta's sqrt(PEHE) within one standard error of the best peer's, or better: "
+        f"{2 * len(checks) - failed} of {2 * len(checks)} cells"
+    )
+    return "\n".join(lines)
+
+
+def _format(heads: list[str], body: list[list[str]]) -> str:
+    widths = [max(len(x[i]) for x in [heads, *body]) for i in range(len(heads))]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(heads, widths))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in body]
+    return "\n".join(lines)
+
+
+# --- main -------------------------------------------------------------------------------------
+
+
+def replications(args: argparse.Namespace) -> list[tuple[str, int]]:
+    """(data set, seed) pairs: each one data file."""
+    pairs = []
+    for dataset in args.datasets:
+        if dataset in ("ihdp_A", "ihdp_B"):
+            pairs += [(dataset, seed) for seed in range(args.reps)]
+        elif dataset == "acic16":
+            pairs += [(s, seed) for s in ACIC_SETTINGS for seed in range(args.acic_reps)]
+        else:
+            pairs += [("generated", seed) for seed in range(args.generated_reps)]
+    return pairs
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    pythons = peer_pythons(args)
+    from distributed import Client, LocalCluster
+
+    results: list[dict] = []
+    started = time.perf_counter()
+    with (
+        tempfile.TemporaryDirectory(prefix="dask-meta-accuracy-") as tmp_name,
+        LocalCluster(
+            n_workers=1,
+            threads_per_worker=args.threads,
+            resources={"threads": args.threads},
+            dashboard_address=":0",
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        tmp = Path(tmp_name)
+        for dataset, seed in replications(args):
+            path = tmp / f"{dataset}-{seed}.parquet"
+            if dataset == "generated":
+                write_generated(args.generated_rows, seed, args.test_size, path)
+            else:
+                export_public(pythons["econml"], dataset, seed, args.test_size, path)
+            jobs = [
+                {
+                    "data": str(path),
+                    "dataset": dataset,
+                    "seed": seed,
+                    "learner": learner,
+                    "base": base,
+                }
+                for learner in args.learners
+                for base in args.base
+            ]
+            fit = fit_dask_meta_lazy if dataset == "generated" else fit_dask_meta_small
+            for job in jobs:
+                results.append(fit({**job, "package": "dask-meta"}, client))
+            for package in args.peers:
+                results += run_peer(
+                    pythons[package], [{**job, "package": package} for job in jobs], tmp
+                )
+            print(
+                f"[accuracy] {dataset} seed {seed}: {len(jobs) * (1 + len(args.peers))} fits "
+                f"({time.perf_counter() - started:.0f} s so far)",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    missing = [r for r in results if "not_available" in r]
+    results = [r for r in results if "not_available" not in r]
+    rows = summarise(results)
+    checks = verdicts(rows)
+    text = print_table(rows, checks)
+    print(text)
+    for r in missing:
+        print(f"not run: {r['package']} {r['learner']} on {r['dataset']}: {r['not_available']}")
+    peer_versions = {
+        package: json.loads(
+            subprocess.run(
+                [str(python), str(RUNNER), "versions"], capture_output=True, text=True, check=True
+            ).stdout
+        )
+        for package, python in pythons.items()
+    }
+    document = {
+        "benchmark": "accuracy",
+        "args": vars(args),
+        "machine": {"cores": os.cpu_count(), "platform": platform.platform()},
+        "versions": {
+            "python": platform.python_version(),
+            **{n: version(n) for n in ("dask-meta", "dask", "lightgbm", "scikit-learn")},
+            "peers": peer_versions,
+        },
+        "results": [{k: v for k, v in r.items() if k != "data"} for r in results],
+        "summary": rows,
+        "verdicts": checks,
+        "table": text,
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(document, indent=2))
+    print(f"\nresults: {RESULTS.relative_to(REPO)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
