@@ -565,6 +565,26 @@ def stream_step(
     )
 
 
+def fused_stream_step(
+    specs: Sequence[FitSpec],
+    states: Sequence[StreamState] | None,
+    final: bool,
+    part: pd.DataFrame,
+    *extra: pd.DataFrame,
+) -> list[StreamState] | list[FitResult]:
+    """One partition for all fold models of a streaming estimator: one read, several fits.
+
+    ``specs`` are the fits of one cross-fit estimator (its folds and overall model); each
+    takes its own rows of the partition, as :func:`stream_step` would.
+    """
+    if states is None:
+        states = [None] * len(specs)  # type: ignore[list-item]
+    return [
+        stream_step(spec, state, final, part, *extra)  # type: ignore[misc]
+        for spec, state in zip(specs, states, strict=True)
+    ]
+
+
 # --- collection backend: the estimator's own distributed fit, called from the client -------
 
 #: Column names of the frame a collection fit reads (features keep their names).
