@@ -283,14 +283,22 @@ def fit_local(spec: FitSpec, n_parts: int, *parts: pd.DataFrame) -> FitResult:
     """
     start = time.time()
     if spec.bins is not None:
-        whole = gather_rows(RowSelection(), parts[:n_parts], parts[n_parts:])
+        main = list(parts[:n_parts])
+        with _bins_lock:
+            built = spec.bins in _bins
+        if built:
+            # this worker holds the binned features already: gather only the columns that
+            # choose the rows and give the labels, not the feature matrix once more
+            wanted = _label_columns(spec)
+            main = [p[[c for c in p.columns if c in wanted]] for p in main]
+        whole = gather_rows(RowSelection(), main, parts[n_parts:])
         keep = spec.rows.mask(whole)
         if not keep.any():
             raise ValueError(
                 f"no training rows for {spec.factory.__name__} (target {spec.target}): the "
                 "selection of rows for this model is empty"
             )
-        model = fit_binned(spec, whole, keep)
+        model = fit_binned(spec, whole, keep, template=parts[0].iloc[:0])
         classes = np.asarray(model.classes_) if spec.is_classifier else None
         return FitResult(model, int(keep.sum()), _current_worker(), start, time.time(), classes)
     frame = gather_rows(spec.rows, parts[:n_parts], parts[n_parts:])
@@ -471,9 +479,23 @@ def _shared_dataset_switch(real: Callable[..., Any]) -> Callable[..., Any]:
     return dataset
 
 
-def fit_binned(spec: FitSpec, frame: pd.DataFrame, keep: np.ndarray) -> Any:
+def _label_columns(spec: FitSpec) -> set[str]:
+    """Training-frame columns a shared-bins fit reads besides the binned features."""
+    columns = {W_COL, spec.target, *spec.row_params.values()}
+    if spec.rows.fold_col is not None:
+        columns.add(spec.rows.fold_col)
+    return columns
+
+
+def fit_binned(
+    spec: FitSpec, frame: pd.DataFrame, keep: np.ndarray, template: pd.DataFrame | None = None
+) -> Any:
     """Fit a LightGBM model on the rows ``keep`` of the training frame (all partitions,
-    derived columns included), through the worker's shared binned Dataset."""
+    derived columns included), through the worker's shared binned Dataset.
+
+    ``frame`` needs the features only if this worker has not built the Dataset yet;
+    ``template`` (an empty frame with the features' columns and dtypes) gives the model its
+    feature names and categories when ``frame`` lacks them."""
     import lightgbm.sklearn
 
     if not hasattr(lightgbm.sklearn.Dataset, "__wrapped__"):
@@ -484,11 +506,11 @@ def fit_binned(spec: FitSpec, frame: pd.DataFrame, keep: np.ndarray) -> Any:
                 )
     dataset = _binned_dataset(spec, frame)
     positions = np.flatnonzero(keep)
-    rows = frame.iloc[positions]
-    y = rows[spec.target].to_numpy()
+    # column by column: the selected rows of the whole frame would copy the features too
+    y = frame[spec.target].to_numpy()[positions]
     fit_params = dict(spec.fit_params)
     for name, column in spec.row_params.items():
-        fit_params[name] = rows[column].to_numpy()
+        fit_params[name] = frame[column].to_numpy()[positions]
     params = dict(spec.params)
     if spec.thread_param is not None:
         params[spec.thread_param] = spec.threads
@@ -498,7 +520,8 @@ def fit_binned(spec: FitSpec, frame: pd.DataFrame, keep: np.ndarray) -> Any:
         _pending_subset.value = subset
         try:
             # the features are in the subset already: fit sees their names only
-            model.fit(spec.design.matrix(frame.iloc[:0]), y, **fit_params)
+            names = template if template is not None else frame.iloc[:0]
+            model.fit(spec.design.matrix(names), y, **fit_params)
         finally:
             _pending_subset.value = None
     return model
