@@ -1908,6 +1908,7 @@ def fit_estimators(
         seed_key=kind,
     )
     requests: dict[Hashable, SplitRequest] = {(kind, ordinal): request for ordinal in ordinals}
+    categorical = unknown_categoricals(data)
     stats = scan(
         client,
         data.frame,
@@ -1915,10 +1916,14 @@ def fit_estimators(
         fold_key=cfe.fold_key,
         hash_specs=hash_specs_for(requests, seed) if cfe.fold_strategy == "hash" else (),
         keep_arrays=cfe.fold_strategy == "sklearn",
+        categorical=categorical,
     )
     y_nan = sum(s.y_nan for s in stats)
     if y_nan:
         raise ValueError(f"{names[0]} has {y_nan} missing values (NaN)")
+    if categorical:
+        # as in a learner's fit: the same categories in every partition (see _begin_run)
+        data = with_categories(data, [s.categories for s in stats])
     assignment = assign(
         cfe.fold_strategy,
         data.frame,
@@ -1991,6 +1996,10 @@ def fit_estimators(
         results = planner.run([j for jobs in jobs_of for j in jobs])
         for each, ordinal, jobs in zip(cfes, ordinals, jobs_of):
             each.set_fitted(jobs, results, assignment.refs[(kind, ordinal)], context, kind)
+    except BaseException:
+        # the persisted frame and any fits in flight go with the failure (see _fit_stages)
+        planner.cancel_all()
+        raise
     finally:
         planner.release()
     report = planner.report_frame()
