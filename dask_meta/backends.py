@@ -594,17 +594,16 @@ def fused_stream_step(
     final: bool,
     part: pd.DataFrame,
     *extra: pd.DataFrame,
-) -> list[StreamState] | list[FitResult]:
+) -> list[Any]:
     """One partition for all fold models of a streaming estimator: one read, several fits.
 
     ``specs`` are the fits of one cross-fit estimator (its folds and overall model); each
     takes its own rows of the partition, as :func:`stream_step` would.
     """
-    if states is None:
-        states = [None] * len(specs)  # type: ignore[list-item]
+    previous: Sequence[StreamState | None] = [None] * len(specs) if states is None else states
     return [
-        stream_step(spec, state, final, part, *extra)  # type: ignore[misc]
-        for spec, state in zip(specs, states, strict=True)
+        stream_step(spec, state, final, part, *extra)
+        for spec, state in zip(specs, previous, strict=True)
     ]
 
 

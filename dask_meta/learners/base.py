@@ -2056,6 +2056,12 @@ def _calibration(
     if measured is None:
         return None
     rows, seconds_1, seconds_n = measured
-    calibration = Calibration(name, tuple(rows), tuple(seconds_1), shape.max_threads, seconds_n)
+    calibration = Calibration(
+        name,
+        (int(rows[0]), int(rows[1])),
+        (float(seconds_1[0]), float(seconds_1[1])),
+        shape.max_threads,
+        float(seconds_n),
+    )
     _CALIBRATIONS[key] = calibration
     return calibration
