@@ -255,10 +255,10 @@ def choose(
     candidates = []
     for threads in range(1, shape.max_threads + 1):
         n_slots = slots(shape, threads)
-        caps: list[int | None] = [None]
+        caps: Sequence[int | None] = [None]
         if not fits_in_memory(jobs, shape, threads, None):
             # fewer fits in flight than slots, down to one
-            caps = [c for c in range(n_slots - 1, 0, -1)] or [1]
+            caps = list(range(n_slots - 1, 0, -1)) or [1]
         for cap in caps:
             ok = fits_in_memory(jobs, shape, threads, cap)
             seconds = simulate(jobs, calibrations, shape, threads, cap)
