@@ -103,6 +103,10 @@ class Job:
     parts: Sequence[Future | Delayed]
     extra_parts: Sequence[Future | Delayed] = ()
     cost: float = 1.0
+    #: expected seconds per unit of ``cost``, relative (ordering only): the number of classes
+    #: of a multi-class classifier (a boosted model grows a tree per class), or the auto
+    #: plan's calibrated seconds per training row
+    weight: float = 1.0
     #: ``"local"``, ``"stream"`` or ``"collection"`` (see :mod:`dask_meta.backends`)
     backend: str = LOCAL
     #: empty pandas frames (training partition, derived columns or None): the schema of a
@@ -519,7 +523,7 @@ class Planner:
 
     def _submit(self, job: Job, step: int, previous: Future | None = None) -> Future:
         """Submit a local job, or step ``step`` of a streaming job (after ``previous``)."""
-        kwargs: dict[str, Any] = {"priority": int(min(job.cost, 1e12))}
+        kwargs: dict[str, Any] = {"priority": int(min(_expected(job), 1e12))}
         if self.shape is not None and self.shape.declares_threads:
             kwargs["resources"] = {THREADS: job.spec.threads}
         if job.backend == STREAM:
@@ -600,10 +604,15 @@ def _fits(job: Job) -> int:
     return len(job.members) or 1
 
 
+def _expected(job: Job) -> float:
+    """A job's expected duration, in the units of its weight (rows, or seconds x 1e6)."""
+    return job.cost * job.weight
+
+
 def _priority(job: Job) -> tuple[float, str, int, int]:
     """Longest expected first; ties broken deterministically."""
     fold = -1 if job.fold is None else job.fold
-    return (-job.cost, job.kind, job.ordinal, fold)
+    return (-_expected(job), job.kind, job.ordinal, fold)
 
 
 def fuse_streams(jobs: Sequence[Job], limits: Limits) -> list[Job]:
@@ -648,6 +657,7 @@ def fuse_streams(jobs: Sequence[Job], limits: Limits) -> list[Job]:
                 parts=first.parts,
                 extra_parts=first.extra_parts,
                 cost=sum(m.cost for m in members),
+                weight=first.weight,
                 backend=STREAM,
                 meta=first.meta,
                 members=list(members),
