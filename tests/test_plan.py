@@ -98,7 +98,13 @@ def test_choose_caps_fits_in_flight_when_memory_is_short():
     # one fit at a time: a whole worker per model beats one thread per model with a cap
     assert choice.threads_per_model == 2
     assert choice.n_jobs_cross_fitting is None
-    assert any(not c.memory_ok for c in choice.candidates)
+    # one thread per model only with one fit in flight: 4 x 1001 s against 4 x 1001 / 1.8 s
+    assert [(c.threads_per_model, c.max_in_flight) for c in choice.candidates] == [
+        (1, 1),
+        (2, None),
+    ]
+    assert choice.candidates[0].seconds == pytest.approx(4004.0)
+    assert "1 thread x at most 1 in flight: 4004.0 s" in choice.reason
 
 
 def test_concurrency_and_the_rule_respect_the_limits():
