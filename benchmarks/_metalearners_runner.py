@@ -153,6 +153,8 @@ def run(args: argparse.Namespace) -> dict:
 
     results = []
     for number, config in enumerate(configurations(cores, args.quick)):
+        if args.configs is not None and number not in args.configs:
+            continue
         # the default configuration (first) is always timed to the end; the others are
         # stopped at the cap, since past it they are slower than what they are compared with
         cap = args.cap_seconds if number > 0 and args.cap_seconds > 0 else None
@@ -200,7 +202,7 @@ def run(args: argparse.Namespace) -> dict:
         log(f"{label(config)}: fit {fit_s:.2f} s, RMSE {np.round(rmse, 4).tolist()}")
 
     finished = [i for i, r in enumerate(results) if r["fit_s"] is not None]
-    best = min(finished, key=lambda i: results[i]["fit_s"])
+    best = min(finished, key=lambda i: results[i]["fit_s"]) if finished else None
     return {
         "configs": results,
         "best": best,
@@ -232,6 +234,14 @@ def main() -> None:
         type=float,
         default=0.0,
         help="stop every configuration but the default one after this many seconds (0: none)",
+    )
+    parser.add_argument(
+        "--configs",
+        type=int,
+        nargs="+",
+        default=None,
+        help="run only these configurations (their numbers in the grid, the default one 0); "
+        "with --cap-seconds, every one but 0 is capped",
     )
     args = parser.parse_args()
     with stdout_to_stderr():

@@ -33,14 +33,13 @@ import argparse
 import contextlib
 import inspect
 import json
-import os
 import sys
 import time
 import warnings
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+from _metalearners_runner import stdout_to_stderr  # the same fd juggling, one copy
 
 #: LightGBM for every model kind; deterministic so that a rerun prints the same numbers
 LGBM_PARAMS = {
@@ -73,22 +72,21 @@ def base_models(base: str) -> tuple[type, dict, type, dict]:
     raise ValueError(f"unknown base model family {base!r}: expected lgbm, lgbm100 or linear")
 
 
+def learner_kwargs(learner: str, base: str) -> dict[str, Any]:
+    """metalearners-style treatment and propensity model arguments (X, R and DR)."""
+    if learner not in ("X", "R", "DR"):
+        return {}
+    reg, reg_params, clf, clf_params = base_models(base)
+    return {
+        "treatment_model_factory": reg,
+        "treatment_model_params": reg_params,
+        "propensity_model_factory": clf,
+        "propensity_model_params": clf_params,
+    }
+
+
 def log(message: str) -> None:
     print(f"[peers] {message}", file=sys.stderr, flush=True)
-
-
-@contextlib.contextmanager
-def stdout_to_stderr() -> Iterator[None]:
-    """Send fd 1 to stderr while working: only the JSON lines reach stdout."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    os.dup2(2, 1)
-    try:
-        yield
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
 
 
 # --- export -------------------------------------------------------------------------------
@@ -278,15 +276,8 @@ def fit_causalml(learner: str, base: str, seed: int, folds: int | None, X, w, y,
 def fit_metalearners(learner: str, base: str, seed: int, folds: int | None, X, w, y, X_test):
     import metalearners
 
-    reg, reg_params, clf, clf_params = base_models(base)
-    extra: dict[str, Any] = {}
-    if learner in ("X", "R", "DR"):
-        extra = {
-            "treatment_model_factory": reg,
-            "treatment_model_params": reg_params,
-            "propensity_model_factory": clf,
-            "propensity_model_params": clf_params,
-        }
+    reg, reg_params, *_ = base_models(base)
+    extra = learner_kwargs(learner, base)
     if folds is not None:
         extra["n_folds"] = folds
     est = getattr(metalearners, f"{learner}Learner")(

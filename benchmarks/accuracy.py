@@ -200,15 +200,8 @@ def write_generated(rows: int, seed: int, test_size: float, out: Path) -> None:
 def make_learner(learner: str, base: str, seed: int, client):
     import dask_meta
 
-    reg, reg_params, clf, clf_params = peers.base_models(base)
-    extra = {}
-    if learner in ("X", "R", "DR"):
-        extra = {
-            "treatment_model_factory": reg,
-            "treatment_model_params": reg_params,
-            "propensity_model_factory": clf,
-            "propensity_model_params": clf_params,
-        }
+    reg, reg_params, *_ = peers.base_models(base)
+    extra = peers.learner_kwargs(learner, base)
     return getattr(dask_meta, f"{learner}Learner")(
         is_classification=False,
         n_variants=2,
