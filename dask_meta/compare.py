@@ -93,16 +93,17 @@ def _sampled(X: Any, y: Any, w: Any, sample: float | None, random_state: int) ->
         )
     if sample == 1:
         return X, y, w
-    if all(hasattr(a, "sample") for a in (X, y, w)):
-        # the same fraction and seed draw the same rows of aligned frames, partition by
-        # partition for Dask
+    if all(hasattr(a, "dask") and hasattr(a, "sample") for a in (X, y, w)):
+        # the same fraction and seed draw the same rows of aligned Dask frames and series,
+        # partition by partition
         return tuple(a.sample(frac=float(sample), random_state=random_state) for a in (X, y, w))
-    if all(isinstance(a, np.ndarray) for a in (X, y, w)):
+    in_memory = (np.ndarray, pd.DataFrame, pd.Series)
+    if all(isinstance(a, in_memory) for a in (X, y, w)):
         rng = np.random.default_rng(random_state)
         keep = np.sort(rng.choice(len(X), max(int(len(X) * sample), 1), replace=False))
-        return X[keep], y[keep], w[keep]
+        return tuple(a.iloc[keep] if hasattr(a, "iloc") else a[keep] for a in (X, y, w))
     raise TypeError(
-        "sample needs X, y and w as pandas or Dask frames and series, or as numpy arrays; "
+        "sample needs X, y and w all in memory (numpy, pandas) or all Dask frames and series; "
         f"got {type(X).__name__}, {type(y).__name__} and {type(w).__name__}. Pass sample=None "
         "to compare the plans on all rows."
     )
@@ -161,7 +162,7 @@ def compare_plans(
         chosen = report.attrs.get("plan", {})
         rows.append(
             {
-                "plan": "None" if plan is None else repr(plan),
+                "plan": plan if isinstance(plan, str) else repr(plan),
                 "source": chosen.get("source"),
                 "threads_per_model": chosen.get("threads_per_model"),
                 "n_jobs_cross_fitting": chosen.get("n_jobs_cross_fitting"),
