@@ -121,7 +121,13 @@ def test_streaming_folds_read_each_partition_once(cluster, client):
 
     def learner():
         return TLearner(
-            False, 3, Incremental, nuisance_model_params=_sgd(), n_folds=2, client=client
+            False,
+            3,
+            Incremental,
+            nuisance_model_params=_sgd(),
+            n_folds=2,
+            random_state=0,
+            client=client,
         )
 
     plugin = _FinishedKeys()
