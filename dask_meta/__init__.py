@@ -1,6 +1,7 @@
 """dask-meta: CATE meta-learners (S, T, X, R, DR) on Dask, a drop-in for metalearners."""
 
 from dask_meta.cluster import close_embedded, embedded_client
+from dask_meta.compare import compare_plans
 from dask_meta.crossfit import CrossFitEstimator
 from dask_meta.io import write_predictions
 from dask_meta.learners import (
@@ -13,6 +14,7 @@ from dask_meta.learners import (
     r_loss,
 )
 from dask_meta.persistence import load
+from dask_meta.plan import Plan
 from dask_meta.progress import verbose
 from dask_meta.utils import simplify_output
 
@@ -20,11 +22,13 @@ __all__ = [
     "CrossFitEstimator",
     "DRLearner",
     "MetaLearner",
+    "Plan",
     "RLearner",
     "SLearner",
     "TLearner",
     "XLearner",
     "close_embedded",
+    "compare_plans",
     "embedded_client",
     "load",
     "r_loss",

@@ -283,14 +283,22 @@ def fit_local(spec: FitSpec, n_parts: int, *parts: pd.DataFrame) -> FitResult:
     """
     start = time.time()
     if spec.bins is not None:
-        whole = gather_rows(RowSelection(), parts[:n_parts], parts[n_parts:])
+        main = list(parts[:n_parts])
+        with _bins_lock:
+            built = spec.bins in _bins
+        if built:
+            # this worker holds the binned features already: gather only the columns that
+            # choose the rows and give the labels, not the feature matrix once more
+            wanted = _label_columns(spec)
+            main = [p[[c for c in p.columns if c in wanted]] for p in main]
+        whole = gather_rows(RowSelection(), main, parts[n_parts:])
         keep = spec.rows.mask(whole)
         if not keep.any():
             raise ValueError(
                 f"no training rows for {spec.factory.__name__} (target {spec.target}): the "
                 "selection of rows for this model is empty"
             )
-        model = fit_binned(spec, whole, keep)
+        model = fit_binned(spec, whole, keep, template=parts[0].iloc[:0])
         classes = np.asarray(model.classes_) if spec.is_classifier else None
         return FitResult(model, int(keep.sum()), _current_worker(), start, time.time(), classes)
     frame = gather_rows(spec.rows, parts[:n_parts], parts[n_parts:])
@@ -318,6 +326,46 @@ def _training_arrays(spec: FitSpec, frame: pd.DataFrame) -> tuple[Any, np.ndarra
     for name, column in spec.row_params.items():
         fit_params[name] = frame[column].to_numpy()
     return X, y, fit_params
+
+
+def calibrate_fit(
+    spec: FitSpec, sizes: tuple[int, int], threads: int, seed: int, part: pd.DataFrame, *extra
+) -> tuple[tuple[int, int], tuple[float, float], float] | None:
+    """Time the base model on a sample of one partition (runs on a worker, holding it whole).
+
+    Two fits with one thread on ``sizes`` rows (fewer if the partition's selection is
+    smaller) and one with ``threads`` threads on the larger sample. ``None`` if the sample
+    cannot be fitted (one class only, say): the cost model then goes without this model.
+    """
+    frame = gather_rows(spec.rows, [part], list(extra))
+    if len(frame) < 2:
+        return None
+    X, y, fit_params = _training_arrays(spec, frame)
+    order = np.random.default_rng(seed).permutation(len(frame))
+    per_row = {name: len(frame) for name in spec.row_params}
+
+    def timed(rows: int, n_threads: int) -> float:
+        take = np.sort(order[:rows])
+        X_rows = X.iloc[take] if hasattr(X, "iloc") else X[take]
+        params = dict(spec.params)
+        if spec.thread_param is not None:
+            params[spec.thread_param] = n_threads
+        kwargs = {
+            name: (value[take] if name in per_row else value) for name, value in fit_params.items()
+        }
+        start = time.perf_counter()
+        with threadpool_limits(limits=n_threads):
+            spec.factory(**params).fit(X_rows, y[take], **kwargs)
+        return time.perf_counter() - start
+
+    small, large = (min(s, len(frame)) for s in sizes)
+    try:
+        timed(small, 1)  # imports and first-call costs stay out of the timings
+        seconds_1 = (timed(small, 1), timed(large, 1))
+        seconds_n = timed(large, threads) if threads > 1 else seconds_1[1]
+    except Exception:
+        return None
+    return (small, large), seconds_1, seconds_n
 
 
 # --- shared binned data for LightGBM (DESIGN §6 fast path) -----------------------------------
@@ -431,9 +479,23 @@ def _shared_dataset_switch(real: Callable[..., Any]) -> Callable[..., Any]:
     return dataset
 
 
-def fit_binned(spec: FitSpec, frame: pd.DataFrame, keep: np.ndarray) -> Any:
+def _label_columns(spec: FitSpec) -> set[str]:
+    """Training-frame columns a shared-bins fit reads besides the binned features."""
+    columns = {W_COL, spec.target, *spec.row_params.values()}
+    if spec.rows.fold_col is not None:
+        columns.add(spec.rows.fold_col)
+    return columns
+
+
+def fit_binned(
+    spec: FitSpec, frame: pd.DataFrame, keep: np.ndarray, template: pd.DataFrame | None = None
+) -> Any:
     """Fit a LightGBM model on the rows ``keep`` of the training frame (all partitions,
-    derived columns included), through the worker's shared binned Dataset."""
+    derived columns included), through the worker's shared binned Dataset.
+
+    ``frame`` needs the features only if this worker has not built the Dataset yet;
+    ``template`` (an empty frame with the features' columns and dtypes) gives the model its
+    feature names and categories when ``frame`` lacks them."""
     import lightgbm.sklearn
 
     if not hasattr(lightgbm.sklearn.Dataset, "__wrapped__"):
@@ -444,11 +506,11 @@ def fit_binned(spec: FitSpec, frame: pd.DataFrame, keep: np.ndarray) -> Any:
                 )
     dataset = _binned_dataset(spec, frame)
     positions = np.flatnonzero(keep)
-    rows = frame.iloc[positions]
-    y = rows[spec.target].to_numpy()
+    # column by column: the selected rows of the whole frame would copy the features too
+    y = frame[spec.target].to_numpy()[positions]
     fit_params = dict(spec.fit_params)
     for name, column in spec.row_params.items():
-        fit_params[name] = rows[column].to_numpy()
+        fit_params[name] = frame[column].to_numpy()[positions]
     params = dict(spec.params)
     if spec.thread_param is not None:
         params[spec.thread_param] = spec.threads
@@ -458,7 +520,8 @@ def fit_binned(spec: FitSpec, frame: pd.DataFrame, keep: np.ndarray) -> Any:
         _pending_subset.value = subset
         try:
             # the features are in the subset already: fit sees their names only
-            model.fit(spec.design.matrix(frame.iloc[:0]), y, **fit_params)
+            names = template if template is not None else frame.iloc[:0]
+            model.fit(spec.design.matrix(names), y, **fit_params)
         finally:
             _pending_subset.value = None
     return model
@@ -523,6 +586,25 @@ def stream_step(
     return FitResult(
         state.model, state.n_rows, _current_worker(), state.start, time.time(), classes
     )
+
+
+def fused_stream_step(
+    specs: Sequence[FitSpec],
+    states: Sequence[StreamState] | None,
+    final: bool,
+    part: pd.DataFrame,
+    *extra: pd.DataFrame,
+) -> list[Any]:
+    """One partition for all fold models of a streaming estimator: one read, several fits.
+
+    ``specs`` are the fits of one cross-fit estimator (its folds and overall model); each
+    takes its own rows of the partition, as :func:`stream_step` would.
+    """
+    previous: Sequence[StreamState | None] = [None] * len(specs) if states is None else states
+    return [
+        stream_step(spec, state, final, part, *extra)
+        for spec, state in zip(specs, previous, strict=True)
+    ]
 
 
 # --- collection backend: the estimator's own distributed fit, called from the client -------

@@ -110,7 +110,7 @@ JOB_KEYS: dict[str, dict[str, str]] = {
 }
 
 #: constructor arguments a job cannot give (objects, or not supported from a file)
-_NOT_FROM_FILE = {"fitted_nuisance_models", "fitted_propensity_model", "client", "plan"}
+_NOT_FROM_FILE = {"fitted_nuisance_models", "fitted_propensity_model", "client"}
 
 _LEARNERS = {"S": "SLearner", "T": "TLearner", "X": "XLearner", "R": "RLearner", "DR": "DRLearner"}
 
@@ -312,6 +312,14 @@ def build_learner(job: dict[str, Any]) -> Any:
     for key in ("nuisance_model_factory", "treatment_model_factory", "propensity_model_factory"):
         if key in spec:
             spec[key] = _factories(spec[key], f"learner.{key}")
+    if isinstance(spec.get("plan"), dict):
+        # [learner.plan] threads_per_model = 2 ...: an explicit plan; "auto" stays a string
+        from dask_meta.plan import Plan
+
+        try:
+            spec["plan"] = Plan(**spec["plan"])
+        except (TypeError, ValueError) as exc:
+            raise JobError(f"learner.plan: {exc}") from None
     try:
         return cls(**spec)
     except (TypeError, ValueError, NotImplementedError) as exc:

@@ -311,8 +311,14 @@ def _dataclasses() -> dict[type, str]:
     """dask-meta's own small value types that a manifest may name."""
     from dask_meta.data import Columns
     from dask_meta.folds import SplitRef, SplitRequest
+    from dask_meta.plan import Plan
 
-    return {Columns: "columns", SplitRef: "split", SplitRequest: "split request"}
+    return {
+        Columns: "columns",
+        SplitRef: "split",
+        SplitRequest: "split request",
+        Plan: "parallelism plan",
+    }
 
 
 def _write_fold_part(part: pd.DataFrame, url: str, storage_options: dict) -> tuple[str, int, int]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+import operator
 import time
 import uuid
 from collections import Counter
@@ -40,10 +41,12 @@ from dask_meta.backends import (
     STREAM,
     FitResult,
     FitSpec,
+    calibrate_fit,
     collection_rows,
     drop_bins,
     fit_collection,
     fit_local,
+    fused_stream_step,
     stream_order,
     stream_step,
 )
@@ -100,11 +103,18 @@ class Job:
     parts: Sequence[Future | Delayed]
     extra_parts: Sequence[Future | Delayed] = ()
     cost: float = 1.0
+    #: expected seconds per unit of ``cost``, relative (ordering only): the number of classes
+    #: of a multi-class classifier (a boosted model grows a tree per class), or the auto
+    #: plan's calibrated seconds per training row
+    weight: float = 1.0
     #: ``"local"``, ``"stream"`` or ``"collection"`` (see :mod:`dask_meta.backends`)
     backend: str = LOCAL
     #: empty pandas frames (training partition, derived columns or None): the schema of a
     #: collection job's input
     meta: tuple[pd.DataFrame, pd.DataFrame | None] | None = None
+    #: a fused streaming job: the fits (folds and overall model of one estimator) it runs
+    #: in one chain, each partition read once for all of them
+    members: Sequence[Job] = ()
 
     @property
     def group(self) -> tuple[str, str, int]:
@@ -113,6 +123,8 @@ class Job:
 
 def describe(job: Job) -> str:
     """A job in words: ``treatment_model 0 fold 2``, ``propensity_model 0 overall model``."""
+    if job.members:
+        return f"{job.kind} {job.ordinal} (its {len(job.members)} fits, streamed together)"
     which = "overall model" if job.fold is None else f"fold {job.fold}"
     return f"{job.kind} {job.ordinal} {which}"
 
@@ -221,6 +233,8 @@ class Planner:
     #: futures of finished fit jobs, kept for deferred builds until :meth:`release`
     futures: dict[str, Future] = field(default_factory=dict)
     _owned: list[Future] = field(default_factory=list)
+    #: partition order of each streaming job, drawn once
+    _orders: dict[str, list[int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.shape is None:
@@ -316,6 +330,31 @@ class Planner:
         self._owned.append(future)
         return future
 
+    def calibrate(
+        self, spec: FitSpec, part: Any, extra: Sequence[Any], sizes: tuple[int, int], seed: int
+    ) -> Any:
+        """Time one base model on a sample of a partition (the auto plan's cost model).
+
+        The task holds all threads of a worker, so nothing else runs beside the timed fits.
+        """
+        assert self.shape is not None
+        threads = self.shape.max_threads
+        kwargs: dict[str, Any] = {}
+        if self.shape.declares_threads:
+            kwargs["resources"] = {THREADS: threads}
+        key = f"dask_meta-calibrate-{_words(spec.factory.__name__)}-{new_token()}"
+        args = [spec, sizes, threads, seed, part, *extra]
+        with span(self.label, "calibrate"):
+            if any(isinstance(a, Delayed) for a in args):
+                task = dask.delayed(calibrate_fit, pure=False)(*args, dask_key_name=key)
+                future = self.client.compute(task, **kwargs)
+            else:
+                future = self.client.submit(calibrate_fit, *args, key=key, pure=False, **kwargs)
+        try:
+            return future.result()
+        finally:
+            future.release()
+
     def drop_bins(self, token: str) -> None:
         """Free the shared binned Datasets a fit left on the workers."""
         try:
@@ -357,7 +396,8 @@ class Planner:
         """
         assert self.shape is not None
         self.validate(jobs)
-        pending: list[Job] = sorted(jobs, key=_priority)
+        progress_jobs = list(jobs)
+        pending: list[Job] = sorted(fuse_streams(jobs, self.limits), key=_priority)
         waiting = list(deferred)
         results: dict[str, FitResult] = {}
         #: future -> (job, time submitted, index of the next stream step)
@@ -367,13 +407,13 @@ class Planner:
         capacity = self.shape.total_threads * (2 if self.shape.declares_threads else 1)
         capacity = max(capacity, self.shape.max_threads)
         ac = as_completed(loop=self.client.loop)
-        progress = fit_progress(self.label, pending, len(waiting))
+        progress = fit_progress(self.label, progress_jobs, len(waiting))
 
         def can_start(job: Job) -> bool:
             if threads_in_flight and threads_in_flight + job.spec.threads > capacity:
                 return False
             cf = self.limits.n_jobs_cross_fitting
-            if cf is not None and per_group[job.group] >= cf:
+            if cf is not None and per_group[job.group] + _fits(job) > cf:
                 return False
             bl = self.limits.n_jobs_base_learners
             if bl is not None and per_group[job.group] == 0:
@@ -410,7 +450,7 @@ class Planner:
                     pending.pop(i)
                     future = self._submit(job, 0)
                     in_flight[future] = (job, time.time(), 1)
-                    per_group[job.group] += 1
+                    per_group[job.group] += _fits(job)
                     threads_in_flight += job.spec.threads
                     ac.add(future)
                 else:
@@ -422,7 +462,7 @@ class Planner:
                 waiting.remove(d)
                 new_jobs = d.build(results, self.futures)
                 self.validate(new_jobs)
-                pending.extend(new_jobs)
+                pending.extend(fuse_streams(new_jobs, self.limits))
                 progress.added(new_jobs, len(waiting))
             pending.sort(key=_priority)
 
@@ -439,10 +479,16 @@ class Planner:
                     in_flight[following] = (job, submitted, step + 1)
                     ac.add(following)
                     continue
-                per_group[job.group] -= 1
+                per_group[job.group] -= _fits(job)
                 threads_in_flight -= job.spec.threads
                 result = self._raise_for(job, future)
-                finish(job, result, future, submitted)
+                if job.members:
+                    for i, (member, member_result) in enumerate(
+                        zip(job.members, result, strict=True)
+                    ):
+                        finish(member, member_result, self._member(future, i, member), submitted)
+                else:
+                    finish(job, result, future, submitted)
                 fill()
             if pending or waiting:
                 raise RuntimeError(
@@ -471,18 +517,27 @@ class Planner:
             exc.add_note(f"dask_meta: while fitting {describe(job)} (task {job.key})")
             raise
 
+    def _member(self, fused: Future, index: int, member: Job) -> Future:
+        """The future of one fit of a fused streaming job (its result, under its own key)."""
+        return self.client.submit(operator.getitem, fused, index, key=member.key, pure=False)
+
     def _submit(self, job: Job, step: int, previous: Future | None = None) -> Future:
         """Submit a local job, or step ``step`` of a streaming job (after ``previous``)."""
-        kwargs: dict[str, Any] = {"priority": int(min(job.cost, 1e12))}
+        kwargs: dict[str, Any] = {"priority": int(min(_expected(job), 1e12))}
         if self.shape is not None and self.shape.declares_threads:
             kwargs["resources"] = {THREADS: job.spec.threads}
         if job.backend == STREAM:
-            order = stream_order(job.spec.params, len(job.parts))
+            order = self._orders.get(job.key)
+            if order is None:
+                order = self._orders[job.key] = stream_order(job.spec.params, len(job.parts))
             index = order[step]
             final = step == len(job.parts) - 1
             extra = [job.extra_parts[index]] if job.extra_parts else []
             func: Callable[..., Any] = stream_step
             args: list[Any] = [job.spec, previous, final, job.parts[index], *extra]
+            if job.members:
+                func = fused_stream_step
+                args[0] = [m.spec for m in job.members]
             key = job.key if final else f"{job.key}-part{index}"
         else:
             func = fit_local
@@ -544,10 +599,71 @@ class Planner:
         return frame.sort_values("start", kind="stable").reset_index(drop=True)
 
 
+def _fits(job: Job) -> int:
+    """Fits a job runs: its members for a fused streaming job, else one."""
+    return len(job.members) or 1
+
+
+def _expected(job: Job) -> float:
+    """A job's expected duration, in the units of its weight (rows, or seconds x 1e6)."""
+    return job.cost * job.weight
+
+
 def _priority(job: Job) -> tuple[float, str, int, int]:
     """Longest expected first; ties broken deterministically."""
     fold = -1 if job.fold is None else job.fold
-    return (-job.cost, job.kind, job.ordinal, fold)
+    return (-_expected(job), job.kind, job.ordinal, fold)
+
+
+def fuse_streams(jobs: Sequence[Job], limits: Limits) -> list[Job]:
+    """One chain per streaming estimator instead of one per fold model (DESIGN §6).
+
+    The fold models and the overall model of a streaming estimator read the same partitions
+    in the same order; fused, each partition is read once for all of them rather than once
+    per fit. Not when ``n_jobs_cross_fitting`` allows fewer fits of an estimator at once than
+    it has.
+    """
+    groups: dict[tuple[str, str, int], list[Job]] = {}
+    for job in jobs:
+        if job.backend == STREAM and not job.members:
+            groups.setdefault(job.group, []).append(job)
+    out = [job for job in jobs if job.backend != STREAM or job.members]
+    cf = limits.n_jobs_cross_fitting
+    for members in groups.values():
+        first = members[0]
+        fusable = (
+            len(members) > 1
+            and (cf is None or cf >= len(members))
+            and all(
+                m.parts is first.parts
+                and m.extra_parts is first.extra_parts
+                and m.spec.params == first.spec.params
+                and m.spec.threads == first.spec.threads
+                for m in members
+            )
+        )
+        if not fusable:
+            out.extend(members)
+            continue
+        token = first.key.rsplit("-", 1)[-1]
+        out.append(
+            Job(
+                key=f"dask_meta-fit-{_words(first.kind)}-{first.ordinal}-fused-{token}",
+                stage=first.stage,
+                kind=first.kind,
+                ordinal=first.ordinal,
+                fold=None,
+                spec=first.spec,
+                parts=first.parts,
+                extra_parts=first.extra_parts,
+                cost=sum(m.cost for m in members),
+                weight=first.weight,
+                backend=STREAM,
+                meta=first.meta,
+                members=list(members),
+            )
+        )
+    return out
 
 
 def parallel_efficiency(report: pd.DataFrame, cores: int, wall: float) -> float:

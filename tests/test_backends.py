@@ -17,6 +17,7 @@ from conftest import make_linear_data
 from dask_ml.linear_model import LinearRegression as GLMRegression
 from dask_ml.linear_model import LogisticRegression as GLMClassifier
 from dask_ml.wrappers import Incremental
+from distributed.diagnostics.plugin import SchedulerPlugin
 from lightgbm import LGBMClassifier, LGBMRegressor
 from lightgbm.dask import DaskLGBMClassifier, DaskLGBMRegressor
 from sklearn.linear_model import LinearRegression, SGDClassifier, SGDRegressor
@@ -96,6 +97,70 @@ def test_stream_fit_equals_dask_ml_incremental_on_the_same_blocks(client, shuffl
     np.testing.assert_array_equal(ours.coef_, reference.estimator_.coef_)
     np.testing.assert_array_equal(ours.intercept_, reference.estimator_.intercept_)
     assert learner.fit_report_["rows"].iloc[0] > 0
+
+
+class _FinishedKeys(SchedulerPlugin):
+    """Keys of the tasks that finished while installed on the (in-process) scheduler."""
+
+    def __init__(self):
+        self.keys: set[str] = set()
+
+    def transition(self, key, start, finish, *args, **kwargs):
+        if finish == "memory":
+            self.keys.add(str(key))
+
+
+def _stream_steps(keys) -> list[str]:
+    return [k for k in keys if k.startswith("dask_meta-fit-") and "-part" in k]
+
+
+def test_streaming_folds_read_each_partition_once(cluster, client):
+    """The fold models and the overall model of a streaming estimator share one chain: each
+    partition is read once for all of them, with the same models as one chain per fit."""
+    Xd, yd, wd, *_ = _frames()
+
+    def learner():
+        return TLearner(
+            False,
+            3,
+            Incremental,
+            nuisance_model_params=_sgd(),
+            n_folds=2,
+            random_state=0,
+            client=client,
+        )
+
+    plugin = _FinishedKeys()
+    cluster.scheduler.add_plugin(plugin, name="finished-keys")
+    try:
+        fused = learner().fit(Xd, yd, wd)
+        fused_keys, plugin.keys = plugin.keys, set()
+        # n_jobs_cross_fitting=1 allows one fit of an estimator at a time: no fusing
+        separate = learner().fit(Xd, yd, wd, n_jobs_cross_fitting=1)
+        separate_keys = plugin.keys
+    finally:
+        cluster.scheduler.remove_plugin(name="finished-keys")
+    # 3 outcome estimators x (N_PARTS - 1) intermediate steps; 2 folds + overall each when
+    # separate
+    assert len(_stream_steps(fused_keys)) == 3 * (N_PARTS - 1)
+    assert all("-fused-" in k for k in _stream_steps(fused_keys))
+    assert len(_stream_steps(separate_keys)) == 9 * (N_PARTS - 1)
+    assert len(fused.fit_report_) == len(separate.fit_report_) == 9
+    assert (fused.fit_report_["rows"].sort_values().to_numpy() > 0).all()
+    for a, b in zip(
+        fused._nuisance_models["variant_outcome_model"],
+        separate._nuisance_models["variant_outcome_model"],
+        strict=True,
+    ):
+        for ours, theirs in zip(
+            [*a._estimators, a._overall_estimator],
+            [*b._estimators, b._overall_estimator],
+            strict=True,
+        ):
+            np.testing.assert_array_equal(ours.coef_, theirs.coef_)
+    np.testing.assert_array_equal(
+        fused.predict(Xd, is_oos=False).compute(), separate.predict(Xd, is_oos=False).compute()
+    )
 
 
 def test_streaming_learners_estimate_linear_effects(client):

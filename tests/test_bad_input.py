@@ -651,7 +651,8 @@ def test_reserved_and_duplicate_column_names(client):
         (
             lambda: TLearner(False, 2, LinearRegression, plan="fast"),
             ValueError,
-            r"plan='fast' is not supported",
+            r"plan must be None \(the planner's rule\), 'auto' \(a cost model chooses\) or a "
+            r"dask_meta.Plan, got 'fast'",
         ),
         (
             lambda: TLearner(False, 2, LinearRegression()),

@@ -28,7 +28,7 @@ from lightgbm import LGBMClassifier, LGBMRegressor
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LinearRegression, LogisticRegression
 
-from dask_meta import DRLearner, TLearner
+from dask_meta import CrossFitEstimator, DRLearner, TLearner
 from dask_meta.planner import FitKilledWorker
 
 FEATURES = ["f0", "f1", "f2"]
@@ -661,6 +661,31 @@ def test_partition_edge_cases_give_the_one_partition_cate(client, edge_cases, ca
     got = _edge_cate(client, name, strategy, awkward)
     _assert_identical(got, expected, f"{name}-learner, {strategy} folds, {case}")
     assert not np.array_equal(got[0], got[1])  # in-sample is cross-fitted
+
+
+def test_cross_fit_estimator_on_partition_specific_categories(client, edge_cases):
+    """CrossFitEstimator.fit (and the explainer's surrogates, which fit the same way) casts
+    every partition to the union of the categories too: without it the concatenated rows
+    fall back to strings and LightGBM refuses them."""
+    one, awkward = edge_cases["partition-specific categories"]
+    columns = [*FEATURES, "g", "id"]
+
+    def fitted(ddf):
+        cfe = CrossFitEstimator(
+            2,
+            LGBMRegressor,
+            LGBM,
+            random_state=5,
+            fold_strategy="hash",
+            fold_key="id",
+            client=client,
+        )
+        cfe.fit(ddf[columns], ddf["y"])
+        return cfe.predict(ddf[columns], is_oos=False).compute()
+
+    expected = fitted(dd.from_pandas(one, npartitions=1))
+    got = fitted(awkward)
+    np.testing.assert_array_equal(got, expected)
 
 
 @pytest.mark.parametrize("case", EDGE_CASES)

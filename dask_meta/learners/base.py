@@ -37,6 +37,7 @@ from dask_meta.backends import (
     COLLECTION,
     LOCAL,
     STREAM,
+    THREAD_PARAMS,
     Design,
     FitResult,
     backend_of,
@@ -44,6 +45,7 @@ from dask_meta.backends import (
     check_classes,
     requested_threads,
     shares_bins,
+    thread_param_name,
 )
 from dask_meta.cluster import ClusterShape, cluster_shape, resolve_client
 from dask_meta.crossfit import (
@@ -87,6 +89,20 @@ from dask_meta.folds import (
     hash_specs_for,
     scan,
     validate_strategy,
+)
+from dask_meta.plan import (
+    AUTO,
+    CALIBRATION_ROWS,
+    Calibration,
+    Plan,
+    PlanChoice,
+    PlannedJob,
+    check_plan,
+    choose,
+    concurrency,
+    default_choice,
+    explicit_choice,
+    rule_threads,
 )
 from dask_meta.planner import Deferred, Job, Limits, Planner, new_token, resolve_threads
 
@@ -251,6 +267,11 @@ class FitRun:
     row_params: dict[tuple[str, str], dict[str, str]]
     static_params: dict[tuple[str, str], dict[str, Any]]
     n_jobs_total: int = 0
+    #: threads of models whose params leave them unset (the plan's choice)
+    plan_threads: int = 1
+    plan_choice: PlanChoice | None = None
+    #: the auto plan's calibrations by model name (job ordering by expected seconds)
+    calibrations: dict[str, Calibration] = field(default_factory=dict)
     started: float = field(default_factory=time.time)
     #: whether some LightGBM fits train on a shared binned Dataset
     shared_bins: bool = False
@@ -391,10 +412,7 @@ class MetaLearner(ABC):
                 "training frame in the cluster's memory during fit, False reads it from its "
                 "source for every pass (data larger than the cluster's memory)"
             )
-        if plan is not None:
-            raise ValueError(
-                f"plan={plan!r} is not supported yet; leave it None (the planner chooses)"
-            )
+        check_plan(plan)
         self.is_classification = bool(is_classification)
         self.n_variants = n_variants
         self.fold_strategy = fold_strategy
@@ -772,6 +790,8 @@ class MetaLearner(ABC):
         report.attrs["wall_time"] = time.time() - run.started
         report.attrs["shared_bins"] = run.shared_bins
         report.attrs["persisted"] = run.persisted
+        if run.plan_choice is not None:
+            report.attrs["plan"] = run.plan_choice.as_dict()
         previous = dict(self.__dict__)
         try:
             self._nuisance_models = nuisance
@@ -831,6 +851,8 @@ class MetaLearner(ABC):
                 # a request no worker can meet fails here, before any data is read
                 params = self._cfe(e.kind, e.ordinal).estimator_params
                 resolve_threads(requested_threads(params), shape, 1, f"the {e.kind} model")
+        if isinstance(self.plan, Plan) and self.plan.threads_per_model is not None:
+            resolve_threads(self.plan.threads_per_model, shape, 1, "plan.threads_per_model")
         n_mem = _n_rows_in_memory(X)
         row_columns: dict[int, str] = {}
         row_values: dict[str, tuple[str, Any]] = {}
@@ -1166,13 +1188,153 @@ class MetaLearner(ABC):
         jobs: list[Job] = []
         all_entries = entries[NUISANCE] + entries[TREATMENT]
         run.n_jobs_total = sum(self._cfe(e.kind, e.ordinal).n_folds + 1 for e in all_entries)
+        self._choose_plan(run, entries, auto=False)
         for e in entries[NUISANCE]:
             cfe_jobs, cfe = self._entry_jobs(run, e, run.parts)
             owners[(e.kind, e.ordinal)] = (cfe, cfe_jobs)
             jobs.extend(cfe_jobs)
+        if self.plan == AUTO:
+            self._choose_plan(run, entries, auto=True, built=jobs)
+            for cfe, cfe_jobs in owners.values():
+                if requested_threads(cfe.estimator_params) is None:
+                    for job in cfe_jobs:
+                        if job.backend != COLLECTION:
+                            job.spec = dataclasses.replace(job.spec, threads=run.plan_threads)
+                _weigh(run, cfe, cfe_jobs)
         self._run_owners = owners
         deferred = self._treatment_plan(run, entries, owners, jobs)
         return jobs, deferred, owners
+
+    def _choose_plan(
+        self,
+        run: FitRun,
+        entries: dict[str, list[ModelEntry]],
+        auto: bool,
+        built: Sequence[Job] = (),
+    ) -> None:
+        """Threads per model and the two limits: the plan's, the rule's or the cost model's.
+
+        The fit call's limits win over a plan's; ``auto=True`` runs the cost model on the
+        nuisance jobs already ``built`` (their specs are what the calibration fits time).
+        """
+        shape = run.planner.shape
+        assert shape is not None
+        given = run.planner.limits
+        groups = {
+            (self._stage_of(e.kind), e.kind, e.ordinal): self._cfe(e.kind, e.ordinal).n_folds + 1
+            for stage_entries in entries.values()
+            for e in stage_entries
+        }
+        if auto:
+            choice = self._auto_plan(run, entries, built, shape)
+            if choice is None:
+                # nothing the cost model can time: the rule's choice stands
+                assert run.plan_choice is not None
+                run.plan_choice = dataclasses.replace(
+                    run.plan_choice,
+                    source=AUTO,
+                    reason="plan='auto' found no local base model to time; "
+                    + run.plan_choice.reason,
+                )
+                return
+            limits = (
+                given.n_jobs_cross_fitting
+                if given.n_jobs_cross_fitting is not None
+                else choice.n_jobs_cross_fitting,
+                given.n_jobs_base_learners
+                if given.n_jobs_base_learners is not None
+                else choice.n_jobs_base_learners,
+            )
+            run.planner.limits = Limits(*limits)
+            run.plan_threads = int(choice.threads_per_model or 1)
+            run.plan_choice = dataclasses.replace(
+                choice, n_jobs_cross_fitting=limits[0], n_jobs_base_learners=limits[1]
+            )
+            return
+        plan = self.plan if isinstance(self.plan, Plan) else None
+        limits = (given.n_jobs_cross_fitting, given.n_jobs_base_learners)
+        if plan is not None:
+            limits = (
+                limits[0] if limits[0] is not None else plan.n_jobs_cross_fitting,
+                limits[1] if limits[1] is not None else plan.n_jobs_base_learners,
+            )
+            run.planner.limits = Limits(*limits)
+        in_flight = concurrency(groups, limits)
+        threads = rule_threads(shape, in_flight)
+        if plan is not None and plan.threads_per_model is not None:
+            threads = resolve_threads(plan.threads_per_model, shape, 1, "plan.threads_per_model")
+        run.plan_threads = threads
+        if plan is not None:
+            run.plan_choice = explicit_choice(plan, threads, limits)
+        else:
+            run.plan_choice = default_choice(threads, limits, in_flight, shape)
+
+    def _auto_plan(
+        self,
+        run: FitRun,
+        entries: dict[str, list[ModelEntry]],
+        built: Sequence[Job],
+        shape: ClusterShape,
+    ) -> PlanChoice | None:
+        """The cost model: calibrate each local base-model class, then simulate candidates."""
+        local = [j for j in built if j.backend == LOCAL]
+        if not local:
+            return None
+        probe = local[0]
+        regression_probe = next((j for j in local if not j.spec.is_classifier), probe)
+        n_columns = max(len(probe.spec.design.columns), 1)
+        planned: list[PlannedJob] = []
+        specs: dict[str, tuple[Any, Job]] = {}
+        for stage, stage_entries in entries.items():
+            for e in stage_entries:
+                cfe = self._cfe(e.kind, e.ordinal)
+                if backend_of(cfe.estimator_factory) != LOCAL:
+                    continue
+                name = _model_name(cfe.estimator_factory, cfe.estimator_params)
+                if name not in specs:
+                    own = next((j for j in local if j.kind == e.kind), None)
+                    if own is not None:
+                        specs[name] = (own.spec, own)
+                    else:
+                        # a treatment-stage model: time it on a nuisance job's rows and target
+                        spec = dataclasses.replace(
+                            regression_probe.spec,
+                            factory=cfe.estimator_factory,
+                            params=dict(cfe.estimator_params),
+                            thread_param=thread_param_name(
+                                cfe.estimator_factory, cfe.estimator_params
+                            ),
+                            is_classifier=False,
+                            fit_params={},
+                            row_params={},
+                            classes=None,
+                            bins=None,
+                        )
+                        specs[name] = (spec, regression_probe)
+                split = run.assignment.refs.get((e.kind, e.ordinal))
+                if split is None:
+                    continue
+                rows = train_rows(split, run.assignment.fold_strata, cfe.n_folds)
+                for fold_rows in rows.values():
+                    planned.append(
+                        PlannedJob(
+                            stage=stage,
+                            group=(stage, e.kind, e.ordinal),
+                            rows=int(fold_rows),
+                            model=name,
+                            columns=n_columns,
+                            fixed_threads=requested_threads(cfe.estimator_params),
+                        )
+                    )
+        calibrations: dict[str, Calibration] = {}
+        for name, (spec, job) in specs.items():
+            calibration = _calibration(run, name, spec, job, n_columns, shape)
+            if calibration is not None:
+                calibrations[name] = calibration
+        if not planned:
+            return None
+        run.calibrations = calibrations
+        return choose(planned, calibrations, shape)
 
     def _derivation(self, run: FitRun, entry: ModelEntry) -> Derivation:
         """How a treatment model's target comes from nuisance predictions (X, R, DR)."""
@@ -1275,11 +1437,11 @@ class MetaLearner(ABC):
             # the estimator runs on every worker with all their threads
             threads = shape.max_threads
         else:
-            threads = resolve_threads(
-                requested_threads(cfe.estimator_params),
-                shape,
-                run.n_jobs_total,
-                f"the {entry.kind} model",
+            requested = requested_threads(cfe.estimator_params)
+            threads = (
+                resolve_threads(requested, shape, run.n_jobs_total, f"the {entry.kind} model")
+                if requested is not None
+                else run.plan_threads
             )
         fit_params = dict(run.static_params[(stage, entry.kind)])
         classes = None
@@ -1319,6 +1481,7 @@ class MetaLearner(ABC):
             job.backend = backend
             job.meta = (run.assignment.frame._meta, extra_meta)
             job.spec = dataclasses.replace(job.spec, classes=classes, bins=bins)
+        _weigh(run, cfe, jobs)
         return jobs, cfe
 
     def _collect(
@@ -1750,6 +1913,7 @@ def fit_estimators(
         seed_key=kind,
     )
     requests: dict[Hashable, SplitRequest] = {(kind, ordinal): request for ordinal in ordinals}
+    categorical = unknown_categoricals(data)
     stats = scan(
         client,
         data.frame,
@@ -1757,10 +1921,14 @@ def fit_estimators(
         fold_key=cfe.fold_key,
         hash_specs=hash_specs_for(requests, seed) if cfe.fold_strategy == "hash" else (),
         keep_arrays=cfe.fold_strategy == "sklearn",
+        categorical=categorical,
     )
     y_nan = sum(s.y_nan for s in stats)
     if y_nan:
         raise ValueError(f"{names[0]} has {y_nan} missing values (NaN)")
+    if categorical:
+        # as in a learner's fit: the same categories in every partition (see _begin_run)
+        data = with_categories(data, [s.categories for s in stats])
     assignment = assign(
         cfe.fold_strategy,
         data.frame,
@@ -1833,6 +2001,10 @@ def fit_estimators(
         results = planner.run([j for jobs in jobs_of for j in jobs])
         for each, ordinal, jobs in zip(cfes, ordinals, jobs_of):
             each.set_fitted(jobs, results, assignment.refs[(kind, ordinal)], context, kind)
+    except BaseException:
+        # the persisted frame and any fits in flight go with the failure (see _fit_stages)
+        planner.cancel_all()
+        raise
     finally:
         planner.release()
     report = planner.report_frame()
@@ -1860,3 +2032,65 @@ def check_oos_for(cfe: CrossFitEstimator, method: str, oos_method: str) -> None:
         raise ValueError(
             "Cannot create median of class probabilities. Please use a different oos_method."
         )
+
+
+def _weigh(run: FitRun, cfe: CrossFitEstimator, jobs: Sequence[Job]) -> None:
+    """Expected seconds per training row, for longest-first ordering (DESIGN §5).
+
+    With the auto plan's calibration: its estimate at the job's threads. Otherwise the rows
+    alone, times the number of classes of a multi-class classifier (boosting grows one tree
+    per class and round: a 3-variant LightGBM propensity model costs about three outcome
+    models on as many rows).
+    """
+    calibration = run.calibrations.get(_model_name(cfe.estimator_factory, cfe.estimator_params))
+    for job in jobs:
+        classes = job.spec.classes
+        factor = float(len(classes)) if classes is not None and len(classes) > 2 else 1.0
+        if calibration is not None:
+            # microseconds per row, so that priorities stay large integers
+            seconds = calibration.seconds(int(job.cost), job.spec.threads)
+            job.weight = 1e6 * seconds / max(job.cost, 1.0)
+        elif run.calibrations:
+            # a model the cost model could not time: like the median calibrated one
+            slopes = sorted(c.slope for c in run.calibrations.values())
+            job.weight = 1e6 * slopes[len(slopes) // 2] * factor
+        else:
+            job.weight = factor
+
+
+#: calibrations by (scheduler, worker shape, model, columns): later fits reuse them
+_CALIBRATIONS: dict[tuple, Calibration] = {}
+
+
+def _model_name(factory: type, params: dict[str, Any]) -> str:
+    """A base model's class and params without its thread count (one calibration each)."""
+    shown = ", ".join(f"{k}={v!r}" for k, v in sorted(params.items()) if k not in THREAD_PARAMS)
+    return f"{factory.__name__}({shown})"
+
+
+def _calibration(
+    run: FitRun, name: str, spec: Any, job: Job, n_columns: int, shape: ClusterShape
+) -> Calibration | None:
+    """Time one base model (once per cluster, model and width; later fits reuse it)."""
+    key = (
+        run.client.scheduler.address if run.client.scheduler else None,
+        tuple((w.address, w.nthreads, w.threads_resource) for w in shape.workers),
+        name,
+        n_columns,
+    )
+    if key in _CALIBRATIONS:
+        return _CALIBRATIONS[key]
+    extra = list(job.extra_parts[:1]) if job.extra_parts else []
+    measured = run.planner.calibrate(spec, run.parts[0], extra, CALIBRATION_ROWS, run.seed)
+    if measured is None:
+        return None
+    rows, seconds_1, seconds_n = measured
+    calibration = Calibration(
+        name,
+        (int(rows[0]), int(rows[1])),
+        (float(seconds_1[0]), float(seconds_1[1])),
+        shape.max_threads,
+        float(seconds_n),
+    )
+    _CALIBRATIONS[key] = calibration
+    return calibration

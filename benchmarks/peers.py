@@ -1,0 +1,238 @@
+"""Fit wall time and accuracy: dask-meta against metalearners, EconML and CausalML (issue 8).
+
+One command, one machine, the same generated data and base models for everyone:
+
+    ./dev.sh bench peers                                # T, X, R, DR at 100k and 1M rows
+    .venv/bin/python benchmarks/peers.py --rows 100000 --learners T DR
+
+* Data: ``dask_meta.datasets.make_experiment`` (20 covariates, ``--variants`` variants, default
+  3, linear effects), written to parquet once per size from the cluster.
+* Base models: ``LGBMRegressor(n_estimators=100, verbose=-1)`` for every outcome and effect
+  model, ``LGBMClassifier`` with the same params for propensities; each package lets
+  LightGBM use its default threads, except dask-meta, whose plan (``--plan``, default
+  ``auto``) chooses them.
+* Folds: ``--folds`` (default 5) for every cross-fitting package: metalearners and dask-meta
+  (``n_folds``), EconML's ``DRLearner``/``NonParamDML`` (``cv``) and CausalML's R-learner
+  (``n_fold``); EconML's and CausalML's S/T/X learners do not cross-fit.
+* dask-meta reads the parquet lazily on a ``LocalCluster`` (1 worker x all cores, warmed up);
+  the peers read it into memory first (not timed), each in its own virtualenv:
+  metalearners in ``.venv-parity`` with its default parallelism (its fastest configuration
+  here, see ``learners_vs_metalearners.py`` for its whole grid), EconML and CausalML in
+  ``.venv-peers`` (``accuracy.py`` creates it).
+* Reported: fit wall time, its ratio to dask-meta's, and the RMSE of the in-sample CATE
+  against the true one (over all variants). EconML's ``NonParamDML`` takes one binary
+  treatment, so its R-learner is "n/a" with 3 variants. CausalML is given propensity scores
+  from the same propensity model (their computation counts in its fit time).
+
+Results: ``benchmarks/results/peers.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from importlib.metadata import version
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+
+import _peers_runner as peers  # noqa: E402
+import accuracy  # noqa: E402
+
+RESULTS = HERE / "results" / "peers.json"
+PACKAGES = ("dask-meta", "metalearners", "econml", "causalml")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument(
+        "--learners", nargs="+", default=["T", "X", "R", "DR"], choices=accuracy.LEARNERS
+    )
+    parser.add_argument("--variants", type=int, default=3)
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--peers", nargs="*", default=list(PACKAGES[1:]), choices=PACKAGES[1:], help="peers to run"
+    )
+    parser.add_argument(
+        "--plan", default="auto", choices=("auto", "none"), help="dask-meta's plan argument"
+    )
+    return parser.parse_args(argv)
+
+
+def _warm_up() -> None:
+    import lightgbm  # noqa: F401
+    import pyarrow.parquet  # noqa: F401
+
+    import dask_meta.backends  # noqa: F401
+
+
+def fit_dask_meta(args: argparse.Namespace, client, path: Path, learner: str) -> dict:
+    import dask
+    import dask.dataframe as dd
+
+    import dask_meta
+    from dask_meta.datasets import cate_names, feature_names
+    from dask_meta.planner import parallel_efficiency
+
+    reg, params, clf, clf_params = peers.base_models("lgbm100")
+    ddf = dd.read_parquet(path)
+    features, cates = feature_names(ddf), cate_names(ddf)
+    extra = {}
+    if learner in ("X", "R", "DR"):
+        extra = {
+            "treatment_model_factory": reg,
+            "treatment_model_params": params,
+            "propensity_model_factory": clf,
+            "propensity_model_params": clf_params,
+        }
+    est = getattr(dask_meta, f"{learner}Learner")(
+        is_classification=False,
+        n_variants=args.variants,
+        nuisance_model_factory=reg,
+        nuisance_model_params=params,
+        n_folds=args.folds,
+        random_state=args.seed,
+        client=client,
+        plan=None if args.plan == "none" else args.plan,
+        **extra,
+    )
+    start = time.perf_counter()
+    est.fit(ddf[features], ddf["y"], ddf["w"])
+    fit_s = time.perf_counter() - start
+    cate = est.predict(ddf[features], is_oos=False)[:, :, 0]
+    with dask.config.set({"optimization.tune.active": False}):  # dask-notes §2.5
+        truth = ddf[cates].to_dask_array(lengths=True)
+    mse = client.compute(((cate - truth) ** 2).mean(axis=0)).result()
+    rmse = [float(m) ** 0.5 for m in mse]
+    report = est.fit_report_
+    return {
+        "package": "dask-meta",
+        "learner": learner,
+        "fit_s": fit_s,
+        "pehe_in": float(sum(mse) / len(mse)) ** 0.5,
+        "rmse_in": rmse,
+        "efficiency": parallel_efficiency(report, sum(client.nthreads().values()), fit_s),
+        "plan": report.attrs.get("plan", {}),
+    }
+
+
+def table(results: list[dict], rows_list: list[int], learners: list[str]) -> str:
+    heads = ["rows", "learner", "package", "fit s", "ratio to dask-meta", "RMSE", "note"]
+    body = []
+    for n in rows_list:
+        for learner in learners:
+            mine = [r for r in results if r["rows"] == n and r["learner"] == learner]
+            dm = next((r for r in mine if r["package"] == "dask-meta"), None)
+            for r in mine:
+                if "not_available" in r:
+                    note = r["not_available"]
+                    body.append([f"{n:,}", learner, r["package"], "n/a", "", "", note])
+                    continue
+                ratio = r["fit_s"] / dm["fit_s"] if dm else float("nan")
+                note = ""
+                if r["package"] == "dask-meta":
+                    note = (
+                        f"plan {r['plan'].get('source')}: "
+                        f"{r['plan'].get('threads_per_model')} thread(s)/model, "
+                        f"efficiency {r['efficiency']:.2f}"
+                    )
+                body.append(
+                    [
+                        f"{n:,}",
+                        learner,
+                        r["package"],
+                        f"{r['fit_s']:.1f}",
+                        f"{ratio:.2f}",
+                        f"{r['pehe_in']:.4f}",
+                        note,
+                    ]
+                )
+    return accuracy._format(heads, body)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    pythons: dict[str, Path] = {}
+    if "metalearners" in args.peers:
+        pythons["metalearners"] = accuracy.PARITY_VENV / "bin" / "python"
+        if not pythons["metalearners"].exists():
+            raise SystemExit("metalearners runs in .venv-parity: create it with ./dev.sh parity")
+    if {"econml", "causalml"} & set(args.peers):
+        pythons["econml"] = pythons["causalml"] = accuracy.ensure_peers_venv()
+    load = os.getloadavg()
+    if load[0] >= 0.5:
+        print(f"warning: the machine is busy (load average {load[0]:.2f})", file=sys.stderr)
+
+    from distributed import Client, LocalCluster
+
+    from dask_meta.datasets import make_experiment
+
+    cores = len(os.sched_getaffinity(0))
+    results: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="dask-meta-peers-") as tmp_name:
+        tmp = Path(tmp_name)
+        for n in args.rows:
+            path = tmp / f"experiment-{n}.parquet"
+            with (
+                LocalCluster(
+                    n_workers=1,
+                    threads_per_worker=cores,
+                    resources={"threads": cores},
+                    dashboard_address=":0",
+                ) as cluster,
+                Client(cluster) as client,
+            ):
+                client.run(_warm_up)
+                data = make_experiment(n, 20, args.variants, seed=args.seed)
+                data.to_parquet(path, write_index=False)
+                for learner in args.learners:
+                    r = fit_dask_meta(args, client, path, learner)
+                    results.append({**r, "rows": n})
+                    print(f"[peers] {n:,} {learner} dask-meta: {r['fit_s']:.1f} s", file=sys.stderr)
+            # the cluster is closed: the peers get the cores to themselves
+            for package in args.peers:
+                jobs = [
+                    {
+                        "data": str(path),
+                        "dataset": "generated",
+                        "rows": n,
+                        "seed": args.seed,
+                        "learner": learner,
+                        "base": "lgbm100",
+                        "folds": args.folds,
+                        "package": package,
+                    }
+                    for learner in args.learners
+                ]
+                results += accuracy.run_peer(pythons[package], jobs, tmp)
+
+    text = table(results, args.rows, args.learners)
+    print(text)
+    document = {
+        "benchmark": "peers",
+        "args": vars(args),
+        "machine": {"cores": cores, "platform": platform.platform(), "load_average": load},
+        "versions": {
+            "python": platform.python_version(),
+            **{n: version(n) for n in ("dask-meta", "dask", "lightgbm", "scikit-learn")},
+        },
+        "results": [{k: v for k, v in r.items() if k != "data"} for r in results],
+        "table": text,
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(document, indent=2, default=str))
+    print(f"\nresults: {RESULTS.relative_to(REPO)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,206 @@
+"""The three levels of parallelism swept on five scenarios, next to what plan="auto" chose
+(issue 8).
+
+For each scenario (learner, rows, variants, folds, base model) the same learner is fitted on
+the same parquet data under every combination of threads per model (1, all of a worker's),
+``n_jobs_cross_fitting`` (None, 1) and ``n_jobs_base_learners`` (None, 1), then under
+``plan="auto"``, with :func:`dask_meta.compare_plans` (which warms the cluster up with the
+first configuration, untimed; the auto plan comes last, so its time includes its calibration
+fits unless an earlier scenario already timed the same base model). It prints each
+scenario's table, then the best swept configuration per scenario next to the auto plan's
+choice and time; the target is the auto plan within 10% of the best in at least 4 of 5.
+
+    ./dev.sh bench plan_sweep
+    .venv/bin/python benchmarks/plan_sweep.py --scale 0.1      # a tenth of the rows
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import platform
+import sys
+import tempfile
+from importlib.metadata import version
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+
+import accuracy  # noqa: E402
+
+RESULTS = HERE / "results" / "plan_sweep.json"
+TARGET = 1.10
+#: (learner, rows, variants, folds, base model)
+SCENARIOS = (
+    ("T", 300_000, 3, 5, "lgbm"),
+    ("X", 200_000, 2, 5, "lgbm"),
+    ("DR", 200_000, 3, 3, "lgbm"),
+    ("S", 500_000, 2, 2, "lgbm"),
+    ("R", 200_000, 2, 5, "hgb"),
+)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply every row count")
+    parser.add_argument("--scenarios", type=int, nargs="+", default=[1, 2, 3, 4, 5])
+    return parser.parse_args(argv)
+
+
+def base(name: str) -> tuple[type, dict, type, dict]:
+    if name == "lgbm":
+        from lightgbm import LGBMClassifier, LGBMRegressor
+
+        params = {"n_estimators": 100, "verbose": -1}
+        return LGBMRegressor, params, LGBMClassifier, params
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+
+    params = {"max_iter": 100}
+    return HistGradientBoostingRegressor, params, HistGradientBoostingClassifier, params
+
+
+def learner_for(name: str, variants: int, folds: int, base_name: str, client):
+    import dask_meta
+
+    reg, params, clf, clf_params = base(base_name)
+    extra = {}
+    if name in ("X", "R", "DR"):
+        extra = {
+            "treatment_model_factory": reg,
+            "treatment_model_params": params,
+            "propensity_model_factory": clf,
+            "propensity_model_params": clf_params,
+        }
+    return getattr(dask_meta, f"{name}Learner")(
+        is_classification=False,
+        n_variants=variants,
+        nuisance_model_factory=reg,
+        nuisance_model_params=params,
+        n_folds=folds,
+        random_state=0,
+        client=client,
+        **extra,
+    )
+
+
+def swept_plans(max_threads: int) -> list:
+    from dask_meta import Plan
+
+    return [
+        Plan(threads_per_model=t, n_jobs_cross_fitting=cf, n_jobs_base_learners=bl)
+        for t, cf, bl in itertools.product(dict.fromkeys((1, max_threads)), (None, 1), (None, 1))
+    ]
+
+
+def label(row) -> str:
+    if row["source"] == "auto":
+        return (
+            f"auto -> {row['threads_per_model']} thread(s), cf={row['n_jobs_cross_fitting']}, "
+            f"bl={row['n_jobs_base_learners']}"
+        )
+    return (
+        f"{row['threads_per_model']} thread(s), cf={row['n_jobs_cross_fitting']}, "
+        f"bl={row['n_jobs_base_learners']}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    import dask.dataframe as dd
+    from distributed import Client, LocalCluster
+
+    from dask_meta import compare_plans
+    from dask_meta.datasets import feature_names, make_experiment
+
+    cores = len(os.sched_getaffinity(0))
+    load = os.getloadavg()
+    if load[0] >= 0.5:
+        print(f"warning: the machine is busy (load average {load[0]:.2f})", file=sys.stderr)
+    summary, tables = [], []
+    with (
+        tempfile.TemporaryDirectory(prefix="dask-meta-sweep-") as tmp,
+        LocalCluster(
+            n_workers=1,
+            threads_per_worker=cores,
+            resources={"threads": cores},
+            dashboard_address=":0",
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        for number in args.scenarios:
+            name, rows, variants, folds, base_name = SCENARIOS[number - 1]
+            rows = max(int(rows * args.scale), 1_000)
+            path = Path(tmp) / f"scenario-{number}.parquet"
+            make_experiment(rows, 20, variants, seed=number).to_parquet(path, write_index=False)
+            ddf = dd.read_parquet(path)
+            X = ddf[feature_names(ddf)]
+            learner = learner_for(name, variants, folds, base_name, client)
+            plans = [*swept_plans(cores), "auto"]
+            table = compare_plans(learner, X, ddf["y"], ddf["w"], plans=plans)
+            table.insert(0, "configuration", [label(r) for _, r in table.iterrows()])
+            title = (
+                f"scenario {number}: {name}-learner, {rows:,} rows, {variants} variants, "
+                f"{folds} folds, {base_name}"
+            )
+            shown = table[["configuration", "wall_s", "efficiency", "peak_worker_memory_mib"]]
+            tables.append(f"{title}\n{shown.to_string(index=False, float_format='%.2f')}")
+            print(tables[-1], flush=True)
+            swept = table[table["source"] != "auto"]
+            best = swept.loc[swept["wall_s"].idxmin()]
+            auto = table[table["source"] == "auto"].iloc[0]
+            ratio = auto["wall_s"] / best["wall_s"]
+            summary.append(
+                {
+                    "scenario": title,
+                    "best": best["configuration"],
+                    "best_s": float(best["wall_s"]),
+                    "auto": auto["configuration"],
+                    "auto_s": float(auto["wall_s"]),
+                    "ratio": float(ratio),
+                    "within": bool(ratio <= TARGET),
+                }
+            )
+    heads = ["scenario", "best swept configuration", "s", "auto chose", "s", "auto/best", "ok"]
+    body = [
+        [
+            s["scenario"],
+            s["best"],
+            f"{s['best_s']:.1f}",
+            s["auto"],
+            f"{s['auto_s']:.1f}",
+            f"{s['ratio']:.2f}",
+            "yes" if s["within"] else "NO",
+        ]
+        for s in summary
+    ]
+    text = accuracy._format(heads, body)
+    hits = sum(s["within"] for s in summary)
+    text += (
+        f"\nauto plan within {TARGET - 1:.0%} of the best swept configuration: {hits} of "
+        f"{len(summary)} scenarios (target: 4 of 5)"
+    )
+    print("\n" + text)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(
+        json.dumps(
+            {
+                "benchmark": "plan_sweep",
+                "args": vars(args),
+                "machine": {"cores": cores, "platform": platform.platform(), "load": load},
+                "versions": {n: version(n) for n in ("dask-meta", "dask", "lightgbm")},
+                "tables": tables,
+                "summary": summary,
+            },
+            indent=2,
+        )
+    )
+    print(f"\nresults: {RESULTS.relative_to(REPO)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,364 @@
+"""Parallelism plans: how many threads each base model gets and the two concurrency limits.
+
+metalearners leaves its three levels of parallelism (model threads, ``n_jobs_cross_fitting``,
+``n_jobs_base_learners``) to the user, who has to try several settings. A learner's ``plan``
+argument makes that choice:
+
+``None`` (default)
+    The planner's rule: one thread per model when there are at least as many fits that may
+    run at once as the cluster has threads, else the threads divided among them; no limits
+    beyond the fit call's ``n_jobs_*`` arguments.
+``"auto"``
+    A cost model. Each base-model class is timed on a small calibration fit on one worker
+    (a sample of the first training partition, at two sizes with one thread and at the
+    largest size with all of the worker's threads): seconds = (a + b x rows) / speedup(t).
+    Every candidate (threads per model from 1 to a worker's threads, and, when the fits
+    would not fit in the workers' memory side by side, a cap on the fits in flight) is
+    scored by simulating the fit: the jobs of each stage placed longest-first on the
+    workers' slots. The fastest candidate wins; ties go to fewer threads per model.
+    Calibrations are kept per cluster and model, so later fits reuse them.
+:class:`Plan`
+    Explicit settings.
+
+The fit call's own ``n_jobs_cross_fitting`` / ``n_jobs_base_learners`` win over a plan's,
+and threads set in a model's params (``n_jobs``, ``num_threads``...) win over the plan's for
+that model. ``learner.fit_report_.attrs["plan"]`` states the plan used and why.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from dask_meta.cluster import ClusterShape
+
+AUTO = "auto"
+
+#: rows of the two one-thread calibration fits (fewer when the partition is smaller)
+CALIBRATION_ROWS = (5_000, 20_000)
+#: share of a worker's memory limit that the fits in flight on it may take
+MEMORY_SHARE = 0.5
+#: bytes per training value of a fit in flight: the selected rows' copy, the feature matrix
+#: and the model's own copy (LightGBM's binned data, gradients) with room to spare
+BYTES_PER_VALUE = 24
+
+
+def _check_limit(name: str, value: Any) -> int | None:
+    if value is None or value == -1:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be None, -1 or a positive int, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Plan:
+    """An explicit parallelism plan (``plan=Plan(threads_per_model=2)``).
+
+    ``threads_per_model``: threads of every base model whose params do not set them (-1: all
+    threads of a worker; ``None``: the planner's rule). ``n_jobs_cross_fitting`` and
+    ``n_jobs_base_learners``: metalearners' two limits, used when the fit call leaves them
+    ``None``.
+    """
+
+    threads_per_model: int | None = None
+    n_jobs_cross_fitting: int | None = None
+    n_jobs_base_learners: int | None = None
+
+    def __post_init__(self) -> None:
+        t = self.threads_per_model
+        if t is not None and t != -1:
+            if isinstance(t, bool) or not isinstance(t, int) or t < 1:
+                raise ValueError(f"threads_per_model must be None, -1 or a positive int, got {t!r}")
+        object.__setattr__(
+            self,
+            "n_jobs_cross_fitting",
+            _check_limit("n_jobs_cross_fitting", self.n_jobs_cross_fitting),
+        )
+        object.__setattr__(
+            self,
+            "n_jobs_base_learners",
+            _check_limit("n_jobs_base_learners", self.n_jobs_base_learners),
+        )
+
+
+def check_plan(plan: Any) -> None:
+    """Constructor-time validation of a learner's ``plan`` argument."""
+    if plan is None or plan == AUTO or isinstance(plan, Plan):
+        return
+    raise ValueError(
+        f"plan must be None (the planner's rule), 'auto' (a cost model chooses) or a "
+        f"dask_meta.Plan, got {plan!r}"
+    )
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Timed fits of one base-model class: the cost model's input for that class."""
+
+    model: str
+    rows: tuple[int, int]
+    seconds_1: tuple[float, float]
+    threads: int
+    seconds_n: float
+
+    @property
+    def slope(self) -> float:
+        """Seconds per training row with one thread."""
+        (r0, r1), (s0, s1) = self.rows, self.seconds_1
+        if r1 <= r0:
+            return s1 / max(r1, 1)
+        return max((s1 - s0) / (r1 - r0), 0.0)
+
+    @property
+    def intercept(self) -> float:
+        return max(self.seconds_1[0] - self.slope * self.rows[0], 0.0)
+
+    def speedup(self, threads: int) -> float:
+        """Measured speedup at ``self.threads``, interpolated linearly below it."""
+        if self.threads <= 1 or threads <= 1:
+            return 1.0
+        top = min(max(self.seconds_1[1] / max(self.seconds_n, 1e-9), 1.0), float(self.threads))
+        share = (min(threads, self.threads) - 1) / (self.threads - 1)
+        return 1.0 + (top - 1.0) * share
+
+    def seconds(self, rows: int, threads: int) -> float:
+        return (self.intercept + self.slope * rows) / self.speedup(threads)
+
+
+@dataclass(frozen=True)
+class PlannedJob:
+    """What the cost model knows of one fit before it runs."""
+
+    stage: str
+    group: tuple[str, str, int]
+    rows: int
+    model: str
+    #: columns of its training matrix (for the memory estimate)
+    columns: int
+    #: threads fixed by the model's params (the plan does not change them)
+    fixed_threads: int | None = None
+
+
+@dataclass(frozen=True)
+class Candidate:
+    threads_per_model: int
+    max_in_flight: int | None
+    seconds: float
+    memory_ok: bool
+
+
+@dataclass(frozen=True)
+class PlanChoice:
+    """The plan a fit used, and why (``fit_report_.attrs["plan"]``)."""
+
+    source: str
+    threads_per_model: int | None
+    n_jobs_cross_fitting: int | None
+    n_jobs_base_learners: int | None
+    reason: str
+    estimated_seconds: float | None = None
+    candidates: tuple[Candidate, ...] = ()
+    calibrations: tuple[Calibration, ...] = field(default_factory=tuple)
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["candidates"] = [asdict(c) for c in self.candidates]
+        out["calibrations"] = [asdict(c) for c in self.calibrations]
+        return out
+
+
+# --- the simulation -------------------------------------------------------------------------
+
+
+def slots(shape: ClusterShape, threads: int) -> int:
+    """Fits of ``threads`` threads that the cluster runs side by side."""
+    per_worker = [
+        int((w.threads_resource if w.threads_resource is not None else w.nthreads) // threads)
+        for w in shape.workers
+    ]
+    return max(sum(per_worker), 1)
+
+
+def job_threads(job: PlannedJob, threads: int, shape: ClusterShape) -> int:
+    if job.fixed_threads is None:
+        return threads
+    return shape.max_threads if job.fixed_threads == -1 else job.fixed_threads
+
+
+def simulate(
+    jobs: Sequence[PlannedJob],
+    calibrations: dict[str, Calibration],
+    shape: ClusterShape,
+    threads: int,
+    max_in_flight: int | None = None,
+) -> float:
+    """Estimated wall time: each stage's jobs longest-first on the free slots, in turn.
+
+    Treatment-stage jobs wait for the nuisance stage here (the planner starts them earlier,
+    as soon as their own inputs are done), which overestimates every candidate alike.
+    """
+    n_slots = slots(shape, threads)
+    if max_in_flight is not None:
+        n_slots = max(min(n_slots, max_in_flight), 1)
+    free = [0.0] * n_slots
+    for stage in dict.fromkeys(j.stage for j in jobs):
+        durations = sorted(
+            (
+                calibrations[j.model].seconds(j.rows, job_threads(j, threads, shape))
+                if j.model in calibrations
+                else float(j.rows)
+                for j in jobs
+                if j.stage == stage
+            ),
+            reverse=True,
+        )
+        start = max(free)
+        heap = [start] * n_slots
+        for d in durations:
+            t = heapq.heappop(heap)
+            heapq.heappush(heap, t + d)
+        free = [max(heap)] * n_slots
+    return max(free)
+
+
+def memory_per_fit(job: PlannedJob) -> float:
+    return float(job.rows) * (job.columns + 2) * BYTES_PER_VALUE
+
+
+def fits_in_memory(
+    jobs: Sequence[PlannedJob], shape: ClusterShape, threads: int, max_in_flight: int | None
+) -> bool:
+    """Whether the largest fits, as many side by side as a worker runs, fit its memory."""
+    limits = [w.memory_limit for w in shape.workers if w.memory_limit > 0]
+    if not limits or not jobs:
+        return True
+    per_worker = max(
+        int((w.threads_resource if w.threads_resource is not None else w.nthreads) // threads)
+        for w in shape.workers
+    )
+    if max_in_flight is not None:
+        per_worker = min(per_worker, max_in_flight)
+    largest = sorted((memory_per_fit(j) for j in jobs), reverse=True)[: max(per_worker, 1)]
+    return sum(largest) <= MEMORY_SHARE * min(limits)
+
+
+def choose(
+    jobs: Sequence[PlannedJob],
+    calibrations: dict[str, Calibration],
+    shape: ClusterShape,
+) -> PlanChoice:
+    """The auto plan: the fastest candidate whose fits fit in the workers' memory."""
+    candidates = []
+    for threads in range(1, shape.max_threads + 1):
+        n_slots = slots(shape, threads)
+        caps: Sequence[int | None] = [None]
+        if not fits_in_memory(jobs, shape, threads, None):
+            # fewer fits in flight than slots, down to one
+            caps = list(range(n_slots - 1, 0, -1)) or [1]
+        for cap in caps:
+            ok = fits_in_memory(jobs, shape, threads, cap)
+            seconds = simulate(jobs, calibrations, shape, threads, cap)
+            candidates.append(Candidate(threads, cap, seconds, ok))
+            if ok:
+                break
+    feasible = [c for c in candidates if c.memory_ok] or candidates
+    # fastest; within 2% of it, fewer threads per model (better parallel efficiency)
+    fastest = min(c.seconds for c in feasible)
+    best = min(
+        (c for c in feasible if c.seconds <= fastest * 1.02),
+        key=lambda c: (c.threads_per_model, c.seconds),
+    )
+    reason = _reason(best, candidates, jobs, calibrations, shape)
+    return PlanChoice(
+        source=AUTO,
+        threads_per_model=best.threads_per_model,
+        n_jobs_cross_fitting=best.max_in_flight,
+        n_jobs_base_learners=1 if best.max_in_flight is not None else None,
+        reason=reason,
+        estimated_seconds=best.seconds,
+        candidates=tuple(candidates),
+        calibrations=tuple(calibrations.values()),
+    )
+
+
+def _reason(
+    best: Candidate,
+    candidates: Sequence[Candidate],
+    jobs: Sequence[PlannedJob],
+    calibrations: dict[str, Calibration],
+    shape: ClusterShape,
+) -> str:
+    costs = "; ".join(
+        f"{c.model}: {c.slope * 1e6:.2f} us/row + {c.intercept:.2f} s with 1 thread, "
+        f"speedup {c.speedup(c.threads):.2f} at {c.threads} threads"
+        for c in calibrations.values()
+    )
+    others = ", ".join(
+        f"{c.threads_per_model} thread{'s' if c.threads_per_model > 1 else ''}"
+        + (f" x at most {c.max_in_flight} in flight" if c.max_in_flight else "")
+        + f": {c.seconds:.1f} s"
+        + ("" if c.memory_ok else " (too much memory)")
+        for c in candidates
+    )
+    limit = f", at most {best.max_in_flight} fits in flight (memory)" if best.max_in_flight else ""
+    return (
+        f"{len(jobs)} fits on {shape.total_threads} threads in {len(shape.workers)} workers; "
+        f"calibrated cost {costs or 'none (no local base models)'}; estimated wall time "
+        f"{others}; chose {best.threads_per_model} thread(s) per model{limit}"
+    )
+
+
+def default_choice(
+    threads: int | None, limits: tuple[int | None, int | None], concurrency: int, shape: Any
+) -> PlanChoice:
+    """How the planner's rule came out, for the report."""
+    rule = (
+        "one thread per model: at least as many fits may run at once as the cluster has threads"
+        if threads == 1
+        else f"the cluster's {shape.total_threads} threads divided among {concurrency} fits "
+        "that may run at once"
+    )
+    return PlanChoice(
+        source="default",
+        threads_per_model=threads,
+        n_jobs_cross_fitting=limits[0],
+        n_jobs_base_learners=limits[1],
+        reason=f"the planner's rule (plan=None): {rule}; models whose params set their "
+        "threads keep them",
+    )
+
+
+def explicit_choice(plan: Plan, threads: int | None, limits: tuple) -> PlanChoice:
+    return PlanChoice(
+        source="explicit",
+        threads_per_model=threads,
+        n_jobs_cross_fitting=limits[0],
+        n_jobs_base_learners=limits[1],
+        reason=f"explicit {plan!r}; the fit call's n_jobs arguments win over its limits",
+    )
+
+
+def concurrency(n_fits_per_group: dict[tuple[str, str, int], int], limits: tuple) -> int:
+    """Most fits that may be in flight at once under the two limits (per stage, the max)."""
+    cf, bl = limits
+    best = 0
+    for stage in {g[0] for g in n_fits_per_group}:
+        sizes = sorted(
+            (n if cf is None else min(n, cf) for g, n in n_fits_per_group.items() if g[0] == stage),
+            reverse=True,
+        )
+        if bl is not None:
+            sizes = sizes[:bl]
+        best = max(best, sum(sizes))
+    return max(best, 1)
+
+
+def rule_threads(shape: ClusterShape, in_flight: int) -> int:
+    """The planner's rule for models whose params leave their threads unset."""
+    if in_flight >= shape.total_threads:
+        return 1
+    return max(1, min(shape.max_threads, math.floor(shape.total_threads / max(in_flight, 1))))

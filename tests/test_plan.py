@@ -1,0 +1,276 @@
+"""Parallelism plans (dask_meta/plan.py, dask_meta/compare.py): the cost model's arithmetic
+without a cluster, then plan=None / "auto" / Plan on real LocalClusters."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import make_linear_data
+from distributed import Client, LocalCluster
+from lightgbm import LGBMClassifier, LGBMRegressor
+from sklearn.linear_model import LinearRegression
+
+from dask_meta import DRLearner, Plan, SLearner, TLearner, compare_plans
+from dask_meta.cluster import ClusterShape, WorkerShape
+from dask_meta.plan import (
+    Calibration,
+    PlannedJob,
+    choose,
+    concurrency,
+    fits_in_memory,
+    rule_threads,
+    simulate,
+)
+
+LGBM = {"n_estimators": 20, "num_leaves": 8, "min_child_samples": 5, "verbose": -1}
+
+
+def _shape(workers=1, threads=2, memory=2**34) -> ClusterShape:
+    return ClusterShape(
+        tuple(WorkerShape(f"tcp://w{i}", threads, threads, memory) for i in range(workers))
+    )
+
+
+def _jobs(n, rows=1000, stage="nuisance", columns=10, fixed=None):
+    return [
+        PlannedJob(stage, (stage, "m", i), rows, "M", columns, fixed_threads=fixed)
+        for i in range(n)
+    ]
+
+
+# 1 s + 1 ms per row with one thread; 1.8x faster with 2 threads
+CAL = Calibration("M", (1000, 5000), (2.0, 6.0), 2, 6.0 / 1.8)
+
+
+# --- arithmetic ------------------------------------------------------------------------------
+
+
+def test_calibration_line_and_speedup():
+    assert CAL.slope == pytest.approx(1e-3)
+    assert CAL.intercept == pytest.approx(1.0)
+    assert CAL.speedup(1) == 1.0
+    assert CAL.speedup(2) == pytest.approx(1.8)
+    assert CAL.seconds(9000, 1) == pytest.approx(10.0)
+    assert CAL.seconds(9000, 2) == pytest.approx(10.0 / 1.8)
+    # a measured slowdown is not extrapolated: more threads never cost more than one
+    slow = Calibration("M", (1000, 5000), (2.0, 6.0), 2, 7.0)
+    assert slow.speedup(2) == 1.0
+
+
+def test_simulation_places_jobs_longest_first_on_slots():
+    cal = {"M": CAL}
+    shape = _shape(1, 2)
+    # three 10 s jobs on two slots: 20 s; with 2 threads each: 3 x 10/1.8 s
+    three = _jobs(3, rows=9000)
+    assert simulate(three, cal, shape, 1) == pytest.approx(20.0)
+    assert simulate(three, cal, shape, 2) == pytest.approx(30 / 1.8)
+    # the treatment stage starts after the nuisance stage
+    two_stages = _jobs(2, rows=9000) + _jobs(2, rows=9000, stage="treatment")
+    assert simulate(two_stages, cal, shape, 1) == pytest.approx(20.0)
+    # a cap on the fits in flight
+    assert simulate(_jobs(4, rows=9000), cal, shape, 1, max_in_flight=1) == pytest.approx(40.0)
+
+
+def test_choose_prefers_a_whole_worker_only_where_the_tail_pays():
+    cal = {"M": CAL}
+    shape = _shape(1, 2)
+    few = choose(_jobs(3, rows=9000), cal, shape)
+    assert few.source == "auto" and few.threads_per_model == 2
+    assert few.estimated_seconds == pytest.approx(30 / 1.8)
+    many = choose(_jobs(4, rows=9000), cal, shape)
+    assert many.threads_per_model == 1 and many.estimated_seconds == pytest.approx(20.0)
+    assert many.n_jobs_cross_fitting is None and many.n_jobs_base_learners is None
+    assert "chose 1 thread(s) per model" in many.reason
+    assert "M: 1000.00 us/row + 1.00 s with 1 thread, speedup 1.80 at 2 threads" in many.reason
+    assert [c.threads_per_model for c in many.candidates] == [1, 2]
+
+
+def test_choose_caps_fits_in_flight_when_memory_is_short():
+    cal = {"M": CAL}
+    jobs = _jobs(4, rows=1_000_000, columns=8)  # 240 MB per fit
+    roomy = _shape(1, 2, memory=2**31)
+    assert fits_in_memory(jobs, roomy, 1, None)
+    tight = _shape(1, 2, memory=700 * 2**20)  # room for one fit beside the data, not two
+    assert not fits_in_memory(jobs, tight, 1, None)
+    assert fits_in_memory(jobs, tight, 1, 1)
+    choice = choose(jobs, cal, tight)
+    # one fit at a time: a whole worker per model beats one thread per model with a cap
+    assert choice.threads_per_model == 2
+    assert choice.n_jobs_cross_fitting is None
+    # one thread per model only with one fit in flight: 4 x 1001 s against 4 x 1001 / 1.8 s
+    assert [(c.threads_per_model, c.max_in_flight) for c in choice.candidates] == [
+        (1, 1),
+        (2, None),
+    ]
+    assert choice.candidates[0].seconds == pytest.approx(4004.0)
+    assert "1 thread x at most 1 in flight: 4004.0 s" in choice.reason
+
+
+def test_concurrency_and_the_rule_respect_the_limits():
+    groups = {("n", "a", 0): 6, ("n", "a", 1): 6, ("t", "b", 0): 6}
+    assert concurrency(groups, (None, None)) == 12
+    assert concurrency(groups, (2, None)) == 4
+    assert concurrency(groups, (None, 1)) == 6
+    assert concurrency(groups, (1, 1)) == 1
+    shape = _shape(1, 4)
+    assert rule_threads(shape, 12) == 1
+    assert rule_threads(shape, 2) == 2
+    assert rule_threads(shape, 1) == 4
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"threads_per_model": 0}, "threads_per_model must be None, -1 or a positive int"),
+        ({"threads_per_model": 1.5}, "threads_per_model must be None, -1 or a positive int"),
+        ({"n_jobs_cross_fitting": 0}, "n_jobs_cross_fitting must be None, -1"),
+        ({"n_jobs_base_learners": "2"}, "n_jobs_base_learners must be None, -1"),
+    ],
+)
+def test_bad_plan_values(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        Plan(**kwargs)
+
+
+# --- on a cluster ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def one_by_two():
+    """One worker with two threads: the auto plan has a real choice to make."""
+    with (
+        LocalCluster(
+            n_workers=1,
+            threads_per_worker=2,
+            resources={"threads": 2},
+            dashboard_address=":0",
+            processes=True,
+        ) as cluster,
+        Client(cluster, set_as_default=False) as c,
+    ):
+        yield c
+
+
+def _frames(n=4_000, n_variants=2, seed=0):
+    X, y, w, tau = make_linear_data(n=n, n_variants=n_variants, seed=seed)
+    return pd.DataFrame(X, columns=[f"x{i}" for i in range(X.shape[1])]), y, w, tau
+
+
+def _dr(client, plan, **params):
+    return DRLearner(
+        False,
+        2,
+        LGBMRegressor,
+        LGBMRegressor,
+        LGBMClassifier,
+        nuisance_model_params={**LGBM, **params},
+        treatment_model_params=LGBM,
+        propensity_model_params=LGBM,
+        n_folds=2,
+        random_state=0,
+        client=client,
+        plan=plan,
+    )
+
+
+def test_auto_plan_is_stated_and_followed(one_by_two):
+    X, y, w, _ = _frames()
+    learner = _dr(one_by_two, "auto").fit(X, y, w)
+    report = learner.fit_report_
+    plan = report.attrs["plan"]
+    assert plan["source"] == "auto"
+    chosen = plan["threads_per_model"]
+    assert chosen in (1, 2)
+    # every model whose params leave the threads unset got the chosen count
+    assert set(report["threads"]) == {chosen}
+    names = {c["model"] for c in plan["calibrations"]}
+    assert any(n.startswith("LGBMRegressor(") for n in names)
+    assert any(n.startswith("LGBMClassifier(") for n in names)
+    for c in plan["calibrations"]:
+        assert c["threads"] == 2 and all(s > 0 for s in c["seconds_1"]) and c["seconds_n"] > 0
+    assert [c["threads_per_model"] for c in plan["candidates"]] == [1, 2]
+    assert plan["estimated_seconds"] > 0
+    assert f"chose {chosen} thread(s) per model" in plan["reason"]
+    # the same numbers as an explicit plan with the same threads
+    same = _dr(one_by_two, Plan(threads_per_model=chosen)).fit(X, y, w)
+    np.testing.assert_array_equal(learner.predict(X, is_oos=False), same.predict(X, is_oos=False))
+    assert same.fit_report_.attrs["plan"]["source"] == "explicit"
+
+
+def test_explicit_plan_threads_and_limits(one_by_two):
+    X, y, w, _ = _frames(n=1_500)
+    learner = _dr(
+        one_by_two, Plan(threads_per_model=2, n_jobs_cross_fitting=1, n_jobs_base_learners=1)
+    ).fit(X, y, w)
+    report = learner.fit_report_
+    assert set(report["threads"]) == {2}
+    plan = report.attrs["plan"]
+    assert (plan["n_jobs_cross_fitting"], plan["n_jobs_base_learners"]) == (1, 1)
+    # one fit at a time within a stage
+    for _, stage in report.groupby("stage"):
+        rows = stage.sort_values("start")
+        assert (rows["start"].to_numpy()[1:] >= rows["end"].to_numpy()[:-1] - 1e-3).all()
+
+
+def test_fit_arguments_and_model_params_win_over_the_plan(one_by_two):
+    X, y, w, _ = _frames(n=1_500)
+    learner = _dr(one_by_two, Plan(threads_per_model=2, n_jobs_cross_fitting=1), n_jobs=1)
+    learner.fit(X, y, w, n_jobs_cross_fitting=2)
+    report = learner.fit_report_
+    plan = report.attrs["plan"]
+    assert plan["n_jobs_cross_fitting"] == 2
+    # the outcome models asked for one thread in their params; the others follow the plan
+    outcome = report[report["model_kind"] == "variant_outcome_model"]
+    others = report[report["model_kind"] != "variant_outcome_model"]
+    assert set(outcome["threads"]) == {1}
+    assert set(others["threads"]) == {2}
+
+
+def test_default_rule_gives_a_lone_fit_the_whole_worker(one_by_two):
+    X, y, w, _ = _frames(n=1_500)
+    learner = TLearner(
+        False, 2, LGBMRegressor, nuisance_model_params=LGBM, n_folds=2, client=one_by_two
+    )
+    learner.fit(X, y, w)
+    assert learner.fit_report_.attrs["plan"]["source"] == "default"
+    assert set(learner.fit_report_["threads"]) == {1}
+    # one fit at a time: it may use both threads (the limits, not only the fit count, decide)
+    learner.fit(X, y, w, n_jobs_cross_fitting=1, n_jobs_base_learners=1)
+    assert set(learner.fit_report_["threads"]) == {2}
+    assert "divided among 1 fits" in learner.fit_report_.attrs["plan"]["reason"]
+
+
+def test_plan_threads_larger_than_a_worker_fail_before_any_fit(client):
+    X, y, w, _ = _frames(n=500)
+    learner = SLearner(
+        False, 2, LinearRegression, n_folds=2, client=client, plan=Plan(threads_per_model=3)
+    )
+    with pytest.raises(ValueError, match=r"plan\.threads_per_model asks for 3 threads"):
+        learner.fit(X, y, w)
+
+
+def test_compare_plans_table(one_by_two):
+    X, y, w, _ = _frames(n=3_000)
+    learner = _dr(one_by_two, None)
+    table = compare_plans(learner, X, y, w, sample=0.5)
+    assert list(table["plan"]) == [
+        "None",
+        "auto",
+        "Plan(threads_per_model=1, n_jobs_cross_fitting=None, n_jobs_base_learners=None)",
+        "Plan(threads_per_model=2, n_jobs_cross_fitting=None, n_jobs_base_learners=None)",
+        "Plan(threads_per_model=2, n_jobs_cross_fitting=1, n_jobs_base_learners=1)",
+    ]
+    assert list(table["source"]) == ["default", "auto", "explicit", "explicit", "explicit"]
+    assert list(table["threads_per_model"])[2:] == [1, 2, 2]
+    # 2 variants, 2 folds: propensity 3 + outcomes 2 x 3 + treatment 3 fits
+    assert (table["fits"] == 12).all()
+    assert (table["wall_s"] > 0).all()
+    assert table["efficiency"].between(0.01, 1.5).all()
+    assert (table["peak_worker_memory_mib"] > 50).all()
+    assert table["estimated_s"].notna().tolist() == [False, True, False, False, False]
+    assert not hasattr(learner, "fit_report_") or learner.fit_report_ is None
+    with pytest.raises(ValueError, match=r"sample must be None \(all rows\) or a fraction"):
+        compare_plans(learner, X, y, w, plans=[None], sample=2)
+    with pytest.raises(ValueError, match="plan must be None"):
+        compare_plans(learner, X, y, w, plans=["fastest"])
