@@ -47,6 +47,9 @@ LGBM_PARAMS = {
     "verbose": -1,
     "deterministic": True,
     "force_col_wise": True,
+    # one thread: the data sets are small (hundreds to thousands of rows), where more threads
+    # only add overhead, and a busy machine then slows every fit by 10-100x
+    "n_jobs": 1,
 }
 #: linear base models: least squares for outcomes and effects, logistic for propensities
 LOGISTIC_PARAMS = {"max_iter": 5000}

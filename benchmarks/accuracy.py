@@ -237,7 +237,6 @@ def fit_dask_meta_small(job: dict, client) -> dict:
 def fit_dask_meta_lazy(job: dict, client) -> dict:
     """The generated data set: read lazily from parquet, scored by reductions on the cluster."""
     import dask
-    import dask.array as da
     import dask.dataframe as dd
 
     ddf = dd.read_parquet(job["data"])
@@ -261,7 +260,6 @@ def fit_dask_meta_lazy(job: dict, client) -> dict:
         ]
     )
     mse_in, mse_out, ate_diff = (float(f.result()) for f in sums)
-    del da
     return {
         **job,
         "fit_s": fit_s,
