@@ -378,6 +378,25 @@ def test_r_learner_treatment_factory_without_sample_weight():
 
 
 @pytest.mark.parametrize(
+    ("value", "error"),
+    [
+        (0, ValueError),
+        (0.5, ValueError),
+        (-0.1, ValueError),
+        (float("nan"), ValueError),
+        ("0.01", TypeError),
+        (True, TypeError),
+        (None, TypeError),
+    ],
+)
+def test_bad_min_propensity(value, error):
+    with pytest.raises(error, match=r"min_propensity must be (a number )?in \(0, 0.5\)"):
+        DRLearner(
+            False, 2, LinearRegression, LinearRegression, LogisticRegression, min_propensity=value
+        )
+
+
+@pytest.mark.parametrize(
     ("strategy", "key", "error", "match"),
     [
         ("bogus", None, ValueError, r"fold_strategy must be one of .*'bogus'"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 import dask.array as da
@@ -51,7 +52,8 @@ def aipw_pseudo_outcomes(
     """phi_k = (y - mu_k)/e_k 1{w=k} + mu_k - (y - mu_0)/e_0 1{w=0} - mu_0, ``(n, len(variants))``.
 
     mu follows the in-sample mixing rule (own rows cross-fitted, other rows out-of-sample);
-    with ``adaptive_clipping`` rows whose smallest propensity is below epsilon get mu_k - mu_0.
+    propensities below ``epsilon`` count as ``epsilon`` in the denominators, and with
+    ``adaptive_clipping`` rows whose smallest propensity is below epsilon get mu_k - mu_0.
     """
     p_design, o_design = designs
     e = propensity.block_predict(p_design.matrix(frame), folds, "predict_proba", oos_method)
@@ -84,6 +86,7 @@ def dr_pseudo_outcome(
     outcome_method: str,
     is_classification: bool,
     adaptive_clipping: bool,
+    min_propensity: float,
 ) -> np.ndarray:
     """The AIPW pseudo-outcome of one variant on a training partition (in-sample nuisances)."""
     outcomes = [models.get((VARIANT_OUTCOME_MODEL, k)) for k in range(n_variants)]
@@ -98,11 +101,12 @@ def dr_pseudo_outcome(
         OVERALL,
         is_classification,
         adaptive_clipping,
+        min_propensity,
     )[:, 0]
 
 
 def _ate_partition(frame: pd.DataFrame, folds: pd.DataFrame | None, bundle: Any) -> np.ndarray:
-    propensity, outcomes, designs, n_variants, outcome_method, is_clf, adaptive = bundle
+    propensity, outcomes, designs, n_variants, outcome_method, is_clf, adaptive, floor = bundle
     return aipw_pseudo_outcomes(
         frame,
         folds,
@@ -114,13 +118,14 @@ def _ate_partition(frame: pd.DataFrame, folds: pd.DataFrame | None, bundle: Any)
         OVERALL,
         is_clf,
         adaptive,
+        floor,
     )
 
 
 def dr_evaluation_rows(frame: pd.DataFrame, folds: pd.DataFrame | None, bundle: Any) -> list:
     """Outcome and propensity models, then treatment model k on all rows against the AIPW
     pseudo-outcome of variant k (nuisances at the same is_oos / oos_method)."""
-    outcome_bundle, propensity, designs, treatments, t_design, oos, is_clf, adaptive = bundle
+    outcome_bundle, propensity, designs, treatments, t_design, oos, is_clf, *clipping = bundle
     rows = outcome_evaluation_rows(frame, folds, outcome_bundle)
     w = frame[W_COL].to_numpy()
     every = np.ones(len(frame), dtype=bool)
@@ -135,7 +140,7 @@ def dr_evaluation_rows(frame: pd.DataFrame, folds: pd.DataFrame | None, bundle: 
     cfes, _, outcome_method, _ = outcome_bundle
     variants = list(range(1, len(cfes)))
     phi = aipw_pseudo_outcomes(
-        frame, folds, propensity, cfes, designs, variants, outcome_method, oos, is_clf, adaptive
+        frame, folds, propensity, cfes, designs, variants, outcome_method, oos, is_clf, *clipping
     )
     for j, model in enumerate(treatments):
         tau = predict_rows(model, t_design, frame, folds, "predict", oos, every)
@@ -143,15 +148,37 @@ def dr_evaluation_rows(frame: pd.DataFrame, folds: pd.DataFrame | None, bundle: 
     return rows
 
 
+def check_min_propensity(value: Any) -> float:
+    """``min_propensity`` as a float in (0, 0.5), or a ValueError / TypeError naming it."""
+    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
+        raise TypeError(f"min_propensity must be a number in (0, 0.5), got {value!r}")
+    if not 0 < float(value) < 0.5:
+        raise ValueError(f"min_propensity must be in (0, 0.5), got {value!r}")
+    return float(value)
+
+
 class DRLearner(ConditionalAverageOutcomes, MetaLearner):
-    """DR-learner: outcome models per variant, a propensity model, AIPW pseudo-outcomes."""
+    """DR-learner: outcome models per variant, a propensity model, AIPW pseudo-outcomes.
+
+    Beyond metalearners' arguments, ``min_propensity`` (default 1e-9, metalearners' fixed
+    epsilon) is the floor of the propensities that divide the residuals, and the threshold of
+    ``adaptive_clipping``. A floor such as 0.01 trims the pseudo-outcomes of units with extreme
+    propensities, where poor overlap otherwise makes them explode.
+    """
 
     _synchronizes = True
 
-    def __init__(self, *args: Any, adaptive_clipping: bool = False, **kwargs: Any):
+    def __init__(
+        self,
+        *args: Any,
+        adaptive_clipping: bool = False,
+        min_propensity: float = EPSILON,
+        **kwargs: Any,
+    ):
         if not isinstance(adaptive_clipping, bool | np.bool_):
             raise TypeError(f"adaptive_clipping must be a bool, got {adaptive_clipping!r}")
         self.adaptive_clipping = bool(adaptive_clipping)
+        self.min_propensity = check_min_propensity(min_propensity)
         super().__init__(*args, **kwargs)
 
     @classmethod
@@ -183,7 +210,10 @@ class DRLearner(ConditionalAverageOutcomes, MetaLearner):
 
     @property
     def init_args(self) -> dict[str, Any]:
-        return super().init_args | {"adaptive_clipping": self.adaptive_clipping}
+        return super().init_args | {
+            "adaptive_clipping": self.adaptive_clipping,
+            "min_propensity": self.min_propensity,
+        }
 
     def _nuisance_entries(self, synchronize: bool) -> list[ModelEntry]:
         # outcome models keep their own CV; the propensity model shares the all-rows split
@@ -224,6 +254,7 @@ class DRLearner(ConditionalAverageOutcomes, MetaLearner):
                 self._outcome_predict_method(),
                 self.is_classification,
                 self.adaptive_clipping,
+                self.min_propensity,
             ),
         )
 
@@ -246,6 +277,7 @@ class DRLearner(ConditionalAverageOutcomes, MetaLearner):
             oos_method,
             self.is_classification,
             self.adaptive_clipping,
+            self.min_propensity,
         )
         return PartitionPlan(
             dr_evaluation_rows, bundle, (*items, propensity, *treatments), self._feature_names()
@@ -301,6 +333,7 @@ class DRLearner(ConditionalAverageOutcomes, MetaLearner):
             self._outcome_predict_method(),
             self.is_classification,
             self.adaptive_clipping,
+            self.min_propensity,
         )
         phi = self._map(
             frame, is_oos, _ate_partition, bundle, (self.n_variants - 1,), "drlearner-ate"
