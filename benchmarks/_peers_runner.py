@@ -36,6 +36,7 @@ import json
 import sys
 import time
 import warnings
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -122,16 +123,20 @@ def load(dataset: str, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
 
 
 def export(args: argparse.Namespace) -> None:
+    """Write the replications of a JSON list of ``{"dataset", "seed", "out"}`` to parquet."""
     import pandas as pd
 
-    X, w, y, cate = load(args.dataset, args.seed)
-    frame = pd.DataFrame(X, columns=[f"x{j}" for j in range(X.shape[1])])
-    frame["w"] = w
-    frame["y"] = y
-    frame["cate"] = cate
-    frame["is_test"] = _split(len(frame), args.seed, args.test_size)
-    frame.to_parquet(args.out, index=False)
-    log(f"{args.dataset} seed {args.seed}: {len(frame)} rows x {X.shape[1]} covariates")
+    with open(args.jobs) as f:
+        jobs = json.load(f)
+    for job in jobs:
+        X, w, y, cate = load(job["dataset"], job["seed"])
+        frame = pd.DataFrame(X, columns=[f"x{j}" for j in range(X.shape[1])])
+        frame["w"] = w
+        frame["y"] = y
+        frame["cate"] = cate
+        frame["is_test"] = _split(len(frame), job["seed"], args.test_size)
+        frame.to_parquet(job["out"], index=False)
+        log(f"{job['dataset']} seed {job['seed']}: {len(frame)} rows x {X.shape[1]} covariates")
 
 
 # --- fit ----------------------------------------------------------------------------------
@@ -367,6 +372,7 @@ def fit(args: argparse.Namespace) -> None:
     for job in jobs:
         if job["data"] not in cache:
             cache = {job["data"]: read(job["data"])}  # jobs come grouped by data file
+            log(f"{job['package']}: {Path(job['data']).stem}")
         d = cache[job["data"]]
         try:
             with stdout_to_stderr():
@@ -404,11 +410,11 @@ def versions() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    ex = commands.add_parser("export", help="write one replication of a data set to parquet")
-    ex.add_argument("--dataset", required=True)
-    ex.add_argument("--seed", type=int, required=True)
+    ex = commands.add_parser(
+        "export", help="write replications of data sets to parquet (a JSON list of jobs)"
+    )
+    ex.add_argument("--jobs", required=True)
     ex.add_argument("--test-size", type=float, default=0.2)
-    ex.add_argument("--out", required=True)
     fi = commands.add_parser("fit", help="fit the jobs of a JSON file; one JSON line each")
     fi.add_argument("--jobs", required=True)
     commands.add_parser("versions", help="the packages' versions, as JSON")

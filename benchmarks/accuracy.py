@@ -161,21 +161,15 @@ def run_peer(python: Path, jobs: list[dict], tmp: Path) -> list[dict]:
 # --- data -------------------------------------------------------------------------------------
 
 
-def export_public(python: Path, dataset: str, seed: int, test_size: float, out: Path) -> None:
+def export_public(python: Path, jobs: list[dict], test_size: float, tmp: Path) -> None:
+    """Write the replications ``{"dataset", "seed", "out"}`` of shipped data sets, in one
+    process of the peers' virtualenv (the packages that ship them live there)."""
+    if not jobs:
+        return
+    path = tmp / "exports.json"
+    path.write_text(json.dumps(jobs))
     subprocess.run(
-        [
-            str(python),
-            str(RUNNER),
-            "export",
-            "--dataset",
-            dataset,
-            "--seed",
-            str(seed),
-            "--test-size",
-            str(test_size),
-            "--out",
-            str(out),
-        ],
+        [str(python), str(RUNNER), "export", "--jobs", str(path), "--test-size", str(test_size)],
         check=True,
     )
 
@@ -434,35 +428,49 @@ def main(argv: list[str] | None = None) -> int:
         Client(cluster) as client,
     ):
         tmp = Path(tmp_name)
-        for dataset, seed in replications(args):
-            path = tmp / f"{dataset}-{seed}.parquet"
+        pairs = replications(args)
+        paths = {pair: tmp / f"{pair[0]}-{pair[1]}.parquet" for pair in pairs}
+        export_public(
+            pythons.get("econml", Path()),
+            [
+                {"dataset": d, "seed": s, "out": str(p)}
+                for (d, s), p in paths.items()
+                if d != "generated"
+            ],
+            args.test_size,
+            tmp,
+        )
+        jobs = []
+        for (dataset, seed), path in paths.items():
             if dataset == "generated":
                 write_generated(args.generated_rows, seed, args.test_size, path)
-            else:
-                export_public(pythons["econml"], dataset, seed, args.test_size, path)
-            jobs = [
-                {
-                    "data": str(path),
-                    "dataset": dataset,
-                    "seed": seed,
-                    "learner": learner,
-                    "base": base,
-                }
-                for learner in args.learners
-                for base in args.base
-            ]
             fit = fit_dask_meta_lazy if dataset == "generated" else fit_dask_meta_small
-            for job in jobs:
-                results.append(fit({**job, "package": PACKAGES[0]}, client))
-                if job["learner"] == "DR":
-                    results.append(fit({**job, "package": FLOORED}, client))
-            for package in args.peers:
-                results += run_peer(
-                    pythons[package], [{**job, "package": package} for job in jobs], tmp
-                )
+            for learner in args.learners:
+                for base in args.base:
+                    job = {
+                        "data": str(path),
+                        "dataset": dataset,
+                        "seed": seed,
+                        "learner": learner,
+                        "base": base,
+                    }
+                    jobs.append(job)
+                    results.append(fit({**job, "package": PACKAGES[0]}, client))
+                    if learner == "DR":
+                        results.append(fit({**job, "package": FLOORED}, client))
             print(
-                f"[accuracy] {dataset} seed {seed}: {len(results)} fits done "
+                f"[accuracy] dask-meta: {dataset} seed {seed} done "
                 f"({time.perf_counter() - started:.0f} s so far)",
+                file=sys.stderr,
+                flush=True,
+            )
+        # each peer once over every replication: its imports are paid once
+        for package in args.peers:
+            results += run_peer(
+                pythons[package], [{**job, "package": package} for job in jobs], tmp
+            )
+            print(
+                f"[accuracy] {package} done ({time.perf_counter() - started:.0f} s so far)",
                 file=sys.stderr,
                 flush=True,
             )
