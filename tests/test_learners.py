@@ -321,6 +321,39 @@ def test_treatment_stage_starts_before_nuisance_stage_ends(pipelined):
     assert treatment["start"].min() < nuisance["end"].max(), "no overlap: a stage barrier"
 
 
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        # one propensity and one outcome model, predicted once for both treatment models
+        ("R", {"predict-propensity-model": 4, "predict-outcome-model": 4, "derive": 8}),
+        # the outcome model of variant 0 serves both treatment models: predicted once
+        ("DR", {"predict-propensity-model": 4, "predict-variant-outcome-model": 12, "derive": 8}),
+    ],
+)
+def test_nuisance_predictions_are_shared_by_the_treatment_models(client, data, name, expected):
+    """Each nuisance estimator predicts each training partition once, however many treatment
+    models derive their targets from it (R and DR with 3 variants, 4 partitions)."""
+    import re
+
+    from distributed import get_task_stream
+
+    X, y, w, _ = data
+    frame = pd.DataFrame(X, columns=[f"x{i}" for i in range(X.shape[1])])
+    frame["y"], frame["w"] = y, w
+    ddf = dd.from_pandas(frame, npartitions=4)
+    learner = make(name, client=client)
+    with get_task_stream(client) as stream:
+        learner.fit(ddf[list(frame.columns[:-2])], ddf["y"], ddf["w"])
+    pattern = re.compile(r"^dask_meta-([a-z-]+)-\d+-[0-9a-f]{10}$")
+    counts: dict[str, int] = {}
+    for task in stream.data:
+        match = pattern.match(str(task["key"]))
+        if match and match.group(1).startswith(("predict-", "derive-")):
+            label = "derive" if match.group(1).startswith("derive-") else match.group(1)
+            counts[label] = counts.get(label, 0) + 1
+    assert counts == expected
+
+
 def test_pipelined_cate_equals_stage_limited_cate(pipelined):
     _, in_sample, oos = pipelined[None]
     _, in_sample_1, oos_1 = pipelined[1]

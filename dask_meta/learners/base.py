@@ -147,6 +147,12 @@ class Derivation:
     needs: tuple[tuple[str, int], ...]
     args: tuple[Any, ...] = ()
     weight: bool = False
+    #: when set, one ``(design, method)`` per need: ``fn(part, predictions, *args)`` gets
+    #: ``{need: (n, n_outputs) array}`` instead of the models, the need's predictions for every
+    #: row of the partition (in-sample where the row is in its split, its overall model
+    #: elsewhere). They are computed once per need and partition, as soon as that need is
+    #: fitted, and shared by every treatment model that uses them.
+    predicts: tuple[tuple[Any, str], ...] | None = None
 
 
 def derived_columns(entry: ModelEntry) -> tuple[str, str]:
@@ -166,19 +172,63 @@ def derive_partition(
     weight: str | None,
 ) -> pd.DataFrame:
     """Derived columns of one training partition (runs on a worker)."""
-    from dask_meta.crossfit import assemble
-
     models = {}
     i = 0
     for need, source in zip(needs, sources, strict=True):
-        if source is None:
-            models[need] = source_args[i]
-            i += 1
-        else:
-            template, split, folds = source
-            models[need] = assemble(template, split, folds, *source_args[i : i + len(folds)])
-            i += len(folds)
-    out = fn(part.reset_index(drop=True), models, *fn_args)
+        models[need], i = _need_model(source, source_args, i)
+    return _derived_frame(fn(part.reset_index(drop=True), models, *fn_args), target, weight)
+
+
+def _need_model(source: Any, source_args: Sequence[Any], i: int) -> tuple[Any, int]:
+    """A fitted nuisance estimator from its fold results (or as reused), and the next index."""
+    from dask_meta.crossfit import assemble
+
+    if source is None:
+        return source_args[i], i + 1
+    template, split, folds = source
+    return assemble(template, split, folds, *source_args[i : i + len(folds)]), i + len(folds)
+
+
+def predict_need_partition(
+    part: pd.DataFrame, *, source: Any, source_args: list[Any], design: Any, method: str
+) -> np.ndarray:
+    """One nuisance estimator's predictions ``(n, n_outputs)`` for a training partition:
+    in-sample for the rows in its split, from its overall model for the others."""
+    model, _ = _need_model(source, source_args, 0)
+    part = part.reset_index(drop=True)
+    return model.block_predict(design.matrix(part), part, method, OVERALL)
+
+
+def derive_from_predictions(
+    part: pd.DataFrame,
+    *predictions: np.ndarray,
+    fn: Callable[..., Any],
+    fn_args: tuple[Any, ...],
+    needs: tuple[tuple[str, int], ...],
+    target: str,
+    weight: str | None,
+) -> pd.DataFrame:
+    """Derived columns of one training partition from shared nuisance predictions."""
+    shared = dict(zip(needs, predictions, strict=True))
+    return _derived_frame(fn(part.reset_index(drop=True), shared, *fn_args), target, weight)
+
+
+@dataclass
+class _NeedCache:
+    """Per fit: nuisance estimators put on the cluster, and shared nuisance predictions."""
+
+    scattered: dict[tuple[str, int], Future] = field(default_factory=dict)
+    predicted: dict[tuple[tuple[str, int], str], list[Any]] = field(default_factory=dict)
+
+
+def _after(
+    owners: dict[tuple[str, int], tuple[Any, list[Job]]], needs: Sequence[tuple[str, int]]
+) -> frozenset[str]:
+    """Keys of the fit jobs of ``needs`` fitted in this run (reused models need none)."""
+    return frozenset(job.key for need in needs if need in owners for job in owners[need][1])
+
+
+def _derived_frame(out: Any, target: str, weight: str | None) -> pd.DataFrame:
     if weight is None:
         return pd.DataFrame({target: np.asarray(out, dtype=float)})
     values, weights = out
@@ -1347,23 +1397,88 @@ class MetaLearner(ABC):
         owners: dict[tuple[str, int], tuple[CrossFitEstimator, list[Job]]],
         nuisance_jobs: list[Job],
     ) -> list[Deferred]:
-        """Treatment jobs, each built as soon as the nuisance models it needs are fitted."""
+        """Treatment jobs, each built as soon as the nuisance models it needs are fitted.
+
+        Shared nuisance predictions (``Derivation.predicts``) are submitted as soon as their
+        own nuisance model is fitted, ahead of the treatment models that combine them.
+        """
+        owners = dict(owners)
+        cache = _NeedCache()
+        derivations = [(entry, self._derivation(run, entry)) for entry in entries[TREATMENT]]
         deferred = []
-        scattered: dict[tuple[str, int], Future] = {}
-        for entry in entries[TREATMENT]:
-            derivation = self._derivation(run, entry)
-            after = frozenset(
-                job.key for need in derivation.needs if need in owners for job in owners[need][1]
-            )
-            deferred.append(
-                Deferred(
-                    after,
-                    partial(
-                        self._build_treatment_jobs, run, entry, derivation, dict(owners), scattered
-                    ),
-                )
-            )
+        shared: dict[tuple[tuple[str, int], str], Any] = {}
+        for _, derivation in derivations:
+            for need, (design, method) in zip(
+                derivation.needs, derivation.predicts or (), strict=False
+            ):
+                shared.setdefault((need, method), design)
+        for (need, method), design in shared.items():
+            build = partial(self._build_need_predictions, run, need, design, method, owners, cache)
+            deferred.append(Deferred(_after(owners, (need,)), build))
+        for entry, derivation in derivations:
+            build = partial(self._build_treatment_jobs, run, entry, derivation, owners, cache)
+            deferred.append(Deferred(_after(owners, derivation.needs), build))
         return deferred
+
+    def _need_source(
+        self,
+        run: FitRun,
+        need: tuple[str, int],
+        owners: dict[tuple[str, int], tuple[CrossFitEstimator, list[Job]]],
+        cache: _NeedCache,
+        futures: dict[str, Future],
+    ) -> tuple[Any, list[Any]]:
+        """What rebuilds a nuisance estimator on a worker: (template, split, folds) and the
+        fold results, or ``None`` and the reused (prefitted) estimator put on the cluster."""
+        if need in owners:
+            cfe, jobs = owners[need]
+            source = (cfe.clone(), run.assignment.refs[need], tuple(j.fold for j in jobs))
+            return source, [futures[j.key] for j in jobs]
+        if need not in cache.scattered:
+            reused = copy.copy(self._cfe(*need))
+            reused._split = run.assignment.refs[need]
+            reused._context = None
+            cache.scattered[need] = run.planner.scatter(reused)
+        return None, [cache.scattered[need]]
+
+    def _need_predictions(
+        self,
+        run: FitRun,
+        need: tuple[str, int],
+        design: Any,
+        method: str,
+        owners: dict[tuple[str, int], tuple[CrossFitEstimator, list[Job]]],
+        cache: _NeedCache,
+        futures: dict[str, Future],
+    ) -> list[Any]:
+        """Per training partition, the need's predictions (computed once, then shared)."""
+        key = (need, method)
+        if key not in cache.predicted:
+            source, source_args = self._need_source(run, need, owners, cache, futures)
+            cache.predicted[key] = run.planner.map_partitions(
+                predict_need_partition,
+                run.parts,
+                name=f"predict-{need[0]}",
+                source=source,
+                source_args=source_args,
+                design=design,
+                method=method,
+            )
+        return cache.predicted[key]
+
+    def _build_need_predictions(
+        self,
+        run: FitRun,
+        need: tuple[str, int],
+        design: Any,
+        method: str,
+        owners: dict[tuple[str, int], tuple[CrossFitEstimator, list[Job]]],
+        cache: _NeedCache,
+        results: dict[str, FitResult],
+        futures: dict[str, Future],
+    ) -> list[Job]:
+        self._need_predictions(run, need, design, method, owners, cache, futures)
+        return []
 
     def _build_treatment_jobs(
         self,
@@ -1371,32 +1486,56 @@ class MetaLearner(ABC):
         entry: ModelEntry,
         derivation: Derivation,
         nuisance_owners: dict[tuple[str, int], tuple[CrossFitEstimator, list[Job]]],
-        scattered: dict[tuple[str, int], Future],
+        cache: _NeedCache,
         results: dict[str, FitResult],
         futures: dict[str, Future],
     ) -> list[Job]:
+        target, weight = derived_columns(entry)
+        if derivation.predicts is not None:
+            columns = [
+                self._need_predictions(run, need, design, method, nuisance_owners, cache, futures)
+                for need, (design, method) in zip(
+                    derivation.needs, derivation.predicts, strict=True
+                )
+            ]
+            derived = run.planner.map_partitions(
+                derive_from_predictions,
+                run.parts,
+                *columns,
+                name=f"derive-{entry.kind}",
+                fn=derivation.fn,
+                fn_args=derivation.args,
+                needs=derivation.needs,
+                target=target,
+                weight=weight if derivation.weight else None,
+            )
+        else:
+            derived = self._derive_from_models(
+                run, derivation, nuisance_owners, cache, futures, target, weight, entry.kind
+            )
+        return self._treatment_jobs(run, entry, derivation, derived, target, weight)
+
+    def _derive_from_models(
+        self,
+        run: FitRun,
+        derivation: Derivation,
+        nuisance_owners: dict[tuple[str, int], tuple[CrossFitEstimator, list[Job]]],
+        cache: _NeedCache,
+        futures: dict[str, Future],
+        target: str,
+        weight: str,
+        kind: str,
+    ) -> list[Any]:
         sources: list[Any] = []
         source_args: list[Any] = []
         for need in derivation.needs:
-            if need in nuisance_owners:
-                cfe, jobs = nuisance_owners[need]
-                sources.append(
-                    (cfe.clone(), run.assignment.refs[need], tuple(j.fold for j in jobs))
-                )
-                source_args.extend(futures[j.key] for j in jobs)
-            else:
-                if need not in scattered:
-                    reused = copy.copy(self._cfe(*need))
-                    reused._split = run.assignment.refs[need]
-                    reused._context = None
-                    scattered[need] = run.planner.scatter(reused)
-                sources.append(None)
-                source_args.append(scattered[need])
-        target, weight = derived_columns(entry)
-        derived = run.planner.map_partitions(
+            source, args = self._need_source(run, need, nuisance_owners, cache, futures)
+            sources.append(source)
+            source_args.extend(args)
+        return run.planner.map_partitions(
             derive_partition,
             run.parts,
-            name=f"derive-{entry.kind}",
+            name=f"derive-{kind}",
             fn=derivation.fn,
             fn_args=derivation.args,
             needs=derivation.needs,
@@ -1405,6 +1544,16 @@ class MetaLearner(ABC):
             target=target,
             weight=weight if derivation.weight else None,
         )
+
+    def _treatment_jobs(
+        self,
+        run: FitRun,
+        entry: ModelEntry,
+        derivation: Derivation,
+        derived: list[Any],
+        target: str,
+        weight: str,
+    ) -> list[Job]:
         extra_meta = pd.DataFrame(
             {
                 c: pd.Series(dtype=float)

@@ -58,18 +58,33 @@ def aipw_pseudo_outcomes(
     p_design, o_design = designs
     e = propensity.block_predict(p_design.matrix(frame), folds, "predict_proba", oos_method)
     matrix = o_design.matrix(frame)
-    mu0 = positive_class(
-        outcomes[0].block_predict(matrix, folds, outcome_method, oos_method), is_classification
-    )
-    y = frame[Y_COL].to_numpy(dtype=float)
-    w = frame[W_COL].to_numpy()
-    control_term = (y - mu0) / clip_to_epsilon(e[:, 0], epsilon) * (w == 0) + mu0
-    out = np.empty((len(frame), len(variants)))
-    for j, k in enumerate(variants):
-        muk = positive_class(
+    mu = {
+        k: positive_class(
             outcomes[k].block_predict(matrix, folds, outcome_method, oos_method),
             is_classification,
         )
+        for k in (0, *variants)
+    }
+    y, w = frame[Y_COL].to_numpy(dtype=float), frame[W_COL].to_numpy()
+    return aipw_terms(y, w, e, mu, variants, adaptive_clipping, epsilon)
+
+
+def aipw_terms(
+    y: np.ndarray,
+    w: np.ndarray,
+    e: np.ndarray,
+    mu: dict[int, np.ndarray],
+    variants: list[int],
+    adaptive_clipping: bool,
+    epsilon: float,
+) -> np.ndarray:
+    """The AIPW pseudo-outcomes ``(n, len(variants))`` from propensities ``e`` ``(n, K)`` and
+    expected outcomes ``mu[k]`` ``(n,)`` (see :func:`aipw_pseudo_outcomes`)."""
+    mu0 = mu[0]
+    control_term = (y - mu0) / clip_to_epsilon(e[:, 0], epsilon) * (w == 0) + mu0
+    out = np.empty((len(y), len(variants)))
+    for j, k in enumerate(variants):
+        muk = mu[k]
         phi = (y - muk) / clip_to_epsilon(e[:, k], epsilon) * (w == k) + muk - control_term
         if adaptive_clipping:
             phi = np.where(e.min(axis=1) < epsilon, muk - mu0, phi)
@@ -79,30 +94,22 @@ def aipw_pseudo_outcomes(
 
 def dr_pseudo_outcome(
     part: pd.DataFrame,
-    models: dict,
+    predictions: dict,
     variant: int,
-    n_variants: int,
-    designs: tuple[Any, Any],
-    outcome_method: str,
     is_classification: bool,
     adaptive_clipping: bool,
     min_propensity: float,
 ) -> np.ndarray:
-    """The AIPW pseudo-outcome of one variant on a training partition (in-sample nuisances)."""
-    outcomes = [models.get((VARIANT_OUTCOME_MODEL, k)) for k in range(n_variants)]
-    return aipw_pseudo_outcomes(
-        part,
-        part,
-        models[(PROPENSITY_MODEL, 0)],
-        outcomes,
-        designs,
-        [variant],
-        outcome_method,
-        OVERALL,
-        is_classification,
-        adaptive_clipping,
-        min_propensity,
-    )[:, 0]
+    """The AIPW pseudo-outcome of one variant on a training partition, from the shared
+    in-sample predictions of the propensity model and the outcome models of 0 and ``variant``
+    (metalearners' mixing rule: cross-fitted on the model's own rows, overall elsewhere)."""
+    mu = {
+        k: positive_class(predictions[(VARIANT_OUTCOME_MODEL, k)], is_classification)
+        for k in (0, variant)
+    }
+    y, w = part[Y_COL].to_numpy(dtype=float), part[W_COL].to_numpy()
+    e = predictions[(PROPENSITY_MODEL, 0)]
+    return aipw_terms(y, w, e, mu, [variant], adaptive_clipping, min_propensity)[:, 0]
 
 
 def _ate_partition(frame: pd.DataFrame, folds: pd.DataFrame | None, bundle: Any) -> np.ndarray:
@@ -244,18 +251,12 @@ class DRLearner(ConditionalAverageOutcomes, MetaLearner):
             self._design(PROPENSITY_MODEL, columns),
             self._design(VARIANT_OUTCOME_MODEL, columns),
         )
+        outcome = (designs[1], self._outcome_predict_method())
         return Derivation(
             dr_pseudo_outcome,
             ((PROPENSITY_MODEL, 0), (VARIANT_OUTCOME_MODEL, 0), (VARIANT_OUTCOME_MODEL, k)),
-            (
-                k,
-                self.n_variants,
-                designs,
-                self._outcome_predict_method(),
-                self.is_classification,
-                self.adaptive_clipping,
-                self.min_propensity,
-            ),
+            (k, self.is_classification, self.adaptive_clipping, self.min_propensity),
+            predicts=((designs[0], "predict_proba"), outcome, outcome),
         )
 
     def _evaluation_plan(

@@ -58,29 +58,23 @@ def r_loss(
 
 def r_pseudo_outcome(
     part: pd.DataFrame,
-    models: dict,
+    predictions: dict,
     variant: int,
-    designs: tuple[Any, Any],
-    outcome_method: str,
     is_classification: bool,
     epsilon: float,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """pseudo = (y - m) / clip(1{w=k} - e_bin), weight = (1{w=k} - e_bin)^2 on rows w in {0, k}."""
+    """pseudo = (y - m) / clip(1{w=k} - e_bin), weight = (1{w=k} - e_bin)^2 on rows w in {0, k},
+    from the shared in-sample predictions of the propensity and outcome models."""
     target = np.full(len(part), np.nan)
     weight = np.full(len(part), np.nan)
     w = part[W_COL].to_numpy()
     rows = np.flatnonzero((w == 0) | (w == variant))
     if len(rows) == 0:
         return target, weight
-    sub = part.iloc[rows]
-    p_design, o_design = designs
-    e = models[(PROPENSITY_MODEL, 0)].block_predict(
-        p_design.matrix(sub), sub, "predict_proba", OVERALL
-    )
-    m = models[(OUTCOME_MODEL, 0)].block_predict(o_design.matrix(sub), sub, outcome_method, OVERALL)
-    m = positive_class(m, is_classification)
+    e = predictions[(PROPENSITY_MODEL, 0)][rows]
+    m = positive_class(predictions[(OUTCOME_MODEL, 0)][rows], is_classification)
     e_bin = e[:, variant] / (e[:, 0] + e[:, variant])
-    y_res = sub[Y_COL].to_numpy(dtype=float) - m
+    y_res = part[Y_COL].to_numpy(dtype=float)[rows] - m
     w_res = (w[rows] == variant).astype(float) - e_bin
     target[rows] = y_res / clip_to_epsilon(w_res, epsilon)
     weight[rows] = np.square(w_res)
@@ -195,14 +189,12 @@ class RLearner(MetaLearner):
         return Derivation(
             r_pseudo_outcome,
             ((PROPENSITY_MODEL, 0), (OUTCOME_MODEL, 0)),
-            (
-                entry.ordinal + 1,
-                (self._design(PROPENSITY_MODEL, columns), self._design(OUTCOME_MODEL, columns)),
-                self._outcome_predict_method(),
-                self.is_classification,
-                EPSILON,
-            ),
+            (entry.ordinal + 1, self.is_classification, EPSILON),
             weight=True,
+            predicts=(
+                (self._design(PROPENSITY_MODEL, columns), "predict_proba"),
+                (self._design(OUTCOME_MODEL, columns), self._outcome_predict_method()),
+            ),
         )
 
     def _cate_bundle(self, oos_method: str) -> Any:
