@@ -79,7 +79,9 @@ def main(argv: list[str] | None = None) -> int:
                     f"RMSE {np.round(run['rmse'], 4).tolist()}"
                 )
         for seed in args.fold_seeds:
-            ml = single.run_metalearners(argparse.Namespace(**{**vars(args), "seed": seed}), path)
+            ml = single.run_metalearners(
+                argparse.Namespace(**{**vars(args), "seed": seed}), path, cap_seconds=0.0
+            )
             config = ml["configs"][0]
             ml_runs.append({"seed": seed, "fit_s": config["fit_s"], "rmse": config["rmse"]})
             print(
