@@ -198,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
                     r = fit_dask_meta(args, client, path, learner)
                     results.append({**r, "rows": n})
                     print(f"[peers] {n:,} {learner} dask-meta: {r['fit_s']:.1f} s", file=sys.stderr)
+                    save(args, cores, load, results)
             # the cluster is closed: the peers get the cores to themselves
             for package in args.peers:
                 jobs = [
@@ -214,9 +215,17 @@ def main(argv: list[str] | None = None) -> int:
                     for learner in args.learners
                 ]
                 results += accuracy.run_peer(pythons[package], jobs, tmp)
+                save(args, cores, load, results)
 
-    text = table(results, args.rows, args.learners)
+    text = save(args, cores, load, results)
     print(text)
+    print(f"\nresults: {RESULTS.relative_to(REPO)}")
+    return 0
+
+
+def save(args: argparse.Namespace, cores: int, load: tuple, results: list[dict]) -> str:
+    """Write what is measured so far (a long run that stops keeps its finished rows)."""
+    text = table(results, args.rows, args.learners)
     document = {
         "benchmark": "peers",
         "args": vars(args),
@@ -230,8 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(document, indent=2, default=str))
-    print(f"\nresults: {RESULTS.relative_to(REPO)}")
-    return 0
+    return text
 
 
 if __name__ == "__main__":
