@@ -76,17 +76,20 @@ def base_models(base: str) -> tuple[type, dict, type, dict]:
     raise ValueError(f"unknown base model family {base!r}: expected lgbm, lgbm100 or linear")
 
 
-def learner_kwargs(learner: str, base: str) -> dict[str, Any]:
-    """metalearners-style treatment and propensity model arguments (X, R and DR)."""
-    if learner not in ("X", "R", "DR"):
-        return {}
-    reg, reg_params, clf, clf_params = base_models(base)
-    return {
-        "treatment_model_factory": reg,
-        "treatment_model_params": reg_params,
-        "propensity_model_factory": clf,
-        "propensity_model_params": clf_params,
-    }
+def model_kwargs(
+    learner: str, regressor: type, params: dict, classifier: type, classifier_params: dict
+) -> dict[str, Any]:
+    """metalearners-style model arguments: the regressor for the outcome models and, for X, R
+    and DR, for the treatment models, and the classifier for the propensity model."""
+    kwargs: dict[str, Any] = {"nuisance_model_factory": regressor, "nuisance_model_params": params}
+    if learner in ("X", "R", "DR"):
+        kwargs |= {
+            "treatment_model_factory": regressor,
+            "treatment_model_params": params,
+            "propensity_model_factory": classifier,
+            "propensity_model_params": classifier_params,
+        }
+    return kwargs
 
 
 def log(message: str) -> None:
@@ -289,15 +292,12 @@ def fit_causalml(learner: str, base: str, seed: int, folds: int | None, X, w, y,
 def fit_metalearners(learner: str, base: str, seed: int, folds: int | None, X, w, y, X_test):
     import metalearners
 
-    reg, reg_params, *_ = base_models(base)
-    extra = learner_kwargs(learner, base)
+    extra = model_kwargs(learner, *base_models(base))
     if folds is not None:
         extra["n_folds"] = folds
     est = getattr(metalearners, f"{learner}Learner")(
         is_classification=False,
         n_variants=len(np.unique(w)),
-        nuisance_model_factory=reg,
-        nuisance_model_params=reg_params,
         random_state=seed,
         **extra,
     )

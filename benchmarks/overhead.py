@@ -19,6 +19,7 @@ import sys
 import time
 
 import numpy as np
+from _cluster import local_client
 
 TARGET_S = 2.0
 
@@ -31,7 +32,6 @@ def main(argv: list[str] | None = None) -> int:
 
     import dask.dataframe as dd
     import pandas as pd
-    from distributed import Client, LocalCluster
     from sklearn.dummy import DummyClassifier, DummyRegressor
 
     from dask_meta import DRLearner
@@ -48,15 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         "Dask DataFrame (2 partitions)": (ddf[[f"x{i}" for i in range(5)]], ddf["y"], ddf["w"]),
     }
     rows = []
-    with (
-        LocalCluster(
-            n_workers=1,
-            threads_per_worker=cores,
-            resources={"threads": cores},
-            dashboard_address=":0",
-        ) as cluster,
-        Client(cluster) as client,
-    ):
+    with local_client(1, cores) as client:
 
         def fit(data, plan) -> tuple[float, int]:
             learner = DRLearner(

@@ -19,7 +19,14 @@ One command, one machine, the same generated data and base models for everyone:
   metalearners in ``.venv-parity`` with its default parallelism (its fastest configuration
   here, see ``learners_vs_metalearners.py`` for its whole grid), EconML and CausalML in
   ``.venv-peers`` (``accuracy.py`` creates it).
-* Reported: fit wall time, its ratio to dask-meta's, and the RMSE of the in-sample CATE
+* dask-meta is fitted twice (``--configs``): with metalearners' folds (``default``: every
+  model kind cross-fitted, the numbers metalearners gives) and with the peers' folds
+  (``peers-folds``, :data:`PEERS_FOLDS`): only the model kinds that EconML and CausalML
+  cross-fit are cross-fitted, the others are fitted once on all their rows, as the peers do.
+  The second is the like-for-like comparison with EconML and CausalML: their T and X
+  learners fit each model once, their DR and R learners cross-fit the nuisance models only.
+* Reported: fit wall time, its ratio to dask-meta's (for EconML and CausalML also to
+  dask-meta's with their folds), and the RMSE of the in-sample CATE
   against the true one (over all variants). EconML's ``NonParamDML`` takes one binary
   treatment, so its R-learner is "n/a" with 3 variants. CausalML is given propensity scores
   from the same propensity model (their computation counts in its fit time).
@@ -45,9 +52,24 @@ sys.path.insert(0, str(HERE))
 
 import _peers_runner as peers  # noqa: E402
 import accuracy  # noqa: E402
+from _cluster import local_client, machine_load  # noqa: E402
 
 RESULTS = HERE / "results" / "peers.json"
 PACKAGES = ("dask-meta", "metalearners", "econml", "causalml")
+MATCHED = "dask-meta, peers' folds"
+#: per learner, the folds of each model kind that EconML and CausalML use (``None``: the
+#: benchmark's ``--folds``); fitted with ``synchronize_cross_fitting=False``
+PEERS_FOLDS: dict[str, dict[str, int | None]] = {
+    "T": {"variant_outcome_model": 1},
+    "X": {
+        "variant_outcome_model": 1,
+        "propensity_model": 1,
+        "control_effect_model": 1,
+        "treatment_effect_model": 1,
+    },
+    "R": {"outcome_model": None, "propensity_model": None, "treatment_model": 1},
+    "DR": {"variant_outcome_model": None, "propensity_model": None, "treatment_model": 1},
+}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -65,17 +87,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--plan", default="auto", choices=("auto", "none"), help="dask-meta's plan argument"
     )
+    parser.add_argument(
+        "--configs",
+        nargs="+",
+        default=["default", "peers-folds"],
+        choices=("default", "peers-folds"),
+        help="dask-meta's folds: metalearners' (default) and the peers'",
+    )
+    parser.add_argument("--results", type=Path, default=RESULTS, help="where to write the JSON")
     return parser.parse_args(argv)
 
 
-def _warm_up() -> None:
-    import lightgbm  # noqa: F401
-    import pyarrow.parquet  # noqa: F401
-
-    import dask_meta.backends  # noqa: F401
-
-
-def fit_dask_meta(args: argparse.Namespace, client, path: Path, learner: str) -> dict:
+def fit_dask_meta(
+    args: argparse.Namespace, client, path: Path, learner: str, config: str = "default"
+) -> dict:
     import dask
     import dask.dataframe as dd
 
@@ -83,30 +108,24 @@ def fit_dask_meta(args: argparse.Namespace, client, path: Path, learner: str) ->
     from dask_meta.datasets import cate_names, feature_names
     from dask_meta.planner import parallel_efficiency
 
-    reg, params, clf, clf_params = peers.base_models("lgbm100")
     ddf = dd.read_parquet(path)
     features, cates = feature_names(ddf), cate_names(ddf)
-    extra = {}
-    if learner in ("X", "R", "DR"):
-        extra = {
-            "treatment_model_factory": reg,
-            "treatment_model_params": params,
-            "propensity_model_factory": clf,
-            "propensity_model_params": clf_params,
-        }
+    n_folds: int | dict[str, int] = args.folds
+    fit_kwargs = {}
+    if config == "peers-folds":
+        n_folds = {k: args.folds if f is None else f for k, f in PEERS_FOLDS[learner].items()}
+        fit_kwargs["synchronize_cross_fitting"] = False
     est = getattr(dask_meta, f"{learner}Learner")(
         is_classification=False,
         n_variants=args.variants,
-        nuisance_model_factory=reg,
-        nuisance_model_params=params,
-        n_folds=args.folds,
+        **peers.model_kwargs(learner, *peers.base_models("lgbm100")),
+        n_folds=n_folds,
         random_state=args.seed,
         client=client,
         plan=None if args.plan == "none" else args.plan,
-        **extra,
     )
     start = time.perf_counter()
-    est.fit(ddf[features], ddf["y"], ddf["w"])
+    est.fit(ddf[features], ddf["y"], ddf["w"], **fit_kwargs)
     fit_s = time.perf_counter() - start
     cate = est.predict(ddf[features], is_oos=False)[:, :, 0]
     with dask.config.set({"optimization.tune.active": False}):  # dask-notes §2.5
@@ -115,7 +134,7 @@ def fit_dask_meta(args: argparse.Namespace, client, path: Path, learner: str) ->
     rmse = [float(m) ** 0.5 for m in mse]
     report = est.fit_report_
     return {
-        "package": "dask-meta",
+        "package": "dask-meta" if config == "default" else MATCHED,
         "learner": learner,
         "fit_s": fit_s,
         "pehe_in": float(sum(mse) / len(mse)) ** 0.5,
@@ -126,20 +145,33 @@ def fit_dask_meta(args: argparse.Namespace, client, path: Path, learner: str) ->
 
 
 def table(results: list[dict], rows_list: list[int], learners: list[str]) -> str:
-    heads = ["rows", "learner", "package", "fit s", "ratio to dask-meta", "RMSE", "note"]
+    heads = [
+        "rows",
+        "learner",
+        "package",
+        "fit s",
+        "ratio to dask-meta",
+        "ratio to dask-meta, peers' folds",
+        "RMSE",
+        "note",
+    ]
     body = []
     for n in rows_list:
         for learner in learners:
             mine = [r for r in results if r["rows"] == n and r["learner"] == learner]
             dm = next((r for r in mine if r["package"] == "dask-meta"), None)
+            matched = next((r for r in mine if r["package"] == MATCHED), None)
             for r in mine:
                 if "not_available" in r:
                     note = r["not_available"]
-                    body.append([f"{n:,}", learner, r["package"], "n/a", "", "", note])
+                    body.append([f"{n:,}", learner, r["package"], "n/a", "", "", "", note])
                     continue
-                ratio = r["fit_s"] / dm["fit_s"] if dm else float("nan")
+                ratio = f"{r['fit_s'] / dm['fit_s']:.2f}" if dm else ""
+                like = ""
+                if matched and r["package"] in ("econml", "causalml", MATCHED):
+                    like = f"{r['fit_s'] / matched['fit_s']:.2f}"
                 note = ""
-                if r["package"] == "dask-meta":
+                if r["package"] in ("dask-meta", MATCHED):
                     note = (
                         f"plan {r['plan'].get('source')}: "
                         f"{r['plan'].get('threads_per_model')} thread(s)/model, "
@@ -151,7 +183,8 @@ def table(results: list[dict], rows_list: list[int], learners: list[str]) -> str
                         learner,
                         r["package"],
                         f"{r['fit_s']:.1f}",
-                        f"{ratio:.2f}",
+                        ratio,
+                        like,
                         f"{r['pehe_in']:.4f}",
                         note,
                     ]
@@ -168,11 +201,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit("metalearners runs in .venv-parity: create it with ./dev.sh parity")
     if {"econml", "causalml"} & set(args.peers):
         pythons["econml"] = pythons["causalml"] = accuracy.ensure_peers_venv()
-    load = os.getloadavg()
-    if load[0] >= 0.5:
-        print(f"warning: the machine is busy (load average {load[0]:.2f})", file=sys.stderr)
-
-    from distributed import Client, LocalCluster
+    load = machine_load()
 
     from dask_meta.datasets import make_experiment
 
@@ -182,23 +211,18 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tmp_name)
         for n in args.rows:
             path = tmp / f"experiment-{n}.parquet"
-            with (
-                LocalCluster(
-                    n_workers=1,
-                    threads_per_worker=cores,
-                    resources={"threads": cores},
-                    dashboard_address=":0",
-                ) as cluster,
-                Client(cluster) as client,
-            ):
-                client.run(_warm_up)
+            with local_client(1, cores) as client:
                 data = make_experiment(n, 20, args.variants, seed=args.seed)
                 data.to_parquet(path, write_index=False)
                 for learner in args.learners:
-                    r = fit_dask_meta(args, client, path, learner)
-                    results.append({**r, "rows": n})
-                    print(f"[peers] {n:,} {learner} dask-meta: {r['fit_s']:.1f} s", file=sys.stderr)
-                    save(args, cores, load, results)
+                    for config in args.configs:
+                        r = fit_dask_meta(args, client, path, learner, config)
+                        results.append({**r, "rows": n})
+                        print(
+                            f"[peers] {n:,} {learner} {r['package']}: {r['fit_s']:.1f} s",
+                            file=sys.stderr,
+                        )
+                        save(args, cores, load, results)
             # the cluster is closed: the peers get the cores to themselves
             for package in args.peers:
                 jobs = [
@@ -219,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
 
     text = save(args, cores, load, results)
     print(text)
-    print(f"\nresults: {RESULTS.relative_to(REPO)}")
+    print(f"\nresults: {args.results}")
     return 0
 
 
@@ -237,8 +261,8 @@ def save(args: argparse.Namespace, cores: int, load: tuple, results: list[dict])
         "results": [{k: v for k, v in r.items() if k != "data"} for r in results],
         "table": text,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(document, indent=2, default=str))
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    args.results.write_text(json.dumps(document, indent=2, default=str))
     return text
 
 

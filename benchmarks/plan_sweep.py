@@ -30,7 +30,9 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
+import _peers_runner as peers  # noqa: E402
 import accuracy  # noqa: E402
+from _cluster import local_client, machine_load  # noqa: E402
 
 RESULTS = HERE / "results" / "plan_sweep.json"
 TARGET = 1.10
@@ -66,24 +68,13 @@ def base(name: str) -> tuple[type, dict, type, dict]:
 def learner_for(name: str, variants: int, folds: int, base_name: str, client):
     import dask_meta
 
-    reg, params, clf, clf_params = base(base_name)
-    extra = {}
-    if name in ("X", "R", "DR"):
-        extra = {
-            "treatment_model_factory": reg,
-            "treatment_model_params": params,
-            "propensity_model_factory": clf,
-            "propensity_model_params": clf_params,
-        }
     return getattr(dask_meta, f"{name}Learner")(
         is_classification=False,
         n_variants=variants,
-        nuisance_model_factory=reg,
-        nuisance_model_params=params,
+        **peers.model_kwargs(name, *base(base_name)),
         n_folds=folds,
         random_state=0,
         client=client,
-        **extra,
     )
 
 
@@ -111,25 +102,16 @@ def label(row) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import dask.dataframe as dd
-    from distributed import Client, LocalCluster
 
     from dask_meta import compare_plans
     from dask_meta.datasets import feature_names, make_experiment
 
     cores = len(os.sched_getaffinity(0))
-    load = os.getloadavg()
-    if load[0] >= 0.5:
-        print(f"warning: the machine is busy (load average {load[0]:.2f})", file=sys.stderr)
+    load = machine_load()
     summary, tables = [], []
     with (
         tempfile.TemporaryDirectory(prefix="dask-meta-sweep-") as tmp,
-        LocalCluster(
-            n_workers=1,
-            threads_per_worker=cores,
-            resources={"threads": cores},
-            dashboard_address=":0",
-        ) as cluster,
-        Client(cluster) as client,
+        local_client(1, cores) as client,
     ):
         for number in args.scenarios:
             name, rows, variants, folds, base_name = SCENARIOS[number - 1]

@@ -30,6 +30,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import tlearner_vs_metalearners as single  # noqa: E402
+from _cluster import local_client  # noqa: E402
 
 RESULTS = HERE / "results" / "rmse_over_fold_seeds_{learner}.json"
 
@@ -53,21 +54,10 @@ def summary(rmses: list[list[float]]) -> tuple[np.ndarray, np.ndarray]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from distributed import Client, LocalCluster
-
     dm_runs, ml_runs = [], []
     with tempfile.TemporaryDirectory(prefix="dask-meta-seeds-") as tmp:
         path = Path(tmp) / "experiment.parquet"
-        with (
-            LocalCluster(
-                n_workers=args.workers,
-                threads_per_worker=args.threads,
-                resources={"threads": args.threads},
-                dashboard_address=":0",
-            ) as cluster,
-            Client(cluster) as client,
-        ):
-            client.run(single._warm_up)
+        with local_client(args.workers, args.threads) as client:
             single.write_data(args, path)
             for seed in args.fold_seeds:
                 run = single.run_dask_meta(

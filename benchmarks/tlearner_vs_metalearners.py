@@ -48,6 +48,9 @@ import time
 from importlib.metadata import version
 from pathlib import Path
 
+from _cluster import local_client, machine_load
+from _peers_runner import model_kwargs
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 RUNNER = HERE / "_metalearners_runner.py"
@@ -102,14 +105,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _warm_up() -> None:
-    """Runs on the worker: import what the fits need before the timed fit."""
-    import lightgbm  # noqa: F401
-    import pyarrow.parquet  # noqa: F401
-
-    import dask_meta.backends  # noqa: F401
-
-
 def write_data(args: argparse.Namespace, path: Path) -> None:
     """Generate the experiment and write it to parquet; the cluster does both."""
     from dask_meta.datasets import make_experiment
@@ -132,20 +127,10 @@ def run_dask_meta(args: argparse.Namespace, client, path: Path) -> dict:
     ddf = dd.read_parquet(path)
     features, cates = feature_names(ddf), cate_names(ddf)
     params = {"n_estimators": args.trees, "verbose": -1}
-    extra = {}
-    if args.learner in ("X", "R", "DR"):
-        extra = {
-            "treatment_model_factory": LGBMRegressor,
-            "treatment_model_params": params,
-            "propensity_model_factory": LGBMClassifier,
-            "propensity_model_params": params,
-        }
     learner = getattr(dask_meta, f"{args.learner}Learner")(
         is_classification=False,
         n_variants=args.variants,
-        nuisance_model_factory=LGBMRegressor,
-        nuisance_model_params=params,
-        **extra,
+        **model_kwargs(args.learner, LGBMRegressor, params, LGBMClassifier, params),
         n_folds=args.folds,
         random_state=args.seed,
         fold_strategy="partition",
@@ -303,13 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     cores = available_cores()
-    load = os.getloadavg()
-    if load[0] >= 0.5:
-        print(
-            f"warning: the machine is busy (load average {load[0]:.2f}); other work distorts "
-            "the times, multi-threaded LightGBM most of all",
-            file=sys.stderr,
-        )
+    load = machine_load()
     if args.workers * args.threads != cores:
         print(
             f"note: dask-meta gets {args.workers}x{args.threads} threads but metalearners "
@@ -317,20 +296,9 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
 
-    from distributed import Client, LocalCluster
-
     with tempfile.TemporaryDirectory(prefix="dask-meta-bench-") as tmp:
         path = Path(tmp) / "experiment.parquet"
-        with (
-            LocalCluster(
-                n_workers=args.workers,
-                threads_per_worker=args.threads,
-                resources={"threads": args.threads},
-                dashboard_address=":0",
-            ) as cluster,
-            Client(cluster) as client,
-        ):
-            client.run(_warm_up)
+        with local_client(args.workers, args.threads) as client:
             start = time.perf_counter()
             write_data(args, path)
             print(f"[dask-meta] wrote {args.rows:,} rows in {time.perf_counter() - start:.1f} s")
