@@ -10,10 +10,10 @@ It maps metalearners' three levels of parallelism onto Dask:
    with fits in flight.
 
 Both limits are enforced here on the client with a sliding window over ``as_completed``;
-``None`` (or -1) means no limit beyond the cluster. Jobs run longest-expected-first. Every
-request is checked against the cluster before anything is submitted, so a request no worker
-can meet raises instead of hanging. On any exception or KeyboardInterrupt every future of the
-run is cancelled.
+``None`` (or -1) means no limit beyond the cluster. Jobs that deferred jobs wait for run
+first, then longest-expected-first. Every request is checked against the cluster before
+anything is submitted, so a request no worker can meet raises instead of hanging. On any
+exception or KeyboardInterrupt every future of the run is cancelled.
 """
 
 from __future__ import annotations
@@ -115,6 +115,9 @@ class Job:
     #: a fused streaming job: the fits (folds and overall model of one estimator) it runs
     #: in one chain, each partition read once for all of them
     members: Sequence[Job] = ()
+    #: deferred jobs wait for this one (a nuisance fit that the treatment models' targets
+    #: are derived from): it runs before the jobs nothing waits for, whatever their length
+    blocks: bool = False
 
     @property
     def group(self) -> tuple[str, str, int]:
@@ -523,7 +526,7 @@ class Planner:
 
     def _submit(self, job: Job, step: int, previous: Future | None = None) -> Future:
         """Submit a local job, or step ``step`` of a streaming job (after ``previous``)."""
-        kwargs: dict[str, Any] = {"priority": int(min(_expected(job), 1e12))}
+        kwargs: dict[str, Any] = {"priority": _scheduler_priority(job)}
         if self.shape is not None and self.shape.declares_threads:
             kwargs["resources"] = {THREADS: job.spec.threads}
         if job.backend == STREAM:
@@ -609,10 +612,18 @@ def _expected(job: Job) -> float:
     return job.cost * job.weight
 
 
-def _priority(job: Job) -> tuple[float, str, int, int]:
-    """Longest expected first; ties broken deterministically."""
+def _priority(job: Job) -> tuple[bool, float, str, int, int]:
+    """Jobs that others wait for first, then longest expected first; ties broken
+    deterministically. A fit that no deferred job waits for (an overall nuisance model whose
+    predictions no treatment target uses) then fills the cores while the treatment stage
+    runs, instead of holding up the fits it does wait for."""
     fold = -1 if job.fold is None else job.fold
-    return (-_expected(job), job.kind, job.ordinal, fold)
+    return (not job.blocks, -_expected(job), job.kind, job.ordinal, fold)
+
+
+def _scheduler_priority(job: Job) -> int:
+    """The same order for the scheduler (a higher priority runs first on a worker)."""
+    return int(min(_expected(job), 1e12)) + (10**13 if job.blocks else 0)
 
 
 def fuse_streams(jobs: Sequence[Job], limits: Limits) -> list[Job]:
@@ -661,6 +672,7 @@ def fuse_streams(jobs: Sequence[Job], limits: Limits) -> list[Job]:
                 backend=STREAM,
                 meta=first.meta,
                 members=list(members),
+                blocks=any(m.blocks for m in members),
             )
         )
     return out

@@ -15,7 +15,8 @@ class FoldFitError(RuntimeError):
 
 
 class SlowRegressor(RegressorMixin, BaseEstimator):
-    """A linear regression whose fit takes at least ``delay`` seconds.
+    """A linear regression whose fit takes at least ``delay`` seconds, plus ``delay_per_row``
+    seconds per training row.
 
     The delay stands in for the cost of a real model so that the fit intervals recorded in
     ``fit_report_`` are long enough to compare (it is work being simulated, not a wait for
@@ -23,15 +24,18 @@ class SlowRegressor(RegressorMixin, BaseEstimator):
     rows, which singles out one fold model of one estimator.
     """
 
-    def __init__(self, delay: float = 0.0, fail_rows: int | None = None):
+    def __init__(
+        self, delay: float = 0.0, fail_rows: int | None = None, delay_per_row: float = 0.0
+    ):
         self.delay = delay
         self.fail_rows = fail_rows
+        self.delay_per_row = delay_per_row
 
     def fit(self, X, y):
         if self.fail_rows is not None and len(X) == self.fail_rows:
             raise FoldFitError(f"SlowRegressor was told to fail on {len(X)} rows")
-        if self.delay:
-            time.sleep(self.delay)
+        if self.delay or self.delay_per_row:
+            time.sleep(self.delay + self.delay_per_row * len(X))
         self.model_ = LinearRegression().fit(X, y)
         self.n_fit_rows_ = len(X)
         return self

@@ -307,7 +307,11 @@ def pipelined(client):
     return out
 
 
-def test_treatment_stage_starts_before_nuisance_stage_ends(pipelined):
+def test_models_the_effect_models_wait_for_go_first(pipelined):
+    """The X-learner's effect targets come from the outcome models: they are fitted before
+    the propensity model, which no effect model waits for (it only weighs the CATE at
+    predict time), although it trains on the most rows. (That a treatment model does not
+    wait for the whole nuisance stage: test_planner's R-learner test.)"""
     learner, _, _ = pipelined[None]
     report = learner.fit_report_
     assert list(report.columns) == REPORT_COLUMNS
@@ -318,7 +322,11 @@ def test_treatment_stage_starts_before_nuisance_stage_ends(pipelined):
     treatment = report[report["stage"] == "treatment"]
     assert set(nuisance["model_kind"]) == {VOM, "propensity_model"}
     assert set(treatment["model_kind"]) == {"treatment_effect_model", "control_effect_model"}
-    assert treatment["start"].min() < nuisance["end"].max(), "no overlap: a stage barrier"
+    outcome = nuisance[nuisance["model_kind"] == VOM]
+    propensity = nuisance[nuisance["model_kind"] == "propensity_model"]
+    assert propensity["rows"].min() > outcome["rows"].max()
+    assert propensity["submitted"].min() >= outcome["submitted"].max()
+    assert treatment["start"].min() >= outcome["end"].min()
 
 
 @pytest.mark.parametrize(

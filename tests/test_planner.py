@@ -15,11 +15,13 @@ from _models import FoldFitError, SlowRegressor
 from conftest import make_linear_data
 from dask.utils import key_split
 from lightgbm import LGBMRegressor
-from sklearn.linear_model import LinearRegression
+from sklearn.linear_model import LinearRegression, LogisticRegression
 
-from dask_meta import CrossFitEstimator, TLearner
+from dask_meta import CrossFitEstimator, RLearner, TLearner
 from dask_meta._constants import W_COL
-from dask_meta.planner import REPORT_COLUMNS
+from dask_meta.backends import Design, FitSpec, RowSelection
+from dask_meta.learners.base import _used_jobs
+from dask_meta.planner import REPORT_COLUMNS, Job, _priority
 
 KIND = "variant_outcome_model"
 LGBM_SMALL = {"n_estimators": 5, "num_leaves": 4, "min_child_samples": 5, "verbose": -1}
@@ -318,6 +320,62 @@ def test_longest_jobs_submitted_first(linear_fit):
     by_submission = folds.sort_values("submitted", kind="stable")
     first_wave = by_submission["rows"].iloc[0]
     assert first_wave == folds["rows"].max()
+
+
+def _job(fold, variants=None, rows=100.0, blocks=False) -> Job:
+    rows_of = RowSelection(variants)
+    spec = FitSpec(LinearRegression, {}, Design(("a",), False), "y", rows_of, 1, None)
+    key = f"fit-{variants}-{fold}"
+    return Job(key, "nuisance", KIND, 0, fold, spec, (), cost=rows, blocks=blocks)
+
+
+def test_only_the_models_that_predict_the_training_rows_are_waited_for():
+    """An estimator that trains on every row predicts each training row in-sample with a fold
+    model, so deriving treatment targets needs its fold models only; one that trains on a
+    variant's rows predicts the other rows with its overall model; without cross-fitting the
+    overall model is all there is."""
+    every_row = [_job(0), _job(1), _job(None)]
+    assert [j.fold for j in _used_jobs(every_row)] == [0, 1]
+    one_variant = [_job(0, (1,)), _job(1, (1,)), _job(None, (1,))]
+    assert [j.fold for j in _used_jobs(one_variant)] == [0, 1, None]
+    assert [j.fold for j in _used_jobs([_job(None)])] == [None]
+
+
+def test_awaited_jobs_go_before_longer_ones_nothing_waits_for():
+    awaited = [_job(0, rows=10, blocks=True), _job(1, rows=20, blocks=True)]
+    free = [_job(None, rows=1000), _job(2, rows=5)]
+    order = sorted([*free, *awaited], key=_priority)
+    expected = [(True, 20), (True, 10), (False, 1000), (False, 5)]
+    assert [(j.blocks, j.cost) for j in order] == expected
+
+
+def test_treatment_fits_do_not_wait_for_unused_overall_models(client):
+    """R-learner: its outcome and propensity models train on every row, so the treatment
+    targets come from their fold models alone. The overall models (the longest fits here:
+    the outcome model sleeps per training row) are submitted after every fold model, and
+    the first treatment fit starts before the overall outcome model is done."""
+    X, y, w, _ = make_linear_data(n=600, d=3, n_variants=2, seed=4)
+    with client.as_current():
+        learner = RLearner(
+            False,
+            2,
+            SlowRegressor,
+            LinearRegression,
+            LogisticRegression,
+            nuisance_model_params={"delay_per_row": 0.006},
+            n_folds=3,
+            random_state=0,
+            client=client,
+        ).fit(X, y, w)
+    report = learner.fit_report_
+    nuisance = report[report["stage"] == "nuisance"]
+    overall = nuisance[nuisance["fold"] == "overall"]
+    folds = nuisance[nuisance["fold"] != "overall"]
+    assert len(overall) == 2 and len(folds) == 6
+    assert overall["submitted"].min() >= folds["submitted"].max()
+    outcome_overall = overall[overall["model_kind"] == "outcome_model"].iloc[0]
+    treatment = report[report["stage"] == "treatment"]
+    assert treatment["start"].min() < outcome_overall["end"], report
 
 
 def test_fit_task_keys_group_readably(linear_fit):

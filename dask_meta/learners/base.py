@@ -214,18 +214,37 @@ def derive_from_predictions(
 
 
 @dataclass
-class _NeedCache:
-    """Per fit: nuisance estimators put on the cluster, and shared nuisance predictions."""
+class _NeedContext:
+    """Per fit: where the treatment models' nuisance estimators come from (``owners``: those
+    fitted in this run, with their jobs), the reused ones put on the cluster, and the shared
+    nuisance predictions."""
 
+    run: Any
+    owners: dict[tuple[str, int], tuple[Any, list[Job]]]
     scattered: dict[tuple[str, int], Future] = field(default_factory=dict)
     predicted: dict[tuple[tuple[str, int], str], list[Any]] = field(default_factory=dict)
+
+
+def _used_jobs(jobs: Sequence[Job]) -> list[Job]:
+    """The fit jobs of a nuisance estimator whose models its predictions on the training
+    partitions use: every row of an estimator that trains on all rows is in its split, so
+    it is predicted in-sample by the fold models and its overall model predicts none; an
+    estimator that trains on some rows (a variant's) predicts the others with its overall
+    model, and one without cross-fitting has only the overall model."""
+    folds = [job for job in jobs if job.fold is not None]
+    if folds and all(job.spec.rows.variants is None for job in jobs):
+        return folds
+    return list(jobs)
 
 
 def _after(
     owners: dict[tuple[str, int], tuple[Any, list[Job]]], needs: Sequence[tuple[str, int]]
 ) -> frozenset[str]:
-    """Keys of the fit jobs of ``needs`` fitted in this run (reused models need none)."""
-    return frozenset(job.key for need in needs if need in owners for job in owners[need][1])
+    """Keys of the fit jobs whose models ``needs`` predict the training partitions with, of
+    those fitted in this run (reused models need none)."""
+    return frozenset(
+        job.key for need in needs if need in owners for job in _used_jobs(owners[need][1])
+    )
 
 
 def _derived_frame(out: Any, target: str, weight: str | None) -> pd.DataFrame:
@@ -1253,6 +1272,9 @@ class MetaLearner(ABC):
                 _weigh(run, cfe, cfe_jobs)
         self._run_owners = owners
         deferred = self._treatment_plan(run, entries, owners, jobs)
+        awaited = frozenset().union(*(d.after for d in deferred))
+        for job in jobs:
+            job.blocks = job.key in awaited
         return jobs, deferred, owners
 
     def _choose_plan(
@@ -1402,8 +1424,7 @@ class MetaLearner(ABC):
         Shared nuisance predictions (``Derivation.predicts``) are submitted as soon as their
         own nuisance model is fitted, ahead of the treatment models that combine them.
         """
-        owners = dict(owners)
-        cache = _NeedCache()
+        context = _NeedContext(run, dict(owners))
         derivations = [(entry, self._derivation(run, entry)) for entry in entries[TREATMENT]]
         deferred = []
         shared: dict[tuple[tuple[str, int], str], Any] = {}
@@ -1413,87 +1434,79 @@ class MetaLearner(ABC):
             ):
                 shared.setdefault((need, method), design)
         for (need, method), design in shared.items():
-            build = partial(self._build_need_predictions, run, need, design, method, owners, cache)
+            build = partial(self._build_need_predictions, context, need, design, method)
             deferred.append(Deferred(_after(owners, (need,)), build))
         for entry, derivation in derivations:
-            build = partial(self._build_treatment_jobs, run, entry, derivation, owners, cache)
+            build = partial(self._build_treatment_jobs, context, entry, derivation)
             deferred.append(Deferred(_after(owners, derivation.needs), build))
         return deferred
 
     def _need_source(
-        self,
-        run: FitRun,
-        need: tuple[str, int],
-        owners: dict[tuple[str, int], tuple[CrossFitEstimator, list[Job]]],
-        cache: _NeedCache,
-        futures: dict[str, Future],
+        self, context: _NeedContext, need: tuple[str, int], futures: dict[str, Future]
     ) -> tuple[Any, list[Any]]:
         """What rebuilds a nuisance estimator on a worker: (template, split, folds) and the
         fold results, or ``None`` and the reused (prefitted) estimator put on the cluster."""
-        if need in owners:
-            cfe, jobs = owners[need]
+        run = context.run
+        if need in context.owners:
+            cfe, all_jobs = context.owners[need]
+            jobs = _used_jobs(all_jobs)
             source = (cfe.clone(), run.assignment.refs[need], tuple(j.fold for j in jobs))
             return source, [futures[j.key] for j in jobs]
-        if need not in cache.scattered:
+        if need not in context.scattered:
             reused = copy.copy(self._cfe(*need))
             reused._split = run.assignment.refs[need]
             reused._context = None
-            cache.scattered[need] = run.planner.scatter(reused)
-        return None, [cache.scattered[need]]
+            context.scattered[need] = run.planner.scatter(reused)
+        return None, [context.scattered[need]]
 
     def _need_predictions(
         self,
-        run: FitRun,
+        context: _NeedContext,
         need: tuple[str, int],
         design: Any,
         method: str,
-        owners: dict[tuple[str, int], tuple[CrossFitEstimator, list[Job]]],
-        cache: _NeedCache,
         futures: dict[str, Future],
     ) -> list[Any]:
         """Per training partition, the need's predictions (computed once, then shared)."""
         key = (need, method)
-        if key not in cache.predicted:
-            source, source_args = self._need_source(run, need, owners, cache, futures)
-            cache.predicted[key] = run.planner.map_partitions(
+        if key not in context.predicted:
+            source, source_args = self._need_source(context, need, futures)
+            context.predicted[key] = context.run.planner.map_partitions(
                 predict_need_partition,
-                run.parts,
+                context.run.parts,
                 name=f"predict-{need[0]}",
                 source=source,
                 source_args=source_args,
                 design=design,
                 method=method,
             )
-        return cache.predicted[key]
+        return context.predicted[key]
 
     def _build_need_predictions(
         self,
-        run: FitRun,
+        context: _NeedContext,
         need: tuple[str, int],
         design: Any,
         method: str,
-        owners: dict[tuple[str, int], tuple[CrossFitEstimator, list[Job]]],
-        cache: _NeedCache,
         results: dict[str, FitResult],
         futures: dict[str, Future],
     ) -> list[Job]:
-        self._need_predictions(run, need, design, method, owners, cache, futures)
+        self._need_predictions(context, need, design, method, futures)
         return []
 
     def _build_treatment_jobs(
         self,
-        run: FitRun,
+        context: _NeedContext,
         entry: ModelEntry,
         derivation: Derivation,
-        nuisance_owners: dict[tuple[str, int], tuple[CrossFitEstimator, list[Job]]],
-        cache: _NeedCache,
         results: dict[str, FitResult],
         futures: dict[str, Future],
     ) -> list[Job]:
+        run = context.run
         target, weight = derived_columns(entry)
         if derivation.predicts is not None:
             columns = [
-                self._need_predictions(run, need, design, method, nuisance_owners, cache, futures)
+                self._need_predictions(context, need, design, method, futures)
                 for need, (design, method) in zip(
                     derivation.needs, derivation.predicts, strict=True
                 )
@@ -1511,16 +1524,14 @@ class MetaLearner(ABC):
             )
         else:
             derived = self._derive_from_models(
-                run, derivation, nuisance_owners, cache, futures, target, weight, entry.kind
+                context, derivation, futures, target, weight, entry.kind
             )
         return self._treatment_jobs(run, entry, derivation, derived, target, weight)
 
     def _derive_from_models(
         self,
-        run: FitRun,
+        context: _NeedContext,
         derivation: Derivation,
-        nuisance_owners: dict[tuple[str, int], tuple[CrossFitEstimator, list[Job]]],
-        cache: _NeedCache,
         futures: dict[str, Future],
         target: str,
         weight: str,
@@ -1529,12 +1540,12 @@ class MetaLearner(ABC):
         sources: list[Any] = []
         source_args: list[Any] = []
         for need in derivation.needs:
-            source, args = self._need_source(run, need, nuisance_owners, cache, futures)
+            source, args = self._need_source(context, need, futures)
             sources.append(source)
             source_args.extend(args)
-        return run.planner.map_partitions(
+        return context.run.planner.map_partitions(
             derive_partition,
-            run.parts,
+            context.run.parts,
             name=f"derive-{kind}",
             fn=derivation.fn,
             fn_args=derivation.args,
