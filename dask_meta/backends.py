@@ -328,14 +328,46 @@ def _training_arrays(spec: FitSpec, frame: pd.DataFrame) -> tuple[Any, np.ndarra
     return X, y, fit_params
 
 
+#: Libraries whose ``n_estimators`` counts trees or boosting rounds that each cost about the
+#: same: their calibration fits grow at most this many, and the times are scaled up.
+_ROUND_MODULES = ("lightgbm", "xgboost", "sklearn.ensemble")
+CALIBRATION_ROUNDS = 20
+
+
+def calibration_params(factory: type, params: dict[str, Any]) -> tuple[dict[str, Any], float]:
+    """A calibration fit's params and the factor its times are multiplied by.
+
+    A tree ensemble of ``n_estimators`` rounds costs about ``n_estimators`` times one round
+    (LightGBM, XGBoost, scikit-learn's forests and boosting), so it is timed with
+    :data:`CALIBRATION_ROUNDS` of them and scaled by ``n_estimators / CALIBRATION_ROUNDS``;
+    that also overstates the part of the fit that does not grow with the rounds (binning),
+    which is small beside the rounds. Other models are timed as they are (factor 1).
+    """
+    if not factory.__module__.startswith(_ROUND_MODULES):
+        return dict(params), 1.0
+    rounds = params.get("n_estimators")
+    if rounds is None:
+        try:
+            rounds = factory().get_params(deep=False).get("n_estimators")
+        except Exception:
+            return dict(params), 1.0
+    if isinstance(rounds, bool) or not isinstance(rounds, int | np.integer):
+        return dict(params), 1.0
+    if rounds <= CALIBRATION_ROUNDS:
+        return dict(params), 1.0
+    return {**params, "n_estimators": CALIBRATION_ROUNDS}, float(rounds) / CALIBRATION_ROUNDS
+
+
 def calibrate_fit(
     spec: FitSpec, sizes: tuple[int, int], threads: int, seed: int, part: pd.DataFrame, *extra
-) -> tuple[tuple[int, int], tuple[float, float], float] | None:
+) -> tuple[tuple[int, int], tuple[float, float], float, float] | None:
     """Time the base model on a sample of one partition (runs on a worker, holding it whole).
 
     Two fits with one thread on ``sizes`` rows (fewer if the partition's selection is
-    smaller) and one with ``threads`` threads on the larger sample. ``None`` if the sample
-    cannot be fitted (one class only, say): the cost model then goes without this model.
+    smaller) and one with ``threads`` threads on the larger sample; tree ensembles grow
+    fewer rounds and their times are scaled (:func:`calibration_params`), the factor is
+    returned last. ``None`` if the sample cannot be fitted (one class only, say): the cost
+    model then goes without this model.
     """
     frame = gather_rows(spec.rows, [part], list(extra))
     if len(frame) < 2:
@@ -343,11 +375,12 @@ def calibrate_fit(
     X, y, fit_params = _training_arrays(spec, frame)
     order = np.random.default_rng(seed).permutation(len(frame))
     per_row = {name: len(frame) for name in spec.row_params}
+    timed_params, scale = calibration_params(spec.factory, spec.params)
 
     def timed(rows: int, n_threads: int) -> float:
         take = np.sort(order[:rows])
         X_rows = X.iloc[take] if hasattr(X, "iloc") else X[take]
-        params = dict(spec.params)
+        params = dict(timed_params)
         if spec.thread_param is not None:
             params[spec.thread_param] = n_threads
         kwargs = {
@@ -356,7 +389,7 @@ def calibrate_fit(
         start = time.perf_counter()
         with threadpool_limits(limits=n_threads):
             spec.factory(**params).fit(X_rows, y[take], **kwargs)
-        return time.perf_counter() - start
+        return scale * (time.perf_counter() - start)
 
     small, large = (min(s, len(frame)) for s in sizes)
     try:
@@ -365,7 +398,7 @@ def calibrate_fit(
         seconds_n = timed(large, threads) if threads > 1 else seconds_1[1]
     except Exception:
         return None
-    return (small, large), seconds_1, seconds_n
+    return (small, large), seconds_1, seconds_n, scale
 
 
 # --- shared binned data for LightGBM (DESIGN §6 fast path) -----------------------------------

@@ -11,7 +11,8 @@ argument makes that choice:
 ``"auto"``
     A cost model. Each base-model class is timed on a small calibration fit on one worker
     (a sample of the first training partition, at two sizes with one thread and at the
-    largest size with all of the worker's threads): seconds = (a + b x rows) / speedup(t).
+    largest size with all of the worker's threads; tree ensembles grow 20 of their
+    ``n_estimators`` and the times are scaled up): seconds = (a + b x rows) / speedup(t).
     Every candidate (threads per model from 1 to a worker's threads, and, when the fits
     would not fit in the workers' memory side by side, a cap on the fits in flight) is
     scored by simulating the fit: the jobs of each stage placed longest-first on the
@@ -104,6 +105,8 @@ class Calibration:
     seconds_1: tuple[float, float]
     threads: int
     seconds_n: float
+    #: the times are those of fewer boosting rounds, multiplied by this (1: timed as given)
+    rounds_scale: float = 1.0
 
     @property
     def slope(self) -> float:
@@ -295,6 +298,7 @@ def _reason(
     costs = "; ".join(
         f"{c.model}: {c.slope * 1e6:.2f} us/row + {c.intercept:.2f} s with 1 thread, "
         f"speedup {c.speedup(c.threads):.2f} at {c.threads} threads"
+        + (f" (timed with 1/{c.rounds_scale:g} of its rounds)" if c.rounds_scale != 1 else "")
         for c in calibrations.values()
     )
     others = ", ".join(

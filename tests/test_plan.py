@@ -12,6 +12,7 @@ from lightgbm import LGBMClassifier, LGBMRegressor
 from sklearn.linear_model import LinearRegression
 
 from dask_meta import DRLearner, Plan, SLearner, TLearner, compare_plans
+from dask_meta.backends import CALIBRATION_ROUNDS, calibration_params
 from dask_meta.cluster import ClusterShape, WorkerShape
 from dask_meta.plan import (
     Calibration,
@@ -56,6 +57,20 @@ def test_calibration_line_and_speedup():
     # a measured slowdown is not extrapolated: more threads never cost more than one
     slow = Calibration("M", (1000, 5000), (2.0, 6.0), 2, 7.0)
     assert slow.speedup(2) == 1.0
+
+
+def test_tree_ensembles_are_timed_with_fewer_rounds_and_scaled():
+    from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestRegressor
+
+    assert CALIBRATION_ROUNDS == 20
+    params, scale = calibration_params(LGBMRegressor, {"n_estimators": 100, "verbose": -1})
+    assert params == {"n_estimators": 20, "verbose": -1} and scale == 5.0
+    # the class's own default when the params leave it unset (scikit-learn's forests: 100)
+    assert calibration_params(RandomForestRegressor, {}) == ({"n_estimators": 20}, 5.0)
+    # few rounds already, no rounds at all, or not a tree ensemble: timed as given
+    assert calibration_params(LGBMClassifier, {"n_estimators": 15}) == ({"n_estimators": 15}, 1)
+    assert calibration_params(HistGradientBoostingRegressor, {"max_iter": 100})[1] == 1.0
+    assert calibration_params(LinearRegression, {}) == ({}, 1.0)
 
 
 def test_simulation_places_jobs_longest_first_on_slots():
@@ -189,6 +204,7 @@ def test_auto_plan_is_stated_and_followed(one_by_two):
     assert any(n.startswith("LGBMClassifier(") for n in names)
     for c in plan["calibrations"]:
         assert c["threads"] == 2 and all(s > 0 for s in c["seconds_1"]) and c["seconds_n"] > 0
+        assert c["rounds_scale"] == 1.0  # 20 trees: timed as given
     assert [c["threads_per_model"] for c in plan["candidates"]] == [1, 2]
     assert plan["estimated_seconds"] > 0
     assert f"chose {chosen} thread(s) per model" in plan["reason"]
@@ -196,6 +212,29 @@ def test_auto_plan_is_stated_and_followed(one_by_two):
     same = _dr(one_by_two, Plan(threads_per_model=chosen)).fit(X, y, w)
     np.testing.assert_array_equal(learner.predict(X, is_oos=False), same.predict(X, is_oos=False))
     assert same.fit_report_.attrs["plan"]["source"] == "explicit"
+
+
+def test_calibration_of_many_rounds_is_scaled_and_said(one_by_two):
+    X, y, w, _ = _frames()
+    many = {**LGBM, "n_estimators": 60}
+    learner = TLearner(
+        False,
+        2,
+        LGBMRegressor,
+        nuisance_model_params=many,
+        n_folds=2,
+        random_state=0,
+        client=one_by_two,
+        plan="auto",
+    ).fit(X, y, w)
+    plan = learner.fit_report_.attrs["plan"]
+    (calibration,) = plan["calibrations"]
+    assert (
+        calibration["model"].startswith("LGBMRegressor(")
+        and "n_estimators=60" in calibration["model"]
+    )
+    assert calibration["rounds_scale"] == 3.0
+    assert "timed with 1/3 of its rounds" in plan["reason"]
 
 
 def test_explicit_plan_threads_and_limits(one_by_two):

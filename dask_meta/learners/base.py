@@ -2244,13 +2244,14 @@ def _calibration(
     measured = run.planner.calibrate(spec, run.parts[0], extra, CALIBRATION_ROWS, run.seed)
     if measured is None:
         return None
-    rows, seconds_1, seconds_n = measured
+    rows, seconds_1, seconds_n, scale = measured
     calibration = Calibration(
         name,
         (int(rows[0]), int(rows[1])),
         (float(seconds_1[0]), float(seconds_1[1])),
         shape.max_threads,
         float(seconds_n),
+        float(scale),
     )
     _CALIBRATIONS[key] = calibration
     return calibration
