@@ -24,7 +24,15 @@ from sklearn.linear_model import LinearRegression, SGDClassifier, SGDRegressor
 from xgboost.dask import DaskXGBClassifier, DaskXGBRegressor
 
 from dask_meta import DRLearner, RLearner, SLearner, TLearner, XLearner
-from dask_meta.backends import COLLECTION, LOCAL, STREAM, backend_of, stream_order
+from dask_meta.backends import (
+    COLLECTION,
+    LOCAL,
+    STREAM,
+    _float32_blocks,
+    backend_of,
+    lightgbm_float32,
+    stream_order,
+)
 from dask_meta.cluster import cluster_shape
 from dask_meta.planner import Planner
 
@@ -300,6 +308,43 @@ def test_dask_lightgbm_outcome_models_beside_local_ones_run_alone(client):
     assert _rmse(cate, tau) < 0.3 * _rmse(np.zeros_like(tau), tau)
     model = learner._nuisance_models["variant_outcome_model"][0]._overall_estimator
     assert type(model).__name__ == "LGBMRegressor"  # to_local(): predicts in partitions
+
+
+def test_dask_lightgbm_gets_float32_blocks_of_numeric_features():
+    """lightgbm.dask copies its share of the rows three times from pandas float64; numeric
+    features go to it as float32 numpy blocks (a third of the memory), categorical ones keep
+    the pandas path that declares them."""
+    numeric = pd.DataFrame({"a": [1.0], "b": [2], "c": [True]})
+    assert lightgbm_float32(DaskLGBMRegressor, numeric)
+    assert not lightgbm_float32(DaskXGBRegressor, numeric)
+    assert not lightgbm_float32(GLMRegression, numeric)
+    categorical = numeric.assign(w=pd.Categorical([0], categories=[0, 1]))
+    assert not lightgbm_float32(DaskLGBMClassifier, categorical)
+
+    Xd, yd, *_ = _frames(n=400)
+    weights = yd * 0 + 1.0
+    X, y, params = _float32_blocks(Xd, yd, {"sample_weight": weights, "a": 1}, Xd.columns)
+    assert X.dtype == np.float32 and X.numblocks == (Xd.npartitions, 1)
+    assert y.numblocks == (Xd.npartitions,) and params["sample_weight"].numblocks == y.numblocks
+    np.testing.assert_array_equal(X.compute(), Xd.compute().to_numpy(dtype=np.float32))
+    np.testing.assert_array_equal(y.compute(), yd.compute().to_numpy())
+    assert params["a"] == 1 and params["feature_name"] == ["x0", "x1", "x2", "x3"]
+
+
+def test_dask_lightgbm_models_keep_the_feature_names(client):
+    Xd, yd, wd, *_ = _frames(n=3_000)
+    learner = TLearner(
+        False,
+        3,
+        nuisance_model_factory=DaskLGBMRegressor,
+        nuisance_model_params={"n_estimators": 10, "verbose": -1},
+        n_folds=2,
+        client=client,
+    ).fit(Xd, yd, wd)
+    model = learner._nuisance_models["variant_outcome_model"][0]._overall_estimator
+    assert model.feature_name_ == list(Xd.columns)
+    assert list(model.feature_names_in_) == list(Xd.columns)
+    assert learner.predict(Xd, is_oos=True).compute().shape == (3_000, 2, 1)
 
 
 def test_dask_lightgbm_classifier_as_propensity_model(client):
