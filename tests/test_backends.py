@@ -331,16 +331,21 @@ def test_dask_lightgbm_gets_float32_blocks_of_numeric_features():
     assert params["a"] == 1 and params["feature_name"] == ["x0", "x1", "x2", "x3"]
 
 
-def test_dask_lightgbm_models_keep_the_feature_names(client):
-    Xd, yd, wd, *_ = _frames(n=3_000)
-    learner = TLearner(
+def _dask_lgbm_t_learner(client, trees: int) -> TLearner:
+    """A 3-variant T-learner of lightgbm.dask outcome models."""
+    return TLearner(
         False,
         3,
         nuisance_model_factory=DaskLGBMRegressor,
-        nuisance_model_params={"n_estimators": 10, "verbose": -1},
+        nuisance_model_params={"n_estimators": trees, "verbose": -1},
         n_folds=2,
         client=client,
-    ).fit(Xd, yd, wd)
+    )
+
+
+def test_dask_lightgbm_models_keep_the_feature_names(client):
+    Xd, yd, wd, *_ = _frames(n=3_000)
+    learner = _dask_lgbm_t_learner(client, trees=10).fit(Xd, yd, wd)
     model = learner._nuisance_models["variant_outcome_model"][0]._overall_estimator
     assert model.feature_name_ == list(Xd.columns)
     assert list(model.feature_names_in_) == list(Xd.columns)
@@ -576,14 +581,7 @@ def test_collection_fit_on_parquet_whose_projections_fuse_differently(client, tm
     data = dd.read_parquet(tmp_path / "data")
     features = ["x1", "x2"]
     assert data[features].optimize().npartitions != data["y"].optimize().npartitions
-    learner = TLearner(
-        False,
-        3,
-        nuisance_model_factory=DaskLGBMRegressor,
-        nuisance_model_params={"n_estimators": 5, "verbose": -1},
-        n_folds=2,
-        client=client,
-    )
+    learner = _dask_lgbm_t_learner(client, trees=5)
     learner.fit(data[features], data["y"], data["w"])
     overall = learner.fit_report_.query("fold == 'overall'").sort_values("ordinal")
     assert overall["rows"].tolist() == [int((w == k).sum()) for k in range(3)]
