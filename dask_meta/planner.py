@@ -407,8 +407,11 @@ class Planner:
         in_flight: dict[Future, tuple[Job, float, int]] = {}
         per_group: Counter[tuple[str, str, int]] = Counter()
         threads_in_flight = 0
+        #: threads of local fits in flight per worker they were placed on
+        placed: Counter[str] = Counter()
         capacity = self.shape.total_threads * (2 if self.shape.declares_threads else 1)
         capacity = max(capacity, self.shape.max_threads)
+        worker_of: dict[Future, str] = {}
         ac = as_completed(loop=self.client.loop)
         progress = fit_progress(self.label, progress_jobs, len(waiting))
 
@@ -451,8 +454,12 @@ class Planner:
                     continue
                 if can_start(job):
                     pending.pop(i)
-                    future = self._submit(job, 0)
+                    worker = self._place(job, placed)
+                    future = self._submit(job, 0, worker=worker)
                     in_flight[future] = (job, time.time(), 1)
+                    if worker is not None:
+                        placed[worker] += job.spec.threads
+                        worker_of[future] = worker
                     per_group[job.group] += _fits(job)
                     threads_in_flight += job.spec.threads
                     ac.add(future)
@@ -484,6 +491,8 @@ class Planner:
                     continue
                 per_group[job.group] -= _fits(job)
                 threads_in_flight -= job.spec.threads
+                if future in worker_of:
+                    placed[worker_of.pop(future)] -= job.spec.threads
                 result = self._raise_for(job, future)
                 if job.members:
                     for i, (member, member_result) in enumerate(
@@ -524,9 +533,38 @@ class Planner:
         """The future of one fit of a fused streaming job (its result, under its own key)."""
         return self.client.submit(operator.getitem, fused, index, key=member.key, pure=False)
 
-    def _submit(self, job: Job, step: int, previous: Future | None = None) -> Future:
+    def _place(self, job: Job, placed: Counter[str]) -> str | None:
+        """The worker for a local fit: the one with the most threads free of this run's fits.
+
+        Left to itself the scheduler sends a task to a worker that holds its inputs, and
+        in-memory data under ``ROWS_PER_PARTITION`` rows is one partition on one worker: every
+        fit would queue there while the other workers wait for work stealing (seconds). The
+        placement is loose (``allow_other_workers``): a lost worker's fits go elsewhere, and
+        stealing may still move them. Streaming steps keep the scheduler's choice (each reads
+        one partition, best where it is).
+        """
+        if job.backend != LOCAL:
+            return None
+        assert self.shape is not None
+        declared = self.shape.declares_threads
+        best: tuple[float, str] | None = None
+        for w in self.shape.workers:
+            capacity = (w.threads_resource or 0) if declared else w.nthreads
+            if capacity < job.spec.threads:
+                continue
+            free = capacity - placed[w.address]
+            if best is None or free > best[0]:
+                best = (free, w.address)
+        return None if best is None else best[1]
+
+    def _submit(
+        self, job: Job, step: int, previous: Future | None = None, worker: str | None = None
+    ) -> Future:
         """Submit a local job, or step ``step`` of a streaming job (after ``previous``)."""
         kwargs: dict[str, Any] = {"priority": _scheduler_priority(job)}
+        if worker is not None:
+            kwargs["workers"] = [worker]
+            kwargs["allow_other_workers"] = True
         if self.shape is not None and self.shape.declares_threads:
             kwargs["resources"] = {THREADS: job.spec.threads}
         if job.backend == STREAM:

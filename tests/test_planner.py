@@ -3,8 +3,11 @@ fit_report_, ordering, cancellation and task names, on the real 2 x 1-thread Loc
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 import itertools
 import time
+from collections import Counter
 
 import dask.dataframe as dd
 import distributed
@@ -19,9 +22,10 @@ from sklearn.linear_model import LinearRegression, LogisticRegression
 
 from dask_meta import CrossFitEstimator, RLearner, TLearner
 from dask_meta._constants import W_COL
-from dask_meta.backends import Design, FitSpec, RowSelection
+from dask_meta.backends import STREAM, Design, FitSpec, RowSelection
+from dask_meta.cluster import ClusterShape, WorkerShape
 from dask_meta.learners.base import _used_jobs
-from dask_meta.planner import REPORT_COLUMNS, Job, _priority
+from dask_meta.planner import REPORT_COLUMNS, Job, Planner, _priority
 
 KIND = "variant_outcome_model"
 LGBM_SMALL = {"n_estimators": 5, "num_leaves": 4, "min_child_samples": 5, "verbose": -1}
@@ -353,8 +357,10 @@ def test_treatment_fits_do_not_wait_for_unused_overall_models(client):
     """R-learner: its outcome and propensity models train on every row, so the treatment
     targets come from their fold models alone. The overall models (the longest fits here:
     the outcome model sleeps per training row) are submitted after every fold model, and
-    the first treatment fit starts before the overall outcome model is done."""
+    the first treatment fit starts before the overall outcome model is done (by about
+    200 x delay_per_row: the fold models end at ~800 x, the overall one at ~1000 x)."""
     X, y, w, _ = make_linear_data(n=600, d=3, n_variants=2, seed=4)
+    client.run(importlib.import_module, "dask_meta.backends")  # no worker starts cold
     with client.as_current():
         learner = RLearner(
             False,
@@ -362,7 +368,7 @@ def test_treatment_fits_do_not_wait_for_unused_overall_models(client):
             SlowRegressor,
             LinearRegression,
             LogisticRegression,
-            nuisance_model_params={"delay_per_row": 0.006},
+            nuisance_model_params={"delay_per_row": 0.01},
             n_folds=3,
             random_state=0,
             client=client,
@@ -376,6 +382,35 @@ def test_treatment_fits_do_not_wait_for_unused_overall_models(client):
     outcome_overall = overall[overall["model_kind"] == "outcome_model"].iloc[0]
     treatment = report[report["stage"] == "treatment"]
     assert treatment["start"].min() < outcome_overall["end"], report
+
+
+def _shape(*threads: int) -> ClusterShape:
+    return ClusterShape(
+        tuple(WorkerShape(f"tcp://w{i}", t, t, 2**30) for i, t in enumerate(threads))
+    )
+
+
+def test_local_fits_go_to_the_worker_with_most_threads_free(client):
+    planner = Planner(client, shape=_shape(2, 4))
+    job = _job(0)
+    assert planner._place(job, Counter()) == "tcp://w1"
+    assert planner._place(job, Counter({"tcp://w1": 3})) == "tcp://w0"
+    job.spec = dataclasses.replace(job.spec, threads=3)
+    assert planner._place(job, Counter({"tcp://w1": 3})) == "tcp://w1"  # w0 has only 2
+    job.backend = STREAM
+    assert planner._place(job, Counter()) is None  # streaming steps stay with their data
+
+
+def test_fits_on_one_partition_start_on_every_worker(client):
+    """In-memory data under ROWS_PER_PARTITION rows is one partition on one worker; the
+    scheduler alone would queue every fit there. The first two fits submitted run on the
+    two workers."""
+    X, y, w, _ = make_linear_data(n=400, d=3, n_variants=2, seed=6)
+    learner = TLearner(
+        False, 2, SlowRegressor, nuisance_model_params={"delay": 0.5}, n_folds=2, client=client
+    ).fit(X, y, w)
+    first = learner.fit_report_.sort_values("submitted").head(2)
+    assert first["worker"].nunique() == 2, learner.fit_report_
 
 
 def test_fit_task_keys_group_readably(linear_fit):
