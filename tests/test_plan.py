@@ -14,6 +14,7 @@ from sklearn.linear_model import LinearRegression
 from dask_meta import DRLearner, Plan, SLearner, TLearner, compare_plans
 from dask_meta.backends import CALIBRATION_ROUNDS, calibration_params
 from dask_meta.cluster import ClusterShape, WorkerShape
+from dask_meta.learners.base import _reused
 from dask_meta.plan import (
     Calibration,
     PlannedJob,
@@ -235,6 +236,35 @@ def test_calibration_of_many_rounds_is_scaled_and_said(one_by_two):
     )
     assert calibration["rounds_scale"] == 3.0
     assert "timed with 1/3 of its rounds" in plan["reason"]
+
+
+def test_calibrations_are_reused_across_nearby_widths_and_scaled():
+    c = Calibration("m", (10, 20), (1.0, 2.0), 2, 1.5)
+    timed = [(20, c), (40, Calibration("m", (10, 20), (3.0, 5.0), 2, 4.0))]
+    assert _reused(timed, 20) is c
+    wider = _reused(timed, 21)  # the S-learner's treatment column
+    assert wider is not None and wider.seconds_1 == pytest.approx((1.05, 2.1))
+    assert wider.seconds_n == pytest.approx(1.575) and wider.rows == c.rows
+    assert _reused(timed, 50).seconds_1 == pytest.approx((3.75, 6.25))  # nearest: 40
+    assert _reused(timed, 30) is not None and _reused(timed, 14) is None  # 20/14 > 1.34
+    assert _reused([], 20) is None
+
+
+def test_a_narrower_learner_reuses_the_calibration(one_by_two):
+    """A T-learner times its model on 4 columns; the same learner on 3 of them
+    (``feature_set``) reuses that calibration, scaled by 3/4, instead of timing the model
+    again."""
+    X, y, w, _ = _frames()
+    params = {**LGBM, "n_estimators": 7}  # a model no other test calibrates
+    kwargs = {"nuisance_model_params": params, "random_state": 0, "client": one_by_two}
+    wide = TLearner(False, 2, LGBMRegressor, plan="auto", **kwargs).fit(X, y, w)
+    three = {"variant_outcome_model": ["x0", "x1", "x2"]}
+    narrow = TLearner(False, 2, LGBMRegressor, plan="auto", feature_set=three, **kwargs)
+    narrow.fit(X, y, w)
+    (timed,) = wide.fit_report_.attrs["plan"]["calibrations"]
+    (reused,) = narrow.fit_report_.attrs["plan"]["calibrations"]
+    assert reused["seconds_1"] == pytest.approx(tuple(x * 3 / 4 for x in timed["seconds_1"]))
+    assert reused["seconds_n"] == pytest.approx(timed["seconds_n"] * 3 / 4)
 
 
 def test_explicit_plan_threads_and_limits(one_by_two):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+import math
 import time
 from abc import ABC, abstractmethod
 from collections import Counter
@@ -2218,8 +2219,32 @@ def _weigh(run: FitRun, cfe: CrossFitEstimator, jobs: Sequence[Job]) -> None:
             job.weight = factor
 
 
-#: calibrations by (scheduler, worker shape, model, columns): later fits reuse them
-_CALIBRATIONS: dict[tuple, Calibration] = {}
+#: calibrations by (scheduler, worker shape, model), each with the width it was timed at:
+#: later fits reuse them
+_CALIBRATIONS: dict[tuple, list[tuple[int, Calibration]]] = {}
+#: a calibration is reused for training matrices up to this factor wider or narrower, its
+#: times scaled by the width (a tree ensemble's histograms cost about as much per column)
+WIDTH_REUSE = 1.34
+
+
+def _reused(timed: list[tuple[int, Calibration]], n_columns: int) -> Calibration | None:
+    """The calibration timed at the nearest width within :data:`WIDTH_REUSE`, scaled to it."""
+    near = [
+        (abs(math.log(n_columns / width)), width, c)
+        for width, c in timed
+        if max(n_columns / width, width / n_columns) <= WIDTH_REUSE
+    ]
+    if not near:
+        return None
+    _, width, calibration = min(near, key=lambda t: t[0])
+    if width == n_columns:
+        return calibration
+    factor = n_columns / width
+    return dataclasses.replace(
+        calibration,
+        seconds_1=(calibration.seconds_1[0] * factor, calibration.seconds_1[1] * factor),
+        seconds_n=calibration.seconds_n * factor,
+    )
 
 
 def _model_name(factory: type, params: dict[str, Any]) -> str:
@@ -2231,15 +2256,16 @@ def _model_name(factory: type, params: dict[str, Any]) -> str:
 def _calibration(
     run: FitRun, name: str, spec: Any, job: Job, n_columns: int, shape: ClusterShape
 ) -> Calibration | None:
-    """Time one base model (once per cluster, model and width; later fits reuse it)."""
+    """Time one base model (once per cluster and model, and again for a matrix more than
+    :data:`WIDTH_REUSE` times wider or narrower; later fits reuse it)."""
     key = (
         run.client.scheduler.address if run.client.scheduler else None,
         tuple((w.address, w.nthreads, w.threads_resource) for w in shape.workers),
         name,
-        n_columns,
     )
-    if key in _CALIBRATIONS:
-        return _CALIBRATIONS[key]
+    reused = _reused(_CALIBRATIONS.get(key, []), n_columns)
+    if reused is not None:
+        return reused
     extra = list(job.extra_parts[:1]) if job.extra_parts else []
     measured = run.planner.calibrate(spec, run.parts[0], extra, CALIBRATION_ROWS, run.seed)
     if measured is None:
@@ -2253,5 +2279,5 @@ def _calibration(
         float(seconds_n),
         float(scale),
     )
-    _CALIBRATIONS[key] = calibration
+    _CALIBRATIONS.setdefault(key, []).append((n_columns, calibration))
     return calibration
