@@ -4,6 +4,7 @@ metalearners, same splits and base models, several replications (issue 9).
     ./dev.sh bench accuracy                          # everything (about an hour at 1M rows)
     .venv/bin/python benchmarks/accuracy.py --datasets ihdp_A ihdp_B --reps 10
     .venv/bin/python benchmarks/accuracy.py --datasets acic16 --reps 3 --base lgbm
+    .venv/bin/python benchmarks/accuracy.py --resume   # go on after an interruption
 
 Data sets (each replication ``r`` uses seed ``r``):
 
@@ -37,7 +38,8 @@ EconML, CausalML and causallib pin versions that conflict with dask-meta's, so t
 ``.venv-peers``, which this script creates on first use (it says so); metalearners runs in
 ``.venv-parity`` (``./dev.sh parity`` creates it). Results go to
 ``benchmarks/results/accuracy.json``; everything is seeded, so a second run prints the same
-table.
+table. Each fit's record is appended to ``accuracy.partial.jsonl`` beside it as the fit ends;
+``--resume`` keeps those and runs only the missing fits (the full run takes hours on 2 cores).
 """
 
 from __future__ import annotations
@@ -98,7 +100,48 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--test-size", type=float, default=0.2)
     parser.add_argument("--threads", type=int, default=2, help="dask-meta: threads of its worker")
     parser.add_argument("--results", type=Path, default=RESULTS, help="where to write the JSON")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the fits already in the checkpoint (the results path with .partial.jsonl: "
+        "every fit is appended to it as it ends) and run only the others",
+    )
     return parser.parse_args(argv)
+
+
+# --- checkpoint -------------------------------------------------------------------------------
+
+
+def _fit_key(record: dict) -> tuple:
+    return tuple(record[k] for k in ("package", "dataset", "seed", "learner", "base"))
+
+
+class Checkpoint:
+    """Every fit's record, appended as it ends, so that an interrupted run can ``--resume``
+    (the data are seeded: a fit that is run again gives the same record, times aside)."""
+
+    def __init__(self, results: Path, resume: bool):
+        self.path = results.with_suffix(".partial.jsonl")
+        self.done: dict[tuple, dict] = {}
+        if resume and self.path.exists():
+            for line in self.path.read_text().splitlines():
+                if line.strip():
+                    record = json.loads(line)
+                    self.done[_fit_key(record)] = record
+            print(
+                f"[accuracy] resuming: {len(self.done)} fits from {self.path}",
+                file=sys.stderr,
+                flush=True,
+            )
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text("")
+
+    def add(self, record: dict) -> dict:
+        self.done[_fit_key(record)] = record
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        return record
 
 
 # --- virtualenvs ----------------------------------------------------------------------------
@@ -144,20 +187,24 @@ def peer_pythons(args: argparse.Namespace) -> dict[str, Path]:
     return pythons
 
 
-def run_peer(python: Path, jobs: list[dict], tmp: Path) -> list[dict]:
-    if not jobs:
-        return []
+def run_peer(python: Path, jobs: list[dict], tmp: Path, checkpoint: Checkpoint) -> list[dict]:
+    """The peer's fits of ``jobs`` (those in the checkpoint are not run again)."""
+    out = [checkpoint.done[_fit_key(j)] for j in jobs if _fit_key(j) in checkpoint.done]
+    todo = [j for j in jobs if _fit_key(j) not in checkpoint.done]
+    if not todo:
+        return out
     path = tmp / f"jobs-{os.getpid()}-{time.monotonic_ns()}.json"
-    path.write_text(json.dumps(jobs))
-    done = subprocess.run(
-        [str(python), str(RUNNER), "fit", "--jobs", str(path)],
-        stdout=subprocess.PIPE,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise SystemExit(f"peer runner failed (exit {done.returncode}) on {path}")
-    return [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+    path.write_text(json.dumps(todo))
+    with subprocess.Popen(
+        [str(python), str(RUNNER), "fit", "--jobs", str(path)], stdout=subprocess.PIPE, text=True
+    ) as runner:
+        assert runner.stdout is not None
+        for line in runner.stdout:
+            if line.strip():
+                out.append(checkpoint.add(json.loads(line)))
+    if runner.returncode != 0:
+        raise SystemExit(f"peer runner failed (exit {runner.returncode}) on {path}")
+    return out
 
 
 # --- data -------------------------------------------------------------------------------------
@@ -422,6 +469,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     pythons = peer_pythons(args)
     results: list[dict] = []
+    checkpoint = Checkpoint(args.results, args.resume)
     started = time.perf_counter()
     with (
         tempfile.TemporaryDirectory(prefix="dask-meta-accuracy-") as tmp_name,
@@ -455,9 +503,11 @@ def main(argv: list[str] | None = None) -> int:
                         "base": base,
                     }
                     jobs.append(job)
-                    results.append(fit({**job, "package": PACKAGES[0]}, client))
-                    if learner == "DR":
-                        results.append(fit({**job, "package": FLOORED}, client))
+                    packages = [PACKAGES[0], *([FLOORED] if learner == "DR" else [])]
+                    for package in packages:
+                        one = {**job, "package": package}
+                        done = checkpoint.done.get(_fit_key(one))
+                        results.append(done or checkpoint.add(fit(one, client)))
             print(
                 f"[accuracy] dask-meta: {dataset} seed {seed} done "
                 f"({time.perf_counter() - started:.0f} s so far)",
@@ -467,7 +517,7 @@ def main(argv: list[str] | None = None) -> int:
         # each peer once over every replication: its imports are paid once
         for package in args.peers:
             results += run_peer(
-                pythons[package], [{**job, "package": package} for job in jobs], tmp
+                pythons[package], [{**job, "package": package} for job in jobs], tmp, checkpoint
             )
             print(
                 f"[accuracy] {package} done ({time.perf_counter() - started:.0f} s so far)",
