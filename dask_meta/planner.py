@@ -403,15 +403,14 @@ class Planner:
         pending: list[Job] = sorted(fuse_streams(jobs, self.limits), key=_priority)
         waiting = list(deferred)
         results: dict[str, FitResult] = {}
-        #: future -> (job, time submitted, index of the next stream step)
-        in_flight: dict[Future, tuple[Job, float, int]] = {}
+        #: future -> (job, time submitted, index of the next stream step, worker placed on)
+        in_flight: dict[Future, tuple[Job, float, int, str | None]] = {}
         per_group: Counter[tuple[str, str, int]] = Counter()
         threads_in_flight = 0
         #: threads of local fits in flight per worker they were placed on
         placed: Counter[str] = Counter()
         capacity = self.shape.total_threads * (2 if self.shape.declares_threads else 1)
         capacity = max(capacity, self.shape.max_threads)
-        worker_of: dict[Future, str] = {}
         ac = as_completed(loop=self.client.loop)
         progress = fit_progress(self.label, progress_jobs, len(waiting))
 
@@ -456,10 +455,9 @@ class Planner:
                     pending.pop(i)
                     worker = self._place(job, placed)
                     future = self._submit(job, 0, worker=worker)
-                    in_flight[future] = (job, time.time(), 1)
+                    in_flight[future] = (job, time.time(), 1, worker)
                     if worker is not None:
                         placed[worker] += job.spec.threads
-                        worker_of[future] = worker
                     per_group[job.group] += _fits(job)
                     threads_in_flight += job.spec.threads
                     ac.add(future)
@@ -481,18 +479,18 @@ class Planner:
             fill()
             while in_flight:
                 future = next(ac)
-                job, submitted, step = in_flight.pop(future)
+                job, submitted, step, worker = in_flight.pop(future)
                 if job.backend == STREAM and step < len(job.parts):
                     if future.status == "error":
                         self._raise_for(job, future)
                     following = self._submit(job, step, future)
-                    in_flight[following] = (job, submitted, step + 1)
+                    in_flight[following] = (job, submitted, step + 1, None)
                     ac.add(following)
                     continue
                 per_group[job.group] -= _fits(job)
                 threads_in_flight -= job.spec.threads
-                if future in worker_of:
-                    placed[worker_of.pop(future)] -= job.spec.threads
+                if worker is not None:
+                    placed[worker] -= job.spec.threads
                 result = self._raise_for(job, future)
                 if job.members:
                     for i, (member, member_result) in enumerate(
