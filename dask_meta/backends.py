@@ -21,6 +21,7 @@ so it pickles by reference and can be tested without a cluster.
 from __future__ import annotations
 
 import inspect
+import operator
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -704,14 +705,15 @@ def to_local(model: Any) -> Any:
 
 
 def lightgbm_float32(factory: type, meta: pd.DataFrame) -> bool:
-    """Whether a collection fit gives ``lightgbm.dask`` float32 numpy blocks (all-numeric
-    features) instead of pandas frames.
+    """Whether a collection fit gives ``lightgbm.dask`` one float32 part per worker (all-numeric
+    features) instead of the partitions as they are.
 
-    Each ``lightgbm.dask`` worker holds its parts, concatenates them and (from pandas)
-    converts the result to a numpy array again: three copies of its share of the rows in
-    float64. Float32 numpy blocks need two copies of half the size, a third of the memory.
-    LightGBM bins the values, so float32 moves a value only where a bin bound falls between
-    it and its float32 rounding. Categorical columns (the S-learner's treatment, categorical
+    Each ``lightgbm.dask`` worker holds its parts and concatenates them (``np.concatenate`` or
+    ``pd.concat``) for the whole fit: two copies of its share of the rows. One float32 frame
+    per worker, a single block, passes through that concatenation and LightGBM's conversion to
+    numpy without a copy: one copy of half the size, a quarter of the memory of float64 parts.
+    LightGBM bins the values, so float32 moves a value only where a bin bound falls between it
+    and its float32 rounding. Categorical columns (the S-learner's treatment, categorical
     covariates) keep the pandas path, which declares them to LightGBM.
     """
     return factory.__module__.startswith("lightgbm") and all(
@@ -720,21 +722,85 @@ def lightgbm_float32(factory: type, meta: pd.DataFrame) -> bool:
     )
 
 
-def _float32_blocks(
-    X: Any, y: Any, fit_params: dict[str, Any], features: Sequence[Any]
-) -> tuple[Any, Any, dict[str, Any]]:
-    """X as float32 Dask Array blocks (one per partition), y and per-row params as arrays
-    of the same partitions; the feature names go to LightGBM as ``feature_name``."""
-    import dask.dataframe as dd
+def _float32_block(
+    part: pd.DataFrame, features: Sequence[Any], columns: Sequence[str]
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """One partition: its features as a float32 matrix and its 1-d columns (on a worker)."""
+    return part[list(features)].to_numpy(dtype=np.float32), [part[c].to_numpy() for c in columns]
 
-    X = X.to_dask_array().astype(np.float32)
-    y = y.to_dask_array()
-    params = {
-        name: value.to_dask_array() if isinstance(value, dd.Series) else value
-        for name, value in fit_params.items()
+
+def _worker_part(
+    blocks: Sequence[tuple[np.ndarray, list[np.ndarray]]],
+    features: Sequence[Any],
+    columns: Sequence[str],
+) -> list[Any]:
+    """A worker's blocks as ``[X, *columns]``: X one float32 frame of a single block, the
+    columns Series (on the worker that holds the blocks)."""
+    n = sum(len(X) for X, _ in blocks)
+    X = np.empty((n, len(features)), dtype=np.float32)
+    start = 0
+    for block, _ in blocks:
+        X[start : start + len(block)] = block
+        start += len(block)
+    frame = pd.DataFrame(X, columns=pd.Index(list(features)), copy=False)
+    return [frame] + [
+        pd.Series(np.concatenate([cols[i] for _, cols in blocks]), name=c)
+        for i, c in enumerate(columns)
+    ]
+
+
+def _one_part_per_worker(
+    client: Any, frame: Any, features: Sequence[Any], columns: Sequence[str]
+) -> list[Any]:
+    """``[X, *columns]`` of ``frame`` as Dask collections of one partition per worker that
+    holds training rows, each in that worker's memory: X float32 features, then the columns.
+
+    The partitions are computed as float32 blocks wherever the scheduler runs them, then each
+    worker joins its own blocks (pinned to it, nothing moves) and the blocks are released.
+    ``lightgbm.dask`` trains each worker on the parts it holds, so the rows stay where they
+    were computed. X and the columns come from one task per partition: they cannot misalign.
+    """
+    import dask
+    import dask.dataframe as dd
+    from distributed import wait
+
+    blocks = client.compute(
+        [
+            dask.delayed(_float32_block, pure=True)(part, list(features), list(columns))
+            for part in frame.to_delayed()
+        ]
+    )
+    with client.as_current():
+        wait(blocks)
+    holders = client.who_has(blocks)
+    by_worker: dict[str, list[Any]] = {}
+    for block in blocks:
+        by_worker.setdefault(sorted(holders[block.key])[0], []).append(block)
+    joined = {
+        worker: client.submit(
+            _worker_part,
+            mine,
+            list(features),
+            list(columns),
+            workers=[worker],
+            allow_other_workers=False,
+            pure=False,
+        )
+        for worker, mine in by_worker.items()
     }
-    params.setdefault("feature_name", [str(c) for c in features])
-    return X, y, params
+    with client.as_current():
+        wait(list(joined.values()))
+    del blocks, by_worker  # the workers free the blocks: each now holds its joined part
+    metas = [frame._meta[list(features)].astype(np.float32)]
+    metas += [frame._meta[c] for c in columns]
+    out = []
+    for i, meta in enumerate(metas):
+        items = [
+            client.submit(operator.getitem, part, i, workers=[w], allow_other_workers=False)
+            for w, part in joined.items()
+        ]
+        out.append(dd.from_delayed(items, meta=meta))
+    return out
 
 
 def fit_collection(spec: FitSpec, client: Any, frame: Any, n_rows: int) -> FitResult:
@@ -751,9 +817,12 @@ def fit_collection(spec: FitSpec, client: Any, frame: Any, n_rows: int) -> FitRe
     fit_params: dict[str, Any] = dict(spec.fit_params)
     for name, column in row_fit_params(spec).items():
         fit_params[name] = frame[column]
-    if lightgbm_float32(spec.factory, frame._meta[features]):
-        X, y, fit_params = _float32_blocks(X, y, fit_params, features)
     with client.as_current():
+        if lightgbm_float32(spec.factory, frame._meta[features]):
+            carried = row_fit_params(spec)
+            columns = [FIT_Y, *carried.values()]
+            X, y, *values = _one_part_per_worker(client, frame, features, columns)
+            fit_params.update(zip(carried, values))
         model = spec.factory(**params)
         if spec.factory.__module__.startswith("dask_ml"):
             # dask-glm needs arrays with known chunks, and numpy blocks

@@ -28,7 +28,7 @@ from dask_meta.backends import (
     COLLECTION,
     LOCAL,
     STREAM,
-    _float32_blocks,
+    _one_part_per_worker,
     backend_of,
     lightgbm_float32,
     stream_order,
@@ -310,10 +310,11 @@ def test_dask_lightgbm_outcome_models_beside_local_ones_run_alone(client):
     assert type(model).__name__ == "LGBMRegressor"  # to_local(): predicts in partitions
 
 
-def test_dask_lightgbm_gets_float32_blocks_of_numeric_features():
-    """lightgbm.dask copies its share of the rows three times from pandas float64; numeric
-    features go to it as float32 numpy blocks (a third of the memory), categorical ones keep
-    the pandas path that declares them."""
+def test_dask_lightgbm_gets_one_float32_part_per_worker(client):
+    """lightgbm.dask concatenates the parts each worker holds and keeps the result for the
+    whole fit (two copies of its rows); numeric features go to it as one float32 frame per
+    worker, which that concatenation passes through without a copy. Categorical ones keep the
+    pandas path that declares them."""
     numeric = pd.DataFrame({"a": [1.0], "b": [2], "c": [True]})
     assert lightgbm_float32(DaskLGBMRegressor, numeric)
     assert not lightgbm_float32(DaskXGBRegressor, numeric)
@@ -321,14 +322,27 @@ def test_dask_lightgbm_gets_float32_blocks_of_numeric_features():
     categorical = numeric.assign(w=pd.Categorical([0], categories=[0, 1]))
     assert not lightgbm_float32(DaskLGBMClassifier, categorical)
 
-    Xd, yd, *_ = _frames(n=400)
-    weights = yd * 0 + 1.0
-    X, y, params = _float32_blocks(Xd, yd, {"sample_weight": weights, "a": 1}, Xd.columns)
-    assert X.dtype == np.float32 and X.numblocks == (Xd.npartitions, 1)
-    assert y.numblocks == (Xd.npartitions,) and params["sample_weight"].numblocks == y.numblocks
-    np.testing.assert_array_equal(X.compute(), Xd.compute().to_numpy(dtype=np.float32))
-    np.testing.assert_array_equal(y.compute(), yd.compute().to_numpy())
-    assert params["a"] == 1 and params["feature_name"] == ["x0", "x1", "x2", "x3"]
+    rng = np.random.default_rng(3)
+    X = pd.DataFrame(rng.normal(size=(1_000, 3)), columns=["a", "b", "c"])
+    # the columns are functions of each row's features: a misaligned row would show
+    pdf = X.assign(y=X["a"] * 10 + X["b"], weight=X["c"].abs())
+    frame = dd.from_pandas(pdf, npartitions=6)
+    Xw, yw, weight = _one_part_per_worker(client, frame, ["a", "b", "c"], ["y", "weight"])
+    persisted = client.futures_of(client.persist(Xw))
+    client.gather(persisted)
+    holders = client.who_has(persisted)
+    assert Xw.npartitions == yw.npartitions == len(set(map(tuple, holders.values()))) == 2
+    parts = client.gather(client.compute(Xw.to_delayed()))
+    assert all(p.dtypes.eq(np.float32).all() and len(p._mgr.blocks) == 1 for p in parts)
+    got = pd.concat(parts).reset_index(drop=True)
+    want = pdf.astype({c: np.float32 for c in "abc"})
+    np.testing.assert_array_equal(got.sort_values("a"), want[["a", "b", "c"]].sort_values("a"))
+    y, w = (client.compute(c).result().to_numpy() for c in (yw, weight))
+    np.testing.assert_array_equal(np.sort(y), np.sort(pdf["y"].to_numpy()))
+    order = np.argsort(got["a"].to_numpy())
+    lookup = pdf.assign(a32=pdf["a"].astype(np.float32)).sort_values("a32")
+    np.testing.assert_array_equal(y[order], lookup["y"].to_numpy())
+    np.testing.assert_array_equal(w[order], lookup["weight"].to_numpy())
 
 
 def _dask_lgbm_t_learner(client, trees: int) -> TLearner:
