@@ -730,82 +730,125 @@ def _float32_block(
 
 
 def _worker_part(
-    blocks: Sequence[tuple[np.ndarray, list[np.ndarray]]],
+    blocks: list[tuple[np.ndarray, list[np.ndarray]]],
     features: Sequence[Any],
     columns: Sequence[str],
 ) -> list[Any]:
     """A worker's blocks as ``[X, *columns]``: X one float32 frame of a single block, the
-    columns Series (on the worker that holds the blocks)."""
+    columns Series (on the worker that holds the blocks).
+
+    Blocks that only ``blocks`` refers to are freed as they are copied: the frame's pages are
+    committed as they are written, so joining needs one block more than the frame."""
     n = sum(len(X) for X, _ in blocks)
     X = np.empty((n, len(features)), dtype=np.float32)
+    values: list[list[np.ndarray]] = [[] for _ in columns]
     start = 0
-    for block, _ in blocks:
+    while blocks:
+        block, cols = blocks.pop(0)
         X[start : start + len(block)] = block
         start += len(block)
+        for out, col in zip(values, cols):
+            out.append(col)
+        del block, cols
     frame = pd.DataFrame(X, columns=pd.Index(list(features)), copy=False)
-    return [frame] + [
-        pd.Series(np.concatenate([cols[i] for _, cols in blocks]), name=c)
-        for i, c in enumerate(columns)
-    ]
+    return [frame] + [pd.Series(np.concatenate(v), name=c) for v, c in zip(values, columns)]
+
+
+def _read_worker_part(payload: bytes, features: Sequence[Any], columns: Sequence[str]) -> list[Any]:
+    """A worker's share of lazy partitions (pickled ``Delayed``), computed here one at a time
+    and joined as :func:`_worker_part` does: one partition in memory beside the share."""
+    import cloudpickle
+    import dask
+
+    blocks = []
+    for part in cloudpickle.loads(payload):
+        (frame,) = dask.compute(part, scheduler="sync")
+        blocks.append(_float32_block(frame, features, columns))
+        del frame
+    return _worker_part(blocks, features, columns)
+
+
+def _n_rows(part: list[Any]) -> int:
+    return len(part[0])
 
 
 def _one_part_per_worker(
-    client: Any, frame: Any, features: Sequence[Any], columns: Sequence[str]
+    client: Any, frame: Any, features: Sequence[Any], columns: Sequence[str], lazy: bool
 ) -> list[Any]:
-    """``[X, *columns]`` of ``frame`` as Dask collections of one partition per worker that
-    holds training rows, each in that worker's memory: X float32 features, then the columns.
+    """``[X, *columns]`` of ``frame`` as Dask collections of one partition per worker, each
+    in that worker's memory: X float32 features, then the columns.
 
-    The partitions are computed as float32 blocks wherever the scheduler runs them, then each
-    worker joins its own blocks (pinned to it, nothing moves) and the blocks are released.
-    ``lightgbm.dask`` trains each worker on the parts it holds, so the rows stay where they
-    were computed. X and the columns come from one task per partition: they cannot misalign.
+    ``lazy`` partitions (read from the source, no futures in their graphs) are split into one
+    contiguous share per worker, and each worker computes its share itself, one partition at a
+    time, into its frame: it never holds more than its share and one partition. Persisted
+    partitions are turned into float32 blocks where they live, then each worker joins the
+    blocks it holds. ``lightgbm.dask`` trains each worker on the part it holds. X and the
+    columns come from one task per partition: they cannot misalign.
     """
+    import cloudpickle
     import dask
     import dask.dataframe as dd
     from distributed import wait
 
-    blocks = client.compute(
-        [
-            dask.delayed(_float32_block, pure=True)(part, list(features), list(columns))
-            for part in frame.to_delayed()
-        ]
-    )
-    with client.as_current():
-        wait(blocks)
-    holders = client.who_has(blocks)
-    by_worker: dict[str, list[Any]] = {}
-    for block in blocks:
-        by_worker.setdefault(sorted(holders[block.key])[0], []).append(block)
-    joined = {
-        worker: client.submit(
-            _worker_part,
-            mine,
-            list(features),
-            list(columns),
-            workers=[worker],
-            allow_other_workers=False,
-            pure=False,
+    features, columns = list(features), list(columns)
+    parts = frame.to_delayed()
+    if not lazy:  # persisted: join the blocks where they are
+        blocks = client.compute(
+            [dask.delayed(_float32_block, pure=True)(p, features, columns) for p in parts]
         )
-        for worker, mine in by_worker.items()
-    }
+        with client.as_current():
+            wait(blocks)
+        holders = client.who_has(blocks)
+        by_worker: dict[str, list[Any]] = {}
+        for block in blocks:
+            by_worker.setdefault(sorted(holders[block.key])[0], []).append(block)
+        joined = {
+            w: client.submit(
+                _worker_part, mine, features, columns, workers=[w], allow_other_workers=True
+            )
+            for w, mine in by_worker.items()
+        }
+        del blocks, by_worker  # freed once joined: each worker then holds its part
+    else:
+        workers = sorted(client.scheduler_info()["workers"])
+        shares = [s for s in np.array_split(np.arange(len(parts)), len(workers)) if len(s)]
+        joined = {
+            w: client.submit(
+                _read_worker_part,
+                cloudpickle.dumps([parts[i] for i in share]),
+                features,
+                columns,
+                workers=[w],
+                allow_other_workers=True,
+                pure=False,
+            )
+            for w, share in zip(workers, shares)
+        }
     with client.as_current():
         wait(list(joined.values()))
-    del blocks, by_worker  # the workers free the blocks: each now holds its joined part
-    metas = [frame._meta[list(features)].astype(np.float32)]
-    metas += [frame._meta[c] for c in columns]
+    for part in joined.values():
+        if part.status == "error":
+            part.result()  # raises the worker's error here
+    # a worker whose share selected no rows takes no part (LightGBM rejects empty data)
+    sizes = client.gather({w: client.submit(_n_rows, part) for w, part in joined.items()})
+    joined = {w: part for w, part in joined.items() if sizes[w]}
+    metas = [frame._meta[features].astype(np.float32)] + [frame._meta[c] for c in columns]
     out = []
     for i, meta in enumerate(metas):
         items = [
-            client.submit(operator.getitem, part, i, workers=[w], allow_other_workers=False)
+            client.submit(operator.getitem, part, i, workers=[w], allow_other_workers=True)
             for w, part in joined.items()
         ]
         out.append(dd.from_delayed(items, meta=meta))
     return out
 
 
-def fit_collection(spec: FitSpec, client: Any, frame: Any, n_rows: int) -> FitResult:
+def fit_collection(
+    spec: FitSpec, client: Any, frame: Any, n_rows: int, lazy: bool = True
+) -> FitResult:
     """Fit a collection estimator on a lazy Dask frame of :func:`collection_rows` (on the
-    client; the estimator distributes its own work)."""
+    client; the estimator distributes its own work); ``lazy``: the frame's graph reads its
+    rows from the source, no persisted partitions (futures) in it."""
     start = time.time()
     params = dict(spec.params)
     if "client" in inspect.signature(spec.factory.__init__).parameters:  # type: ignore[misc]
@@ -821,7 +864,7 @@ def fit_collection(spec: FitSpec, client: Any, frame: Any, n_rows: int) -> FitRe
         if lightgbm_float32(spec.factory, frame._meta[features]):
             carried = row_fit_params(spec)
             columns = [FIT_Y, *carried.values()]
-            X, y, *values = _one_part_per_worker(client, frame, features, columns)
+            X, y, *values = _one_part_per_worker(client, frame, features, columns, lazy)
             fit_params.update(zip(carried, values))
         model = spec.factory(**params)
         if spec.factory.__module__.startswith("dask_ml"):

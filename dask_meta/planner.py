@@ -607,7 +607,8 @@ class Planner:
         frame = dd.from_delayed(tasks, meta=meta)
         # no span here: the estimator builds Dask collections, which ignore annotations
         try:
-            return fit_collection(job.spec, self.client, frame, int(job.cost))
+            lazy = not any(isinstance(p, Future) for p in (*job.parts, *job.extra_parts))
+            return fit_collection(job.spec, self.client, frame, int(job.cost), lazy)
         except Exception as exc:
             exc.add_note(
                 f"dask_meta: while fitting {describe(job)} "

@@ -326,8 +326,15 @@ def test_dask_lightgbm_gets_one_float32_part_per_worker(client):
     X = pd.DataFrame(rng.normal(size=(1_000, 3)), columns=["a", "b", "c"])
     # the columns are functions of each row's features: a misaligned row would show
     pdf = X.assign(y=X["a"] * 10 + X["b"], weight=X["c"].abs())
-    frame = dd.from_pandas(pdf, npartitions=6)
-    Xw, yw, weight = _one_part_per_worker(client, frame, ["a", "b", "c"], ["y", "weight"])
+    lazy = dd.from_pandas(pdf, npartitions=6)
+    # each worker reads its share of lazy partitions / joins the persisted blocks it holds
+    for frame, is_lazy in ((lazy, True), (client.persist(lazy), False)):
+        _check_one_part_per_worker(client, frame, is_lazy, pdf)
+
+
+def _check_one_part_per_worker(client, frame, lazy, pdf):
+    columns = ["y", "weight"]
+    Xw, yw, weight = _one_part_per_worker(client, frame, ["a", "b", "c"], columns, lazy)
     persisted = client.futures_of(client.persist(Xw))
     client.gather(persisted)
     holders = client.who_has(persisted)
