@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
 import sys
@@ -67,6 +68,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rows-per-partition", type=int, default=250_000)
     parser.add_argument("--trees", type=int, default=50, help="lightgbm-dask n_estimators")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--mmap-threshold",
+        type=int,
+        default=4 * 2**20,
+        help="the workers' MALLOC_MMAP_THRESHOLD_ in bytes (0: glibc's default): a fixed "
+        "threshold keeps glibc from raising it after the first large free, so partitions "
+        "and LightGBM's buffers are unmapped when freed instead of staying in the heap",
+    )
     parser.add_argument(
         "--data",
         type=Path,
@@ -204,6 +213,8 @@ def run(args: argparse.Namespace, data: Path, out: Path) -> dict:
     from dask_meta.datasets import cate_names, feature_names, make_experiment
 
     rows = default_rows(args)
+    if args.mmap_threshold:  # the worker processes inherit it
+        os.environ["MALLOC_MMAP_THRESHOLD_"] = str(args.mmap_threshold)
     with (
         LocalCluster(
             n_workers=args.workers,
@@ -287,7 +298,8 @@ def table(args: argparse.Namespace, r: dict) -> str:
     lines = [
         f"DR-learner, {args.backend} base models, {r['rows']:,} rows x {args.features} "
         f"features, {args.variants} variants, {args.folds} folds; LocalCluster "
-        f"{args.workers} workers x 1 thread, memory limit {args.memory_limit} GiB each",
+        f"{args.workers} workers x 1 thread, memory limit {args.memory_limit} GiB each, "
+        f"MALLOC_MMAP_THRESHOLD_ {args.mmap_threshold or 'glibc default'}",
         "",
         f"data in memory       {gib:8.2f} GiB  ({r['data_over_cluster_memory']:.2f}x the "
         f"cluster's memory, {r['data_over_worker_memory']:.2f}x one worker's); parquet "

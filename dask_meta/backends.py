@@ -754,15 +754,44 @@ def _worker_part(
     return [frame] + [pd.Series(np.concatenate(v), name=c) for v, c in zip(values, columns)]
 
 
-def _read_worker_part(payload: bytes, features: Sequence[Any], columns: Sequence[str]) -> list[Any]:
-    """A worker's share of lazy partitions (pickled ``Delayed``), computed here one at a time
-    and joined as :func:`_worker_part` does: one partition in memory beside the share."""
+def _cull(graph: dict[Any, Any], keys: Sequence[Any]) -> tuple[dict[Any, Any], set[Any]]:
+    """The part of a graph (key -> task) that ``keys`` need, and the keys it refers to but
+    does not define (results held by the cluster: persisted partitions, fitted models)."""
+    needed: dict[Any, Any] = {}
+    outside: set[Any] = set()
+    stack = list(keys)
+    while stack:
+        key = stack.pop()
+        if key in needed or key in outside:
+            continue
+        if key not in graph:
+            outside.add(key)
+            continue
+        needed[key] = graph[key]
+        stack.extend(graph[key].dependencies)
+    return needed, outside
+
+
+def _read_worker_part(
+    graph: bytes,
+    keys: Sequence[Any],
+    held: dict[Any, Any],
+    features: Sequence[Any],
+    columns: Sequence[str],
+) -> list[Any]:
+    """A worker's share of partitions (``keys`` of the pickled ``graph``: as an argument, its
+    tasks would run before this one), computed here one at a time and joined as
+    :func:`_worker_part` does: one partition in memory beside the share. ``held``: the values
+    of the keys the graph refers to but does not define."""
     import cloudpickle
     import dask
+    from dask._task_spec import DataNode
 
+    tasks = cloudpickle.loads(graph)
+    tasks.update({key: DataNode(key, value) for key, value in held.items()})
     blocks = []
-    for part in cloudpickle.loads(payload):
-        (frame,) = dask.compute(part, scheduler="sync")
+    for key in keys:
+        frame = dask.get(_cull(tasks, [key])[0], key)
         blocks.append(_float32_block(frame, features, columns))
         del frame
     return _worker_part(blocks, features, columns)
@@ -778,17 +807,19 @@ def _one_part_per_worker(
     """``[X, *columns]`` of ``frame`` as Dask collections of one partition per worker, each
     in that worker's memory: X float32 features, then the columns.
 
-    ``lazy`` partitions (read from the source, no futures in their graphs) are split into one
-    contiguous share per worker, and each worker computes its share itself, one partition at a
-    time, into its frame: it never holds more than its share and one partition. Persisted
-    partitions are turned into float32 blocks where they live, then each worker joins the
-    blocks it holds. ``lightgbm.dask`` trains each worker on the part it holds. X and the
-    columns come from one task per partition: they cannot misalign.
+    ``lazy`` partitions (read from the source) are split into one contiguous share per worker,
+    and each worker computes its share itself, one partition at a time, into its frame: it
+    never holds more than its share and one partition (results the graph refers to, such as
+    fitted models, are passed in as futures). Persisted partitions are turned into float32
+    blocks where they live, then each worker joins the blocks it holds. ``lightgbm.dask``
+    trains each worker on the part it holds. X and the columns come from one task per
+    partition: they cannot misalign.
     """
     import cloudpickle
     import dask
     import dask.dataframe as dd
-    from distributed import wait
+    from dask._task_spec import convert_legacy_graph
+    from distributed import Future, wait
 
     features, columns = list(features), list(columns)
     parts = frame.to_delayed()
@@ -810,20 +841,27 @@ def _one_part_per_worker(
         }
         del blocks, by_worker  # freed once joined: each worker then holds its part
     else:
+        graph: dict[Any, Any] = {}
+        for source in {id(p.__dask_graph__()): p.__dask_graph__() for p in parts}.values():
+            graph.update(convert_legacy_graph(dict(source)))
         workers = sorted(client.scheduler_info()["workers"])
         shares = [s for s in np.array_split(np.arange(len(parts)), len(workers)) if len(s)]
-        joined = {
-            w: client.submit(
+        joined = {}
+        for w, share in zip(workers, shares):
+            keys = [parts[i].key for i in share]
+            needed, outside = _cull(graph, keys)
+            held: dict[Any, Any] = {key: Future(key, client) for key in outside}
+            joined[w] = client.submit(
                 _read_worker_part,
-                cloudpickle.dumps([parts[i] for i in share]),
+                cloudpickle.dumps(needed),
+                keys,
+                held,
                 features,
                 columns,
                 workers=[w],
                 allow_other_workers=True,
                 pure=False,
             )
-            for w, share in zip(workers, shares)
-        }
     with client.as_current():
         wait(list(joined.values()))
     for part in joined.values():

@@ -327,9 +327,17 @@ def test_dask_lightgbm_gets_one_float32_part_per_worker(client):
     # the columns are functions of each row's features: a misaligned row would show
     pdf = X.assign(y=X["a"] * 10 + X["b"], weight=X["c"].abs())
     lazy = dd.from_pandas(pdf, npartitions=6)
+    # a lazy graph that refers to a result held by the cluster (as pseudo-outcomes refer to
+    # fitted models): the worker reading its share gets it passed in
+    held = client.scatter(0.0)
+    refers = lazy.map_partitions(_plus_y, held, meta=lazy._meta)
     # each worker reads its share of lazy partitions / joins the persisted blocks it holds
-    for frame, is_lazy in ((lazy, True), (client.persist(lazy), False)):
+    for frame, is_lazy in ((lazy, True), (refers, True), (client.persist(lazy), False)):
         _check_one_part_per_worker(client, frame, is_lazy, pdf)
+
+
+def _plus_y(part, value):
+    return part.assign(y=part["y"] + value)
 
 
 def _check_one_part_per_worker(client, frame, lazy, pdf):
