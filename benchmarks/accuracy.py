@@ -23,9 +23,10 @@ squares, and logistic regression for propensities), the same objects in every pa
 package's default folds. The peers' learners: EconML's ``SLearner``, ``TLearner``,
 ``XLearner``, ``NonParamDML`` (its R-learner) and ``DRLearner``; CausalML's ``Base*Regressor``
 (given propensity scores from the same propensity model, out of fold, as it takes them from
-the caller); metalearners 0.13.0. dask-meta's DR-learner runs twice: with its defaults
-(metalearners' propensity floor of 1e-9) and with ``min_propensity=1e-3``, the level at which
-CausalML's propensities are clipped; poor overlap (IHDP) makes unfloored AIPW terms explode.
+the caller); metalearners 0.13.0. dask-meta's DR-learner also runs with each floor of
+``--floors`` (default ``min_propensity=1e-3``, the level at which CausalML's propensities are
+clipped) beside its defaults (metalearners' floor of 1e-9); poor overlap (IHDP) makes
+unfloored AIPW terms explode.
 
 Metrics per fit, on the training rows (in-sample: each package's estimate for the units it was
 fitted on; cross-fitted where the learner does so) and the held-out rows: sqrt(PEHE), the root
@@ -79,8 +80,26 @@ PEER_REQUIREMENTS = (
 )
 LEARNERS = ("S", "T", "X", "R", "DR")
 PACKAGES = ("dask-meta", "econml", "causalml", "metalearners")
-#: the DR-learner once more with its propensities floored where CausalML's are clipped
-FLOORED = "dask-meta min_propensity=1e-3"
+#: the DR-learner once more with its propensities floored (``--floors``; 1e-3 is where
+#: CausalML's are clipped); each floor is a package of its own in the table
+FLOOR_PREFIX = "dask-meta min_propensity="
+
+
+def floored(floor: float) -> str:
+    """The package name of a floor: ``1e-3`` rather than ``0.001`` where that is exact."""
+    short = f"{floor:.0e}".replace("e-0", "e-")
+    return f"{FLOOR_PREFIX}{short if float(short) == floor else f'{floor:g}'}"
+
+
+def floor_of(package: str) -> float | None:
+    return float(package.removeprefix(FLOOR_PREFIX)) if package.startswith(FLOOR_PREFIX) else None
+
+
+def floored_in(rows: list[dict]) -> list[str]:
+    """The floored dask-meta packages among the rows, lowest floor first."""
+    return sorted({r["package"] for r in rows if floor_of(r["package"]) is not None}, key=floor_of)
+
+
 DATASETS = ("ihdp_A", "ihdp_B", "acic16", "generated")
 ACIC_SETTINGS = tuple(f"acic16_{i}" for i in range(1, 11))
 
@@ -98,6 +117,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--generated-reps", type=int, default=3)
     parser.add_argument("--generated-rows", type=int, default=1_000_000)
     parser.add_argument("--test-size", type=float, default=0.2)
+    parser.add_argument(
+        "--floors",
+        nargs="*",
+        type=float,
+        default=[1e-3],
+        help="the DR-learner is also fitted with each of these min_propensity floors",
+    )
     parser.add_argument("--threads", type=int, default=2, help="dask-meta: threads of its worker")
     parser.add_argument("--results", type=Path, default=RESULTS, help="where to write the JSON")
     parser.add_argument(
@@ -248,8 +274,9 @@ def make_learner(learner: str, base: str, seed: int, client, package: str = "das
     import dask_meta
 
     extra = peers.model_kwargs(learner, *peers.base_models(base))
-    if package == FLOORED:
-        extra["min_propensity"] = peers.PROPENSITY_CLIP
+    floor = floor_of(package)
+    if floor is not None:
+        extra["min_propensity"] = floor
     return getattr(dask_meta, f"{learner}Learner")(
         is_classification=False,
         n_variants=2,
@@ -337,7 +364,7 @@ def summarise(results: list[dict]) -> list[dict]:
         for metric in ("pehe_in", "pehe_out", "ate_error", "fit_s"):
             row[metric], row[f"{metric}_se"] = mean_se([r[metric] for r in runs])
         rows.append(row)
-    names = (*DATASETS, *LEARNERS, "lgbm", "linear", PACKAGES[0], FLOORED, *PACKAGES[1:])
+    names = (*DATASETS, *LEARNERS, "lgbm", "linear", PACKAGES[0], *floored_in(rows), *PACKAGES[1:])
     order = {name: i for i, name in enumerate(names)}
     rows.sort(key=lambda r: tuple(order[r[k]] for k in ("dataset", "learner", "base", "package")))
     return rows
@@ -350,7 +377,7 @@ def verdicts(rows: list[dict]) -> list[dict]:
     cells: dict[tuple, dict[str, dict]] = defaultdict(dict)
     for r in rows:
         cells[(r["dataset"], r["learner"], r["base"])][r["package"]] = r
-    ours = (PACKAGES[0], FLOORED)
+    ours = [PACKAGES[0], *floored_in(rows)]
     for (dataset, learner, base), by_package in cells.items():
         others = [r for p, r in by_package.items() if p not in ours]
         for package in ours:
@@ -376,6 +403,10 @@ def _verdict(
             "ok": bool(dm[metric] <= best[metric] + se),
         }
     return verdict
+
+
+def _label(package: str) -> str:
+    return "default" if package == PACKAGES[0] else package.removeprefix("dask-meta ")
 
 
 def print_table(rows: list[dict], checks: list[dict]) -> str:
@@ -410,7 +441,7 @@ def print_table(rows: list[dict], checks: list[dict]) -> str:
                     v["dataset"],
                     v["learner"],
                     v["base"],
-                    "default" if v["package"] == PACKAGES[0] else "min_propensity=1e-3",
+                    _label(v["package"]),
                     label,
                     f"{c['dask_meta']:.4f}",
                     c["best_peer"],
@@ -419,7 +450,8 @@ def print_table(rows: list[dict], checks: list[dict]) -> str:
                 ]
             )
     lines += [_format(heads, body), ""]
-    for package, label in ((PACKAGES[0], "defaults"), (FLOORED, "DR with min_propensity=1e-3")):
+    for package in dict.fromkeys(v["package"] for v in checks):
+        label = "defaults" if package == PACKAGES[0] else f"DR with {_label(package)}"
         mine = [v for v in checks if v["package"] == package]
         if not mine:
             continue
@@ -503,7 +535,8 @@ def main(argv: list[str] | None = None) -> int:
                         "base": base,
                     }
                     jobs.append(job)
-                    packages = [PACKAGES[0], *([FLOORED] if learner == "DR" else [])]
+                    floors = args.floors if learner == "DR" else []
+                    packages = [PACKAGES[0], *map(floored, floors)]
                     for package in packages:
                         one = {**job, "package": package}
                         done = checkpoint.done.get(_fit_key(one))

@@ -751,7 +751,9 @@ def _worker_part(
             out.append(col)
         del block, cols
     frame = pd.DataFrame(X, columns=pd.Index(list(features)), copy=False)
-    return [frame] + [pd.Series(np.concatenate(v), name=c) for v, c in zip(values, columns)]
+    part = [frame] + [pd.Series(np.concatenate(v), name=c) for v, c in zip(values, columns)]
+    _release_unused_memory()
+    return part
 
 
 def _cull(graph: dict[Any, Any], keys: Sequence[Any]) -> tuple[dict[Any, Any], set[Any]]:
@@ -794,7 +796,27 @@ def _read_worker_part(
         frame = dask.get(_cull(tasks, [key])[0], key)
         blocks.append(_float32_block(frame, features, columns))
         del frame
+        _release_unused_memory()
     return _worker_part(blocks, features, columns)
+
+
+def _release_unused_memory() -> None:
+    """Hand freed memory back to the operating system before a gang fit: pyarrow's allocator
+    (mimalloc or jemalloc) keeps what a parquet read freed (0.18 GiB after reading 4M rows of
+    27 float64 columns), and glibc keeps its freed small blocks; both count against the
+    worker's memory limit while LightGBM trains."""
+    import ctypes
+
+    try:
+        import pyarrow
+
+        pyarrow.default_memory_pool().release_unused()
+    except (ImportError, AttributeError):  # pragma: no cover - pyarrow < 9 or absent
+        pass
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # pragma: no cover - not glibc
+        pass
 
 
 def _n_rows(part: list[Any]) -> int:
