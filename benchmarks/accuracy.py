@@ -307,6 +307,10 @@ def fit_dask_meta_small(job: dict, client) -> dict:
     }
 
 
+def _known(array) -> bool:
+    return not any(np.isnan(c) for c in array.chunks[0])
+
+
 def fit_dask_meta_lazy(job: dict, client) -> dict:
     """The generated data set: read lazily from parquet, scored by reductions on the cluster."""
     import dask
@@ -321,10 +325,12 @@ def fit_dask_meta_lazy(job: dict, client) -> dict:
     fit_s = time.perf_counter() - start
     hat_train = est.predict(train[features], is_oos=False)[:, 0, 0]
     hat_test = est.predict(held[features], is_oos=True)[:, 0, 0]
-    # one partition per file on both sides of each difference (dask-notes §2.5)
+    # one partition per file on both sides of each difference (dask-notes §2.5); the chunk
+    # lengths are known on a side only where the prediction knows them (the held-out rows
+    # are a filter of the files: their lengths are unknown until read)
     with dask.config.set({"optimization.tune.active": False}):
-        cate_train = train["cate"].to_dask_array(lengths=True)
-        cate_test = held["cate"].to_dask_array(lengths=True)
+        cate_train = train["cate"].to_dask_array(lengths=_known(hat_train) or None)
+        cate_test = held["cate"].to_dask_array(lengths=_known(hat_test) or None)
     sums = client.compute(
         [
             ((hat_train - cate_train) ** 2).mean(),
