@@ -12,11 +12,13 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import make_linear_data
+from dask._task_spec import Alias
 
 # dask-ml and xgboost are optional for users but part of the test extra: no skipping here
 from dask_ml.linear_model import LinearRegression as GLMRegression
 from dask_ml.linear_model import LogisticRegression as GLMClassifier
 from dask_ml.wrappers import Incremental
+from distributed import Future
 from distributed.diagnostics.plugin import SchedulerPlugin
 from lightgbm import LGBMClassifier, LGBMRegressor
 from lightgbm.dask import DaskLGBMClassifier, DaskLGBMRegressor
@@ -331,8 +333,17 @@ def test_dask_lightgbm_gets_one_float32_part_per_worker(client):
     # fitted models): the worker reading its share gets it passed in
     held = client.scatter(0.0)
     refers = lazy.map_partitions(_plus_y, held, meta=lazy._meta)
+    # persisted partitions spread over both workers by hand: the scheduler may put six tiny
+    # partitions on one worker, where they would be joined into one part
+    workers = sorted(client.scheduler_info()["workers"])
+    placed = [
+        client.compute(part, workers=[workers[i % 2]]) for i, part in enumerate(lazy.to_delayed())
+    ]
+    client.gather(placed)
+    assert len({w for ws in client.who_has(placed).values() for w in ws}) == 2
+    spread = dd.from_delayed(placed, meta=lazy._meta)
     # each worker reads its share of lazy partitions / joins the persisted blocks it holds
-    for frame, is_lazy in ((lazy, True), (refers, True), (client.persist(lazy), False)):
+    for frame, is_lazy in ((lazy, True), (refers, True), (spread, False)):
         _check_one_part_per_worker(client, frame, is_lazy, pdf)
 
 
@@ -343,10 +354,14 @@ def _plus_y(part, value):
 def _check_one_part_per_worker(client, frame, lazy, pdf):
     columns = ["y", "weight"]
     Xw, yw, weight = _one_part_per_worker(client, frame, ["a", "b", "c"], columns, lazy)
-    persisted = client.futures_of(client.persist(Xw))
-    client.gather(persisted)
-    holders = client.who_has(persisted)
-    assert Xw.npartitions == yw.npartitions == len(set(map(tuple, holders.values()))) == 2
+    # where the parts are: the cluster-held results the collection's graph refers to
+    graph = dict(Xw.__dask_graph__())
+    held = {t.target for t in graph.values() if isinstance(t, Alias)} - set(graph)
+    futures = [Future(key, client) for key in held]
+    client.gather(futures)
+    holders = client.who_has(futures)
+    assert Xw.npartitions == yw.npartitions == len(held) == 2
+    assert len({w for ws in holders.values() for w in ws}) == 2
     parts = client.gather(client.compute(Xw.to_delayed()))
     assert all(p.dtypes.eq(np.float32).all() and len(p._mgr.blocks) == 1 for p in parts)
     got = pd.concat(parts).reset_index(drop=True)
