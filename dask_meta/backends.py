@@ -805,18 +805,15 @@ def _release_unused_memory() -> None:
     (mimalloc or jemalloc) keeps what a parquet read freed (0.18 GiB after reading 4M rows of
     27 float64 columns), and glibc keeps its freed small blocks; both count against the
     worker's memory limit while LightGBM trains."""
+    import contextlib
     import ctypes
 
-    try:
+    with contextlib.suppress(ImportError, AttributeError):  # pyarrow absent or < 9
         import pyarrow
 
         pyarrow.default_memory_pool().release_unused()
-    except (ImportError, AttributeError):  # pragma: no cover - pyarrow < 9 or absent
-        pass
-    try:
+    with contextlib.suppress(OSError, AttributeError):  # not glibc
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # pragma: no cover - not glibc
-        pass
 
 
 def _n_rows(part: list[Any]) -> int:
