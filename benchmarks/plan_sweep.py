@@ -8,7 +8,8 @@ the same parquet data under every combination of threads per model (1, all of a 
 first configuration, untimed; the auto plan comes last, so its time includes its calibration
 fits unless an earlier scenario already timed the same base model). It prints each
 scenario's table, then the best swept configuration per scenario next to the auto plan's
-choice and time; the target is the auto plan within 10% of the best in at least 4 of 5.
+choice and time, with and without the calibration (paid once per cluster and model, so a
+later fit skips it); the target is the auto plan within 10% of the best in at least 4 of 5.
 
     ./dev.sh bench plan_sweep
     .venv/bin/python benchmarks/plan_sweep.py --scale 0.1      # a tenth of the rows
@@ -128,13 +129,17 @@ def main(argv: list[str] | None = None) -> int:
                 f"scenario {number}: {name}-learner, {rows:,} rows, {variants} variants, "
                 f"{folds} folds, {base_name}"
             )
-            shown = table[["configuration", "wall_s", "efficiency", "peak_worker_memory_mib"]]
+            shown = table[
+                ["configuration", "wall_s", "calibration_s", "efficiency", "peak_worker_memory_mib"]
+            ]
             tables.append(f"{title}\n{shown.to_string(index=False, float_format='%.2f')}")
             print(tables[-1], flush=True)
             swept = table[table["source"] != "auto"]
             best = swept.loc[swept["wall_s"].idxmin()]
             auto = table[table["source"] == "auto"].iloc[0]
             ratio = auto["wall_s"] / best["wall_s"]
+            # the calibration is paid once per cluster and model: a later fit skips it
+            later = (auto["wall_s"] - auto["calibration_s"]) / best["wall_s"]
             summary.append(
                 {
                     "scenario": title,
@@ -144,26 +149,41 @@ def main(argv: list[str] | None = None) -> int:
                     "auto_s": float(auto["wall_s"]),
                     "ratio": float(ratio),
                     "within": bool(ratio <= TARGET),
+                    "calibration_s": float(auto["calibration_s"]),
+                    "ratio_calibrated_before": float(later),
+                    "within_calibrated_before": bool(later <= TARGET),
                 }
             )
-    heads = ["scenario", "best swept configuration", "s", "auto chose", "s", "auto/best", "ok"]
+    heads = [
+        "scenario",
+        "best swept configuration",
+        "s",
+        "auto chose",
+        "s (of it calibration)",
+        "auto/best",
+        "ok",
+        "without calibration",
+    ]
     body = [
         [
             s["scenario"],
             s["best"],
             f"{s['best_s']:.1f}",
             s["auto"],
-            f"{s['auto_s']:.1f}",
+            f"{s['auto_s']:.1f} ({s['calibration_s']:.1f})",
             f"{s['ratio']:.2f}",
             "yes" if s["within"] else "NO",
+            f"{s['ratio_calibrated_before']:.2f}",
         ]
         for s in summary
     ]
     text = accuracy._format(heads, body)
     hits = sum(s["within"] for s in summary)
+    later_hits = sum(s["within_calibrated_before"] for s in summary)
     text += (
         f"\nauto plan within {TARGET - 1:.0%} of the best swept configuration: {hits} of "
-        f"{len(summary)} scenarios (target: 4 of 5)"
+        f"{len(summary)} scenarios (target: 4 of 5); without the one-off calibration, as on "
+        f"a later fit on the same cluster: {later_hits} of {len(summary)}"
     )
     print("\n" + text)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

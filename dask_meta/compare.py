@@ -31,6 +31,7 @@ COLUMNS = [
     "peak_worker_memory_mib",
     "fits",
     "estimated_s",
+    "calibration_s",
 ]
 
 
@@ -133,7 +134,8 @@ def compare_plans(
     Columns: the plan and what it came to (``source``, ``threads_per_model`` and the two
     limits), ``wall_s``, ``efficiency``, ``peak_worker_memory_mib`` (the busiest worker's
     peak resident memory, sampled every ``interval`` seconds), ``fits`` and, for the auto
-    plan, the cost model's ``estimated_s``.
+    plan, the cost model's ``estimated_s`` and ``calibration_s``, the part of ``wall_s``
+    spent timing base models (0 when the cluster had timed them in an earlier fit).
     """
     client = resolve_client(learner.client)
     shape = cluster_shape(client)
@@ -172,6 +174,7 @@ def compare_plans(
                 "peak_worker_memory_mib": max(memory.peak.values(), default=0) / 2**20,
                 "fits": len(report),
                 "estimated_s": chosen.get("estimated_seconds"),
+                "calibration_s": chosen.get("calibration_seconds"),
             }
         )
     return pd.DataFrame(rows, columns=COLUMNS)

@@ -167,6 +167,8 @@ class PlanChoice:
     estimated_seconds: float | None = None
     candidates: tuple[Candidate, ...] = ()
     calibrations: tuple[Calibration, ...] = field(default_factory=tuple)
+    #: wall time of the calibration fits this fit ran (0 when it reused earlier ones)
+    calibration_seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -254,8 +256,12 @@ def choose(
     jobs: Sequence[PlannedJob],
     calibrations: dict[str, Calibration],
     shape: ClusterShape,
+    calibration_seconds: float = 0.0,
 ) -> PlanChoice:
-    """The auto plan: the fastest candidate whose fits fit in the workers' memory."""
+    """The auto plan: the fastest candidate whose fits fit in the workers' memory.
+
+    ``calibration_seconds``: how long this fit spent timing base models (reported).
+    """
     candidates = []
     for threads in range(1, shape.max_threads + 1):
         n_slots = slots(shape, threads)
@@ -276,7 +282,7 @@ def choose(
         (c for c in feasible if c.seconds <= fastest * 1.02),
         key=lambda c: (c.threads_per_model, c.seconds),
     )
-    reason = _reason(best, candidates, jobs, calibrations, shape)
+    reason = _reason(best, candidates, jobs, calibrations, shape, calibration_seconds)
     return PlanChoice(
         source=AUTO,
         threads_per_model=best.threads_per_model,
@@ -286,6 +292,7 @@ def choose(
         estimated_seconds=best.seconds,
         candidates=tuple(candidates),
         calibrations=tuple(calibrations.values()),
+        calibration_seconds=calibration_seconds,
     )
 
 
@@ -295,6 +302,7 @@ def _reason(
     jobs: Sequence[PlannedJob],
     calibrations: dict[str, Calibration],
     shape: ClusterShape,
+    calibration_seconds: float = 0.0,
 ) -> str:
     costs = "; ".join(
         f"{c.model}: {c.slope * 1e6:.2f} us/row + {c.intercept:.2f} s with 1 thread, "
@@ -310,9 +318,15 @@ def _reason(
         for c in candidates
     )
     limit = f", at most {best.max_in_flight} fits in flight (memory)" if best.max_in_flight else ""
+    timed = (
+        f" (timed in this fit: {calibration_seconds:.1f} s)"
+        if calibration_seconds
+        else " (reused from an earlier fit)"
+    )
     return (
         f"{len(jobs)} fits on {shape.total_threads} threads in {len(shape.workers)} workers; "
-        f"calibrated cost {costs or 'none (no local base models)'}; estimated wall time "
+        f"calibrated cost {costs or 'none (no local base models)'}"
+        f"{timed if costs else ''}; estimated wall time "
         f"{others}; chose {best.threads_per_model} thread(s) per model{limit}"
     )
 

@@ -265,6 +265,10 @@ def test_a_narrower_learner_reuses_the_calibration(one_by_two):
     (reused,) = narrow.fit_report_.attrs["plan"]["calibrations"]
     assert reused["seconds_1"] == pytest.approx(tuple(x * 3 / 4 for x in timed["seconds_1"]))
     assert reused["seconds_n"] == pytest.approx(timed["seconds_n"] * 3 / 4)
+    # the first fit spent wall time on the calibration and says so; the second spent none
+    first, second = wide.fit_report_.attrs["plan"], narrow.fit_report_.attrs["plan"]
+    assert first["calibration_seconds"] > 0 and second["calibration_seconds"] == 0
+    assert "timed in this fit" in first["reason"] and "reused" in second["reason"]
 
 
 def test_explicit_plan_threads_and_limits(one_by_two):
@@ -338,6 +342,9 @@ def test_compare_plans_table(one_by_two):
     assert table["efficiency"].between(0.01, 1.5).all()
     assert (table["peak_worker_memory_mib"] > 50).all()
     assert table["estimated_s"].notna().tolist() == [False, True, False, False, False]
+    # only the auto plan times base models, and never longer than its whole fit
+    assert (table["calibration_s"].drop(index=1) == 0).all()
+    assert 0 <= table.loc[1, "calibration_s"] < table.loc[1, "wall_s"]
     assert not hasattr(learner, "fit_report_") or learner.fit_report_ is None
     with pytest.raises(ValueError, match=r"sample must be None \(all rows\) or a fraction"):
         compare_plans(learner, X, y, w, plans=[None], sample=2)

@@ -1400,14 +1400,18 @@ class MetaLearner(ABC):
                         )
                     )
         calibrations: dict[str, Calibration] = {}
+        calibration_seconds = 0.0
         for name, (spec, job) in specs.items():
-            calibration = _calibration(run, name, spec, job, n_columns, shape)
+            start = time.perf_counter()
+            calibration, measured = _calibration(run, name, spec, job, n_columns, shape)
+            if measured:
+                calibration_seconds += time.perf_counter() - start
             if calibration is not None:
                 calibrations[name] = calibration
         if not planned:
             return None
         run.calibrations = calibrations
-        return choose(planned, calibrations, shape)
+        return choose(planned, calibrations, shape, calibration_seconds)
 
     def _derivation(self, run: FitRun, entry: ModelEntry) -> Derivation:
         """How a treatment model's target comes from nuisance predictions (X, R, DR)."""
@@ -2255,9 +2259,11 @@ def _model_name(factory: type, params: dict[str, Any]) -> str:
 
 def _calibration(
     run: FitRun, name: str, spec: Any, job: Job, n_columns: int, shape: ClusterShape
-) -> Calibration | None:
+) -> tuple[Calibration | None, bool]:
     """Time one base model (once per cluster and model, and again for a matrix more than
-    :data:`WIDTH_REUSE` times wider or narrower; later fits reuse it)."""
+    :data:`WIDTH_REUSE` times wider or narrower; later fits reuse it).
+
+    Returns the calibration and whether it was timed now (False: reused)."""
     key = (
         run.client.scheduler.address if run.client.scheduler else None,
         tuple((w.address, w.nthreads, w.threads_resource) for w in shape.workers),
@@ -2265,11 +2271,11 @@ def _calibration(
     )
     reused = _reused(_CALIBRATIONS.get(key, []), n_columns)
     if reused is not None:
-        return reused
+        return reused, False
     extra = list(job.extra_parts[:1]) if job.extra_parts else []
     measured = run.planner.calibrate(spec, run.parts[0], extra, CALIBRATION_ROWS, run.seed)
     if measured is None:
-        return None
+        return None, True
     rows, seconds_1, seconds_n, scale = measured
     calibration = Calibration(
         name,
@@ -2280,4 +2286,4 @@ def _calibration(
         float(scale),
     )
     _CALIBRATIONS.setdefault(key, []).append((n_columns, calibration))
-    return calibration
+    return calibration, True
