@@ -27,6 +27,10 @@ the caller); metalearners 0.13.0. dask-meta's DR-learner also runs with each flo
 ``--floors`` (default ``min_propensity=1e-3``, the level at which CausalML's propensities are
 clipped) beside its defaults (metalearners' floor of 1e-9); poor overlap (IHDP) makes
 unfloored AIPW terms explode.
+The T- and DR-learners' fits (``--mean-of-folds``) are scored a second time, as package
+``dask-meta oos_method=mean``: the same fit predicting every row, in-sample and held out, with
+the mean of its fold models, as CausalML's DR-learner averages its three rotated final models
+and EconML's and CausalML's T-learners predict in-sample with models that saw the row.
 
 Metrics per fit, on the training rows (in-sample: each package's estimate for the units it was
 fitted on; cross-fitted where the learner does so) and the held-out rows: sqrt(PEHE), the root
@@ -100,6 +104,19 @@ def floored_in(rows: list[dict]) -> list[str]:
     return sorted({r["package"] for r in rows if floor_of(r["package"]) is not None}, key=floor_of)
 
 
+#: the same dask-meta fit predicted as the mean of its fold models, in-sample and held out
+#: (``is_oos=True, oos_method="mean"``; ``--mean-of-folds``, default T and DR): a bagged
+#: final stage, as CausalML's DR-learner averages its three rotated models for every row,
+#: and in-sample estimates from models that saw the row, as EconML's and CausalML's T-learners
+MEAN_PACKAGE = "dask-meta oos_method=mean"
+
+
+def ours_in(rows: list[dict]) -> list[str]:
+    """dask-meta's packages among the rows: its defaults, then its variants."""
+    variants = [MEAN_PACKAGE] if any(r["package"] == MEAN_PACKAGE for r in rows) else []
+    return [PACKAGES[0], *floored_in(rows), *variants]
+
+
 DATASETS = ("ihdp_A", "ihdp_B", "acic16", "generated")
 ACIC_SETTINGS = tuple(f"acic16_{i}" for i in range(1, 11))
 
@@ -123,6 +140,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         default=[peers.PROPENSITY_CLIP],
         help="the DR-learner is also fitted with each of these min_propensity floors",
+    )
+    parser.add_argument(
+        "--mean-of-folds",
+        nargs="*",
+        default=["T", "DR"],
+        choices=LEARNERS,
+        help="these learners' dask-meta fits are also scored predicting with the mean of their "
+        "fold models (oos_method='mean'), in-sample and held out; no extra fit",
     )
     parser.add_argument("--threads", type=int, default=2, help="dask-meta: threads of its worker")
     parser.add_argument("--results", type=Path, default=RESULTS, help="where to write the JSON")
@@ -286,8 +311,14 @@ def make_learner(learner: str, base: str, seed: int, client, package: str = "das
     )
 
 
-def fit_dask_meta_small(job: dict, client) -> dict:
-    """A data set that fits in memory: pandas in, as a user would pass it."""
+def _mean_record(job: dict, record: dict, scores: dict) -> dict:
+    return {**record, "package": MEAN_PACKAGE, **scores}
+
+
+def fit_dask_meta_small(job: dict, client, mean_of_folds: bool) -> list[dict]:
+    """A data set that fits in memory: pandas in, as a user would pass it; with
+    ``mean_of_folds`` a second record, the same fit predicted with the mean of its fold
+    models."""
     import pandas as pd
 
     frame = pd.read_parquet(job["data"])
@@ -298,22 +329,27 @@ def fit_dask_meta_small(job: dict, client) -> dict:
     start = time.perf_counter()
     est.fit(train[features], train["y"], train["w"])
     fit_s = time.perf_counter() - start
+    truth_train, truth_test = train["cate"].to_numpy(), held["cate"].to_numpy()
     hat_train = np.asarray(est.predict(train[features], is_oos=False))[:, 0, 0]
     hat_test = np.asarray(est.predict(held[features], is_oos=True))[:, 0, 0]
-    return {
-        **job,
-        "fit_s": fit_s,
-        **peers.scores(train["cate"].to_numpy(), hat_train, held["cate"].to_numpy(), hat_test),
-    }
+    record = {**job, "fit_s": fit_s, **peers.scores(truth_train, hat_train, truth_test, hat_test)}
+    if not mean_of_folds:
+        return [record]
+    mean_train, mean_test = (
+        np.asarray(est.predict(frame[features], is_oos=True, oos_method="mean"))[:, 0, 0]
+        for frame in (train, held)
+    )
+    scores = peers.scores(truth_train, mean_train, truth_test, mean_test)
+    return [record, _mean_record(job, record, scores)]
 
 
 def _known(array) -> bool:
     return not any(np.isnan(c) for c in array.chunks[0])
 
 
-def fit_dask_meta_lazy(job: dict, client) -> dict:
-    """The generated data set: read lazily from parquet, scored by reductions on the cluster."""
-    import dask
+def fit_dask_meta_lazy(job: dict, client, mean_of_folds: bool) -> list[dict]:
+    """The generated data set: read lazily from parquet, scored by reductions on the cluster;
+    ``mean_of_folds`` as in :func:`fit_dask_meta_small`."""
     import dask.dataframe as dd
 
     ddf = dd.read_parquet(job["data"])
@@ -325,6 +361,21 @@ def fit_dask_meta_lazy(job: dict, client) -> dict:
     fit_s = time.perf_counter() - start
     hat_train = est.predict(train[features], is_oos=False)[:, 0, 0]
     hat_test = est.predict(held[features], is_oos=True)[:, 0, 0]
+    record = {**job, "fit_s": fit_s, **_lazy_scores(client, train, held, hat_train, hat_test)}
+    if not mean_of_folds:
+        return [record]
+    mean_train, mean_test = (
+        est.predict(frame[features], is_oos=True, oos_method="mean")[:, 0, 0]
+        for frame in (train, held)
+    )
+    scores = _lazy_scores(client, train, held, mean_train, mean_test)
+    return [record, _mean_record(job, record, scores)]
+
+
+def _lazy_scores(client, train, held, hat_train, hat_test) -> dict:
+    """sqrt(PEHE) in-sample and held out and the ATE error, as reductions on the cluster."""
+    import dask
+
     # one partition per file on both sides of each difference (dask-notes §2.5); the chunk
     # lengths are known on a side only where the prediction knows them (the held-out rows
     # are a filter of the files: their lengths are unknown until read)
@@ -339,13 +390,7 @@ def fit_dask_meta_lazy(job: dict, client) -> dict:
         ]
     )
     mse_in, mse_out, ate_diff = (float(f.result()) for f in sums)
-    return {
-        **job,
-        "fit_s": fit_s,
-        "pehe_in": mse_in**0.5,
-        "pehe_out": mse_out**0.5,
-        "ate_error": abs(ate_diff),
-    }
+    return {"pehe_in": mse_in**0.5, "pehe_out": mse_out**0.5, "ate_error": abs(ate_diff)}
 
 
 # --- the table --------------------------------------------------------------------------------
@@ -370,7 +415,7 @@ def summarise(results: list[dict]) -> list[dict]:
         for metric in ("pehe_in", "pehe_out", "ate_error", "fit_s"):
             row[metric], row[f"{metric}_se"] = mean_se([r[metric] for r in runs])
         rows.append(row)
-    names = (*DATASETS, *LEARNERS, "lgbm", "linear", PACKAGES[0], *floored_in(rows), *PACKAGES[1:])
+    names = (*DATASETS, *LEARNERS, "lgbm", "linear", *ours_in(rows), *PACKAGES[1:])
     order = {name: i for i, name in enumerate(names)}
     rows.sort(key=lambda r: tuple(order[r[k]] for k in ("dataset", "learner", "base", "package")))
     return rows
@@ -383,7 +428,7 @@ def verdicts(rows: list[dict]) -> list[dict]:
     cells: dict[tuple, dict[str, dict]] = defaultdict(dict)
     for r in rows:
         cells[(r["dataset"], r["learner"], r["base"])][r["package"]] = r
-    ours = [PACKAGES[0], *floored_in(rows)]
+    ours = ours_in(rows)
     for (dataset, learner, base), by_package in cells.items():
         others = [r for p, r in by_package.items() if p not in ours]
         for package in ours:
@@ -459,7 +504,9 @@ def print_table(rows: list[dict], checks: list[dict]) -> str:
             )
     lines += [_format(heads, body), ""]
     for package in dict.fromkeys(v["package"] for v in checks):
-        label = "defaults" if package == PACKAGES[0] else f"DR with {_label(package)}"
+        label = {PACKAGES[0]: "defaults", MEAN_PACKAGE: "the mean of its fold models"}.get(
+            package, f"DR with {_label(package)}"
+        )
         mine = [v for v in checks if v["package"] == package]
         ok = sum(v[m]["ok"] for v in mine for m in ("pehe_in", "pehe_out"))
         lines.append(
@@ -545,8 +592,14 @@ def main(argv: list[str] | None = None) -> int:
                     packages = [PACKAGES[0], *map(floored, floors)]
                     for package in packages:
                         one = {**job, "package": package}
-                        done = checkpoint.done.get(_fit_key(one))
-                        results.append(done or checkpoint.add(fit(one, client)))
+                        # the defaults' fit also gives the mean-of-folds record
+                        mean = package == PACKAGES[0] and learner in args.mean_of_folds
+                        wanted = [one, {**one, "package": MEAN_PACKAGE}] if mean else [one]
+                        done = [checkpoint.done.get(_fit_key(r)) for r in wanted]
+                        if all(done):
+                            results += done
+                        else:
+                            results += map(checkpoint.add, fit(one, client, mean))
             print(
                 f"[accuracy] dask-meta: {dataset} seed {seed} done "
                 f"({time.perf_counter() - started:.0f} s so far)",
