@@ -32,6 +32,7 @@ COLUMNS = [
     "fits",
     "estimated_s",
     "calibration_s",
+    "runs_s",
 ]
 
 
@@ -121,6 +122,7 @@ def compare_plans(
     random_state: int = 0,
     warm_up: bool = True,
     interval: float = 0.25,
+    repeats: int = 1,
 ) -> pd.DataFrame:
     """Fit ``learner``'s configuration once per plan on the same rows; one table row each.
 
@@ -129,13 +131,18 @@ def compare_plans(
     worker per model with one fit at a time). ``sample``: the fraction of rows to fit on
     (``None``: all). ``warm_up`` fits the first plan once, untimed, so that worker imports
     and first-call costs do not count against it. ``learner`` itself is not changed: each
-    plan fits a new learner built from ``learner.init_args``.
+    plan fits a new learner built from ``learner.init_args``. ``repeats``: fits per plan, one
+    after the other (the plans in turn within each round, so that a slow spell of the machine
+    does not fall on one plan's runs alone); each row is the plan's fastest run, and
+    ``runs_s`` holds every run's wall time, in order.
 
     Columns: the plan and what it came to (``source``, ``threads_per_model`` and the two
     limits), ``wall_s``, ``efficiency``, ``peak_worker_memory_mib`` (the busiest worker's
     peak resident memory, sampled every ``interval`` seconds), ``fits`` and, for the auto
     plan, the cost model's ``estimated_s`` and ``calibration_s``, the part of ``wall_s``
-    spent timing base models (0 when the cluster had timed them in an earlier fit).
+    spent timing base models (0 when the cluster had timed them in an earlier fit; with
+    ``repeats`` the auto plan's first run pays it and the later ones do not), and
+    ``runs_s``.
     """
     client = resolve_client(learner.client)
     shape = cluster_shape(client)
@@ -143,6 +150,8 @@ def compare_plans(
         plans = default_plans(shape.max_threads)
     if not plans:
         raise ValueError("plans is empty: give at least one plan to compare")
+    if isinstance(repeats, bool) or not isinstance(repeats, int | np.integer) or repeats < 1:
+        raise ValueError(f"repeats must be a whole number of fits per plan, >= 1, got {repeats!r}")
     for plan in plans:
         check_plan(plan)
     X, y, w = _sampled(X, y, w, sample, random_state)
@@ -154,27 +163,35 @@ def compare_plans(
 
     if warm_up:
         fitted(plans[0])
+    runs: list[list[dict]] = [[] for _ in plans]
+    for _ in range(repeats):
+        for i, plan in enumerate(plans):
+            runs[i].append(_timed_run(plan, fitted, client, interval, cores))
     rows = []
-    for plan in plans:
-        with _PeakMemory(client, interval) as memory:
-            start = time.perf_counter()
-            model = fitted(plan)
-            wall = time.perf_counter() - start
-        report = model.fit_report_
-        chosen = report.attrs.get("plan", {})
-        rows.append(
-            {
-                "plan": plan if isinstance(plan, str) else repr(plan),
-                "source": chosen.get("source"),
-                "threads_per_model": chosen.get("threads_per_model"),
-                "n_jobs_cross_fitting": chosen.get("n_jobs_cross_fitting"),
-                "n_jobs_base_learners": chosen.get("n_jobs_base_learners"),
-                "wall_s": wall,
-                "efficiency": parallel_efficiency(report, cores, wall),
-                "peak_worker_memory_mib": max(memory.peak.values(), default=0) / 2**20,
-                "fits": len(report),
-                "estimated_s": chosen.get("estimated_seconds"),
-                "calibration_s": chosen.get("calibration_seconds"),
-            }
-        )
+    for plan_runs in runs:
+        fastest = min(plan_runs, key=lambda r: r["wall_s"])
+        rows.append({**fastest, "runs_s": [r["wall_s"] for r in plan_runs]})
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _timed_run(plan: Any, fitted: Any, client: Any, interval: float, cores: int) -> dict:
+    """One fit under ``plan``: its table row (without ``runs_s``)."""
+    with _PeakMemory(client, interval) as memory:
+        start = time.perf_counter()
+        model = fitted(plan)
+        wall = time.perf_counter() - start
+    report = model.fit_report_
+    chosen = report.attrs.get("plan", {})
+    return {
+        "plan": plan if isinstance(plan, str) else repr(plan),
+        "source": chosen.get("source"),
+        "threads_per_model": chosen.get("threads_per_model"),
+        "n_jobs_cross_fitting": chosen.get("n_jobs_cross_fitting"),
+        "n_jobs_base_learners": chosen.get("n_jobs_base_learners"),
+        "wall_s": wall,
+        "efficiency": parallel_efficiency(report, cores, wall),
+        "peak_worker_memory_mib": max(memory.peak.values(), default=0) / 2**20,
+        "fits": len(report),
+        "estimated_s": chosen.get("estimated_seconds"),
+        "calibration_s": chosen.get("calibration_seconds"),
+    }

@@ -350,3 +350,17 @@ def test_compare_plans_table(one_by_two):
         compare_plans(learner, X, y, w, plans=[None], sample=2)
     with pytest.raises(ValueError, match="plan must be None"):
         compare_plans(learner, X, y, w, plans=["fastest"])
+
+
+def test_compare_plans_repeats_keep_each_plans_fastest_run(one_by_two):
+    X, y, w, _ = _frames(n=2_000)
+    learner = _dr(one_by_two, None)
+    one = Plan(threads_per_model=1)
+    table = compare_plans(learner, X, y, w, plans=[one, "auto"], repeats=3, warm_up=False)
+    assert list(table["source"]) == ["explicit", "auto"]
+    for _, row in table.iterrows():
+        assert len(row["runs_s"]) == 3
+        assert row["wall_s"] == min(row["runs_s"])
+    for bad in (0, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="repeats must be a whole number of fits per plan"):
+            compare_plans(learner, X, y, w, plans=[one], repeats=bad)
