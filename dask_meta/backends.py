@@ -20,11 +20,14 @@ so it pickles by reference and can be tested without a cluster.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import operator
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,6 +83,33 @@ def thread_param_name(factory: type, params: dict[str, Any]) -> str | None:
         if name in accepted:
             return name
     return None
+
+
+def fit_params_with_threads(
+    factory: type, params: dict[str, Any], thread_param: str | None, threads: int
+) -> dict[str, Any]:
+    """A model's params for a fit with ``threads`` threads (run under ``threadpool_limits``).
+
+    LightGBM keeps one thread count for its whole process: the last positive ``num_threads``
+    any of its calls was given, used from then on by every call from every thread (fits,
+    predictions, the model's pickling). Fits with different counts side by side, or a
+    prediction beside a fit, change each other's threads, and OpenMP pools grow on threads
+    that should run one. ``num_threads=0`` leaves that count unset: each call then uses its
+    own thread's OpenMP setting, which ``threadpool_limits`` sets for the fit and the
+    worker's environment (``OMP_NUM_THREADS=1``) sets everywhere else. ``n_jobs`` keeps the
+    threads the fit was given, for the reader of the model's params.
+    """
+    out = dict(params)
+    if thread_param is not None:
+        out[thread_param] = threads
+    if factory.__module__.startswith("lightgbm") and factory.__name__ in (
+        "LGBMRegressor",
+        "LGBMClassifier",
+        "LGBMRanker",
+        "LGBMModel",
+    ):
+        out["num_threads"] = 0
+    return out
 
 
 LOCAL = "local"
@@ -237,6 +267,67 @@ class FitResult:
     classes: np.ndarray | None = None
 
 
+# --- native thread pools: multi-threaded fits keep to a few OS threads --------------------
+#
+# OpenMP (libgomp, which LightGBM and XGBoost use) gives every OS thread that starts a
+# parallel region a pool of its own. Once a worker's task threads have each started one, the
+# process holds more OpenMP threads than the machine has cores, libgomp throttles its spin
+# waits, and every multi-threaded fit of the process slows down for good: 2-thread LightGBM
+# on 200k rows takes 2.0 to 3.7 s instead of 1.2 s after a second task thread has run one
+# (1 x 2-thread worker, measured). Multi-threaded work therefore runs on a pool of
+# ``worker threads // threads`` OS threads kept for it, never on the task threads themselves,
+# so the OpenMP threads never outnumber the worker's threads.
+
+_native_lock = threading.Lock()
+_native_pool: tuple[int, ThreadPoolExecutor] | None = None
+#: on a native pool's thread: its ``threads`` and the worker's ``worker_threads``
+_native_local = threading.local()
+
+
+def _worker_threads() -> int:
+    """The threads of the worker this runs on (of the machine outside a worker)."""
+    known = getattr(_native_local, "worker_threads", None)
+    if known is not None:
+        return int(known)
+    try:
+        from distributed import get_worker
+
+        return int(get_worker().state.nthreads)
+    except (ValueError, AttributeError):
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+
+
+def on_threads(threads: int, fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)``, run on an OS thread kept for ``threads``-thread native work.
+
+    One-thread work, and work asking for the threads of the native thread it is called
+    from, runs in the calling thread. The task thread waits (it holds the ``threads``
+    resource meanwhile); exceptions propagate as they are.
+    """
+    if threads <= 1 or threads == getattr(_native_local, "threads", None):
+        return fn(*args)
+    global _native_pool
+    worker_threads = _worker_threads()
+    with _native_lock:
+        if _native_pool is None or _native_pool[0] != threads:
+            if _native_pool is not None:
+                # its threads end once their work is done, and their OpenMP pools with them
+                _native_pool[1].shutdown(wait=False)
+            slots = max(1, worker_threads // threads)
+            _native_pool = (
+                threads,
+                ThreadPoolExecutor(slots, thread_name_prefix=f"dask-meta-{threads}-threads"),
+            )
+        pool = _native_pool[1]
+    return pool.submit(_run_native, threads, worker_threads, fn, args).result()
+
+
+def _run_native(threads: int, worker_threads: int, fn: Callable[..., Any], args: tuple) -> Any:
+    _native_local.threads = threads
+    _native_local.worker_threads = worker_threads
+    return fn(*args)
+
+
 def _current_worker() -> str | None:
     try:
         from distributed import get_worker
@@ -283,6 +374,12 @@ def fit_local(spec: FitSpec, n_parts: int, *parts: pd.DataFrame) -> FitResult:
     partitions of derived columns.
     """
     start = time.time()
+    model, n_rows = on_threads(spec.threads, _fit_local, spec, n_parts, parts)
+    classes = np.asarray(model.classes_) if spec.is_classifier else None
+    return FitResult(model, n_rows, _current_worker(), start, time.time(), classes)
+
+
+def _fit_local(spec: FitSpec, n_parts: int, parts: Sequence[pd.DataFrame]) -> tuple[Any, int]:
     if spec.bins is not None:
         main = list(parts[:n_parts])
         with _bins_lock:
@@ -299,9 +396,7 @@ def fit_local(spec: FitSpec, n_parts: int, *parts: pd.DataFrame) -> FitResult:
                 f"no training rows for {spec.factory.__name__} (target {spec.target}): the "
                 "selection of rows for this model is empty"
             )
-        model = fit_binned(spec, whole, keep, template=parts[0].iloc[:0])
-        classes = np.asarray(model.classes_) if spec.is_classifier else None
-        return FitResult(model, int(keep.sum()), _current_worker(), start, time.time(), classes)
+        return fit_binned(spec, whole, keep, template=parts[0].iloc[:0]), int(keep.sum())
     frame = gather_rows(spec.rows, parts[:n_parts], parts[n_parts:])
     if len(frame) == 0:
         raise ValueError(
@@ -309,13 +404,10 @@ def fit_local(spec: FitSpec, n_parts: int, *parts: pd.DataFrame) -> FitResult:
             "selection of rows for this model is empty"
         )
     X, y, fit_params = _training_arrays(spec, frame)
-    params = dict(spec.params)
-    if spec.thread_param is not None:
-        params[spec.thread_param] = spec.threads
+    params = fit_params_with_threads(spec.factory, spec.params, spec.thread_param, spec.threads)
     with threadpool_limits(limits=spec.threads):
         model = spec.factory(**params).fit(X, y, **fit_params)
-    classes = np.asarray(model.classes_) if spec.is_classifier else None
-    return FitResult(model, len(frame), _current_worker(), start, time.time(), classes)
+    return model, len(frame)
 
 
 def _training_arrays(spec: FitSpec, frame: pd.DataFrame) -> tuple[Any, np.ndarray, dict[str, Any]]:
@@ -361,11 +453,11 @@ def calibration_params(factory: type, params: dict[str, Any]) -> tuple[dict[str,
 
 def calibrate_fit(
     spec: FitSpec, sizes: tuple[int, int], threads: int, seed: int, part: pd.DataFrame, *extra
-) -> tuple[tuple[int, int], tuple[float, float], float, float] | None:
+) -> tuple[tuple[int, int], tuple[float, float], tuple[float, float], float] | None:
     """Time the base model on a sample of one partition (runs on a worker, holding it whole).
 
-    Two fits with one thread on ``sizes`` rows (fewer if the partition's selection is
-    smaller) and one with ``threads`` threads on the larger sample; tree ensembles grow
+    Fits with one thread and with ``threads`` threads on ``sizes`` rows each (fewer if the
+    partition's selection is smaller); tree ensembles grow
     fewer rounds and their times are scaled (:func:`calibration_params`), the factor is
     returned last. ``None`` if the sample cannot be fitted (one class only, say): the cost
     model then goes without this model.
@@ -381,9 +473,7 @@ def calibrate_fit(
     def timed(rows: int, n_threads: int) -> float:
         take = np.sort(order[:rows])
         X_rows = X.iloc[take] if hasattr(X, "iloc") else X[take]
-        params = dict(timed_params)
-        if spec.thread_param is not None:
-            params[spec.thread_param] = n_threads
+        params = fit_params_with_threads(spec.factory, timed_params, spec.thread_param, n_threads)
         kwargs = {
             name: (value[take] if name in per_row else value) for name, value in fit_params.items()
         }
@@ -394,9 +484,14 @@ def calibrate_fit(
 
     small, large = (min(s, len(frame)) for s in sizes)
     try:
-        timed(min(small, 1_000), 1)  # imports and first-call costs stay out of the timings
+        # imports and first-call costs (an OpenMP pool's start) stay out of the timings
+        timed(min(small, 1_000), 1)
         seconds_1 = (timed(small, 1), timed(large, 1))
-        seconds_n = timed(large, threads) if threads > 1 else seconds_1[1]
+        seconds_n = seconds_1
+        if threads > 1:
+            # where the fits will run: on the native pool's thread (see on_threads)
+            on_threads(threads, timed, min(small, 1_000), threads)
+            seconds_n = tuple(on_threads(threads, timed, rows, threads) for rows in (small, large))
     except Exception:
         return None
     return (small, large), seconds_1, seconds_n, scale
@@ -470,8 +565,6 @@ def drop_bins(token: str) -> int:
 
 def _binned_dataset(spec: FitSpec, frame: pd.DataFrame) -> Any:
     """This worker's binned Dataset of the whole training frame, built once per fit."""
-    import lightgbm
-
     assert spec.bins is not None
     with _bins_lock:
         dataset = _bins.get(spec.bins)
@@ -481,15 +574,19 @@ def _binned_dataset(spec: FitSpec, frame: pd.DataFrame) -> Any:
                 for k, v in spec.factory(**spec.params)._process_params(stage="predict").items()
                 if k not in ("objective", "metric", "num_class")
             }
-            params["num_threads"] = spec.threads
-            with threadpool_limits(limits=spec.threads):
-                dataset = lightgbm.Dataset(
-                    spec.design.matrix(frame),
-                    label=np.zeros(len(frame)),
-                    params=params,
-                ).construct()
+            params["num_threads"] = 0  # the thread's OpenMP setting: see fit_params_with_threads
+            # with all the worker's threads: the worker's other fits of this data wait for it
+            threads = max(spec.threads, _worker_threads())
+            dataset = on_threads(threads, _construct, spec.design.matrix(frame), params, threads)
             _bins[spec.bins] = dataset
     return dataset
+
+
+def _construct(X: Any, params: dict[str, Any], threads: int) -> Any:
+    import lightgbm
+
+    with threadpool_limits(limits=threads):
+        return lightgbm.Dataset(X, label=np.zeros(len(X)), params=params).construct()
 
 
 def _shared_dataset_switch(real: Callable[..., Any]) -> Callable[..., Any]:
@@ -545,9 +642,7 @@ def fit_binned(
     fit_params = dict(spec.fit_params)
     for name, column in spec.row_params.items():
         fit_params[name] = frame[column].to_numpy()[positions]
-    params = dict(spec.params)
-    if spec.thread_param is not None:
-        params[spec.thread_param] = spec.threads
+    params = fit_params_with_threads(spec.factory, spec.params, spec.thread_param, spec.threads)
     model = spec.factory(**params)
     with threadpool_limits(limits=spec.threads):
         subset = dataset.subset(positions).construct()
@@ -603,8 +698,7 @@ def stream_step(
     frame = gather_rows(spec.rows, [part], extra)
     if len(frame):
         X, y, fit_params = _training_arrays(spec, frame)
-        with threadpool_limits(limits=spec.threads):
-            state.model.partial_fit(X, y, **fit_params)
+        on_threads(spec.threads, _partial_fit, spec, state.model, X, y, fit_params)
         state.n_rows += len(frame)
         if spec.is_classifier:
             state.classes.update(np.unique(y).tolist())
@@ -620,6 +714,11 @@ def stream_step(
     return FitResult(
         state.model, state.n_rows, _current_worker(), state.start, time.time(), classes
     )
+
+
+def _partial_fit(spec: FitSpec, model: Any, X: Any, y: np.ndarray, fit_params: dict) -> None:
+    with threadpool_limits(limits=spec.threads):
+        model.partial_fit(X, y, **fit_params)
 
 
 def fused_stream_step(
@@ -961,6 +1060,28 @@ def predict_block(
     see it. The other rows (all rows when ``fold_ids`` is None) are out-of-sample and use
     ``oos_method``: the overall model, or the mean or median of the fold models.
     """
+    # one thread: prediction tasks run one per partition on every worker thread (models
+    # fitted with several threads would oversubscribe the cores and grow OpenMP pools on
+    # task threads, see on_threads); predictions do not depend on the thread count.
+    # threadpool_limits costs ~5 ms a call: only for models that run threads of their own.
+    threaded = any(
+        type(m).__module__.startswith(_THREADED_MODULES) for m in [*fold_models, overall_model]
+    )
+    with threadpool_limits(limits=1) if threaded else contextlib.nullcontext():
+        return _predict_block(
+            fold_models, overall_model, X, fold_ids, method, oos_method, n_outputs
+        )
+
+
+def _predict_block(
+    fold_models: Sequence[Any],
+    overall_model: Any,
+    X: Any,
+    fold_ids: np.ndarray | None,
+    method: str,
+    oos_method: str,
+    n_outputs: int,
+) -> np.ndarray:
     n = len(X)
     out = np.empty((n, n_outputs))
     if fold_ids is None:

@@ -10,9 +10,11 @@ argument makes that choice:
     beyond the fit call's ``n_jobs_*`` arguments.
 ``"auto"``
     A cost model. Each base-model class is timed on a small calibration fit on one worker
-    (a sample of the first training partition, at two sizes with one thread and at the
-    largest size with all of the worker's threads; tree ensembles grow 20 of their
-    ``n_estimators`` and the times are scaled up): seconds = (a + b x rows) / speedup(t).
+    (a sample of the first training partition, at two sizes with one thread and with all of
+    the worker's threads; tree ensembles grow 20 of their ``n_estimators`` and the times are
+    scaled up): seconds = (a + b x rows) / speedup(t, rows), where the speedup at the
+    worker's threads is the ratio of the two fitted lines at that row count (threads speed
+    up the per-row part of a fit, not its fixed cost), interpolated linearly in t.
     Every candidate (threads per model from 1 to a worker's threads, and, when the fits
     would not fit in the workers' memory side by side, a cap on the fits in flight) is
     scored by simulating the fit: the jobs of each stage placed longest-first on the
@@ -99,7 +101,14 @@ def check_plan(plan: Any) -> None:
 
 @dataclass(frozen=True)
 class Calibration:
-    """Timed fits of one base-model class: the cost model's input for that class."""
+    """Timed fits of one base model: the cost model's input for that model.
+
+    ``seconds_1``: one thread at the two sizes ``rows``; ``seconds_n``: ``threads`` threads
+    at the larger size and ``seconds_n_small`` (when timed) at the smaller one. Threads
+    speed up the part of a fit that grows with its rows, not its fixed cost, so the speedup
+    is worked out per row count from both lines (the larger size's alone without the
+    smaller one's time).
+    """
 
     model: str
     rows: tuple[int, int]
@@ -108,29 +117,40 @@ class Calibration:
     seconds_n: float
     #: the times are those of fewer boosting rounds, multiplied by this (1: timed as given)
     rounds_scale: float = 1.0
+    seconds_n_small: float | None = None
+
+    @staticmethod
+    def _line(rows: tuple[int, int], seconds: tuple[float, float]) -> tuple[float, float]:
+        """Intercept and seconds per row through the two timed sizes."""
+        (r0, r1), (s0, s1) = rows, seconds
+        slope = s1 / max(r1, 1) if r1 <= r0 else max((s1 - s0) / (r1 - r0), 0.0)
+        return max(s0 - slope * r0, 0.0), slope
 
     @property
     def slope(self) -> float:
         """Seconds per training row with one thread."""
-        (r0, r1), (s0, s1) = self.rows, self.seconds_1
-        if r1 <= r0:
-            return s1 / max(r1, 1)
-        return max((s1 - s0) / (r1 - r0), 0.0)
+        return self._line(self.rows, self.seconds_1)[1]
 
     @property
     def intercept(self) -> float:
-        return max(self.seconds_1[0] - self.slope * self.rows[0], 0.0)
+        return self._line(self.rows, self.seconds_1)[0]
 
-    def speedup(self, threads: int) -> float:
-        """Measured speedup at ``self.threads``, interpolated linearly below it."""
+    def speedup(self, threads: int, rows: int | None = None) -> float:
+        """Speedup at ``threads`` (interpolated linearly below the timed threads) for a fit
+        of ``rows`` rows (the larger timed size when None)."""
         if self.threads <= 1 or threads <= 1:
             return 1.0
-        top = min(max(self.seconds_1[1] / max(self.seconds_n, 1e-9), 1.0), float(self.threads))
+        if rows is None or self.seconds_n_small is None:
+            top = self.seconds_1[1] / max(self.seconds_n, 1e-9)
+        else:
+            a, b = self._line(self.rows, (self.seconds_n_small, self.seconds_n))
+            top = (self.intercept + self.slope * rows) / max(a + b * rows, 1e-9)
+        top = min(max(top, 1.0), float(self.threads))
         share = (min(threads, self.threads) - 1) / (self.threads - 1)
         return 1.0 + (top - 1.0) * share
 
     def seconds(self, rows: int, threads: int) -> float:
-        return (self.intercept + self.slope * rows) / self.speedup(threads)
+        return (self.intercept + self.slope * rows) / self.speedup(threads, rows)
 
 
 @dataclass(frozen=True)
@@ -304,9 +324,18 @@ def _reason(
     shape: ClusterShape,
     calibration_seconds: float = 0.0,
 ) -> str:
+    largest = {
+        c.model: max((j.rows for j in jobs if j.model == c.model), default=0)
+        for c in calibrations.values()
+    }
     costs = "; ".join(
         f"{c.model}: {c.slope * 1e6:.2f} us/row + {c.intercept:.2f} s with 1 thread, "
-        f"speedup {c.speedup(c.threads):.2f} at {c.threads} threads"
+        f"speedup {c.speedup(c.threads):.2f} at {c.threads} threads on {c.rows[1]} rows"
+        + (
+            f", {c.speedup(c.threads, largest[c.model]):.2f} on {largest[c.model]}"
+            if c.seconds_n_small is not None and largest[c.model]
+            else ""
+        )
         + (f" (timed with 1/{c.rounds_scale:g} of its rounds)" if c.rounds_scale != 1 else "")
         for c in calibrations.values()
     )

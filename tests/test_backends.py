@@ -32,7 +32,9 @@ from dask_meta.backends import (
     STREAM,
     _one_part_per_worker,
     backend_of,
+    fit_params_with_threads,
     lightgbm_float32,
+    on_threads,
     stream_order,
 )
 from dask_meta.cluster import cluster_shape
@@ -630,3 +632,43 @@ def test_collection_fit_on_parquet_whose_projections_fuse_differently(client, tm
     overall = learner.fit_report_.query("fold == 'overall'").sort_values("ordinal")
     assert overall["rows"].tolist() == [int((w == k).sum()) for k in range(3)]
     assert learner.predict(data[features], is_oos=False).compute().shape == (4_000, 2, 1)
+
+
+# --- native threads ----------------------------------------------------------------------------
+
+
+def test_multi_threaded_work_runs_on_one_kept_thread_per_thread_count():
+    """OpenMP gives every OS thread that starts a parallel region a pool of its own; work
+    of several threads therefore runs on threads kept for it, the same ones every time, and
+    one-thread work stays in the calling thread."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    here = threading.get_ident()
+    assert on_threads(1, threading.get_ident) == here
+    with ThreadPoolExecutor(2) as callers:  # two task threads, as on a 1 x 2 worker
+        kept = set(callers.map(lambda _: on_threads(2, threading.get_ident), range(6)))
+    assert len(kept) == 1 and here not in kept
+    # nested: work asking for the threads it already runs on does not wait on itself
+    assert on_threads(2, on_threads, 2, threading.get_ident) in kept
+
+    def fails():
+        raise RuntimeError("raised on the kept thread")
+
+    with pytest.raises(RuntimeError, match="raised on the kept thread"):
+        on_threads(2, fails)
+
+
+def test_lightgbm_fits_take_their_threads_from_the_thread_not_the_process():
+    """LightGBM keeps the last positive num_threads of any call for its whole process;
+    num_threads=0 makes each call follow its own thread's OpenMP setting. n_jobs keeps the
+    fit's threads; models without threads of their own are left alone."""
+    lgbm = fit_params_with_threads(LGBMRegressor, {"n_estimators": 5}, "n_jobs", 2)
+    assert lgbm == {"n_estimators": 5, "n_jobs": 2, "num_threads": 0}
+    assert fit_params_with_threads(LGBMClassifier, {"num_threads": 4}, "num_threads", 2) == {
+        "num_threads": 0
+    }
+    assert fit_params_with_threads(LinearRegression, {}, None, 2) == {}
+    from xgboost import XGBRegressor
+
+    assert fit_params_with_threads(XGBRegressor, {}, "n_jobs", 2) == {"n_jobs": 2}

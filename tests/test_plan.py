@@ -60,6 +60,25 @@ def test_calibration_line_and_speedup():
     assert slow.speedup(2) == 1.0
 
 
+def test_speedup_grows_with_the_rows_when_both_sizes_were_timed_with_threads():
+    """Threads speed up the per-row part of a fit, not its fixed cost: with 2 threads timed
+    at both sizes (0.5 s fixed + 0.5 ms per row), a fit of many rows gains more than the
+    timed ones did."""
+    cal = Calibration("M", (1000, 5000), (2.0, 6.0), 2, 3.0, seconds_n_small=1.0)
+    assert cal.speedup(2) == pytest.approx(2.0)  # the larger timed size, as before
+    assert cal.speedup(2, 1000) == pytest.approx(2.0 / 1.0)
+    assert cal.speedup(2, 100_000) == pytest.approx(101.0 / 50.5)
+    assert cal.seconds(100_000, 2) == pytest.approx(50.5)
+    # the fixed cost grows with threads: small fits gain nothing, large ones do
+    startup = Calibration("M", (1000, 5000), (2.0, 6.0), 2, 4.0, seconds_n_small=2.5)
+    assert startup.speedup(2, 1000) == 1.0
+    assert startup.speedup(2, 10_000) == pytest.approx(11.0 / (2.125 + 0.375 * 10))
+    # never more than the threads, never below one
+    assert Calibration("M", (1000, 5000), (2.0, 6.0), 2, 0.1, seconds_n_small=0.01).speedup(
+        2, 10**6
+    ) == pytest.approx(2.0)
+
+
 def test_tree_ensembles_are_timed_with_fewer_rounds_and_scaled():
     from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestRegressor
 
@@ -205,6 +224,7 @@ def test_auto_plan_is_stated_and_followed(one_by_two):
     assert any(n.startswith("LGBMClassifier(") for n in names)
     for c in plan["calibrations"]:
         assert c["threads"] == 2 and all(s > 0 for s in c["seconds_1"]) and c["seconds_n"] > 0
+        assert c["seconds_n_small"] > 0  # both sizes timed with the worker's threads
         assert c["rounds_scale"] == 1.0  # 20 trees: timed as given
     assert [c["threads_per_model"] for c in plan["candidates"]] == [1, 2]
     assert plan["estimated_seconds"] > 0
@@ -265,6 +285,7 @@ def test_a_narrower_learner_reuses_the_calibration(one_by_two):
     (reused,) = narrow.fit_report_.attrs["plan"]["calibrations"]
     assert reused["seconds_1"] == pytest.approx(tuple(x * 3 / 4 for x in timed["seconds_1"]))
     assert reused["seconds_n"] == pytest.approx(timed["seconds_n"] * 3 / 4)
+    assert reused["seconds_n_small"] == pytest.approx(timed["seconds_n_small"] * 3 / 4)
     # the first fit spent wall time on the calibration and says so; the second spent none
     first, second = wide.fit_report_.attrs["plan"], narrow.fit_report_.attrs["plan"]
     assert first["calibration_seconds"] > 0 and second["calibration_seconds"] == 0
@@ -284,6 +305,29 @@ def test_explicit_plan_threads_and_limits(one_by_two):
     for _, stage in report.groupby("stage"):
         rows = stage.sort_values("start")
         assert (rows["start"].to_numpy()[1:] >= rows["end"].to_numpy()[:-1] - 1e-3).all()
+
+
+def test_lightgbm_fold_models_follow_the_plans_threads_and_predict_alike(one_by_two):
+    """Fitted with 2 threads per model (on the kept thread) and with 1: the models carry
+    num_threads=0 and n_jobs of their fit, and predict the same CATE."""
+    X, y, w, _ = _frames(n=3_000)
+    cates = []
+    for threads in (1, 2):
+        learner = TLearner(
+            False,
+            2,
+            LGBMRegressor,
+            nuisance_model_params={"n_estimators": 10, "verbose": -1, "deterministic": True},
+            n_folds=2,
+            random_state=0,
+            client=one_by_two,
+            plan=Plan(threads_per_model=threads),
+        ).fit(X, y, w)
+        assert set(learner.fit_report_["threads"]) == {threads}
+        model = learner._nuisance_models["variant_outcome_model"][0]._overall_estimator
+        assert model.get_params()["num_threads"] == 0 and model.get_params()["n_jobs"] == threads
+        cates.append(np.asarray(learner.predict(X, is_oos=False)))
+    np.testing.assert_allclose(cates[0], cates[1], rtol=0, atol=1e-12)
 
 
 def test_fit_arguments_and_model_params_win_over_the_plan(one_by_two):

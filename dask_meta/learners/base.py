@@ -2248,6 +2248,9 @@ def _reused(timed: list[tuple[int, Calibration]], n_columns: int) -> Calibration
         calibration,
         seconds_1=(calibration.seconds_1[0] * factor, calibration.seconds_1[1] * factor),
         seconds_n=calibration.seconds_n * factor,
+        seconds_n_small=(
+            None if calibration.seconds_n_small is None else calibration.seconds_n_small * factor
+        ),
     )
 
 
@@ -2282,8 +2285,9 @@ def _calibration(
         (int(rows[0]), int(rows[1])),
         (float(seconds_1[0]), float(seconds_1[1])),
         shape.max_threads,
-        float(seconds_n),
+        float(seconds_n[1]),
         float(scale),
+        float(seconds_n[0]),
     )
     _CALIBRATIONS.setdefault(key, []).append((n_columns, calibration))
     return calibration, True
