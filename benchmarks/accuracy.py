@@ -311,14 +311,25 @@ def make_learner(learner: str, base: str, seed: int, client, package: str = "das
     )
 
 
-def _mean_record(job: dict, record: dict, scores: dict) -> dict:
-    return {**record, "package": MEAN_PACKAGE, **scores}
+def _records(job: dict, est, fit_s: float, X_train, X_held, mean_of_folds: bool, score) -> list:
+    """The fit's record and, with ``mean_of_folds``, a second one: the same fit predicting
+    every row with the mean of its fold models (package :data:`MEAN_PACKAGE`, no extra fit).
+
+    ``score`` takes the ``(in-sample, held-out)`` prediction pairs and returns their scores,
+    one dict per pair, computed together."""
+    pairs = [(est.predict(X_train, is_oos=False), est.predict(X_held, is_oos=True))]
+    if mean_of_folds:
+        pairs.append(
+            tuple(est.predict(X, is_oos=True, oos_method="mean") for X in (X_train, X_held))
+        )
+    scored = score([(a[:, 0, 0], b[:, 0, 0]) for a, b in pairs])
+    packages = [job["package"], MEAN_PACKAGE][: len(scored)]
+    return [{**job, "package": p, "fit_s": fit_s, **s} for p, s in zip(packages, scored)]
 
 
 def fit_dask_meta_small(job: dict, client, mean_of_folds: bool) -> list[dict]:
-    """A data set that fits in memory: pandas in, as a user would pass it; with
-    ``mean_of_folds`` a second record, the same fit predicted with the mean of its fold
-    models."""
+    """A data set that fits in memory: pandas in, as a user would pass it (``mean_of_folds``:
+    see :func:`_records`)."""
     import pandas as pd
 
     frame = pd.read_parquet(job["data"])
@@ -330,17 +341,13 @@ def fit_dask_meta_small(job: dict, client, mean_of_folds: bool) -> list[dict]:
     est.fit(train[features], train["y"], train["w"])
     fit_s = time.perf_counter() - start
     truth_train, truth_test = train["cate"].to_numpy(), held["cate"].to_numpy()
-    hat_train = np.asarray(est.predict(train[features], is_oos=False))[:, 0, 0]
-    hat_test = np.asarray(est.predict(held[features], is_oos=True))[:, 0, 0]
-    record = {**job, "fit_s": fit_s, **peers.scores(truth_train, hat_train, truth_test, hat_test)}
-    if not mean_of_folds:
-        return [record]
-    mean_train, mean_test = (
-        np.asarray(est.predict(frame[features], is_oos=True, oos_method="mean"))[:, 0, 0]
-        for frame in (train, held)
-    )
-    scores = peers.scores(truth_train, mean_train, truth_test, mean_test)
-    return [record, _mean_record(job, record, scores)]
+
+    def score(pairs: list) -> list[dict]:
+        return [
+            peers.scores(truth_train, np.asarray(a), truth_test, np.asarray(b)) for a, b in pairs
+        ]
+
+    return _records(job, est, fit_s, train[features], held[features], mean_of_folds, score)
 
 
 def _known(array) -> bool:
@@ -348,8 +355,8 @@ def _known(array) -> bool:
 
 
 def fit_dask_meta_lazy(job: dict, client, mean_of_folds: bool) -> list[dict]:
-    """The generated data set: read lazily from parquet, scored by reductions on the cluster;
-    ``mean_of_folds`` as in :func:`fit_dask_meta_small`."""
+    """The generated data set: read lazily from parquet, scored by reductions on the cluster
+    (``mean_of_folds``: see :func:`_records`)."""
     import dask.dataframe as dd
 
     ddf = dd.read_parquet(job["data"])
@@ -359,38 +366,37 @@ def fit_dask_meta_lazy(job: dict, client, mean_of_folds: bool) -> list[dict]:
     start = time.perf_counter()
     est.fit(train[features], train["y"], train["w"])
     fit_s = time.perf_counter() - start
-    hat_train = est.predict(train[features], is_oos=False)[:, 0, 0]
-    hat_test = est.predict(held[features], is_oos=True)[:, 0, 0]
-    record = {**job, "fit_s": fit_s, **_lazy_scores(client, train, held, hat_train, hat_test)}
-    if not mean_of_folds:
-        return [record]
-    mean_train, mean_test = (
-        est.predict(frame[features], is_oos=True, oos_method="mean")[:, 0, 0]
-        for frame in (train, held)
-    )
-    scores = _lazy_scores(client, train, held, mean_train, mean_test)
-    return [record, _mean_record(job, record, scores)]
+
+    def score(pairs: list) -> list[dict]:
+        return _lazy_scores(client, train, held, pairs)
+
+    return _records(job, est, fit_s, train[features], held[features], mean_of_folds, score)
 
 
-def _lazy_scores(client, train, held, hat_train, hat_test) -> dict:
-    """sqrt(PEHE) in-sample and held out and the ATE error, as reductions on the cluster."""
+def _lazy_scores(client, train, held, pairs: list) -> list[dict]:
+    """sqrt(PEHE) in-sample and held out and the ATE error of each ``(in-sample, held-out)``
+    prediction pair, as reductions on the cluster, in one computation (one read of the
+    files for all pairs)."""
     import dask
 
-    # one partition per file on both sides of each difference (dask-notes §2.5); the chunk
-    # lengths are known on a side only where the prediction knows them (the held-out rows
-    # are a filter of the files: their lengths are unknown until read)
-    with dask.config.set({"optimization.tune.active": False}):
-        cate_train = train["cate"].to_dask_array(lengths=_known(hat_train) or None)
-        cate_test = held["cate"].to_dask_array(lengths=_known(hat_test) or None)
-    sums = client.compute(
-        [
+    reductions = []
+    for hat_train, hat_test in pairs:
+        # one partition per file on both sides of each difference (dask-notes §2.5); the
+        # chunk lengths are known on a side only where the prediction knows them (the
+        # held-out rows are a filter of the files: their lengths are unknown until read)
+        with dask.config.set({"optimization.tune.active": False}):
+            cate_train = train["cate"].to_dask_array(lengths=_known(hat_train) or None)
+            cate_test = held["cate"].to_dask_array(lengths=_known(hat_test) or None)
+        reductions += [
             ((hat_train - cate_train) ** 2).mean(),
             ((hat_test - cate_test) ** 2).mean(),
             hat_train.mean() - cate_train.mean(),
         ]
-    )
-    mse_in, mse_out, ate_diff = (float(f.result()) for f in sums)
-    return {"pehe_in": mse_in**0.5, "pehe_out": mse_out**0.5, "ate_error": abs(ate_diff)}
+    values = [float(v) for v in client.compute(reductions, sync=True)]
+    return [
+        {"pehe_in": mse_in**0.5, "pehe_out": mse_out**0.5, "ate_error": abs(ate_diff)}
+        for mse_in, mse_out, ate_diff in zip(values[::3], values[1::3], values[2::3])
+    ]
 
 
 # --- the table --------------------------------------------------------------------------------

@@ -57,6 +57,8 @@ from _cluster import local_client, machine_load  # noqa: E402
 RESULTS = HERE / "results" / "peers.json"
 PACKAGES = ("dask-meta", "metalearners", "econml", "causalml")
 MATCHED = "dask-meta, peers' folds"
+#: dask-meta's package name in the results, per ``--configs`` value
+OURS = {"default": "dask-meta", "peers-folds": MATCHED}
 #: per learner, the folds of each model kind that EconML and CausalML use (``None``: the
 #: benchmark's ``--folds``); fitted with ``synchronize_cross_fitting=False``
 PEERS_FOLDS: dict[str, dict[str, int | None]] = {
@@ -95,6 +97,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="dask-meta's folds: metalearners' (default) and the peers'",
     )
     parser.add_argument("--results", type=Path, default=RESULTS, help="where to write the JSON")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the fits of an earlier run with the same --results (dask-meta's from its "
+        "JSON, the peers' from its checkpoint) and run only the others",
+    )
     return parser.parse_args(argv)
 
 
@@ -134,7 +142,7 @@ def fit_dask_meta(
     rmse = [float(m) ** 0.5 for m in mse]
     report = est.fit_report_
     return {
-        "package": "dask-meta" if config == "default" else MATCHED,
+        "package": OURS[config],
         "learner": learner,
         "fit_s": fit_s,
         "pehe_in": float(sum(mse) / len(mse)) ** 0.5,
@@ -207,6 +215,13 @@ def main(argv: list[str] | None = None) -> int:
 
     cores = len(os.sched_getaffinity(0))
     results: list[dict] = []
+    if args.resume and args.results.exists():
+        results = [
+            r
+            for r in json.loads(args.results.read_text())["results"]
+            if r["package"] in OURS.values()
+        ]
+    checkpoint = accuracy.Checkpoint(args.results, args.resume)
     with tempfile.TemporaryDirectory(prefix="dask-meta-peers-") as tmp_name:
         tmp = Path(tmp_name)
         for n in args.rows:
@@ -216,6 +231,11 @@ def main(argv: list[str] | None = None) -> int:
                 data.to_parquet(path, write_index=False)
                 for learner in args.learners:
                     for config in args.configs:
+                        if any(
+                            (r["rows"], r["learner"], r["package"]) == (n, learner, OURS[config])
+                            for r in results
+                        ):
+                            continue  # --resume: fitted in the earlier run
                         r = fit_dask_meta(args, client, path, learner, config)
                         results.append({**r, "rows": n})
                         print(
@@ -228,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
                 jobs = [
                     {
                         "data": str(path),
-                        "dataset": "generated",
+                        "dataset": f"generated-{n}",  # the checkpoint's key: one per size
                         "rows": n,
                         "seed": args.seed,
                         "learner": learner,
@@ -238,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
                     }
                     for learner in args.learners
                 ]
-                results += accuracy.run_peer(pythons[package], jobs, tmp)
+                results += accuracy.run_peer(pythons[package], jobs, tmp, checkpoint)
                 save(args, cores, load, results)
 
     text = save(args, cores, load, results)

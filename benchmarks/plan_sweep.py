@@ -136,22 +136,14 @@ def main(argv: list[str] | None = None) -> int:
             plans = [*swept_plans(cores), "auto"]
             table = compare_plans(learner, X, ddf["y"], ddf["w"], plans=plans, repeats=args.repeats)
             table.insert(0, "configuration", [label(r) for _, r in table.iterrows()])
-            runs = table["runs_s"].map(lambda r: " ".join(f"{x:.1f}" for x in r))
             title = (
                 f"scenario {number}: {name}-learner, {rows:,} rows, {variants} variants, "
                 f"{folds} folds, {base_name}"
             )
-            shown = table[
-                [
-                    "configuration",
-                    "wall_s",
-                    "calibration_s",
-                    "efficiency",
-                    "peak_worker_memory_mib",
-                    "runs_s",
-                ]
-            ]
-            shown = shown.assign(runs_s=runs)
+            columns = ["configuration", "wall_s", "calibration_s", "efficiency"]
+            shown = table[[*columns, "peak_worker_memory_mib"]].assign(
+                runs_s=table["runs_s"].map(lambda r: " ".join(f"{x:.1f}" for x in r))
+            )
             tables.append(f"{title}\n{shown.to_string(index=False, float_format='%.2f')}")
             print(tables[-1], flush=True)
             swept = table[table["source"] != "auto"]

@@ -457,9 +457,9 @@ def calibrate_fit(
     """Time the base model on a sample of one partition (runs on a worker, holding it whole).
 
     Fits with one thread and with ``threads`` threads on ``sizes`` rows each (fewer if the
-    partition's selection is smaller); tree ensembles grow
-    fewer rounds and their times are scaled (:func:`calibration_params`), the factor is
-    returned last. ``None`` if the sample cannot be fitted (one class only, say): the cost
+    partition's selection is smaller; the larger size the faster of two fits); tree
+    ensembles grow fewer rounds and their times are scaled (:func:`calibration_params`), the
+    factor is returned last. ``None`` if the sample cannot be fitted (one class only, say): the cost
     model then goes without this model.
     """
     frame = gather_rows(spec.rows, [part], list(extra))
@@ -482,16 +482,23 @@ def calibrate_fit(
             spec.factory(**params).fit(X_rows, y[take], **kwargs)
         return scale * (time.perf_counter() - start)
 
+    def fastest(rows: int, n_threads: int) -> float:
+        # the larger size's times set the per-row cost and the speedup: the faster of two
+        return min(timed(rows, n_threads), timed(rows, n_threads))
+
     small, large = (min(s, len(frame)) for s in sizes)
     try:
         # imports and first-call costs (an OpenMP pool's start) stay out of the timings
         timed(min(small, 1_000), 1)
-        seconds_1 = (timed(small, 1), timed(large, 1))
+        seconds_1 = (timed(small, 1), fastest(large, 1))
         seconds_n = seconds_1
         if threads > 1:
             # where the fits will run: on the native pool's thread (see on_threads)
             on_threads(threads, timed, min(small, 1_000), threads)
-            seconds_n = tuple(on_threads(threads, timed, rows, threads) for rows in (small, large))
+            seconds_n = (
+                on_threads(threads, timed, small, threads),
+                on_threads(threads, fastest, large, threads),
+            )
     except Exception:
         return None
     return (small, large), seconds_1, seconds_n, scale
@@ -575,11 +582,27 @@ def _binned_dataset(spec: FitSpec, frame: pd.DataFrame) -> Any:
                 if k not in ("objective", "metric", "num_class")
             }
             params["num_threads"] = 0  # the thread's OpenMP setting: see fit_params_with_threads
-            # with all the worker's threads: the worker's other fits of this data wait for it
-            threads = max(spec.threads, _worker_threads())
+            threads = _bins_threads(spec.threads)
             dataset = on_threads(threads, _construct, spec.design.matrix(frame), params, threads)
             _bins[spec.bins] = dataset
     return dataset
+
+
+def _bins_threads(threads: int) -> int:
+    """Threads to build a shared binned Dataset with, from a fit of ``threads`` threads.
+
+    All of the worker's, when its fits hold ``threads`` resources: the worker's other fits
+    of this data wait for the Dataset, their threads idle, and no fit holds the kept thread
+    of the worker's whole thread count (it would hold all of them). Without resources a
+    fit could hold that thread and wait for this Dataset: the fit's own threads then.
+    """
+    with contextlib.suppress(ValueError, AttributeError):  # not on a worker
+        from distributed import get_worker
+
+        state = get_worker().state
+        if state.total_resources.get("threads") == state.nthreads:
+            return max(threads, int(state.nthreads))
+    return threads
 
 
 def _construct(X: Any, params: dict[str, Any], threads: int) -> Any:

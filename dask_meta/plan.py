@@ -41,7 +41,8 @@ from dask_meta.cluster import ClusterShape
 
 AUTO = "auto"
 
-#: rows of the two one-thread calibration fits (fewer when the partition is smaller)
+#: rows of the calibration fits, each size timed with one thread and with a worker's threads
+#: (fewer rows when the partition is smaller)
 CALIBRATION_ROWS = (5_000, 20_000)
 #: share of a worker's memory limit that the fits in flight on it may take
 MEMORY_SHARE = 0.5
