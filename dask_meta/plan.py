@@ -105,10 +105,9 @@ class Calibration:
     """Timed fits of one base model: the cost model's input for that model.
 
     ``seconds_1``: one thread at the two sizes ``rows``; ``seconds_n``: ``threads`` threads
-    at the larger size and ``seconds_n_small`` (when timed) at the smaller one. Threads
-    speed up the part of a fit that grows with its rows, not its fixed cost, so the speedup
-    is worked out per row count from both lines (the larger size's alone without the
-    smaller one's time).
+    at the larger size and ``seconds_n_small`` (when timed, reported) at the smaller one.
+    Threads speed up the part of a fit that grows with its rows, not its fixed cost, so the
+    speedup is worked out per row count (:meth:`speedup`).
     """
 
     model: str
@@ -138,14 +137,32 @@ class Calibration:
 
     def speedup(self, threads: int, rows: int | None = None) -> float:
         """Speedup at ``threads`` (interpolated linearly below the timed threads) for a fit
-        of ``rows`` rows (the larger timed size when None)."""
+        of ``rows`` rows (the larger timed size when None).
+
+        Threads speed up the part of a fit that grows with its rows, not its fixed cost
+        (Amdahl): the one-thread line's intercept stays serial, and its per-row part at the
+        larger timed size ran ``p`` times faster with the worker's threads, so a fit of
+        ``rows`` rows takes ``a + b x rows / p``. Fits larger than the timed ones gain more,
+        and at least what the larger timed size gained. (A line through the two many-thread
+        times instead would turn a tenth of a second of noise in fits of a few thousand rows
+        into a slowdown at a million rows; the two sizes' times are also what the one-thread
+        line is drawn through.)
+        """
         if self.threads <= 1 or threads <= 1:
             return 1.0
+        measured = self.seconds_1[1] / max(self.seconds_n, 1e-9)
         if rows is None or self.seconds_n_small is None:
-            top = self.seconds_1[1] / max(self.seconds_n, 1e-9)
+            # the larger size's speedup at every size (a calibration that timed only that)
+            top = measured
         else:
-            a, b = self._line(self.rows, (self.seconds_n_small, self.seconds_n))
-            top = (self.intercept + self.slope * rows) / max(a + b * rows, 1e-9)
+            a, b = self.intercept, self.slope
+            per_row_1 = b * self.rows[1]
+            per_row_n = self.seconds_n - a
+            p = per_row_1 / per_row_n if per_row_n > 0 and per_row_1 > 0 else self.threads
+            p = min(max(p, 1.0), float(self.threads))
+            top = (a + b * rows) / max(a + b * rows / p, 1e-9)
+            if rows >= self.rows[1]:
+                top = max(top, measured)
         top = min(max(top, 1.0), float(self.threads))
         share = (min(threads, self.threads) - 1) / (self.threads - 1)
         return 1.0 + (top - 1.0) * share
@@ -174,6 +191,15 @@ class Candidate:
     max_in_flight: int | None
     seconds: float
     memory_ok: bool
+    #: model kinds whose fits get other threads than ``threads_per_model``
+    threads_by_kind: tuple[tuple[str, int], ...] = ()
+
+    def describe(self) -> str:
+        text = f"{self.threads_per_model} thread{'s' if self.threads_per_model > 1 else ''}"
+        text += "".join(f", {kind} {t}" for kind, t in self.threads_by_kind)
+        if self.max_in_flight:
+            text += f" x at most {self.max_in_flight} in flight"
+        return text
 
 
 @dataclass(frozen=True)
@@ -190,6 +216,8 @@ class PlanChoice:
     calibrations: tuple[Calibration, ...] = field(default_factory=tuple)
     #: wall time of the calibration fits this fit ran (0 when it reused earlier ones)
     calibration_seconds: float = 0.0
+    #: model kinds whose fits get other threads than ``threads_per_model`` (auto plan)
+    threads_by_kind: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -203,11 +231,15 @@ class PlanChoice:
 
 def slots(shape: ClusterShape, threads: int) -> int:
     """Fits of ``threads`` threads that the cluster runs side by side."""
-    per_worker = [
-        int((w.threads_resource if w.threads_resource is not None else w.nthreads) // threads)
+    return max(sum(c // threads for c in _capacities(shape)), 1)
+
+
+def _capacities(shape: ClusterShape) -> list[int]:
+    """Each worker's threads for fits (its ``threads`` resource where declared)."""
+    return [
+        int(w.threads_resource if w.threads_resource is not None else w.nthreads)
         for w in shape.workers
-    ]
-    return max(sum(per_worker), 1)
+    ] or [1]
 
 
 def job_threads(job: PlannedJob, threads: int, shape: ClusterShape) -> int:
@@ -222,34 +254,53 @@ def simulate(
     shape: ClusterShape,
     threads: int,
     max_in_flight: int | None = None,
+    threads_by_kind: dict[str, int] | None = None,
 ) -> float:
-    """Estimated wall time: each stage's jobs longest-first on the free slots, in turn.
+    """Estimated wall time: each stage's jobs longest-first, in turn.
 
-    Treatment-stage jobs wait for the nuisance stage here (the planner starts them earlier,
-    as soon as their own inputs are done), which overestimates every candidate alike.
+    Each job starts where its threads are free first, never before a job ahead of it (a
+    worker runs its queued fits in order: a fit waiting for two threads holds back the
+    one-thread fits behind it), and with at most ``max_in_flight`` fits at once. A job gets
+    ``threads_by_kind`` of its model kind, else ``threads``. Treatment-stage jobs wait for
+    the nuisance stage here (the planner starts them earlier, as soon as their own inputs
+    are done), which overestimates every candidate alike.
     """
-    n_slots = slots(shape, threads)
-    if max_in_flight is not None:
-        n_slots = max(min(n_slots, max_in_flight), 1)
-    free = [0.0] * n_slots
+    by_kind = threads_by_kind or {}
+    capacities = _capacities(shape)
+    free = [[0.0] * max(c, 1) for c in capacities]
     for stage in dict.fromkeys(j.stage for j in jobs):
-        durations = sorted(
-            (
-                calibrations[j.model].seconds(j.rows, job_threads(j, threads, shape))
+        start = max(max(f) for f in free)
+        free = [[start] * len(f) for f in free]
+        timed = []
+        for j in jobs:
+            if j.stage != stage:
+                continue
+            t = job_threads(j, by_kind.get(j.group[1], threads), shape)
+            seconds = (
+                calibrations[j.model].seconds(j.rows, t)
                 if j.model in calibrations
                 else float(j.rows)
-                for j in jobs
-                if j.stage == stage
-            ),
-            reverse=True,
-        )
-        start = max(free)
-        heap = [start] * n_slots
-        for d in durations:
-            t = heapq.heappop(heap)
-            heapq.heappush(heap, t + d)
-        free = [max(heap)] * n_slots
-    return max(free)
+            )
+            timed.append((seconds, t))
+        running: list[float] = []  # end times of the fits in flight
+        for seconds, t in sorted(timed, reverse=True):
+            fitting = [i for i, c in enumerate(capacities) if c >= t] or [
+                capacities.index(max(capacities))
+            ]
+            ready, worker = min(
+                (max(sorted(free[i])[min(t, len(free[i])) - 1], start), i) for i in fitting
+            )
+            if max_in_flight is not None:
+                running = sorted(e for e in running if e > ready)
+                while len(running) >= max_in_flight:
+                    ready = max(ready, running.pop(0))
+                    running = [e for e in running if e > ready]
+            own = sorted(free[worker])
+            need = min(t, len(own))
+            free[worker] = [ready + seconds] * need + own[need:]
+            running.append(ready + seconds)
+            start = ready  # the next job does not start before this one
+    return max(max(f) for f in free)
 
 
 def memory_per_fit(job: PlannedJob) -> float:
@@ -296,12 +347,15 @@ def choose(
             candidates.append(Candidate(threads, cap, seconds, ok))
             if ok:
                 break
+    if candidates[0].memory_ok and candidates[0].max_in_flight is None:
+        candidates += _mixed_candidates(jobs, calibrations, shape)
     feasible = [c for c in candidates if c.memory_ok] or candidates
-    # fastest; within 2% of it, fewer threads per model (better parallel efficiency)
+    # fastest; within 2% of it, fewer threads (better parallel efficiency): one per model,
+    # then one per model but for some kinds, then more per model
     fastest = min(c.seconds for c in feasible)
     best = min(
         (c for c in feasible if c.seconds <= fastest * 1.02),
-        key=lambda c: (c.threads_per_model, c.seconds),
+        key=lambda c: (c.threads_per_model, len(c.threads_by_kind), c.seconds),
     )
     reason = _reason(best, candidates, jobs, calibrations, shape, calibration_seconds)
     return PlanChoice(
@@ -314,7 +368,39 @@ def choose(
         candidates=tuple(candidates),
         calibrations=tuple(calibrations.values()),
         calibration_seconds=calibration_seconds,
+        threads_by_kind=dict(best.threads_by_kind),
     )
+
+
+def _mixed_candidates(
+    jobs: Sequence[PlannedJob], calibrations: dict[str, Calibration], shape: ClusterShape
+) -> list[Candidate]:
+    """One thread per model, but more for the model kinds with the longest fits.
+
+    A stage whose longest fit (a multi-class propensity model on every row, say) takes
+    longer than the others together leaves threads idle at its end with one thread per
+    model, and runs its short fits one after the other with a whole worker each. The kinds
+    are taken longest fit first, one more at a time, each prefix at 2, 4, ... threads up to
+    a worker's.
+    """
+    longest: dict[str, float] = {}
+    for j in jobs:
+        if j.fixed_threads is not None:
+            continue
+        seconds = (
+            calibrations[j.model].seconds(j.rows, 1) if j.model in calibrations else float(j.rows)
+        )
+        longest[j.group[1]] = max(longest.get(j.group[1], 0.0), seconds)
+    kinds = sorted(longest, key=lambda k: (-longest[k], k))
+    options = sorted({t for t in (2**i for i in range(1, 12)) if t < shape.max_threads})
+    options.append(shape.max_threads)
+    out = []
+    for n_kinds in range(1, len(kinds)):  # every kind: a uniform candidate already
+        for t in (t for t in options if t > 1):
+            by_kind = {k: t for k in kinds[:n_kinds]}
+            seconds = simulate(jobs, calibrations, shape, 1, None, by_kind)
+            out.append(Candidate(1, None, seconds, True, tuple(sorted(by_kind.items()))))
+    return out
 
 
 def _reason(
@@ -341,13 +427,11 @@ def _reason(
         for c in calibrations.values()
     )
     others = ", ".join(
-        f"{c.threads_per_model} thread{'s' if c.threads_per_model > 1 else ''}"
-        + (f" x at most {c.max_in_flight} in flight" if c.max_in_flight else "")
-        + f": {c.seconds:.1f} s"
-        + ("" if c.memory_ok else " (too much memory)")
+        f"{c.describe()}: {c.seconds:.1f} s" + ("" if c.memory_ok else " (too much memory)")
         for c in candidates
     )
     limit = f", at most {best.max_in_flight} fits in flight (memory)" if best.max_in_flight else ""
+    kinds = "".join(f", {t} for the {kind}" for kind, t in best.threads_by_kind)
     timed = (
         f" (timed in this fit: {calibration_seconds:.1f} s)"
         if calibration_seconds
@@ -357,7 +441,7 @@ def _reason(
         f"{len(jobs)} fits on {shape.total_threads} threads in {len(shape.workers)} workers; "
         f"calibrated cost {costs or 'none (no local base models)'}"
         f"{timed if costs else ''}; estimated wall time "
-        f"{others}; chose {best.threads_per_model} thread(s) per model{limit}"
+        f"{others}; chose {best.threads_per_model} thread(s) per model{kinds}{limit}"
     )
 
 

@@ -286,13 +286,20 @@ class Planner:
         """
         token = new_token()
         out: list[Any] = []
+        # one thread each, ahead of every fit: a prediction beside a fit that holds all of a
+        # worker's threads would oversubscribe its cores (and slow the fit's OpenMP threads
+        # for good), and the treatment fits waiting for it should not wait for unrelated fits
+        placement: dict[str, Any] = {"priority": DERIVE_PRIORITY}
+        if self.shape is not None and self.shape.declares_threads:
+            placement["resources"] = {THREADS: 1}
         with span(self.label, "derive", name):
             for i, args in enumerate(zip(*columns, strict=True)):
                 key = f"dask_meta-{_words(name)}-{i}-{token}"
                 if any(isinstance(a, Delayed) for a in args):
                     out.append(dask.delayed(func, pure=True)(*args, **kwargs, dask_key_name=key))
                 else:
-                    out.append(self.client.submit(func, *args, key=key, **kwargs))
+                    # kwargs may hold futures: submit resolves them (a partial would not)
+                    out.append(self.client.submit(func, *args, key=key, **placement, **kwargs))
         self._owned.extend(f for f in out if isinstance(f, Future))
         return out
 
@@ -656,6 +663,10 @@ def _priority(job: Job) -> tuple[bool, float, str, int, int]:
     runs, instead of holding up the fits it does wait for."""
     fold = -1 if job.fold is None else job.fold
     return (not job.blocks, -_expected(job), job.kind, job.ordinal, fold)
+
+
+#: scheduler priority of the per-partition predictions and derived targets: above every fit
+DERIVE_PRIORITY = 10**14
 
 
 def _scheduler_priority(job: Job) -> int:

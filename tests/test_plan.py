@@ -60,23 +60,34 @@ def test_calibration_line_and_speedup():
     assert slow.speedup(2) == 1.0
 
 
-def test_speedup_grows_with_the_rows_when_both_sizes_were_timed_with_threads():
-    """Threads speed up the per-row part of a fit, not its fixed cost: with 2 threads timed
-    at both sizes (0.5 s fixed + 0.5 ms per row), a fit of many rows gains more than the
-    timed ones did."""
-    cal = Calibration("M", (1000, 5000), (2.0, 6.0), 2, 3.0, seconds_n_small=1.0)
-    assert cal.speedup(2) == pytest.approx(2.0)  # the larger timed size, as before
-    assert cal.speedup(2, 1000) == pytest.approx(2.0 / 1.0)
-    assert cal.speedup(2, 100_000) == pytest.approx(101.0 / 50.5)
-    assert cal.seconds(100_000, 2) == pytest.approx(50.5)
-    # the fixed cost grows with threads: small fits gain nothing, large ones do
-    startup = Calibration("M", (1000, 5000), (2.0, 6.0), 2, 4.0, seconds_n_small=2.5)
-    assert startup.speedup(2, 1000) == 1.0
-    assert startup.speedup(2, 10_000) == pytest.approx(11.0 / (2.125 + 0.375 * 10))
+def test_speedup_grows_with_the_rows_as_only_the_per_row_part_runs_on_threads():
+    """Amdahl: 1 s fixed + 1 ms per row with one thread (2 s at 1,000 rows, 6 s at 5,000);
+    with 2 threads 3.5 s at 5,000 rows, so the per-row part (5 s) ran in 2.5 s: p = 2."""
+    cal = Calibration("M", (1000, 5000), (2.0, 6.0), 2, 3.5, seconds_n_small=1.6)
+    assert cal.speedup(2) == pytest.approx(6.0 / 3.5)  # the larger timed size, as measured
+    assert cal.speedup(2, 5000) == pytest.approx(6.0 / 3.5)
+    assert cal.speedup(2, 1000) == pytest.approx(2.0 / 1.5)  # smaller fits gain less
+    assert cal.speedup(2, 10**6) == pytest.approx(1001.0 / 501.0)  # larger ones more
+    assert cal.seconds(10**6, 2) == pytest.approx(501.0)
+    # the per-row part ran 1.6x faster: so will a million rows' (and the fixed second not)
+    slow = Calibration("M", (1000, 5000), (2.0, 6.0), 2, 1.0 + 5.0 / 1.6, seconds_n_small=1.7)
+    assert slow.speedup(2, 10**6) == pytest.approx(1001.0 / (1.0 + 1000.0 / 1.6))
     # never more than the threads, never below one
-    assert Calibration("M", (1000, 5000), (2.0, 6.0), 2, 0.1, seconds_n_small=0.01).speedup(
-        2, 10**6
-    ) == pytest.approx(2.0)
+    for seconds_n, speedup in ((0.1, 2.0), (9.0, 1.0)):
+        cal = Calibration("M", (1000, 5000), (2.0, 6.0), 2, seconds_n, seconds_n_small=1.0)
+        assert cal.speedup(2, 10**6) == speedup
+
+
+def test_a_noisy_small_many_thread_time_does_not_change_the_speedup():
+    """Only the larger size's many-thread time counts: a line through both many-thread
+    times (here 1.0 s, where the others say 1.3 s) would predict 1.33x at a million rows,
+    below the 1.5x the larger timed size gained."""
+    noisy = Calibration("M", (1000, 5000), (2.0, 6.0), 2, 4.0, seconds_n_small=1.0)
+    quiet = Calibration("M", (1000, 5000), (2.0, 6.0), 2, 4.0, seconds_n_small=1.3)
+    assert noisy.speedup(2) == pytest.approx(1.5)
+    assert noisy.speedup(2, 10**6) == quiet.speedup(2, 10**6)
+    # p = 5 / 3: a million rows take 1 + 1000 / (5 / 3) s
+    assert noisy.speedup(2, 10**6) == pytest.approx(1001.0 / 601.0)
 
 
 def test_tree_ensembles_are_timed_with_fewer_rounds_and_scaled():
@@ -119,6 +130,47 @@ def test_choose_prefers_a_whole_worker_only_where_the_tail_pays():
     assert "chose 1 thread(s) per model" in many.reason
     assert "M: 1000.00 us/row + 1.00 s with 1 thread, speedup 1.80 at 2 threads" in many.reason
     assert [c.threads_per_model for c in many.candidates] == [1, 2]
+
+
+def _kind(kind, n, rows, stage="nuisance"):
+    return [PlannedJob(stage, (stage, kind, i), rows, "M", 10) for i in range(n)]
+
+
+def test_simulation_gives_kinds_their_own_threads_and_keeps_the_queue_order():
+    cal = {"M": CAL}
+    shape = _shape(1, 2)
+    # a 28 s fit (27,000 rows) and four 4 s ones (3,000 rows) with one thread each
+    jobs = _kind("p", 1, 27_000) + _kind("m", 4, 3_000)
+    assert simulate(jobs, cal, shape, 1) == pytest.approx(28.0)
+    assert simulate(jobs, cal, shape, 2) == pytest.approx(44.0 / 1.8)
+    # the long fit on both threads first, then the short ones side by side
+    assert simulate(jobs, cal, shape, 1, threads_by_kind={"p": 2}) == pytest.approx(
+        28.0 / 1.8 + 8.0
+    )
+    # a 2-thread fit queued behind a 10 s one-thread fit waits for both threads; the
+    # one-thread fit behind it does not start before it either
+    queued = _kind("m", 1, 9_000) + _kind("p", 1, 8_000) + _kind("s", 1, 1_000)
+    by_kind = {"p": 2}
+    assert simulate(queued, cal, shape, 1, threads_by_kind=by_kind) == pytest.approx(
+        10.0 + 5.0 + 2.0
+    )
+
+
+def test_choose_gives_the_kind_of_the_longest_fit_a_whole_worker_where_that_pays():
+    cal = {"M": CAL}
+    choice = choose(_kind("p", 1, 27_000) + _kind("m", 4, 3_000), cal, _shape(1, 2))
+    assert choice.threads_per_model == 1 and choice.threads_by_kind == {"p": 2}
+    assert choice.estimated_seconds == pytest.approx(28.0 / 1.8 + 8.0)
+    assert [(c.threads_per_model, c.threads_by_kind) for c in choice.candidates] == [
+        (1, ()),
+        (2, ()),
+        (1, (("p", 2),)),
+    ]
+    assert "1 thread, p 2: 23.6 s" in choice.reason
+    assert choice.reason.endswith("chose 1 thread(s) per model, 2 for the p")
+    # many fits of every kind: one thread each packs the cores, no kind needs more
+    even = choose(_kind("p", 4, 9_000) + _kind("m", 4, 9_000), cal, _shape(1, 2))
+    assert even.threads_per_model == 1 and even.threads_by_kind == {}
 
 
 def test_choose_caps_fits_in_flight_when_memory_is_short():
@@ -217,8 +269,11 @@ def test_auto_plan_is_stated_and_followed(one_by_two):
     assert plan["source"] == "auto"
     chosen = plan["threads_per_model"]
     assert chosen in (1, 2)
-    # every model whose params leave the threads unset got the chosen count
-    assert set(report["threads"]) == {chosen}
+    by_kind = plan["threads_by_kind"]
+    assert set(by_kind) <= {"variant_outcome_model", "propensity_model", "treatment_model"}
+    assert not by_kind or (chosen == 1 and set(by_kind.values()) == {2})
+    # every model whose params leave the threads unset got the chosen count (its kind's)
+    assert report["threads"].tolist() == [by_kind.get(k, chosen) for k in report["model_kind"]]
     names = {c["model"] for c in plan["calibrations"]}
     assert any(n.startswith("LGBMRegressor(") for n in names)
     assert any(n.startswith("LGBMClassifier(") for n in names)
@@ -226,7 +281,9 @@ def test_auto_plan_is_stated_and_followed(one_by_two):
         assert c["threads"] == 2 and all(s > 0 for s in c["seconds_1"]) and c["seconds_n"] > 0
         assert c["seconds_n_small"] > 0  # both sizes timed with the worker's threads
         assert c["rounds_scale"] == 1.0  # 20 trees: timed as given
-    assert [c["threads_per_model"] for c in plan["candidates"]] == [1, 2]
+    # one and two threads per model, then one but two for the kinds with the longest fits
+    assert [c["threads_per_model"] for c in plan["candidates"]] == [1, 2, 1, 1]
+    assert [len(c["threads_by_kind"]) for c in plan["candidates"]] == [0, 0, 1, 2]
     assert plan["estimated_seconds"] > 0
     assert f"chose {chosen} thread(s) per model" in plan["reason"]
     # the same numbers as an explicit plan with the same threads

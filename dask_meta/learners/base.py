@@ -339,6 +339,8 @@ class FitRun:
     n_jobs_total: int = 0
     #: threads of models whose params leave them unset (the plan's choice)
     plan_threads: int = 1
+    #: model kinds whose fits get other threads than ``plan_threads`` (the auto plan's)
+    plan_threads_by_kind: dict[str, int] = field(default_factory=dict)
     plan_choice: PlanChoice | None = None
     #: the auto plan's calibrations by model name (job ordering by expected seconds)
     calibrations: dict[str, Calibration] = field(default_factory=dict)
@@ -351,6 +353,10 @@ class FitRun:
     @property
     def n_rows(self) -> int:
         return sum(s.n for s in self.stats)
+
+    def threads_of(self, kind: str) -> int:
+        """The plan's threads for fits of a model kind whose params leave them unset."""
+        return self.plan_threads_by_kind.get(kind, self.plan_threads)
 
 
 def _stats_classes(stats: Sequence[PartitionStats]) -> dict[int, set]:
@@ -1269,7 +1275,9 @@ class MetaLearner(ABC):
                 if requested_threads(cfe.estimator_params) is None:
                     for job in cfe_jobs:
                         if job.backend != COLLECTION:
-                            job.spec = dataclasses.replace(job.spec, threads=run.plan_threads)
+                            job.spec = dataclasses.replace(
+                                job.spec, threads=run.threads_of(job.kind)
+                            )
                 _weigh(run, cfe, cfe_jobs)
         self._run_owners = owners
         deferred = self._treatment_plan(run, entries, owners, jobs)
@@ -1320,6 +1328,7 @@ class MetaLearner(ABC):
             )
             run.planner.limits = Limits(*limits)
             run.plan_threads = int(choice.threads_per_model or 1)
+            run.plan_threads_by_kind = dict(choice.threads_by_kind)
             run.plan_choice = dataclasses.replace(
                 choice, n_jobs_cross_fitting=limits[0], n_jobs_base_learners=limits[1]
             )
@@ -1606,7 +1615,7 @@ class MetaLearner(ABC):
             threads = (
                 resolve_threads(requested, shape, run.n_jobs_total, f"the {entry.kind} model")
                 if requested is not None
-                else run.plan_threads
+                else run.threads_of(entry.kind)
             )
         fit_params = dict(run.static_params[(stage, entry.kind)])
         classes = None
