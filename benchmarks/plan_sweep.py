@@ -100,15 +100,12 @@ def swept_plans(max_threads: int) -> list:
 
 
 def label(row) -> str:
-    if row["source"] == "auto":
-        return (
-            f"auto -> {row['threads_per_model']} thread(s), cf={row['n_jobs_cross_fitting']}, "
-            f"bl={row['n_jobs_base_learners']}"
-        )
-    return (
-        f"{row['threads_per_model']} thread(s), cf={row['n_jobs_cross_fitting']}, "
+    kinds = "".join(f" ({kind} {t})" for kind, t in sorted((row["threads_by_kind"] or {}).items()))
+    chosen = (
+        f"{row['threads_per_model']} thread(s){kinds}, cf={row['n_jobs_cross_fitting']}, "
         f"bl={row['n_jobs_base_learners']}"
     )
+    return f"auto -> {chosen}" if row["source"] == "auto" else chosen
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,6 +24,7 @@ COLUMNS = [
     "plan",
     "source",
     "threads_per_model",
+    "threads_by_kind",
     "n_jobs_cross_fitting",
     "n_jobs_base_learners",
     "wall_s",
@@ -136,7 +137,8 @@ def compare_plans(
     does not fall on one plan's runs alone); each row is the plan's fastest run, and
     ``runs_s`` holds every run's wall time, in order.
 
-    Columns: the plan and what it came to (``source``, ``threads_per_model`` and the two
+    Columns: the plan and what it came to (``source``, ``threads_per_model``,
+    ``threads_by_kind``: the model kinds the auto plan gave other threads, and the two
     limits), ``wall_s``, ``efficiency``, ``peak_worker_memory_mib`` (the busiest worker's
     peak resident memory, sampled every ``interval`` seconds), ``fits`` and, for the auto
     plan, the cost model's ``estimated_s`` and ``calibration_s``, the part of ``wall_s``
@@ -186,6 +188,7 @@ def _timed_run(plan: Any, fitted: Any, client: Any, interval: float, cores: int)
         "plan": plan if isinstance(plan, str) else repr(plan),
         "source": chosen.get("source"),
         "threads_per_model": chosen.get("threads_per_model"),
+        "threads_by_kind": chosen.get("threads_by_kind") or {},
         "n_jobs_cross_fitting": chosen.get("n_jobs_cross_fitting"),
         "n_jobs_base_learners": chosen.get("n_jobs_base_learners"),
         "wall_s": wall,

@@ -12,15 +12,17 @@ argument makes that choice:
     A cost model. Each base-model class is timed on a small calibration fit on one worker
     (a sample of the first training partition, at two sizes with one thread and with all of
     the worker's threads; tree ensembles grow 20 of their ``n_estimators`` and the times are
-    scaled up): seconds = (a + b x rows) / speedup(t, rows), where the speedup at the
-    worker's threads is the ratio of the two fitted lines at that row count (threads speed
-    up the per-row part of a fit, not its fixed cost), interpolated linearly in t.
+    scaled up): seconds = a + b x rows with one thread; with more threads only the per-row
+    part runs faster (Amdahl), by the factor it gained at the larger timed size, so large
+    fits gain more than the timed ones, interpolated linearly in the threads.
     Every candidate (threads per model from 1 to a worker's threads, and, when the fits
-    would not fit in the workers' memory side by side, a cap on the fits in flight) is
-    scored by simulating the fit: the jobs of each stage placed longest-first on the
-    workers' slots. The fastest candidate wins; ties go to fewer threads per model.
-    Calibrations are kept per cluster and model, so later fits reuse them (on a training
-    matrix up to 1.34x wider or narrower, the times scaled by the width).
+    would not fit in the workers' memory side by side, a cap on the fits in flight; one
+    thread per model but more for the model kinds with the longest fits) is scored by
+    simulating the fit: the jobs of each stage longest-first, each where its threads are
+    free first and never before a job ahead of it. The fastest candidate wins; within 2%,
+    the one with fewer threads. Calibrations are kept per cluster and model, so later fits
+    reuse them (on a training matrix up to 1.34x wider or narrower, the times scaled by the
+    width).
 :class:`Plan`
     Explicit settings.
 
@@ -31,7 +33,6 @@ that model. ``learner.fit_report_.attrs["plan"]`` states the plan used and why.
 
 from __future__ import annotations
 
-import heapq
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
