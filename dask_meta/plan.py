@@ -249,6 +249,12 @@ def job_threads(job: PlannedJob, threads: int, shape: ClusterShape) -> int:
     return shape.max_threads if job.fixed_threads == -1 else job.fixed_threads
 
 
+def _job_seconds(job: PlannedJob, calibrations: dict[str, Calibration], threads: int) -> float:
+    """A job's estimated seconds on ``threads`` threads (its rows, for an untimed model)."""
+    calibration = calibrations.get(job.model)
+    return calibration.seconds(job.rows, threads) if calibration is not None else float(job.rows)
+
+
 def simulate(
     jobs: Sequence[PlannedJob],
     calibrations: dict[str, Calibration],
@@ -268,40 +274,32 @@ def simulate(
     """
     by_kind = threads_by_kind or {}
     capacities = _capacities(shape)
+    #: per worker, when each of its threads is free, earliest first
     free = [[0.0] * max(c, 1) for c in capacities]
     for stage in dict.fromkeys(j.stage for j in jobs):
-        start = max(max(f) for f in free)
+        start = max(f[-1] for f in free)
         free = [[start] * len(f) for f in free]
         timed = []
         for j in jobs:
-            if j.stage != stage:
-                continue
-            t = job_threads(j, by_kind.get(j.group[1], threads), shape)
-            seconds = (
-                calibrations[j.model].seconds(j.rows, t)
-                if j.model in calibrations
-                else float(j.rows)
-            )
-            timed.append((seconds, t))
+            if j.stage == stage:
+                t = job_threads(j, by_kind.get(j.group[1], threads), shape)
+                timed.append((_job_seconds(j, calibrations, t), t))
         running: list[float] = []  # end times of the fits in flight
         for seconds, t in sorted(timed, reverse=True):
             fitting = [i for i, c in enumerate(capacities) if c >= t] or [
                 capacities.index(max(capacities))
             ]
-            ready, worker = min(
-                (max(sorted(free[i])[min(t, len(free[i])) - 1], start), i) for i in fitting
-            )
+            ready, worker = min((max(free[i][min(t, len(free[i])) - 1], start), i) for i in fitting)
             if max_in_flight is not None:
                 running = sorted(e for e in running if e > ready)
                 while len(running) >= max_in_flight:
                     ready = max(ready, running.pop(0))
                     running = [e for e in running if e > ready]
-            own = sorted(free[worker])
-            need = min(t, len(own))
-            free[worker] = [ready + seconds] * need + own[need:]
+            need = min(t, len(free[worker]))
+            free[worker] = sorted([ready + seconds] * need + free[worker][need:])
             running.append(ready + seconds)
             start = ready  # the next job does not start before this one
-    return max(max(f) for f in free)
+    return max(f[-1] for f in free)
 
 
 def memory_per_fit(job: PlannedJob) -> float:
@@ -315,10 +313,7 @@ def fits_in_memory(
     limits = [w.memory_limit for w in shape.workers if w.memory_limit > 0]
     if not limits or not jobs:
         return True
-    per_worker = max(
-        int((w.threads_resource if w.threads_resource is not None else w.nthreads) // threads)
-        for w in shape.workers
-    )
+    per_worker = max(c // threads for c in _capacities(shape))
     if max_in_flight is not None:
         per_worker = min(per_worker, max_in_flight)
     largest = sorted((memory_per_fit(j) for j in jobs), reverse=True)[: max(per_worker, 1)]
@@ -384,20 +379,19 @@ def _mixed_candidates(
     are taken longest fit first, one more at a time, each prefix at 2, 4, ... threads up to
     a worker's.
     """
+    if shape.max_threads < 2:
+        return []
     longest: dict[str, float] = {}
     for j in jobs:
-        if j.fixed_threads is not None:
-            continue
-        seconds = (
-            calibrations[j.model].seconds(j.rows, 1) if j.model in calibrations else float(j.rows)
-        )
-        longest[j.group[1]] = max(longest.get(j.group[1], 0.0), seconds)
+        if j.fixed_threads is None:
+            seconds = _job_seconds(j, calibrations, 1)
+            longest[j.group[1]] = max(longest.get(j.group[1], 0.0), seconds)
     kinds = sorted(longest, key=lambda k: (-longest[k], k))
-    options = sorted({t for t in (2**i for i in range(1, 12)) if t < shape.max_threads})
+    options = [t for t in (2**i for i in range(1, 12)) if t < shape.max_threads]
     options.append(shape.max_threads)
     out = []
     for n_kinds in range(1, len(kinds)):  # every kind: a uniform candidate already
-        for t in (t for t in options if t > 1):
+        for t in options:
             by_kind = {k: t for k in kinds[:n_kinds]}
             seconds = simulate(jobs, calibrations, shape, 1, None, by_kind)
             out.append(Candidate(1, None, seconds, True, tuple(sorted(by_kind.items()))))
