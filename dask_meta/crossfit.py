@@ -315,6 +315,11 @@ class CrossFitEstimator:
         return self
 
     @property
+    def n_models(self) -> int:
+        """Models a fit trains: the fold models (if ``n_folds`` > 1) and the overall one."""
+        return (self.n_folds if self.n_folds > 1 else 0) + int(self.enable_overall)
+
+    @property
     def is_fitted(self) -> bool:
         return self._split is not None and (
             self._overall_estimator is not None or bool(self._estimators)

@@ -228,4 +228,10 @@ def check_explainer_arguments(X: Any, cate_estimates: Any, cate_model_factory: A
 
 
 def overall_models(cfes: Sequence[CrossFitEstimator]) -> list[Any]:
+    if not all(cfe.enable_overall for cfe in cfes):
+        raise ValueError(
+            "the explainer uses the treatment models' overall models, but the learner was "
+            "built with enable_overall False for treatment_model; pass X, cate_estimates and "
+            "cate_model_factory to fit a CATE model instead"
+        )
     return [cfe._overall_estimator for cfe in cfes]

@@ -449,6 +449,7 @@ class MetaLearner(ABC):
         client: Client | None = None,
         persist: bool | str = "auto",
         plan: Any = None,
+        enable_overall: bool | dict[str, bool] = True,
     ):
         nuisance_specs = self.nuisance_model_specifications()
         treatment_specs = self.treatment_model_specifications()
@@ -512,6 +513,7 @@ class MetaLearner(ABC):
         for kind, value in self.n_folds.items():
             if isinstance(value, bool) or not isinstance(value, int | np.integer) or value <= 0:
                 raise ValueError(f"{kind} n_folds must be a positive int, got {value!r}")
+        self.enable_overall = self._check_enable_overall(enable_overall, names_n | names_t)
         self.feature_set = _initialize_model_dict(feature_set, names_n | names_t)
         for kind, params in {**self.nuisance_model_params, **self.treatment_model_params}.items():
             if not isinstance(params, dict):
@@ -584,11 +586,57 @@ class MetaLearner(ABC):
             n_folds=self.n_folds[kind],
             estimator_factory=factory,
             estimator_params=params,
+            enable_overall=self.enable_overall[kind],
             random_state=self.random_state,
             fold_strategy=self.fold_strategy,
             fold_key=self.fold_key,
             client=self.client,
         )
+
+    #: nuisance kinds whose overall models the fit itself predicts with (on the rows of the
+    #: other variants): their ``enable_overall`` cannot be False
+    _fit_needs_overall: frozenset[str] = frozenset()
+
+    def _check_enable_overall(self, value: Any, kinds: set[str]) -> dict[str, bool]:
+        """``enable_overall`` per model kind: one bool, or a dict of some kinds (others True).
+
+        metalearners' ``CrossFitEstimator`` argument, which its learners always leave True. An
+        overall model is used only by out-of-sample predictions with ``oos_method="overall"``
+        (and, for the X- and DR-learner's outcome models, by the fit); without it those
+        predictions take ``"mean"`` or ``"median"`` and the fit saves one model per kind.
+        """
+        if isinstance(value, bool | np.bool_):
+            by_kind = dict.fromkeys(kinds, bool(value))
+        elif isinstance(value, dict):
+            unknown = set(value) - kinds
+            if unknown:
+                raise ValueError(
+                    f"enable_overall has unknown model kinds {sorted(unknown)}; "
+                    f"{type(self).__name__} has {sorted(kinds)}"
+                )
+            for kind, flag in value.items():
+                if not isinstance(flag, bool | np.bool_):
+                    raise TypeError(f"enable_overall[{kind!r}] must be a bool, got {flag!r}")
+            by_kind = {kind: bool(value.get(kind, True)) for kind in kinds}
+        else:
+            raise TypeError(
+                f"enable_overall must be a bool or a dict of model kind to bool, got {value!r}"
+            )
+        for kind in sorted(kinds):
+            if by_kind[kind]:
+                continue
+            if self.n_folds[kind] == 1:
+                raise ValueError(
+                    f"enable_overall is False for {kind}, whose n_folds is 1: without "
+                    "cross-fitting the overall model is its only model"
+                )
+            if kind in self._fit_needs_overall:
+                raise ValueError(
+                    f"enable_overall cannot be False for {kind}: the {type(self).__name__}'s "
+                    "fit predicts the other variants' rows with its overall models. Pass a "
+                    "dict for the other kinds, e.g. enable_overall={'propensity_model': False}"
+                )
+        return by_kind
 
     def _check_prefitted(self, kind: str, models: Any) -> None:
         if not isinstance(models, list | tuple) or not all(
@@ -686,6 +734,7 @@ class MetaLearner(ABC):
             "client": self.client,
             "persist": self.persist,
             "plan": self.plan,
+            "enable_overall": self.enable_overall,
         }
 
     def save(self, path: Any, **kwargs: Any) -> str:
@@ -1263,7 +1312,7 @@ class MetaLearner(ABC):
         owners: dict[tuple[str, int], tuple[CrossFitEstimator, list[Job]]] = {}
         jobs: list[Job] = []
         all_entries = entries[NUISANCE] + entries[TREATMENT]
-        run.n_jobs_total = sum(self._cfe(e.kind, e.ordinal).n_folds + 1 for e in all_entries)
+        run.n_jobs_total = sum(self._cfe(e.kind, e.ordinal).n_models for e in all_entries)
         self._choose_plan(run, entries, auto=False)
         for e in entries[NUISANCE]:
             cfe_jobs, cfe = self._entry_jobs(run, e, run.parts)
@@ -1302,7 +1351,7 @@ class MetaLearner(ABC):
         assert shape is not None
         given = run.planner.limits
         groups = {
-            (self._stage_of(e.kind), e.kind, e.ordinal): self._cfe(e.kind, e.ordinal).n_folds + 1
+            (self._stage_of(e.kind), e.kind, e.ordinal): self._cfe(e.kind, e.ordinal).n_models
             for stage_entries in entries.values()
             for e in stage_entries
         }
@@ -2144,7 +2193,7 @@ def fit_estimators(
         threads = resolve_threads(
             requested_threads(cfe.estimator_params) if backend != COLLECTION else -1,
             planner.shape,  # type: ignore[arg-type]
-            cfe.n_folds + 1,
+            cfe.n_models,
             f"the {kind} model",
         )
         if backend == STREAM and classification and "classes" not in static:

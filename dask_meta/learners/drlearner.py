@@ -174,6 +174,7 @@ class DRLearner(ConditionalAverageOutcomes, MetaLearner):
     """
 
     _synchronizes = True
+    _fit_needs_overall = frozenset({VARIANT_OUTCOME_MODEL})
 
     def __init__(
         self,

@@ -99,6 +99,7 @@ class XLearner(ConditionalAverageOutcomes, MetaLearner):
     """X-learner: outcome models per variant, imputed effects, effect models, propensity."""
 
     _synchronizes = True
+    _fit_needs_overall = frozenset({VARIANT_OUTCOME_MODEL})
 
     @classmethod
     def nuisance_model_specifications(cls) -> dict[str, ModelSpecification]:
