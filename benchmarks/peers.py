@@ -22,7 +22,9 @@ One command, one machine, the same generated data and base models for everyone:
 * dask-meta is fitted twice (``--configs``): with metalearners' folds (``default``: every
   model kind cross-fitted, the numbers metalearners gives) and with the peers' folds
   (``peers-folds``, :data:`PEERS_FOLDS`): only the model kinds that EconML and CausalML
-  cross-fit are cross-fitted, the others are fitted once on all their rows, as the peers do.
+  cross-fit are cross-fitted, the others are fitted once on all their rows, as the peers do,
+  and the cross-fitted ones get no overall model where the peers fit none and the CATE does
+  not use it (:data:`PEERS_NO_OVERALL`, dask-meta's ``enable_overall``).
   The second is the like-for-like comparison with EconML and CausalML: their T and X
   learners fit each model once, their DR and R learners cross-fit the nuisance models only.
 * Reported: fit wall time, its ratio to dask-meta's (for EconML and CausalML also to
@@ -72,6 +74,15 @@ PEERS_FOLDS: dict[str, dict[str, int | None]] = {
     "R": {"outcome_model": None, "propensity_model": None, "treatment_model": 1},
     "DR": {"variant_outcome_model": None, "propensity_model": None, "treatment_model": 1},
 }
+#: per learner, the cross-fitted model kinds that EconML and CausalML fit no overall model
+#: for (dask-meta's ``enable_overall``): their CATE does not use one. The DR-learner keeps
+#: its overall outcome models, which its pseudo-outcomes use on the other variants' rows
+#: (metalearners' definition; EconML's single outcome model with the treatment as a feature
+#: is cross-fitted on every row instead)
+PEERS_NO_OVERALL: dict[str, dict[str, bool]] = {
+    "R": {"outcome_model": False, "propensity_model": False},
+    "DR": {"propensity_model": False},
+}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -120,9 +131,11 @@ def fit_dask_meta(
     features, cates = feature_names(ddf), cate_names(ddf)
     n_folds: int | dict[str, int] = args.folds
     fit_kwargs = {}
+    learner_kwargs: dict = {}
     if config == "peers-folds":
         n_folds = {k: args.folds if f is None else f for k, f in PEERS_FOLDS[learner].items()}
         fit_kwargs["synchronize_cross_fitting"] = False
+        learner_kwargs["enable_overall"] = PEERS_NO_OVERALL.get(learner, True)
     est = getattr(dask_meta, f"{learner}Learner")(
         is_classification=False,
         n_variants=args.variants,
@@ -131,6 +144,7 @@ def fit_dask_meta(
         random_state=args.seed,
         client=client,
         plan=None if args.plan == "none" else args.plan,
+        **learner_kwargs,
     )
     start = time.perf_counter()
     est.fit(ddf[features], ddf["y"], ddf["w"], **fit_kwargs)

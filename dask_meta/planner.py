@@ -444,8 +444,13 @@ class Planner:
             progress.finished(job, len(waiting))
             build_ready()
 
+        def reorder() -> set[str]:
+            running = [job for job, *_ in in_flight.values()]
+            return order_pending(pending, running, self.shape.total_threads)  # type: ignore[union-attr]
+
         def fill() -> None:
             nonlocal threads_in_flight
+            first = reorder()
             i = 0
             while i < len(pending):
                 job = pending[i]
@@ -456,12 +461,14 @@ class Planner:
                     submitted = time.time()
                     result = self._run_collection(job)
                     finish(job, result, None, submitted)
+                    first = reorder()
                     i = 0
                     continue
                 if can_start(job):
                     pending.pop(i)
                     worker = self._place(job, placed)
-                    future = self._submit(job, 0, worker=worker)
+                    # the jobs before it in the order run first on a worker, too
+                    future = self._submit(job, 0, worker=worker, first=job.key in first)
                     in_flight[future] = (job, time.time(), 1, worker)
                     if worker is not None:
                         placed[worker] += job.spec.threads
@@ -479,7 +486,6 @@ class Planner:
                 self.validate(new_jobs)
                 pending.extend(fuse_streams(new_jobs, self.limits))
                 progress.added(new_jobs, len(waiting))
-            pending.sort(key=_priority)
 
         try:
             build_ready()
@@ -563,10 +569,15 @@ class Planner:
         return None if best is None else best[1]
 
     def _submit(
-        self, job: Job, step: int, previous: Future | None = None, worker: str | None = None
+        self,
+        job: Job,
+        step: int,
+        previous: Future | None = None,
+        worker: str | None = None,
+        first: bool | None = None,
     ) -> Future:
         """Submit a local job, or step ``step`` of a streaming job (after ``previous``)."""
-        kwargs: dict[str, Any] = {"priority": _scheduler_priority(job)}
+        kwargs: dict[str, Any] = {"priority": _scheduler_priority(job, first)}
         if worker is not None:
             kwargs["workers"] = [worker]
             kwargs["allow_other_workers"] = True
@@ -656,22 +667,39 @@ def _expected(job: Job) -> float:
     return job.cost * job.weight
 
 
-def _priority(job: Job) -> tuple[bool, float, str, int, int]:
-    """Jobs that others wait for first, then longest expected first; ties broken
-    deterministically. A fit that no deferred job waits for (an overall nuisance model whose
-    predictions no treatment target uses) then fills the cores while the treatment stage
-    runs, instead of holding up the fits it does wait for."""
+def _priority(job: Job, first: bool | None = None) -> tuple[bool, float, str, int, int]:
+    """Jobs that go ``first`` (by default those others wait for), then longest expected
+    first; ties broken deterministically. A fit that no deferred job waits for (an overall
+    nuisance model whose predictions no treatment target uses) then fills the cores while
+    the treatment stage runs, instead of holding up the fits it does wait for."""
     fold = -1 if job.fold is None else job.fold
-    return (not job.blocks, -_expected(job), job.kind, job.ordinal, fold)
+    first = job.blocks if first is None else first
+    return (not first, -_expected(job), job.kind, job.ordinal, fold)
+
+
+def order_pending(pending: list[Job], running: Sequence[Job], threads: int) -> set[str]:
+    """Sort ``pending`` into submission order; the keys of the jobs that go first.
+
+    Jobs that deferred jobs wait for go first, and with them any job nothing waits for that
+    is longer than the awaited work left (pending and running) per thread: started last, it
+    would run alone at the end of the fit; started now, it takes one thread's share from
+    the awaited jobs. Within each group, longest expected first.
+    """
+    awaited = [job for job in [*pending, *running] if job.blocks]
+    per_thread = sum(_expected(job) * job.spec.threads for job in awaited) / max(threads, 1)
+    first = {job.key for job in pending if job.blocks or _expected(job) > per_thread}
+    pending.sort(key=lambda job: _priority(job, first=job.key in first))
+    return first
 
 
 #: scheduler priority of the per-partition predictions and derived targets: above every fit
 DERIVE_PRIORITY = 10**14
 
 
-def _scheduler_priority(job: Job) -> int:
+def _scheduler_priority(job: Job, first: bool | None = None) -> int:
     """The same order for the scheduler (a higher priority runs first on a worker)."""
-    return int(min(_expected(job), 1e12)) + (10**13 if job.blocks else 0)
+    first = job.blocks if first is None else first
+    return int(min(_expected(job), 1e12)) + (10**13 if first else 0)
 
 
 def fuse_streams(jobs: Sequence[Job], limits: Limits) -> list[Job]:

@@ -25,7 +25,7 @@ from dask_meta._constants import W_COL
 from dask_meta.backends import STREAM, Design, FitSpec, RowSelection
 from dask_meta.cluster import ClusterShape, WorkerShape
 from dask_meta.learners.base import _used_jobs
-from dask_meta.planner import REPORT_COLUMNS, Job, Planner, _priority
+from dask_meta.planner import REPORT_COLUMNS, Job, Planner, _priority, order_pending
 
 KIND = "variant_outcome_model"
 LGBM_SMALL = {"n_estimators": 5, "num_leaves": 4, "min_child_samples": 5, "verbose": -1}
@@ -351,6 +351,32 @@ def test_awaited_jobs_go_before_longer_ones_nothing_waits_for():
     order = sorted([*free, *awaited], key=_priority)
     expected = [(True, 20), (True, 10), (False, 1000), (False, 5)]
     assert [(j.blocks, j.cost) for j in order] == expected
+
+
+def test_a_job_nothing_waits_for_goes_first_once_longer_than_the_awaited_work_per_thread():
+    """DR-learner at 1M rows: the overall propensity model (41 s, nothing waits for it) ran
+    last, alone, while 5 fold models (24 s each) and 18 outcome fits went first."""
+    def jobs():
+        awaited = [_job(k, rows=30, blocks=True) for k in range(4)]
+        return [*awaited, _job(None, rows=50), _job(9, rows=5)]
+
+    # 120 awaited units on 2 threads: 60 per thread, more than the free job's 50
+    pending = jobs()
+    assert order_pending(pending, [], threads=2) == {j.key for j in pending if j.blocks}
+    assert [(j.blocks, j.cost) for j in pending] == [(True, 30)] * 4 + [(False, 50), (False, 5)]
+    # two of them running, two pending: still 120 units (a running job counts whole)
+    pending = jobs()
+    running, pending = pending[:2], pending[2:]
+    order_pending(pending, running, threads=2)
+    assert pending[0].blocks
+    # two done, two pending: 60 units, 30 per thread; the free job of 50 goes first
+    first = order_pending(pending, [], threads=2)
+    assert [(j.blocks, j.cost) for j in pending] == [(False, 50), (True, 30), (True, 30), (False, 5)]
+    assert first == {j.key for j in pending[:3]}
+    # a thread more: the awaited work spreads thinner, so the free job goes first at once
+    pending = jobs()
+    order_pending(pending, [], threads=3)
+    assert pending[0].cost == 50
 
 
 def test_treatment_fits_do_not_wait_for_unused_overall_models(client):
