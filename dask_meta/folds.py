@@ -93,6 +93,29 @@ def _strata(w: np.ndarray, y: np.ndarray | None) -> list[Hashable]:
     return list(zip(w.tolist(), y.tolist(), strict=True))
 
 
+def _strata_codes(w: np.ndarray, y: np.ndarray | None) -> tuple[list[Hashable], np.ndarray]:
+    """The distinct strata of :func:`_strata` (the same keys) and each row's index into
+    them, without a Python object per row."""
+    codes_w, uniques_w = pd.factorize(w)
+    values_w = np.asarray(uniques_w).tolist()
+    if y is None:
+        return [(int(v),) for v in values_w], codes_w
+    codes_y, uniques_y = pd.factorize(y)
+    values_y = np.asarray(uniques_y).tolist()
+    pairs, codes = np.unique(
+        codes_w.astype(np.int64) * len(values_y) + codes_y, return_inverse=True
+    )
+    keys: list[Hashable] = [
+        (values_w[p // len(values_y)], values_y[p % len(values_y)]) for p in pairs.tolist()
+    ]
+    return keys, codes.reshape(-1)
+
+
+def _counts(keys: list[Hashable], codes: np.ndarray) -> Counter:
+    """``Counter(_strata(w, y))`` from :func:`_strata_codes`, counted with numpy."""
+    return Counter(dict(zip(keys, np.bincount(codes, minlength=len(keys)).tolist(), strict=True)))
+
+
 def hash_folds(keys: pd.Series, seed: int, seed_key: str, n_folds: int) -> np.ndarray:
     # pandas' hash_key only salts object/string data: mix the salt into the row hashes
     salt = np.uint64(_stable_int(f"{seed}-{seed_key}"))
@@ -125,7 +148,7 @@ def _partition_stats(
     else:
         w_non_integer = w_inf = 0
     w_int = _w_as_int(w)
-    strata_keys = _strata(w_int, y_values if classification else None)
+    keys, codes = _strata_codes(w_int, y_values if classification else None)
     stats = PartitionStats(
         n=len(part),
         y_nan=y_nan,
@@ -133,13 +156,21 @@ def _partition_stats(
         w_nan=w_nan,
         w_inf=w_inf,
         w_non_integer=w_non_integer,
-        strata=Counter(strata_keys),
+        strata=_counts(keys, codes),
     )
     for column, seed_key, n_folds, seed in hash_specs:
         assert fold_key is not None
         folds = hash_folds(part[fold_key], seed, seed_key, n_folds)
+        n_keys = len(keys)
+        combined = folds.astype(np.int64) * n_keys + codes
+        counts = np.bincount(combined, minlength=n_folds * n_keys)
         stats.hash_strata.update(
-            (column, int(f), s) for f, s in zip(folds.tolist(), strata_keys, strict=True)
+            {
+                (column, fold, keys[code]): int(counts[fold * n_keys + code])
+                for fold in range(n_folds)
+                for code in range(n_keys)
+                if counts[fold * n_keys + code]
+            }
         )
     if keep_arrays:
         stats.w = w_int
@@ -261,14 +292,14 @@ def _partition_fold_column(
     seed_key: str,
     n_folds: int,
 ) -> np.ndarray:
-    strata = _strata(w, y)
+    keys, codes = _strata_codes(w, y)
     rng = np.random.default_rng([seed, _stable_int(seed_key), number])
-    by_stratum: dict[Hashable, list[int]] = {}
-    for i, s in enumerate(strata):
-        by_stratum.setdefault(s, []).append(i)
     folds = np.empty(len(w), dtype=np.int16)
-    for s in sorted(by_stratum, key=repr):
-        rows = np.asarray(by_stratum[s])
+    rows_of = np.argsort(codes, kind="stable")  # each stratum's rows, in row order
+    ends = np.cumsum(np.bincount(codes, minlength=len(keys)))
+    for code in sorted(range(len(keys)), key=lambda c: repr(keys[c])):
+        s = keys[code]
+        rows = rows_of[ends[code - 1] if code else 0 : ends[code]]
         order = rng.permutation(len(rows))
         start = offsets.get(s, 0) + _rotation(seed, seed_key, s, n_folds)
         folds[rows] = (start + order) % n_folds

@@ -26,10 +26,14 @@ def data():
 
 
 def _learner(cls, client, **kwargs):
-    extra = {} if cls is TLearner else {
-        "treatment_model_factory": LinearRegression,
-        "propensity_model_factory": LogisticRegression,
-    }
+    extra = (
+        {}
+        if cls is TLearner
+        else {
+            "treatment_model_factory": LinearRegression,
+            "propensity_model_factory": LogisticRegression,
+        }
+    )
     return cls(
         False, 3, LinearRegression, n_folds=3, random_state=0, client=client, **extra, **kwargs
     )
@@ -116,8 +120,10 @@ def test_a_t_learner_without_overall_models_predicts_out_of_sample_with_the_fold
         (RLearner, {"enable_overall": {PROPENSITY: 0}}, TypeError, "propensity_model"),
         (
             RLearner,
-            {"enable_overall": {PROPENSITY: False}, "n_folds": {
-                "outcome_model": 3, PROPENSITY: 1, "treatment_model": 3}},
+            {
+                "enable_overall": {PROPENSITY: False},
+                "n_folds": {"outcome_model": 3, PROPENSITY: 1, "treatment_model": 3},
+            },
             ValueError,
             "n_folds is 1",
         ),

@@ -18,7 +18,13 @@ from dask_meta import TLearner
 from dask_meta._constants import NOT_IN_SPLIT, W_COL, Y_COL
 from dask_meta.folds import (
     SplitRequest,
+    _counts,
+    _partition_fold_column,
     _partition_stats,
+    _rotation,
+    _stable_int,
+    _strata,
+    _strata_codes,
     assign,
     hash_specs_for,
     scan,
@@ -370,3 +376,44 @@ def _make(n):
     from conftest import make_linear_data
 
     return make_linear_data(n=n, d=3, n_variants=3, seed=0)
+
+
+def _fold_column_row_by_row(w, y, number, offsets, seed, seed_key, n_folds):
+    """The partition strategy's definition, one Python object per row: each stratum's rows
+    (in row order, strata by repr) get a permutation from the partition's generator,
+    rotated by the stratum's offset."""
+    strata = _strata(w, y)
+    rng = np.random.default_rng([seed, _stable_int(seed_key), number])
+    by_stratum = {}
+    for i, s in enumerate(strata):
+        by_stratum.setdefault(s, []).append(i)
+    folds = np.empty(len(w), dtype=np.int16)
+    for s in sorted(by_stratum, key=repr):
+        rows = np.asarray(by_stratum[s])
+        order = rng.permutation(len(rows))
+        folds[rows] = (offsets.get(s, 0) + _rotation(seed, seed_key, s, n_folds) + order) % n_folds
+    return folds
+
+
+@pytest.mark.parametrize(
+    ("w", "y"),
+    [
+        (np.random.default_rng(0).integers(0, 3, 5_000), None),
+        (
+            np.random.default_rng(1).integers(0, 4, 3_001),
+            np.random.default_rng(2).integers(0, 2, 3_001),
+        ),
+        (np.array([0, 1, 1, 0, 0, 1]), np.array(["a", "b", "a", "c", "b", "a"])),
+        (np.array([2, 2, 0, 0]), np.array([True, False, True, True])),
+        (np.array([1]), None),
+    ],
+    ids=["regression", "classification", "string-classes", "bool-classes", "one-row"],
+)
+def test_partition_fold_column_matches_the_row_by_row_definition(w, y):
+    offsets = {(1,): 2, (1, 0): 1, (0, "a"): 3}
+    for number, seed_key in [(0, "sync"), (3, "propensity_model")]:
+        expected = _fold_column_row_by_row(w, y, number, offsets, 7, seed_key, 5)
+        got = _partition_fold_column(w, y, number, offsets, 7, seed_key, 5)
+        np.testing.assert_array_equal(got, expected)
+    keys, codes = _strata_codes(w, y)
+    assert _counts(keys, codes) == Counter(_strata(w, y))

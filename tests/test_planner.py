@@ -356,6 +356,7 @@ def test_awaited_jobs_go_before_longer_ones_nothing_waits_for():
 def test_a_job_nothing_waits_for_goes_first_once_longer_than_the_awaited_work_per_thread():
     """DR-learner at 1M rows: the overall propensity model (41 s, nothing waits for it) ran
     last, alone, while 5 fold models (24 s each) and 18 outcome fits went first."""
+
     def jobs():
         awaited = [_job(k, rows=30, blocks=True) for k in range(4)]
         return [*awaited, _job(None, rows=50), _job(9, rows=5)]
@@ -371,7 +372,12 @@ def test_a_job_nothing_waits_for_goes_first_once_longer_than_the_awaited_work_pe
     assert pending[0].blocks
     # two done, two pending: 60 units, 30 per thread; the free job of 50 goes first
     first = order_pending(pending, [], threads=2)
-    assert [(j.blocks, j.cost) for j in pending] == [(False, 50), (True, 30), (True, 30), (False, 5)]
+    assert [(j.blocks, j.cost) for j in pending] == [
+        (False, 50),
+        (True, 30),
+        (True, 30),
+        (False, 5),
+    ]
     assert first == {j.key for j in pending[:3]}
     # a thread more: the awaited work spreads thinner, so the free job goes first at once
     pending = jobs()
