@@ -431,24 +431,30 @@ def calibration_params(factory: type, params: dict[str, Any]) -> tuple[dict[str,
     """A calibration fit's params and the factor its times are multiplied by.
 
     A tree ensemble of ``n_estimators`` rounds costs about ``n_estimators`` times one round
-    (LightGBM, XGBoost, scikit-learn's forests and boosting), so it is timed with
+    (LightGBM, XGBoost, scikit-learn's forests and boosting; ``max_iter`` for scikit-learn's
+    histogram gradient boosting, timed without early stopping), so it is timed with
     :data:`CALIBRATION_ROUNDS` of them and scaled by ``n_estimators / CALIBRATION_ROUNDS``;
     that also overstates the part of the fit that does not grow with the rounds (binning),
     which is small beside the rounds. Other models are timed as they are (factor 1).
     """
     if not factory.__module__.startswith(_ROUND_MODULES):
         return dict(params), 1.0
-    rounds = params.get("n_estimators")
-    if rounds is None:
-        try:
-            rounds = factory().get_params(deep=False).get("n_estimators")
-        except Exception:
-            return dict(params), 1.0
+    try:
+        defaults = factory().get_params(deep=False)
+    except Exception:
+        defaults = {}
+    # scikit-learn's histogram gradient boosting counts its rounds in max_iter
+    name = "n_estimators" if "n_estimators" in {*params, *defaults} else "max_iter"
+    rounds = params.get(name, defaults.get(name))
     if isinstance(rounds, bool) or not isinstance(rounds, int | np.integer):
         return dict(params), 1.0
     if rounds <= CALIBRATION_ROUNDS:
         return dict(params), 1.0
-    return {**params, "n_estimators": CALIBRATION_ROUNDS}, float(rounds) / CALIBRATION_ROUNDS
+    timed = {**params, name: CALIBRATION_ROUNDS}
+    if "early_stopping" in defaults:
+        # every timed round runs, as the scaling assumes (a fit that stops early costs less)
+        timed["early_stopping"] = False
+    return timed, float(rounds) / CALIBRATION_ROUNDS
 
 
 def calibrate_fit(

@@ -100,7 +100,16 @@ def test_tree_ensembles_are_timed_with_fewer_rounds_and_scaled():
     assert calibration_params(RandomForestRegressor, {}) == ({"n_estimators": 20}, 5.0)
     # few rounds already, no rounds at all, or not a tree ensemble: timed as given
     assert calibration_params(LGBMClassifier, {"n_estimators": 15}) == ({"n_estimators": 15}, 1)
-    assert calibration_params(HistGradientBoostingRegressor, {"max_iter": 100})[1] == 1.0
+    # scikit-learn's histogram gradient boosting counts rounds in max_iter (default 100);
+    # every timed round runs
+    assert calibration_params(HistGradientBoostingRegressor, {"max_iter": 100}) == (
+        {"max_iter": 20, "early_stopping": False},
+        5.0,
+    )
+    assert calibration_params(HistGradientBoostingRegressor, {}) == (
+        {"max_iter": 20, "early_stopping": False},
+        5.0,
+    )
     assert calibration_params(LinearRegression, {}) == ({}, 1.0)
 
 
