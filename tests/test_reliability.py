@@ -297,19 +297,25 @@ def test_lost_worker_holding_training_partitions(client, dr_data, undisturbed, w
     treatment model fits on the other worker (it also held fitted nuisance models and
     derived columns). The fit completes with the undisturbed CATE."""
     X, y, w = dr_data
-    learner = _slow_dr(client, persist=True)
-    choose = (
-        holding_partitions()
-        if when == "persisted"
-        else holding_partitions_beside("dask_meta-fit-treatment-model")
-    )
-    with Killer(client, choose) as killer:
-        learner.fit(X, y, w)
-    assert killer.killed is not None, "no worker was killed: the test proved nothing"
-    assert killer.views[killer.killed][1], "the killed worker held no training partitions"
-    if when == "persisted":
-        assert only_here(killer.views, killer.killed), "its partitions had copies elsewhere"
-    _assert_identical(_cate(client, learner, X), undisturbed, f"partitions lost ({when})")
+    # "persisted": the killer sees the partitions between their computation and the first
+    # fit that copies one to the other worker; when it first sees them already copied, the
+    # loss proves less (nothing to recompute), so that attempt is repeated, up to 3 times
+    for _attempt in range(3):
+        learner = _slow_dr(client, persist=True)
+        choose = (
+            holding_partitions()
+            if when == "persisted"
+            else holding_partitions_beside("dask_meta-fit-treatment-model")
+        )
+        with Killer(client, choose) as killer:
+            learner.fit(X, y, w)
+        assert killer.killed is not None, "no worker was killed: the test proved nothing"
+        assert killer.views[killer.killed][1], "the killed worker held no training partitions"
+        _assert_identical(_cate(client, learner, X), undisturbed, f"partitions lost ({when})")
+        if when != "persisted" or only_here(killer.views, killer.killed):
+            break
+    else:
+        raise AssertionError("in 3 attempts the killed worker's partitions had copies elsewhere")
 
 
 def holding_models() -> Callable[[dict], str | None]:
