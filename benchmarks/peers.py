@@ -24,7 +24,9 @@ One command, one machine, the same generated data and base models for everyone:
   (``peers-folds``, :data:`PEERS_FOLDS`): only the model kinds that EconML and CausalML
   cross-fit are cross-fitted, the others are fitted once on all their rows, as the peers do,
   and the cross-fitted ones get no overall model where the peers fit none and the CATE does
-  not use it (:data:`PEERS_NO_OVERALL`, dask-meta's ``enable_overall``).
+  not use it (:data:`PEERS_NO_OVERALL`, dask-meta's ``enable_overall``); where the peers
+  fit the propensity as one binary model per treatment variant against control, so does
+  dask-meta (:data:`PEERS_PAIRWISE`, :class:`dask_meta.PairwisePropensityClassifier`).
   The second is the like-for-like comparison with EconML and CausalML: their T and X
   learners fit each model once, their DR and R learners cross-fit the nuisance models only.
 * Reported: fit wall time, its ratio to dask-meta's (for EconML and CausalML also to
@@ -84,6 +86,13 @@ PEERS_NO_OVERALL: dict[str, dict[str, bool]] = {
     "DR": {"propensity_model": False},
 }
 
+#: learners whose peers fit the propensity as one binary model per treatment variant on its
+#: rows and the control rows (EconML's X-learner; CausalML, whose propensity inputs
+#: :func:`_peers_runner.propensities` computes that way): with the peers' folds, dask-meta
+#: fits it so too (:class:`dask_meta.PairwisePropensityClassifier`). EconML's DR-learner fits
+#: one multi-class model, as metalearners does, and so does dask-meta's, for both peers.
+PEERS_PAIRWISE = ("X", "R")
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -136,10 +145,15 @@ def fit_dask_meta(
         n_folds = {k: args.folds if f is None else f for k, f in PEERS_FOLDS[learner].items()}
         fit_kwargs["synchronize_cross_fitting"] = False
         learner_kwargs["enable_overall"] = PEERS_NO_OVERALL.get(learner, True)
+    models = peers.model_kwargs(learner, *peers.base_models("lgbm100"))
+    if config == "peers-folds" and learner in PEERS_PAIRWISE:
+        classifier = models["propensity_model_factory"](**models["propensity_model_params"])
+        models["propensity_model_factory"] = dask_meta.PairwisePropensityClassifier
+        models["propensity_model_params"] = {"estimator": classifier}
     est = getattr(dask_meta, f"{learner}Learner")(
         is_classification=False,
         n_variants=args.variants,
-        **peers.model_kwargs(learner, *peers.base_models("lgbm100")),
+        **models,
         n_folds=n_folds,
         random_state=args.seed,
         client=client,

@@ -13,6 +13,7 @@ from dask_meta.learners import (
     XLearner,
     r_loss,
 )
+from dask_meta.models import PairwisePropensityClassifier
 from dask_meta.persistence import load
 from dask_meta.plan import Plan
 from dask_meta.progress import verbose
@@ -22,6 +23,7 @@ __all__ = [
     "CrossFitEstimator",
     "DRLearner",
     "MetaLearner",
+    "PairwisePropensityClassifier",
     "Plan",
     "RLearner",
     "SLearner",

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.base import clone
 from threadpoolctl import threadpool_limits
 
 from dask_meta._constants import MEAN, MEDIAN, NOT_IN_SPLIT, OVERALL, W_COL
@@ -60,7 +61,14 @@ def requested_threads(params: dict[str, Any]) -> int | None:
 
 
 #: Libraries whose estimators run threads of their own unless told otherwise.
-_THREADED_MODULES = ("lightgbm", "xgboost", "catboost", "sklearn.ensemble", "sklearn.neighbors")
+_THREADED_MODULES = (
+    "lightgbm",
+    "xgboost",
+    "catboost",
+    "sklearn.ensemble",
+    "sklearn.neighbors",
+    "dask_meta.models",  # hands its threads to the estimator it wraps
+)
 
 
 def thread_param_name(factory: type, params: dict[str, Any]) -> str | None:
@@ -435,8 +443,13 @@ def calibration_params(factory: type, params: dict[str, Any]) -> tuple[dict[str,
     histogram gradient boosting, timed without early stopping), so it is timed with
     :data:`CALIBRATION_ROUNDS` of them and scaled by ``n_estimators / CALIBRATION_ROUNDS``;
     that also overstates the part of the fit that does not grow with the rounds (binning),
-    which is small beside the rounds. Other models are timed as they are (factor 1).
+    which is small beside the rounds. Other models are timed as they are (factor 1), except
+    :class:`~dask_meta.models.PairwisePropensityClassifier`, timed as its estimator would be.
     """
+    inner = params.get("estimator")
+    if factory.__module__ == "dask_meta.models" and inner is not None:
+        inner_params, scale = calibration_params(type(inner), inner.get_params(deep=False))
+        return {**params, "estimator": clone(inner).set_params(**inner_params)}, scale
     if not factory.__module__.startswith(_ROUND_MODULES):
         return dict(params), 1.0
     try:

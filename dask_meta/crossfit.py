@@ -563,10 +563,14 @@ def _estimator_type(factory: type, params: dict[str, Any] | None = None) -> str 
     if factory.__module__.startswith("dask_ml.linear_model"):
         # dask-ml's GLMs carry no sklearn tags under scikit-learn >= 1.6
         return "classifier" if factory.__name__ == "LogisticRegression" else "regressor"
-    try:
-        instance = factory()
-    except Exception:
-        instance = None
+    instance = None
+    # with its params first: a meta-estimator's class may need them (its ``estimator``)
+    for kwargs in ({**(params or {})}, {}):
+        try:
+            instance = factory(**kwargs)
+            break
+        except Exception:
+            continue
     if instance is not None:
         if is_classifier(instance):
             return "classifier"

@@ -188,3 +188,28 @@ def test_n_jobs_do_not_change_results(name, memo, client):
     ours = getattr(dask_meta, name)(**arguments(name, exp), fold_strategy="sklearn", client=client)
     ours.fit(exp.X_train, exp.y_train, exp.w_train, n_jobs_cross_fitting=1, n_jobs_base_learners=1)
     assert_same(predictions(ours, exp.X_train, exp.X_test), theirs)
+
+
+@pytest.mark.parametrize("name", LEARNERS)
+def test_pairwise_propensity_parity(name, memo, client):
+    """dask-meta's PairwisePropensityClassifier is an ordinary classifier to metalearners:
+    with it as the propensity model of 5 variants, both packages give the same numbers."""
+    setup = "continuous_y_multi_w_linear"
+    exp = experiment(memo, setup)
+    args = arguments(name, exp)
+    args["propensity_model_factory"] = dask_meta.PairwisePropensityClassifier
+    params = args.pop("propensity_model_params")
+    args["propensity_model_params"] = {"estimator": LogisticRegression(**params)}
+    assert exp.n_variants == 5
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reference_learner = getattr(metalearners, name)(**args)
+        reference_learner.fit(exp.X_train, exp.y_train, exp.w_train)
+    theirs = predictions(reference_learner, exp.X_train, exp.X_test)
+    ours = getattr(dask_meta, name)(**args, fold_strategy="sklearn", client=client)
+    ours.fit(exp.X_train, exp.y_train, exp.w_train)
+    assert_same(predictions(ours, exp.X_train, exp.X_test), theirs)
+    # and it is not the multi-class model's CATE: the propensity model is a different one
+    _, multiclass = reference(memo, name, setup)
+    key = ("predict", False, "overall")
+    assert not np.allclose(theirs[key][1], multiclass[key][1], atol=1e-6)
