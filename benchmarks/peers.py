@@ -19,18 +19,26 @@ One command, one machine, the same generated data and base models for everyone:
   metalearners in ``.venv-parity`` with its default parallelism (its fastest configuration
   here, see ``learners_vs_metalearners.py`` for its whole grid), EconML and CausalML in
   ``.venv-peers`` (``accuracy.py`` creates it).
-* dask-meta is fitted twice (``--configs``): with metalearners' folds (``default``: every
-  model kind cross-fitted, the numbers metalearners gives) and with the peers' folds
-  (``peers-folds``, :data:`PEERS_FOLDS`): only the model kinds that EconML and CausalML
-  cross-fit are cross-fitted, the others are fitted once on all their rows, as the peers do,
-  and the cross-fitted ones get no overall model where the peers fit none and the CATE does
-  not use it (:data:`PEERS_NO_OVERALL`, dask-meta's ``enable_overall``); where the peers
-  fit the propensity as one binary model per treatment variant against control, so does
-  dask-meta (:data:`PEERS_PAIRWISE`, :class:`dask_meta.PairwisePropensityClassifier`).
-  The second is the like-for-like comparison with EconML and CausalML: their T and X
-  learners fit each model once, their DR and R learners cross-fit the nuisance models only.
+* dask-meta is fitted with metalearners' folds (``--configs default``: every model kind
+  cross-fitted, the numbers metalearners gives, from the lazily read parquet) and, for the
+  like-for-like comparison with EconML and CausalML, doing their work
+  (:func:`peer_config` says which fit each peer is compared with):
+
+  * ``peers-folds`` (:data:`PEERS_FOLDS`): only the model kinds that the peers cross-fit are
+    cross-fitted, the others are fitted once on all their rows (their T and X learners fit
+    each model once, their DR and R learners cross-fit the nuisance models only); the
+    cross-fitted ones get no overall model where the peers fit none and the CATE does not
+    use it (:data:`PEERS_NO_OVERALL`, dask-meta's ``enable_overall``). The propensity model
+    is one multi-class classifier, as in EconML's DR-learner.
+  * ``peers-pairwise``: the same, with the propensity fitted as one binary model per
+    treatment variant against control (:class:`dask_meta.PairwisePropensityClassifier`), as
+    EconML's X-learner and CausalML do (:data:`PAIRWISE_PEERS`).
+
+  The peers' data are in memory before their timers start; so are dask-meta's for these two
+  (``--peers-input persisted``, the default: the parquet persisted on the cluster, not
+  timed; ``lazy`` times the read too).
 * Reported: fit wall time, its ratio to dask-meta's (for EconML and CausalML also to
-  dask-meta's with their folds), and the RMSE of the in-sample CATE
+  dask-meta's doing their work), and the RMSE of the in-sample CATE
   against the true one (over all variants). EconML's ``NonParamDML`` takes one binary
   treatment, so its R-learner is "n/a" with 3 variants. CausalML is given propensity scores
   from the same propensity model (their computation counts in its fit time).
@@ -60,9 +68,12 @@ from _cluster import local_client, machine_load  # noqa: E402
 
 RESULTS = HERE / "results" / "peers.json"
 PACKAGES = ("dask-meta", "metalearners", "econml", "causalml")
-MATCHED = "dask-meta, peers' folds"
 #: dask-meta's package name in the results, per ``--configs`` value
-OURS = {"default": "dask-meta", "peers-folds": MATCHED}
+OURS = {
+    "default": "dask-meta",
+    "peers-folds": "dask-meta, peers' folds",
+    "peers-pairwise": "dask-meta, peers' folds, pairwise propensity",
+}
 #: per learner, the folds of each model kind that EconML and CausalML use (``None``: the
 #: benchmark's ``--folds``); fitted with ``synchronize_cross_fitting=False``
 PEERS_FOLDS: dict[str, dict[str, int | None]] = {
@@ -86,12 +97,29 @@ PEERS_NO_OVERALL: dict[str, dict[str, bool]] = {
     "DR": {"propensity_model": False},
 }
 
-#: learners whose peers fit the propensity as one binary model per treatment variant on its
-#: rows and the control rows (EconML's X-learner; CausalML, whose propensity inputs
-#: :func:`_peers_runner.propensities` computes that way): with the peers' folds, dask-meta
-#: fits it so too (:class:`dask_meta.PairwisePropensityClassifier`). EconML's DR-learner fits
-#: one multi-class model, as metalearners does, and so does dask-meta's, for both peers.
-PEERS_PAIRWISE = ("X", "R")
+#: per learner, the peers that fit its propensity as one binary model per treatment variant
+#: on that variant's and the control rows: EconML's X-learner, and CausalML, whose
+#: propensity inputs :func:`_peers_runner.propensities` computes so. EconML's DR-learner
+#: fits one multi-class model, as metalearners does.
+PAIRWISE_PEERS: dict[str, tuple[str, ...]] = {
+    "X": ("econml", "causalml"),
+    "R": ("causalml",),
+    "DR": ("causalml",),
+}
+#: per learner, the peers' configurations it is fitted in (EconML's R-learner is n/a with
+#: more than two variants, so the R-learner needs no multi-class one)
+PEER_CONFIGS: dict[str, tuple[str, ...]] = {
+    "S": ("peers-folds",),
+    "T": ("peers-folds",),
+    "X": ("peers-pairwise",),
+    "R": ("peers-pairwise",),
+    "DR": ("peers-folds", "peers-pairwise"),
+}
+
+
+def peer_config(learner: str, peer: str) -> str:
+    """The dask-meta configuration that does the same work as ``peer``'s ``learner``."""
+    return "peers-pairwise" if peer in PAIRWISE_PEERS.get(learner, ()) else "peers-folds"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -112,9 +140,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--configs",
         nargs="+",
-        default=["default", "peers-folds"],
-        choices=("default", "peers-folds"),
-        help="dask-meta's folds: metalearners' (default) and the peers'",
+        default=list(OURS),
+        choices=tuple(OURS),
+        help="dask-meta's configurations: metalearners' folds (default) and the peers' work",
+    )
+    parser.add_argument(
+        "--peers-input",
+        default="persisted",
+        choices=("persisted", "lazy"),
+        help="dask-meta's input in the peers' configurations: persisted on the cluster "
+        "before the timer starts, as the peers' data are in memory, or read lazily",
     )
     parser.add_argument("--results", type=Path, default=RESULTS, help="where to write the JSON")
     parser.add_argument(
@@ -131,6 +166,7 @@ def fit_dask_meta(
 ) -> dict:
     import dask
     import dask.dataframe as dd
+    from distributed import wait
 
     import dask_meta
     from dask_meta.datasets import cate_names, feature_names
@@ -141,12 +177,17 @@ def fit_dask_meta(
     n_folds: int | dict[str, int] = args.folds
     fit_kwargs = {}
     learner_kwargs: dict = {}
-    if config == "peers-folds":
+    source = "lazy"
+    if config != "default":
         n_folds = {k: args.folds if f is None else f for k, f in PEERS_FOLDS[learner].items()}
         fit_kwargs["synchronize_cross_fitting"] = False
         learner_kwargs["enable_overall"] = PEERS_NO_OVERALL.get(learner, True)
+        if args.peers_input == "persisted":
+            ddf = client.persist(ddf)
+            wait(ddf)
+            source = "persisted"
     models = peers.model_kwargs(learner, *peers.base_models("lgbm100"))
-    if config == "peers-folds" and learner in PEERS_PAIRWISE:
+    if config == "peers-pairwise":
         classifier = models["propensity_model_factory"](**models["propensity_model_params"])
         models["propensity_model_factory"] = dask_meta.PairwisePropensityClassifier
         models["propensity_model_params"] = {"estimator": classifier}
@@ -177,6 +218,7 @@ def fit_dask_meta(
         "rmse_in": rmse,
         "efficiency": parallel_efficiency(report, sum(client.nthreads().values()), fit_s),
         "plan": report.attrs.get("plan", {}),
+        "input": source,
     }
 
 
@@ -187,7 +229,7 @@ def table(results: list[dict], rows_list: list[int], learners: list[str]) -> str
         "package",
         "fit s",
         "ratio to dask-meta",
-        "ratio to dask-meta, peers' folds",
+        "peer / dask-meta doing its work",
         "RMSE",
         "note",
     ]
@@ -196,7 +238,7 @@ def table(results: list[dict], rows_list: list[int], learners: list[str]) -> str
         for learner in learners:
             mine = [r for r in results if r["rows"] == n and r["learner"] == learner]
             dm = next((r for r in mine if r["package"] == "dask-meta"), None)
-            matched = next((r for r in mine if r["package"] == MATCHED), None)
+            ours = {r["package"]: r for r in mine if r["package"] in OURS.values()}
             for r in mine:
                 if "not_available" in r:
                     note = r["not_available"]
@@ -204,12 +246,14 @@ def table(results: list[dict], rows_list: list[int], learners: list[str]) -> str
                     continue
                 ratio = f"{r['fit_s'] / dm['fit_s']:.2f}" if dm else ""
                 like = ""
-                if matched and r["package"] in ("econml", "causalml", MATCHED):
-                    like = f"{r['fit_s'] / matched['fit_s']:.2f}"
+                if r["package"] in ("econml", "causalml"):
+                    matched = ours.get(OURS[peer_config(learner, r["package"])])
+                    if matched:
+                        like = f"{r['fit_s'] / matched['fit_s']:.2f}"
                 note = ""
-                if r["package"] in ("dask-meta", MATCHED):
+                if r["package"] in OURS.values():
                     note = (
-                        f"plan {r['plan'].get('source')}: "
+                        f"{r.get('input', 'lazy')} input, plan {r['plan'].get('source')}: "
                         f"{r['plan'].get('threads_per_model')} thread(s)/model, "
                         f"efficiency {r['efficiency']:.2f}"
                     )
@@ -259,6 +303,8 @@ def main(argv: list[str] | None = None) -> int:
                 data.to_parquet(path, write_index=False)
                 for learner in args.learners:
                     for config in args.configs:
+                        if config != "default" and config not in PEER_CONFIGS[learner]:
+                            continue
                         if any(
                             (r["rows"], r["learner"], r["package"]) == (n, learner, OURS[config])
                             for r in results

@@ -47,8 +47,10 @@ from dask_meta.backends import (
     fit_collection,
     fit_local,
     fused_stream_step,
+    pop_task_seconds,
     stream_order,
     stream_step,
+    timed_task,
 )
 from dask_meta.cluster import THREADS, ClusterShape, cluster_shape
 from dask_meta.data import partitions
@@ -238,6 +240,8 @@ class Planner:
     _owned: list[Future] = field(default_factory=list)
     #: partition order of each streaming job, drawn once
     _orders: dict[str, list[int]] = field(default_factory=dict)
+    #: names the workers' totals of this planner's per-partition task seconds
+    _work_token: str = field(default_factory=new_token)
 
     def __post_init__(self) -> None:
         if self.shape is None:
@@ -295,11 +299,15 @@ class Planner:
         with span(self.label, "derive", name):
             for i, args in enumerate(zip(*columns, strict=True)):
                 key = f"dask_meta-{_words(name)}-{i}-{token}"
+                timed = (func, self._work_token, *args)
                 if any(isinstance(a, Delayed) for a in args):
-                    out.append(dask.delayed(func, pure=True)(*args, **kwargs, dask_key_name=key))
+                    task = dask.delayed(timed_task, pure=True)
+                    out.append(task(*timed, **kwargs, dask_key_name=key))
                 else:
                     # kwargs may hold futures: submit resolves them (a partial would not)
-                    out.append(self.client.submit(func, *args, key=key, **placement, **kwargs))
+                    out.append(
+                        self.client.submit(timed_task, *timed, key=key, **placement, **kwargs)
+                    )
         self._owned.extend(f for f in out if isinstance(f, Future))
         return out
 
@@ -364,6 +372,15 @@ class Planner:
             return future.result()
         finally:
             future.release()
+
+    def task_seconds(self) -> float:
+        """Seconds the workers spent in this planner's per-partition tasks (those of a lost
+        worker are not counted), forgotten on the workers."""
+        try:
+            return float(sum(self.client.run(pop_task_seconds, self._work_token).values()))
+        except Exception as exc:  # a worker lost while the fit ended
+            logger.debug("collecting the per-partition task seconds failed: %s", exc)
+            return math.nan
 
     def drop_bins(self, token: str) -> None:
         """Free the shared binned Datasets a fit left on the workers."""
@@ -755,7 +772,15 @@ def fuse_streams(jobs: Sequence[Job], limits: Limits) -> list[Job]:
 
 
 def parallel_efficiency(report: pd.DataFrame, cores: int, wall: float) -> float:
-    """Sum of single-model fit times divided by (cores x wall time)."""
+    """The fit's work in thread-seconds divided by (cores x wall time).
+
+    The work is every model fit (its duration x its threads) and the per-partition
+    predictions and derived targets that the treatment models train on (one thread each;
+    ``report.attrs["task_seconds"]``, recorded by the learners' ``fit``). Time spent reading
+    data, calibrating the plan, scheduling or idle is what lowers it.
+    """
     if wall <= 0 or cores <= 0:
         return math.nan
-    return float((report["duration"] * report["threads"]).sum() / (cores * wall))
+    tasks = report.attrs.get("task_seconds", 0.0)
+    tasks = 0.0 if tasks is None or math.isnan(tasks) else float(tasks)
+    return float(((report["duration"] * report["threads"]).sum() + tasks) / (cores * wall))

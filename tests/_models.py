@@ -68,3 +68,9 @@ def unaligned_frame(values: np.ndarray, columns: list[str], offset: int = 3):
     frame = pd.DataFrame(block.T, columns=columns, copy=False)
     assert frame.to_numpy().flags.aligned == (offset % 8 == 0)
     return frame
+
+
+def spend(seconds: float) -> float:
+    """A per-partition task that works for ``seconds`` (simulated, as SlowRegressor's fit)."""
+    time.sleep(seconds)
+    return seconds

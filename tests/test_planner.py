@@ -14,7 +14,7 @@ import distributed
 import numpy as np
 import pandas as pd
 import pytest
-from _models import FoldFitError, SlowRegressor
+from _models import FoldFitError, SlowRegressor, spend
 from conftest import make_linear_data
 from dask.utils import key_split
 from lightgbm import LGBMRegressor
@@ -25,7 +25,14 @@ from dask_meta._constants import W_COL
 from dask_meta.backends import STREAM, Design, FitSpec, RowSelection
 from dask_meta.cluster import ClusterShape, WorkerShape
 from dask_meta.learners.base import _used_jobs
-from dask_meta.planner import REPORT_COLUMNS, Job, Planner, _priority, order_pending
+from dask_meta.planner import (
+    REPORT_COLUMNS,
+    Job,
+    Planner,
+    _priority,
+    order_pending,
+    parallel_efficiency,
+)
 
 KIND = "variant_outcome_model"
 LGBM_SMALL = {"n_estimators": 5, "num_leaves": 4, "min_child_samples": 5, "verbose": -1}
@@ -483,3 +490,40 @@ def test_failing_fold_cancels_the_fit(client):
     assert not any(cfe.is_fitted for cfe in learner._nuisance_models[KIND])
     with pytest.raises(ValueError, match="not fitted"):
         learner.predict(X, is_oos=True)
+
+
+def test_per_partition_task_seconds_are_counted_once(client):
+    planner = Planner(client)
+    futures = planner.map_partitions(spend, [0.4, 0.3, 0.2], name="spend")
+    assert client.gather(futures) == [0.4, 0.3, 0.2]
+    assert planner.task_seconds() == pytest.approx(0.9, abs=0.15)
+    assert planner.task_seconds() == 0.0  # the workers forgot them
+    planner.release()
+
+
+def test_parallel_efficiency_counts_fits_and_per_partition_tasks():
+    report = pd.DataFrame({"duration": [4.0, 2.0], "threads": [2, 1]})
+    assert parallel_efficiency(report, cores=2, wall=10.0) == pytest.approx(0.5)
+    report.attrs["task_seconds"] = 6.0
+    assert parallel_efficiency(report, cores=2, wall=10.0) == pytest.approx(0.8)
+    report.attrs["task_seconds"] = float("nan")  # a worker lost at the end: fits only
+    assert parallel_efficiency(report, cores=2, wall=10.0) == pytest.approx(0.5)
+
+
+def test_fit_report_has_the_seconds_of_the_derived_targets(client):
+    X, y, w, _ = make_linear_data(n=2_000)
+    kwargs = dict(
+        is_classification=False,
+        n_variants=3,
+        nuisance_model_factory=LinearRegression,
+        n_folds=2,
+        client=client,
+    )
+    r = RLearner(
+        **kwargs,
+        treatment_model_factory=LinearRegression,
+        propensity_model_factory=LogisticRegression,
+    ).fit(X, y, w)
+    assert r.fit_report_.attrs["task_seconds"] > 0  # pseudo-outcomes of 2 treatment models
+    t = TLearner(**kwargs).fit(X, y, w)
+    assert t.fit_report_.attrs["task_seconds"] == 0.0  # no treatment stage

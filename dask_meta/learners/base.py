@@ -913,6 +913,7 @@ class MetaLearner(ABC):
             treatment = {kind: [m.clone() for m in models] for kind, models in treatment.items()}
         report = run.planner.report_frame()
         report.attrs["wall_time"] = time.time() - run.started
+        report.attrs["task_seconds"] = run.planner.task_seconds()
         report.attrs["shared_bins"] = run.shared_bins
         report.attrs["persisted"] = run.persisted
         if run.plan_choice is not None:
