@@ -424,6 +424,10 @@ def _sklearn_folds(
     rows = (
         np.arange(n) if request.variants is None else np.flatnonzero(np.isin(w, request.variants))
     )
+    if request.n_folds == 1:
+        # one model on every row of the split: nothing to draw (KFold needs two splits)
+        folds[rows] = 0
+        return folds
     if request.stratify is None:
         splitter: Any = KFold(n_splits=request.n_folds, shuffle=True, random_state=seed)
         splits = splitter.split(rows)

@@ -556,6 +556,30 @@ def test_sklearn_folds_bin_every_fit_on_its_own_rows(client):
     )
 
 
+@pytest.mark.parametrize(("n_folds", "shared"), [(1, False), (2, True)])
+def test_bins_are_shared_only_where_rows_are_trained_on_more_than_once(client, n_folds, shared):
+    """A T-learner without cross-fitting trains each row once (each variant's model on its
+    own rows): binning all rows once would save nothing, so each fit bins its own rows.
+    With two folds every row is trained on by a fold model and the overall model."""
+    Xd, yd, wd, X, _, w, _ = _frames()
+    learner = TLearner(
+        False,
+        3,
+        nuisance_model_factory=LGBMRegressor,
+        nuisance_model_params={"n_estimators": 10, "verbose": -1},
+        n_folds=n_folds,
+        random_state=0,
+        client=client,
+    ).fit(Xd, yd, wd)
+    assert learner.fit_report_.attrs["shared_bins"] is shared
+    model = learner._nuisance_models["variant_outcome_model"][1]._overall_estimator
+    infos = model.booster_.dump_model()["feature_infos"]
+    own = LGBMRegressor(n_estimators=1, verbose=-1).fit(
+        pd.DataFrame(X[w == 1], columns=Xd.columns), X[w == 1, 0]
+    )
+    assert (infos == own.booster_.dump_model()["feature_infos"]) is not shared
+
+
 # --- every collection estimator type through every learner where it applies -----------------
 
 COLLECTION_MODELS = {

@@ -539,3 +539,22 @@ def test_r_loss():
     assert r_loss(np.zeros(3), m, e, y, w) == pytest.approx(np.sqrt(np.mean((tau * (w - e)) ** 2)))
     with pytest.raises(ValueError, match="equally long"):
         r_loss([1.0, 2.0], [0.0], [0.5], [1.0], [1])
+
+
+@pytest.mark.parametrize("strategy", ["sklearn", "partition"])
+def test_one_fold_fits_each_model_on_all_its_rows_under_every_fold_strategy(client, strategy):
+    """n_folds=1 means no cross-fitting: one model per variant on all of its rows, whatever
+    the fold strategy (the "sklearn" one draws no KFold, which needs two splits)."""
+    X, y, w, _ = make_linear_data(n=1_500)
+    learner = TLearner(
+        is_classification=False,
+        n_variants=3,
+        nuisance_model_factory=LinearRegression,
+        n_folds=1,
+        fold_strategy=strategy,
+        client=client,
+    ).fit(X, y, w)
+    mu = [LinearRegression().fit(X[w == k], y[w == k]).predict(X) for k in range(3)]
+    expected = np.stack([mu[1] - mu[0], mu[2] - mu[0]], axis=1)
+    cate = np.asarray(learner.predict(X, is_oos=False))[:, :, 0]
+    np.testing.assert_allclose(cate, expected, rtol=1e-9, atol=1e-9)

@@ -347,6 +347,8 @@ class FitRun:
     started: float = field(default_factory=time.time)
     #: whether some LightGBM fits train on a shared binned Dataset
     shared_bins: bool = False
+    #: the keys of the shared binned Datasets that save binning (:meth:`_bins_worth_sharing`)
+    bins_worth_sharing: set[str] = field(default_factory=set)
     #: whether the training frame was kept in the cluster's memory (else read per pass)
     persisted: bool = True
 
@@ -1315,6 +1317,7 @@ class MetaLearner(ABC):
         all_entries = entries[NUISANCE] + entries[TREATMENT]
         run.n_jobs_total = sum(self._cfe(e.kind, e.ordinal).n_models for e in all_entries)
         self._choose_plan(run, entries, auto=False)
+        run.bins_worth_sharing = self._bins_worth_sharing(run, all_entries)
         for e in entries[NUISANCE]:
             cfe_jobs, cfe = self._entry_jobs(run, e, run.parts)
             owners[(e.kind, e.ordinal)] = (cfe, cfe_jobs)
@@ -1335,6 +1338,32 @@ class MetaLearner(ABC):
         for job in jobs:
             job.blocks = job.key in awaited
         return jobs, deferred, owners
+
+    def _bins_worth_sharing(self, run: FitRun, entries: Sequence[ModelEntry]) -> set[str]:
+        """The shared binned Datasets (their keys) whose fits train on more rows in all than
+        the training frame has.
+
+        A shared Dataset bins every row of the frame once; without it each fit bins its own
+        rows. So it pays only where rows are trained on more than once: folds, or several
+        model kinds on the same rows. A T-learner without cross-fitting trains each row once,
+        and its fits bin their own rows instead (the "sklearn" fold strategy always does).
+        """
+        if self.fold_strategy == "sklearn":
+            return set()
+        rows: Counter[str] = Counter()
+        for e in entries:
+            cfe = self._cfe(e.kind, e.ordinal)
+            design = self._design(e.kind, run.data.columns)
+            if backend_of(cfe.estimator_factory) != LOCAL or not shares_bins(
+                cfe.estimator_factory, cfe.estimator_params, design
+            ):
+                continue
+            split = run.assignment.refs[(e.kind, e.ordinal)]
+            per_model = train_rows(split, run.assignment.fold_strata, cfe.n_folds)
+            # n_folds 1: fold 0 trains on no rows and the overall model on all of them
+            fitted = (n for fold, n in per_model.items() if fold is not None or cfe.enable_overall)
+            rows[bins_key(run.token, cfe.estimator_params, design)] += sum(fitted)
+        return {key for key, n in rows.items() if n > run.n_rows}
 
     def _choose_plan(
         self,
@@ -1697,10 +1726,13 @@ class MetaLearner(ABC):
             and self.fold_strategy != "sklearn"
             and shares_bins(cfe.estimator_factory, cfe.estimator_params, jobs[0].spec.design)
         ):
-            # LightGBM: one binned Dataset per worker, subsets per fold and model kind; the
-            # "sklearn" strategy keeps metalearners' exact per-fit binning
-            bins = bins_key(run.token, cfe.estimator_params, jobs[0].spec.design)
-            run.shared_bins = True
+            # LightGBM: one binned Dataset per worker, subsets per fold and model kind, where
+            # rows are trained on more than once; the "sklearn" strategy keeps metalearners'
+            # exact per-fit binning
+            key = bins_key(run.token, cfe.estimator_params, jobs[0].spec.design)
+            if key in run.bins_worth_sharing:
+                bins = key
+                run.shared_bins = True
         for job in jobs:
             job.backend = backend
             job.meta = (run.assignment.frame._meta, extra_meta)
