@@ -315,9 +315,15 @@ class CrossFitEstimator:
         return self
 
     @property
+    def fitted_folds(self) -> list[int | None]:
+        """The models a fit trains: the fold models (if ``n_folds`` > 1), and ``None`` for
+        the overall one (if enabled)."""
+        folds: list[int | None] = list(range(self.n_folds)) if self.n_folds > 1 else []
+        return folds + [None] if self.enable_overall else folds
+
+    @property
     def n_models(self) -> int:
-        """Models a fit trains: the fold models (if ``n_folds`` > 1) and the overall one."""
-        return (self.n_folds if self.n_folds > 1 else 0) + int(self.enable_overall)
+        return len(self.fitted_folds)
 
     @property
     def is_fitted(self) -> bool:
@@ -345,12 +351,9 @@ class CrossFitEstimator:
         token: str,
     ) -> list[Job]:
         """The fit jobs of this estimator: one per fold (if n_folds > 1) and the overall one."""
-        folds: list[int | None] = list(range(self.n_folds)) if self.n_folds > 1 else []
-        if self.enable_overall:
-            folds.append(None)
         thread_param = thread_param_name(self.estimator_factory, self.estimator_params)
         jobs = []
-        for fold in folds:
+        for fold in self.fitted_folds:
             spec = FitSpec(
                 factory=self.estimator_factory,
                 params=self.estimator_params,

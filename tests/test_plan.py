@@ -324,6 +324,31 @@ def test_calibration_of_many_rounds_is_scaled_and_said(one_by_two):
     assert "timed with 1/3 of its rounds" in plan["reason"]
 
 
+@pytest.mark.parametrize(
+    ("n_folds", "enable_overall", "fits"),
+    [
+        (1, True, 2),  # one model per variant: no fold models
+        (2, True, 6),
+        (2, False, 4),  # fold models only
+    ],
+)
+def test_the_cost_model_simulates_the_fits_that_run(one_by_two, n_folds, enable_overall, fits):
+    X, y, w, _ = _frames()
+    learner = TLearner(
+        False,
+        2,
+        LGBMRegressor,
+        nuisance_model_params=LGBM,
+        n_folds=n_folds,
+        enable_overall=enable_overall,
+        random_state=0,
+        client=one_by_two,
+        plan="auto",
+    ).fit(X, y, w)
+    assert len(learner.fit_report_) == fits
+    assert learner.fit_report_.attrs["plan"]["reason"].startswith(f"{fits} fits on 2 threads")
+
+
 def test_calibrations_are_reused_across_nearby_widths_and_scaled():
     c = Calibration("m", (10, 20), (1.0, 2.0), 2, 1.5)
     timed = [(20, c), (40, Calibration("m", (10, 20), (3.0, 5.0), 2, 4.0))]

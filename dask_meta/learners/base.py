@@ -1360,9 +1360,9 @@ class MetaLearner(ABC):
                 continue
             split = run.assignment.refs[(e.kind, e.ordinal)]
             per_model = train_rows(split, run.assignment.fold_strata, cfe.n_folds)
-            # n_folds 1: fold 0 trains on no rows and the overall model on all of them
-            fitted = (n for fold, n in per_model.items() if fold is not None or cfe.enable_overall)
-            rows[bins_key(run.token, cfe.estimator_params, design)] += sum(fitted)
+            rows[bins_key(run.token, cfe.estimator_params, design)] += sum(
+                per_model[fold] for fold in cfe.fitted_folds
+            )
         return {key for key, n in rows.items() if n > run.n_rows}
 
     def _choose_plan(
@@ -1476,12 +1476,12 @@ class MetaLearner(ABC):
                 if split is None:
                     continue
                 rows = train_rows(split, run.assignment.fold_strata, cfe.n_folds)
-                for fold_rows in rows.values():
+                for fold in cfe.fitted_folds:  # not the folds of n_folds 1, nor a skipped overall
                     planned.append(
                         PlannedJob(
                             stage=stage,
                             group=(stage, e.kind, e.ordinal),
-                            rows=int(fold_rows),
+                            rows=int(rows[fold]),
                             model=name,
                             columns=n_columns,
                             fixed_threads=requested_threads(cfe.estimator_params),
