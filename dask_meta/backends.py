@@ -577,25 +577,49 @@ _TRAINING_ONLY_PARAMS = frozenset(
 )
 
 
-def shares_bins(factory: type, params: dict[str, Any], design: Design) -> bool:
-    """Whether fits of this model can train on subsets of one shared binned Dataset.
+def binned_model(factory: type, params: dict[str, Any]) -> tuple[type, dict[str, Any]] | None:
+    """The LightGBM model whose fits can train on a shared binned Dataset, and its params:
+    the model itself, or the estimator a :class:`~dask_meta.PairwisePropensityClassifier`
+    fits once per pair (on subsets of the same Dataset); ``None`` for other models."""
+    if factory.__module__.startswith("lightgbm") and factory.__name__ in (
+        "LGBMRegressor",
+        "LGBMClassifier",
+    ):
+        return factory, params
+    if _is_pairwise(factory) and params.get("estimator") is not None:
+        estimator = params["estimator"]
+        return binned_model(type(estimator), estimator.get_params(deep=False))
+    return None
 
-    LightGBM's sklearn regressors and classifiers on DataFrame designs; a model that needs
-    raw feature values after binning (``linear_tree``) builds its own.
-    """
-    return (
-        factory.__module__.startswith("lightgbm")
-        and factory.__name__ in ("LGBMRegressor", "LGBMClassifier")
-        and not design.as_numpy
-        and design.transform is None
-        and len(design.columns) > 0
-        and not params.get("linear_tree", False)
+
+def _is_pairwise(factory: type) -> bool:
+    return factory.__module__ == "dask_meta.models" and factory.__name__ == (
+        "PairwisePropensityClassifier"
     )
 
 
-def bins_key(token: str, params: dict[str, Any], design: Design) -> str:
+def shares_bins(factory: type, params: dict[str, Any], design: Design) -> bool:
+    """Whether fits of this model can train on subsets of one shared binned Dataset.
+
+    LightGBM's sklearn regressors and classifiers (also inside a
+    ``PairwisePropensityClassifier``) on DataFrame designs; a model that needs raw feature
+    values after binning (``linear_tree``) builds its own.
+    """
+    model = binned_model(factory, params)
+    return (
+        model is not None
+        and not design.as_numpy
+        and design.transform is None
+        and len(design.columns) > 0
+        and not model[1].get("linear_tree", False)
+    )
+
+
+def bins_key(token: str, factory: type, params: dict[str, Any], design: Design) -> str:
     """The cache key of a shared binned Dataset: one fit's data, columns and bin params."""
-    binning = sorted((k, repr(v)) for k, v in params.items() if k not in _TRAINING_ONLY_PARAMS)
+    model = binned_model(factory, params)
+    assert model is not None, f"{factory.__name__} trains on no binned Dataset"
+    binning = sorted((k, repr(v)) for k, v in model[1].items() if k not in _TRAINING_ONLY_PARAMS)
     return f"{token}|{design.columns!r}|{binning!r}"
 
 
@@ -619,9 +643,12 @@ def _binned_dataset(spec: FitSpec, frame: pd.DataFrame) -> Any:
     with _bins_lock:
         dataset = _bins.get(spec.bins)
         if dataset is None:
+            model = binned_model(spec.factory, spec.params)
+            assert model is not None
+            factory, model_params = model
             params = {
                 k: v
-                for k, v in spec.factory(**spec.params)._process_params(stage="predict").items()
+                for k, v in factory(**model_params)._process_params(stage="predict").items()
                 if k not in ("objective", "metric", "num_class")
             }
             params["num_threads"] = 0  # the thread's OpenMP setting: see fit_params_with_threads
@@ -710,15 +737,28 @@ def fit_binned(
         fit_params[name] = frame[column].to_numpy()[positions]
     params = fit_params_with_threads(spec.factory, spec.params, spec.thread_param, spec.threads)
     model = spec.factory(**params)
-    with threadpool_limits(limits=spec.threads):
-        subset = dataset.subset(positions).construct()
-        _pending_subset.value = subset
+    # the features are in the subsets already: fit sees their names only
+    names = spec.design.matrix(template if template is not None else frame.iloc[:0])
+
+    def fit_subset(estimator: Any, rows: np.ndarray, label: np.ndarray, kwargs: dict) -> None:
+        _pending_subset.value = dataset.subset(rows).construct()
         try:
-            # the features are in the subset already: fit sees their names only
-            names = template if template is not None else frame.iloc[:0]
-            model.fit(spec.design.matrix(names), y, **fit_params)
+            estimator.fit(names, label, **kwargs)
         finally:
             _pending_subset.value = None
+
+    with threadpool_limits(limits=spec.threads):
+        if _is_pairwise(spec.factory):  # one subset per pair, of this fit's rows
+            weight = fit_params.pop("sample_weight", None)
+            model.fit_pairs(
+                names,
+                y,
+                lambda pair, rows, label, kwargs: fit_subset(pair, positions[rows], label, kwargs),
+                weight,
+                **fit_params,
+            )
+        else:
+            fit_subset(model, positions, y, fit_params)
     return model
 
 

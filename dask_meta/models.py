@@ -12,6 +12,7 @@ model's factory does, in dask-meta and in metalearners alike::
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -54,6 +55,23 @@ class PairwisePropensityClassifier(ClassifierMixin, BaseEstimator):
     def fit(
         self, X: Any, y: Any, sample_weight: Any = None, **fit_params: Any
     ) -> PairwisePropensityClassifier:
+        def fit_pair(model: Any, rows: np.ndarray, label: np.ndarray, kwargs: dict) -> None:
+            model.fit(_take(X, rows), label, **kwargs)
+
+        return self.fit_pairs(X, y, fit_pair, sample_weight, **fit_params)
+
+    def fit_pairs(
+        self,
+        X: Any,
+        y: Any,
+        fit_pair: Callable[[Any, np.ndarray, np.ndarray, dict], None],
+        sample_weight: Any = None,
+        **fit_params: Any,
+    ) -> PairwisePropensityClassifier:
+        """:meth:`fit`, with each pair's model fitted by ``fit_pair(model, rows, label,
+        fit_kwargs)`` on the positions ``rows`` of ``y``: dask-meta's LightGBM fast path
+        fits them on subsets of a binned Dataset of all rows. ``X`` gives the features'
+        number and names only."""
         if not hasattr(self.estimator, "predict_proba"):
             raise TypeError(
                 f"estimator={self.estimator!r} has no predict_proba; "
@@ -81,7 +99,7 @@ class PairwisePropensityClassifier(ClassifierMixin, BaseEstimator):
             if weight is not None:
                 kwargs["sample_weight"] = weight[rows]
             model = self._pair_estimator()
-            model.fit(_take(X, rows), (y[rows] == k).astype(int), **kwargs)
+            fit_pair(model, rows, (y[rows] == k).astype(int), kwargs)
             self.estimators_.append(model)
         return self
 

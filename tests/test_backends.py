@@ -580,6 +580,76 @@ def test_bins_are_shared_only_where_rows_are_trained_on_more_than_once(client, n
     assert (infos == own.booster_.dump_model()["feature_infos"]) is not shared
 
 
+def test_pairwise_propensity_pairs_train_on_subsets_of_the_shared_bins(client, monkeypatch):
+    """The binary models of a PairwisePropensityClassifier fit on subsets of the shared
+    binned Dataset: each pair model has the feature ranges of all rows and trained on its
+    pair's rows only (control and its variant), as the same fit without shared bins does."""
+    from dask_meta import PairwisePropensityClassifier
+
+    Xd, yd, wd, X, _, w, _ = _frames()
+    params = {"n_estimators": 10, "verbose": -1}
+
+    def fit(strategy):
+        return XLearner(
+            False,
+            3,
+            nuisance_model_factory=LGBMRegressor,
+            nuisance_model_params=params,
+            treatment_model_factory=LGBMRegressor,
+            treatment_model_params=params,
+            propensity_model_factory=PairwisePropensityClassifier,
+            propensity_model_params={"estimator": LGBMClassifier(**params)},
+            n_folds=2,
+            random_state=0,
+            fold_strategy=strategy,
+            client=client,
+        ).fit(Xd, yd, wd)
+
+    shared, own = fit("partition"), fit("sklearn")
+    assert shared.fit_report_.attrs["shared_bins"] is True
+    assert own.fit_report_.attrs["shared_bins"] is False
+    whole = LGBMRegressor(n_estimators=1, verbose=-1).fit(
+        pd.DataFrame(X, columns=Xd.columns), X[:, 0]
+    )
+    whole_infos = whole.booster_.dump_model()["feature_infos"]
+    frame = pd.DataFrame(X, columns=Xd.columns)
+    for learner, is_shared in ((shared, True), (own, False)):
+        model = learner._nuisance_models["propensity_model"][0]._overall_estimator
+        assert isinstance(model, PairwisePropensityClassifier)
+        assert list(model.classes_) == [0, 1, 2]
+        for k, pair in zip((1, 2), model.estimators_, strict=True):
+            assert isinstance(pair, LGBMClassifier)
+            infos = pair.booster_.dump_model()["feature_infos"]
+            assert (infos == whole_infos) is is_shared
+            assert list(pair.classes_) == [0, 1]
+            # trained on the pair's rows: its leaves count control and variant-k rows only
+            counts = pair.booster_.dump_model()["tree_info"][0]["tree_structure"]
+            assert counts["internal_count"] == int(np.isin(w, (0, k)).sum())
+    # each pair model is the binary model of its pair's rows on the bins of all rows
+    import lightgbm.sklearn
+
+    from dask_meta import backends
+
+    binning = {
+        k: v
+        for k, v in LGBMClassifier(**params)._process_params(stage="predict").items()
+        if k not in ("objective", "metric", "num_class")
+    }
+    bins = lightgbm.Dataset(frame, label=np.zeros(len(frame)), params=binning).construct()
+    monkeypatch.setattr(
+        lightgbm.sklearn, "Dataset", backends._shared_dataset_switch(lightgbm.sklearn.Dataset)
+    )
+    model = shared._nuisance_models["propensity_model"][0]._overall_estimator
+    for k, pair in zip((1, 2), model.estimators_, strict=True):
+        rows = np.flatnonzero(np.isin(w, (0, k)))
+        backends._pending_subset.value = bins.subset(rows).construct()
+        reference = LGBMClassifier(**params, n_jobs=1).fit(frame.iloc[:0], (w[rows] == k) * 1)
+        np.testing.assert_allclose(
+            pair.predict_proba(frame), reference.predict_proba(frame), rtol=1e-9
+        )
+    assert set(_bins_on_workers(client).values()) == {0}
+
+
 # --- every collection estimator type through every learner where it applies -----------------
 
 COLLECTION_MODELS = {

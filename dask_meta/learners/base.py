@@ -1360,7 +1360,7 @@ class MetaLearner(ABC):
                 continue
             split = run.assignment.refs[(e.kind, e.ordinal)]
             per_model = train_rows(split, run.assignment.fold_strata, cfe.n_folds)
-            rows[bins_key(run.token, cfe.estimator_params, design)] += sum(
+            rows[bins_key(run.token, cfe.estimator_factory, cfe.estimator_params, design)] += sum(
                 per_model[fold] for fold in cfe.fitted_folds
             )
         return {key for key, n in rows.items() if n > run.n_rows}
@@ -1729,7 +1729,9 @@ class MetaLearner(ABC):
             # LightGBM: one binned Dataset per worker, subsets per fold and model kind, where
             # rows are trained on more than once; the "sklearn" strategy keeps metalearners'
             # exact per-fit binning
-            key = bins_key(run.token, cfe.estimator_params, jobs[0].spec.design)
+            key = bins_key(
+                run.token, cfe.estimator_factory, cfe.estimator_params, jobs[0].spec.design
+            )
             if key in run.bins_worth_sharing:
                 bins = key
                 run.shared_bins = True
