@@ -32,7 +32,8 @@ One command, one machine, the same generated data and base models for everyone:
     is one multi-class classifier, as in EconML's DR-learner.
   * ``peers-pairwise``: the same, with the propensity fitted as one binary model per
     treatment variant against control (:class:`dask_meta.PairwisePropensityClassifier`), as
-    EconML's X-learner and CausalML do (:data:`PAIRWISE_PEERS`).
+    EconML's X-learner and CausalML do (:data:`PAIRWISE_PEERS`), and CausalML's folds where
+    they differ (:data:`PAIRWISE_FOLDS`: its DR-learner's outcome models, 3).
 
   The peers' data are in memory before their timers start; so are dask-meta's for these two
   (``--peers-input persisted``, the default: the parquet persisted on the cluster, not
@@ -96,6 +97,12 @@ PEERS_NO_OVERALL: dict[str, dict[str, bool]] = {
     "R": {"outcome_model": False, "propensity_model": False},
     "DR": {"propensity_model": False},
 }
+
+#: per learner, the folds of the pairwise configuration where they differ from
+#: :data:`PEERS_FOLDS`: the DR-learner's stands for CausalML's (:data:`PAIRWISE_PEERS`),
+#: which rotates its outcome models over 3 folds (``KFold(n_splits=3)``, fixed), each
+#: trained on a third of the rows, where EconML's ``DRLearner`` takes ``cv``
+PAIRWISE_FOLDS: dict[str, dict[str, int]] = {"DR": {"variant_outcome_model": 3}}
 
 #: per learner, the peers that fit its propensity as one binary model per treatment variant
 #: on that variant's and the control rows: EconML's X-learner, and CausalML, whose
@@ -180,6 +187,8 @@ def fit_dask_meta(
     source = "lazy"
     if config != "default":
         n_folds = {k: args.folds if f is None else f for k, f in PEERS_FOLDS[learner].items()}
+        if config == "peers-pairwise":
+            n_folds |= PAIRWISE_FOLDS.get(learner, {})
         fit_kwargs["synchronize_cross_fitting"] = False
         learner_kwargs["enable_overall"] = PEERS_NO_OVERALL.get(learner, True)
         if args.peers_input == "persisted":

@@ -319,7 +319,7 @@ class CrossFitEstimator:
         """The models a fit trains: the fold models (if ``n_folds`` > 1), and ``None`` for
         the overall one (if enabled)."""
         folds: list[int | None] = list(range(self.n_folds)) if self.n_folds > 1 else []
-        return folds + [None] if self.enable_overall else folds
+        return [*folds, None] if self.enable_overall else folds
 
     @property
     def n_models(self) -> int:
