@@ -25,7 +25,14 @@ from lightgbm.dask import DaskLGBMClassifier, DaskLGBMRegressor
 from sklearn.linear_model import LinearRegression, SGDClassifier, SGDRegressor
 from xgboost.dask import DaskXGBClassifier, DaskXGBRegressor
 
-from dask_meta import DRLearner, RLearner, SLearner, TLearner, XLearner
+from dask_meta import (
+    DRLearner,
+    PairwisePropensityClassifier,
+    RLearner,
+    SLearner,
+    TLearner,
+    XLearner,
+)
 from dask_meta.backends import (
     COLLECTION,
     LOCAL,
@@ -492,8 +499,17 @@ def test_stream_wrapper_without_estimator_is_rejected():
 # --- shared binned LightGBM data ------------------------------------------------------------
 
 
-def _lgbm_x_learner(client, strategy):
-    params = {"n_estimators": 10, "verbose": -1}
+LGBM_SMALL = {"n_estimators": 10, "verbose": -1}
+
+
+def _lgbm_x_learner(client, strategy, pairwise=False):
+    params = LGBM_SMALL
+    propensity = {"propensity_model_factory": LGBMClassifier, "propensity_model_params": params}
+    if pairwise:
+        propensity = {
+            "propensity_model_factory": PairwisePropensityClassifier,
+            "propensity_model_params": {"estimator": LGBMClassifier(**params)},
+        }
     return XLearner(
         False,
         3,
@@ -501,8 +517,7 @@ def _lgbm_x_learner(client, strategy):
         nuisance_model_params=params,
         treatment_model_factory=LGBMRegressor,
         treatment_model_params=params,
-        propensity_model_factory=LGBMClassifier,
-        propensity_model_params=params,
+        **propensity,
         n_folds=2,
         random_state=0,
         fold_strategy=strategy,
@@ -584,28 +599,11 @@ def test_pairwise_propensity_pairs_train_on_subsets_of_the_shared_bins(client, m
     """The binary models of a PairwisePropensityClassifier fit on subsets of the shared
     binned Dataset: each pair model has the feature ranges of all rows and trained on its
     pair's rows only (control and its variant), as the same fit without shared bins does."""
-    from dask_meta import PairwisePropensityClassifier
-
     Xd, yd, wd, X, _, w, _ = _frames()
-    params = {"n_estimators": 10, "verbose": -1}
-
-    def fit(strategy):
-        return XLearner(
-            False,
-            3,
-            nuisance_model_factory=LGBMRegressor,
-            nuisance_model_params=params,
-            treatment_model_factory=LGBMRegressor,
-            treatment_model_params=params,
-            propensity_model_factory=PairwisePropensityClassifier,
-            propensity_model_params={"estimator": LGBMClassifier(**params)},
-            n_folds=2,
-            random_state=0,
-            fold_strategy=strategy,
-            client=client,
-        ).fit(Xd, yd, wd)
-
-    shared, own = fit("partition"), fit("sklearn")
+    shared, own = (
+        _lgbm_x_learner(client, strategy, pairwise=True).fit(Xd, yd, wd)
+        for strategy in ("partition", "sklearn")
+    )
     assert shared.fit_report_.attrs["shared_bins"] is True
     assert own.fit_report_.attrs["shared_bins"] is False
     whole = LGBMRegressor(n_estimators=1, verbose=-1).fit(
@@ -632,7 +630,7 @@ def test_pairwise_propensity_pairs_train_on_subsets_of_the_shared_bins(client, m
 
     binning = {
         k: v
-        for k, v in LGBMClassifier(**params)._process_params(stage="predict").items()
+        for k, v in LGBMClassifier(**LGBM_SMALL)._process_params(stage="predict").items()
         if k not in ("objective", "metric", "num_class")
     }
     bins = lightgbm.Dataset(frame, label=np.zeros(len(frame)), params=binning).construct()
@@ -643,7 +641,7 @@ def test_pairwise_propensity_pairs_train_on_subsets_of_the_shared_bins(client, m
     for k, pair in zip((1, 2), model.estimators_, strict=True):
         rows = np.flatnonzero(np.isin(w, (0, k)))
         backends._pending_subset.value = bins.subset(rows).construct()
-        reference = LGBMClassifier(**params, n_jobs=1).fit(frame.iloc[:0], (w[rows] == k) * 1)
+        reference = LGBMClassifier(**LGBM_SMALL, n_jobs=1).fit(frame.iloc[:0], (w[rows] == k) * 1)
         np.testing.assert_allclose(
             pair.predict_proba(frame), reference.predict_proba(frame), rtol=1e-9
         )
