@@ -645,17 +645,21 @@ def _binned_dataset(spec: FitSpec, frame: pd.DataFrame) -> Any:
         if dataset is None:
             model = binned_model(spec.factory, spec.params)
             assert model is not None
-            factory, model_params = model
-            params = {
-                k: v
-                for k, v in factory(**model_params)._process_params(stage="predict").items()
-                if k not in ("objective", "metric", "num_class")
-            }
+            params = dataset_params(*model)
             params["num_threads"] = 0  # the thread's OpenMP setting: see fit_params_with_threads
             threads = _bins_threads(spec.threads)
             dataset = on_threads(threads, _construct, spec.design.matrix(frame), params, threads)
             _bins[spec.bins] = dataset
     return dataset
+
+
+def dataset_params(factory: type, params: dict[str, Any]) -> dict[str, Any]:
+    """The binned Dataset's parameters of a LightGBM model: its own, without the objective's."""
+    return {
+        k: v
+        for k, v in factory(**params)._process_params(stage="predict").items()
+        if k not in ("objective", "metric", "num_class")
+    }
 
 
 def _bins_threads(threads: int) -> int:

@@ -323,6 +323,7 @@ class CrossFitEstimator:
 
     @property
     def n_models(self) -> int:
+        """How many models a fit trains (:attr:`fitted_folds`)."""
         return len(self.fitted_folds)
 
     @property

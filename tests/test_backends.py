@@ -628,11 +628,7 @@ def test_pairwise_propensity_pairs_train_on_subsets_of_the_shared_bins(client, m
 
     from dask_meta import backends
 
-    binning = {
-        k: v
-        for k, v in LGBMClassifier(**LGBM_SMALL)._process_params(stage="predict").items()
-        if k not in ("objective", "metric", "num_class")
-    }
+    binning = backends.dataset_params(LGBMClassifier, LGBM_SMALL)
     bins = lightgbm.Dataset(frame, label=np.zeros(len(frame)), params=binning).construct()
     monkeypatch.setattr(
         lightgbm.sklearn, "Dataset", backends._shared_dataset_switch(lightgbm.sklearn.Dataset)
