@@ -478,8 +478,9 @@ def calibrate_fit(
     Fits with one thread and with ``threads`` threads on ``sizes`` rows each (fewer if the
     partition's selection is smaller; the larger size the faster of two fits); tree
     ensembles grow fewer rounds and their times are scaled (:func:`calibration_params`), the
-    factor is returned last. ``None`` if the sample cannot be fitted (one class only, say): the cost
-    model then goes without this model.
+    factor is returned last. A :class:`~dask_meta.models.PairwisePropensityClassifier` is
+    timed on its first pair, that time counted once per pair. ``None`` if the sample cannot
+    be fitted (one class only, say): the cost model then goes without this model.
     """
     frame = gather_rows(spec.rows, [part], list(extra))
     if len(frame) < 2:
@@ -491,15 +492,20 @@ def calibrate_fit(
 
     def timed(rows: int, n_threads: int) -> float:
         take = np.sort(order[:rows])
-        X_rows = X.iloc[take] if hasattr(X, "iloc") else X[take]
         params = fit_params_with_threads(spec.factory, timed_params, spec.thread_param, n_threads)
+        model, labels, factor = spec.factory(**params), y[take], scale
+        if _is_pairwise(spec.factory):
+            # its pairs cost about the same: the first one is timed for all of them
+            model, in_pair, labels, n_pairs = model.first_pair(labels)
+            take, factor = take[in_pair], scale * n_pairs
+        X_rows = X.iloc[take] if hasattr(X, "iloc") else X[take]
         kwargs = {
             name: (value[take] if name in per_row else value) for name, value in fit_params.items()
         }
         start = time.perf_counter()
         with threadpool_limits(limits=n_threads):
-            spec.factory(**params).fit(X_rows, y[take], **kwargs)
-        return scale * (time.perf_counter() - start)
+            model.fit(X_rows, labels, **kwargs)
+        return factor * (time.perf_counter() - start)
 
     def fastest(rows: int, n_threads: int) -> float:
         # the larger size's times set the per-row cost and the speedup: the faster of two

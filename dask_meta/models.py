@@ -12,7 +12,7 @@ model's factory does, in dask-meta and in metalearners alike::
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -93,15 +93,27 @@ class PairwisePropensityClassifier(ClassifierMixin, BaseEstimator):
             self.feature_names_in_ = np.asarray(X.columns, dtype=object)
         weight = None if sample_weight is None else np.asarray(sample_weight)
         self.estimators_ = []
-        for k in self.classes_[1:]:
-            rows = np.flatnonzero((y == self.classes_[0]) | (y == k))
+        for rows, label in _pairs(y, self.classes_):
             kwargs = dict(fit_params)
             if weight is not None:
                 kwargs["sample_weight"] = weight[rows]
             model = self._pair_estimator()
-            fit_pair(model, rows, (y[rows] == k).astype(int), kwargs)
+            fit_pair(model, rows, label, kwargs)
             self.estimators_.append(model)
         return self
+
+    def first_pair(self, y: Any) -> tuple[Any, np.ndarray, np.ndarray, int]:
+        """What :meth:`fit` would fit first for ``y``: the unfitted estimator (threads set),
+        the positions of its rows in ``y``, their binary labels, and the number of pairs.
+
+        dask-meta's cost model times this one fit for all pairs, which cost about the same.
+        """
+        y = np.asarray(y)
+        classes = np.unique(y)
+        if len(classes) < 2:
+            raise ValueError(f"y has the single class {classes.tolist()}: there is no pair")
+        rows, label = next(_pairs(y, classes))
+        return self._pair_estimator(), rows, label, len(classes) - 1
 
     def _pair_estimator(self) -> Any:
         model = clone(self.estimator)
@@ -130,6 +142,14 @@ class PairwisePropensityClassifier(ClassifierMixin, BaseEstimator):
 
     def predict(self, X: Any) -> np.ndarray:
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+
+def _pairs(y: np.ndarray, classes: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Each pair's rows (positions in ``y``: the first class's and class ``k``'s) and its
+    binary labels (1 for ``k``), for ``k`` in ``classes[1:]``."""
+    for k in classes[1:]:
+        rows = np.flatnonzero((y == classes[0]) | (y == k))
+        yield rows, (y[rows] == k).astype(int)
 
 
 def _take(X: Any, rows: np.ndarray) -> Any:

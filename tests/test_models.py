@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
@@ -11,7 +13,14 @@ from sklearn.base import clone
 from sklearn.linear_model import LinearRegression, LogisticRegression
 
 import dask_meta
-from dask_meta.backends import calibration_params, thread_param_name
+from dask_meta.backends import (
+    Design,
+    FitSpec,
+    RowSelection,
+    calibrate_fit,
+    calibration_params,
+    thread_param_name,
+)
 from dask_meta.models import PairwisePropensityClassifier
 
 
@@ -93,6 +102,52 @@ def test_calibration_times_the_estimator_with_fewer_rounds():
     assert timed["estimator"].get_params()["n_estimators"] == 20
     assert timed["estimator"].get_params()["learning_rate"] == 0.2
     assert params["estimator"].get_params()["n_estimators"] == 100
+
+
+#: (rows, labels) of every fit of a _SlowPair, in order
+_PAIR_FITS: list[tuple[int, set]] = []
+_PAIR_SECONDS = 0.05
+
+
+class _SlowPair(LogisticRegression):
+    """A binary classifier whose fits take at least ``_PAIR_SECONDS`` and are recorded."""
+
+    def fit(self, X, y, sample_weight=None):
+        _PAIR_FITS.append((len(X), set(np.unique(y).tolist())))
+        time.sleep(_PAIR_SECONDS)
+        return super().fit(X, y, sample_weight)
+
+
+def test_calibration_times_the_first_pair_for_all_pairs(data):
+    """The cost model times a pairwise model's first pair (control and class 1 rows of its
+    sample) and counts that time once per pair: fewer fits, the whole model's cost."""
+    X, w = data
+    columns = ("a", "b", "c", "d")
+    frame = pd.DataFrame(X, columns=list(columns)).assign(w=w)
+    spec = FitSpec(
+        PairwisePropensityClassifier,
+        {"estimator": _SlowPair()},
+        Design(columns, False),
+        "w",
+        RowSelection(None),
+        1,
+        "n_jobs",
+        is_classifier=True,
+    )
+    _PAIR_FITS.clear()
+    sizes, seconds_1, seconds_n, scale = calibrate_fit(spec, (500, 2_000), 1, 0, frame)
+    assert sizes == (500, 2_000) and scale == 1.0
+    # one thread: a warm-up, the small size, the larger size twice; one pair each
+    share = np.isin(w, (0, 1)).mean()
+    assert [rows for rows, _ in _PAIR_FITS] == pytest.approx(
+        [500 * share, 500 * share, 2_000 * share, 2_000 * share], rel=0.15
+    )
+    assert all(labels == {0, 1} for _, labels in _PAIR_FITS)
+    # each timed fit is counted for both pairs
+    assert min(seconds_1) >= 2 * _PAIR_SECONDS
+    assert seconds_n == seconds_1
+    # a sample with one class has no pair to time: the cost model goes without this model
+    assert calibrate_fit(spec, (500, 2_000), 1, 0, frame[frame["w"] == 0]) is None
 
 
 def test_clone_keeps_the_arguments():
