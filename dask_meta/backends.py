@@ -489,12 +489,13 @@ def calibrate_fit(
     order = np.random.default_rng(seed).permutation(len(frame))
     per_row = {name: len(frame) for name in spec.row_params}
     timed_params, scale = calibration_params(spec.factory, spec.params)
+    pairwise = _is_pairwise(spec.factory)
 
     def timed(rows: int, n_threads: int) -> float:
         take = np.sort(order[:rows])
         params = fit_params_with_threads(spec.factory, timed_params, spec.thread_param, n_threads)
         model, labels, factor = spec.factory(**params), y[take], scale
-        if _is_pairwise(spec.factory):
+        if pairwise:
             # its pairs cost about the same: the first one is timed for all of them
             model, in_pair, labels, n_pairs = model.first_pair(labels)
             take, factor = take[in_pair], scale * n_pairs

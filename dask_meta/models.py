@@ -77,15 +77,7 @@ class PairwisePropensityClassifier(ClassifierMixin, BaseEstimator):
                 f"estimator={self.estimator!r} has no predict_proba; "
                 "PairwisePropensityClassifier needs a probabilistic binary classifier"
             )
-        y = np.asarray(y)
-        if y.ndim != 1:
-            raise ValueError(f"y must be one column of class labels, got shape {y.shape}")
-        self.classes_ = np.unique(y)
-        if len(self.classes_) < 2:
-            raise ValueError(
-                f"y has the single class {self.classes_.tolist()}; a propensity model "
-                "needs the control class and at least one other"
-            )
+        y, self.classes_ = _labels_and_classes(y)
         n_features = getattr(X, "shape", (None, None))[1]
         if n_features is not None:
             self.n_features_in_ = int(n_features)
@@ -108,10 +100,7 @@ class PairwisePropensityClassifier(ClassifierMixin, BaseEstimator):
 
         dask-meta's cost model times this one fit for all pairs, which cost about the same.
         """
-        y = np.asarray(y)
-        classes = np.unique(y)
-        if len(classes) < 2:
-            raise ValueError(f"y has the single class {classes.tolist()}: there is no pair")
+        y, classes = _labels_and_classes(y)
         rows, label = next(_pairs(y, classes))
         return self._pair_estimator(), rows, label, len(classes) - 1
 
@@ -142,6 +131,20 @@ class PairwisePropensityClassifier(ClassifierMixin, BaseEstimator):
 
     def predict(self, X: Any) -> np.ndarray:
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+
+def _labels_and_classes(y: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``y`` as one column of labels and its classes, at least two (control and another)."""
+    y = np.asarray(y)
+    if y.ndim != 1:
+        raise ValueError(f"y must be one column of class labels, got shape {y.shape}")
+    classes = np.unique(y)
+    if len(classes) < 2:
+        raise ValueError(
+            f"y has the single class {classes.tolist()}; a propensity model "
+            "needs the control class and at least one other"
+        )
+    return y, classes
 
 
 def _pairs(y: np.ndarray, classes: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
