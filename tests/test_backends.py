@@ -37,8 +37,10 @@ from dask_meta.backends import (
     COLLECTION,
     LOCAL,
     STREAM,
+    Design,
     _one_part_per_worker,
     backend_of,
+    bins_key,
     fit_params_with_threads,
     lightgbm_float32,
     on_threads,
@@ -642,6 +644,66 @@ def test_pairwise_propensity_pairs_train_on_subsets_of_the_shared_bins(client, m
             pair.predict_proba(frame), reference.predict_proba(frame), rtol=1e-9
         )
     assert set(_bins_on_workers(client).values()) == {0}
+
+
+def test_regressors_and_the_pairs_classifier_that_bin_alike_share_one_dataset_key():
+    """The key of a shared binned Dataset takes each model's defaults: an LGBMRegressor
+    given a few params and the LGBMClassifier inside a PairwisePropensityClassifier (whose
+    params list every default) bin alike, so they share one Dataset; a binning param
+    (max_bin) or another design gives another one."""
+    design = Design(("x0", "x1"), False)
+    regressor = bins_key("t", LGBMRegressor, LGBM_SMALL, design)
+    pairwise = bins_key(
+        "t", PairwisePropensityClassifier, {"estimator": LGBMClassifier(**LGBM_SMALL)}, design
+    )
+    assert regressor == pairwise
+    assert regressor == bins_key("t", LGBMClassifier, {**LGBM_SMALL, "n_estimators": 50}, design)
+    assert regressor != bins_key("t", LGBMRegressor, {**LGBM_SMALL, "max_bin": 63}, design)
+    assert regressor != bins_key("t", LGBMRegressor, LGBM_SMALL, Design(("x0",), False))
+
+
+def _count_dataset_builds(client):
+    """Count, on every worker, the shared binned Datasets it builds from now on."""
+
+    def install():
+        from dask_meta import backends
+
+        real = getattr(backends._construct, "__wrapped__", backends._construct)
+
+        def counted(*args):
+            counted.calls += 1
+            return real(*args)
+
+        counted.calls = 0
+        counted.__wrapped__ = real
+        backends._construct = counted
+
+    client.run(install)
+
+
+def _dataset_builds(client):
+    def calls():
+        from dask_meta import backends
+
+        calls = getattr(backends._construct, "calls", None)
+        backends._construct = getattr(backends._construct, "__wrapped__", backends._construct)
+        return calls
+
+    return client.run(calls)
+
+
+def test_pairs_and_outcome_models_train_on_one_binned_dataset_per_worker(client):
+    """The X-learner's outcome and effect models and its pairwise propensity model bin
+    alike: each worker builds one binned Dataset of the training frame, not one per model."""
+    Xd, yd, wd, *_ = _frames()
+    _count_dataset_builds(client)
+    try:
+        learner = _lgbm_x_learner(client, "partition", pairwise=True).fit(Xd, yd, wd)
+    finally:
+        builds = _dataset_builds(client)
+    assert learner.fit_report_.attrs["shared_bins"] is True
+    assert sum(builds.values()) >= 1
+    assert max(builds.values()) == 1, builds
 
 
 # --- every collection estimator type through every learner where it applies -----------------
