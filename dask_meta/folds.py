@@ -283,6 +283,18 @@ def _rotation(seed: int, seed_key: str, stratum: Hashable, n_folds: int) -> int:
     return _stable_int(f"{seed}-{seed_key}-{stratum!r}") % n_folds
 
 
+def _strata_rows(
+    w: np.ndarray, y: np.ndarray | None
+) -> tuple[list[Hashable], np.ndarray, np.ndarray]:
+    """A partition's strata (:func:`_strata_codes`), each stratum's rows in row order and
+    where each stratum's rows end in them: what every fold column of the partition starts
+    from."""
+    keys, codes = _strata_codes(w, y)
+    rows_of = np.argsort(codes, kind="stable")
+    ends = np.cumsum(np.bincount(codes, minlength=len(keys)))
+    return keys, rows_of, ends
+
+
 def _partition_fold_column(
     w: np.ndarray,
     y: np.ndarray | None,
@@ -291,12 +303,16 @@ def _partition_fold_column(
     seed: int,
     seed_key: str,
     n_folds: int,
+    strata: tuple[list[Hashable], np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
-    keys, codes = _strata_codes(w, y)
+    """Partition ``number``'s fold of each row; ``strata``: its :func:`_strata_rows`, when
+    the caller has them already."""
+    if n_folds == 1:
+        # one fold: every row in it, whatever the permutation
+        return np.zeros(len(w), dtype=np.int16)
+    keys, rows_of, ends = strata if strata is not None else _strata_rows(w, y)
     rng = np.random.default_rng([seed, _stable_int(seed_key), number])
     folds = np.empty(len(w), dtype=np.int16)
-    rows_of = np.argsort(codes, kind="stable")  # each stratum's rows, in row order
-    ends = np.cumsum(np.bincount(codes, minlength=len(keys)))
     for code in sorted(range(len(keys)), key=lambda c: repr(keys[c])):
         s = keys[code]
         rows = rows_of[ends[code - 1] if code else 0 : ends[code]]
@@ -322,10 +338,13 @@ def _assign_partition(
     w = _w_as_int(part[W_COL])
     out[W_COL] = w
     y = part[Y_COL].to_numpy() if classification else None
+    strata = None
     for column, seed_key, n_folds, seed in specs:
         if strategy == "partition":
+            if strata is None and n_folds > 1:
+                strata = _strata_rows(w, y)  # the same for every fold column
             out[column] = _partition_fold_column(
-                w, y, number, offsets[number], seed, seed_key, n_folds
+                w, y, number, offsets[number], seed, seed_key, n_folds, strata
             )
         elif strategy == "hash":
             assert fold_key is not None

@@ -25,6 +25,7 @@ from dask_meta.folds import (
     _stable_int,
     _strata,
     _strata_codes,
+    _strata_rows,
     assign,
     hash_specs_for,
     scan,
@@ -410,10 +411,15 @@ def _fold_column_row_by_row(w, y, number, offsets, seed, seed_key, n_folds):
     ids=["regression", "classification", "string-classes", "bool-classes", "one-row"],
 )
 def test_partition_fold_column_matches_the_row_by_row_definition(w, y):
+    """Also with one fold (every row in fold 0, no permutation drawn) and with the
+    partition's strata worked out once for all its fold columns (_strata_rows)."""
     offsets = {(1,): 2, (1, 0): 1, (0, "a"): 3}
-    for number, seed_key in [(0, "sync"), (3, "propensity_model")]:
-        expected = _fold_column_row_by_row(w, y, number, offsets, 7, seed_key, 5)
-        got = _partition_fold_column(w, y, number, offsets, 7, seed_key, 5)
+    strata = _strata_rows(w, y)
+    for number, seed_key, n_folds in [(0, "sync", 5), (3, "propensity_model", 5), (1, "x", 1)]:
+        expected = _fold_column_row_by_row(w, y, number, offsets, 7, seed_key, n_folds)
+        got = _partition_fold_column(w, y, number, offsets, 7, seed_key, n_folds)
         np.testing.assert_array_equal(got, expected)
+        shared = _partition_fold_column(w, y, number, offsets, 7, seed_key, n_folds, strata)
+        np.testing.assert_array_equal(shared, expected)
     keys, codes = _strata_codes(w, y)
     assert _counts(keys, codes) == Counter(_strata(w, y))
