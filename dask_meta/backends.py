@@ -625,16 +625,17 @@ def shares_bins(factory: type, params: dict[str, Any], design: Design) -> bool:
 def bins_key(token: str, factory: type, params: dict[str, Any], design: Design) -> str:
     """The cache key of a shared binned Dataset: one fit's data, columns and bin params.
 
-    The params are taken with the model's defaults filled in, so that models binning alike
-    share one Dataset however their params are spelled: an ``LGBMRegressor`` given
-    ``{"n_estimators": 100}`` and the ``LGBMClassifier(n_estimators=100)`` inside a
+    The bin params are those the Dataset is built with (:func:`dataset_params`, the model's
+    defaults filled in), so that models binning alike share one Dataset however their params
+    are spelled: an ``LGBMRegressor`` given ``{"n_estimators": 100}`` and the
+    ``LGBMClassifier(n_estimators=100)`` inside a
     :class:`~dask_meta.PairwisePropensityClassifier` (whose params list every default).
     """
     model = binned_model(factory, params)
     assert model is not None, f"{factory.__name__} trains on no binned Dataset"
-    model_factory, model_params = model
-    full = {**model_factory().get_params(deep=False), **model_params}
-    binning = sorted((k, repr(v)) for k, v in full.items() if k not in _TRAINING_ONLY_PARAMS)
+    binning = sorted(
+        (k, repr(v)) for k, v in dataset_params(*model).items() if k not in _TRAINING_ONLY_PARAMS
+    )
     return f"{token}|{design.columns!r}|{binning!r}"
 
 
