@@ -21,7 +21,6 @@ Every cross-fit estimator gets a :class:`SplitRef`: a fold column of the trainin
 
 from __future__ import annotations
 
-import uuid
 import zlib
 from collections import Counter
 from collections.abc import Hashable, Sequence
@@ -35,6 +34,7 @@ import pandas as pd
 from distributed import Client
 from sklearn.model_selection import KFold, StratifiedKFold
 
+from dask_meta import runtime
 from dask_meta._constants import FOLD_PREFIX, NOT_IN_SPLIT, W_COL, Y_COL
 from dask_meta.data import partition_categories, partitions
 
@@ -199,29 +199,19 @@ def scan(
     columns = [Y_COL, W_COL] + ([fold_key] if fold_key is not None else [])
     columns += [c for c in categorical if c not in columns]
     parts = partitions(frame[columns])
-    token = uuid.uuid4().hex[:10]
-    tasks = [
-        dask.delayed(_partition_stats, pure=True)(
-            p,
-            classification,
-            hash_specs,
-            fold_key,
-            keep_arrays,
-            categorical,
-            # a key of its own per scan: concurrent fits of the same data (a grid search)
-            # would otherwise share keys that one of them releases while the other submits
-            dask_key_name=f"dask_meta-scan-{i}-{token}",
-        )
-        for i, p in enumerate(parts)
-    ]
-    futures = client.compute(tasks)
-    try:
-        return client.gather(futures)
-    finally:
-        # release, not cancel: a concurrent fit of the same data (a grid search) may hold
-        # futures of these very keys, and cancel would take them from it too
-        for future in futures:
-            future.release()
+    # keys of its own per scan (runtime.keyed_tasks): concurrent fits of the same data (a
+    # grid search) would otherwise share keys that one of them releases while the other submits
+    tasks = runtime.keyed_tasks(
+        _partition_stats,
+        parts,
+        "scan",
+        classification,
+        hash_specs,
+        fold_key,
+        keep_arrays,
+        categorical,
+    )
+    return runtime.gather_tasks(client, tasks)
 
 
 # --- split requests and assignment ----------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The planner: the one place that submits work to the cluster (DESIGN §5).
+"""The planner: schedules the fits of one run on the cluster, through :mod:`dask_meta.runtime`.
 
 It maps metalearners' three levels of parallelism onto Dask:
 
@@ -22,7 +22,6 @@ import logging
 import math
 import operator
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -32,9 +31,10 @@ import dask
 import dask.dataframe as dd
 import pandas as pd
 from dask.delayed import Delayed
-from distributed import Client, Future, as_completed, span
+from distributed import Client, Future, span
 from distributed.scheduler import KilledWorker
 
+from dask_meta import runtime
 from dask_meta.backends import (
     COLLECTION,
     LOCAL,
@@ -55,6 +55,7 @@ from dask_meta.backends import (
 from dask_meta.cluster import THREADS, ClusterShape, cluster_shape
 from dask_meta.data import partitions
 from dask_meta.progress import fit_progress
+from dask_meta.runtime import new_token, task_key
 
 logger = logging.getLogger("dask_meta")
 
@@ -74,22 +75,13 @@ REPORT_COLUMNS = [
 ]
 
 
-def _words(name: str) -> str:
-    """Dashboard-friendly key words: ``variant_outcome_model`` -> ``variant-outcome-model``."""
-    return "-".join(part for part in name.replace("_", "-").split("-") if part)
-
-
-def new_token() -> str:
-    return uuid.uuid4().hex[:10]
-
-
 def _identity(obj: Any) -> Any:
     return obj
 
 
 def fit_key(kind: str, ordinal: int, fold: int | None, token: str) -> str:
     fold_label = "overall" if fold is None else f"fold{fold}"
-    return f"dask_meta-fit-{_words(kind)}-{ordinal}-{fold_label}-{token}"
+    return task_key(f"fit-{kind}", ordinal, fold_label, token)
 
 
 @dataclass
@@ -268,14 +260,12 @@ class Planner:
         """
         token = new_token()
         parts = [
-            dask.delayed(_identity, pure=False)(
-                part, dask_key_name=f"dask_meta-{_words(name)}-{i}-{token}"
-            )
+            dask.delayed(_identity, pure=False)(part, dask_key_name=task_key(name, i, token))
             for i, part in enumerate(partitions(frame))
         ]
         logger.info("%s: keeping the %s in the cluster's memory", self.label, name)
         with span(self.label, "data", name):
-            futures = self.client.compute(parts)
+            futures = runtime.compute(self.client, parts)
         self._owned.extend(futures)
         return list(futures)
 
@@ -298,7 +288,7 @@ class Planner:
             placement["resources"] = {THREADS: 1}
         with span(self.label, "derive", name):
             for i, args in enumerate(zip(*columns, strict=True)):
-                key = f"dask_meta-{_words(name)}-{i}-{token}"
+                key = task_key(name, i, token)
                 timed = (func, self._work_token, *args)
                 if any(isinstance(a, Delayed) for a in args):
                     task = dask.delayed(timed_task, pure=True)
@@ -306,7 +296,9 @@ class Planner:
                 else:
                     # kwargs may hold futures: submit resolves them (a partial would not)
                     out.append(
-                        self.client.submit(timed_task, *timed, key=key, **placement, **kwargs)
+                        runtime.submit(
+                            self.client, timed_task, *timed, key=key, **placement, **kwargs
+                        )
                     )
         self._owned.extend(f for f in out if isinstance(f, Future))
         return out
@@ -319,21 +311,9 @@ class Planner:
         Works on persisted and lazy partitions alike; a lazy partition is read, reduced and
         released, one task per partition, so only the small results are held.
         """
-        token = new_token()
-        tasks = [
-            dask.delayed(func, pure=True)(
-                p, **kwargs, dask_key_name=f"dask_meta-{_words(name)}-{i}-{token}"
-            )
-            for i, p in enumerate(parts)
-        ]
+        tasks = runtime.keyed_tasks(func, parts, name, **kwargs)
         with span(self.label, "data", name):
-            futures = self.client.compute(tasks)
-        try:
-            return list(self.client.gather(futures))
-        finally:
-            # release, not cancel: concurrent fits of the same data share these keys
-            for future in futures:
-                future.release()
+            return runtime.gather_tasks(self.client, tasks)
 
     def scatter(self, obj: Any) -> Future:
         """Put one small object (fitted models) on the cluster once.
@@ -342,8 +322,8 @@ class Planner:
         so losing the worker that holds it would fail every task that needs it, while a
         task's result is recomputed elsewhere.
         """
-        future = self.client.submit(
-            _identity, obj, key=f"dask_meta-models-{new_token()}", pure=False
+        future = runtime.submit(
+            self.client, _identity, obj, key=task_key("models", new_token()), pure=False
         )
         self._owned.append(future)
         return future
@@ -360,24 +340,30 @@ class Planner:
         kwargs: dict[str, Any] = {}
         if self.shape.declares_threads:
             kwargs["resources"] = {THREADS: threads}
-        key = f"dask_meta-calibrate-{_words(spec.factory.__name__)}-{new_token()}"
+        key = task_key(f"calibrate-{spec.factory.__name__}", new_token())
         args = [spec, sizes, threads, seed, part, *extra]
         with span(self.label, "calibrate"):
             if any(isinstance(a, Delayed) for a in args):
                 task = dask.delayed(calibrate_fit, pure=False)(*args, dask_key_name=key)
-                future = self.client.compute(task, **kwargs)
+                future = runtime.compute(self.client, task, **kwargs)
             else:
-                future = self.client.submit(calibrate_fit, *args, key=key, pure=False, **kwargs)
+                future = runtime.submit(
+                    self.client, calibrate_fit, *args, key=key, pure=False, **kwargs
+                )
         try:
-            return future.result()
+            return runtime.result(future)
         finally:
-            future.release()
+            runtime.release([future])
 
     def task_seconds(self) -> float:
         """Seconds the workers spent in this planner's per-partition tasks (those of a lost
         worker are not counted), forgotten on the workers."""
         try:
-            return float(sum(self.client.run(pop_task_seconds, self._work_token).values()))
+            return float(
+                sum(
+                    runtime.run_on_workers(self.client, pop_task_seconds, self._work_token).values()
+                )
+            )
         except Exception as exc:  # a worker lost while the fit ended
             logger.debug("collecting the per-partition task seconds failed: %s", exc)
             return math.nan
@@ -385,7 +371,7 @@ class Planner:
     def drop_bins(self, token: str) -> None:
         """Free the shared binned Datasets a fit left on the workers."""
         try:
-            self.client.run(drop_bins, token)
+            runtime.run_on_workers(self.client, drop_bins, token)
         except Exception as exc:  # a lost worker took its Datasets with it
             logger.debug("dropping the binned Datasets of %s failed: %s", token, exc)
 
@@ -396,8 +382,7 @@ class Planner:
 
     def cancel_all(self) -> None:
         owned = self._owned + list(self.futures.values())
-        if owned:
-            self.client.cancel(owned, force=True)
+        runtime.cancel(self.client, owned)
         self._owned.clear()
         self.futures.clear()
 
@@ -435,7 +420,7 @@ class Planner:
         placed: Counter[str] = Counter()
         capacity = self.shape.total_threads * (2 if self.shape.declares_threads else 1)
         capacity = max(capacity, self.shape.max_threads)
-        ac = as_completed(loop=self.client.loop)
+        ac = runtime.completion_queue(self.client)
         progress = fit_progress(self.label, progress_jobs, len(waiting))
 
         def can_start(job: Job) -> bool:
@@ -537,9 +522,7 @@ class Planner:
                 )
         except BaseException:
             progress.close(failed=True)
-            futures = list(in_flight)
-            if futures:
-                self.client.cancel(futures, force=True)
+            runtime.cancel(self.client, list(in_flight))
             self.cancel_all()
             raise
         progress.close()
@@ -548,7 +531,7 @@ class Planner:
     @staticmethod
     def _raise_for(job: Job, future: Future) -> Any:
         try:
-            return future.result()
+            return runtime.result(future)
         except KilledWorker as exc:
             # the worker process died (crash, os._exit, out of memory) every time it ran
             # this job: say which model it was, not only a task key
@@ -559,7 +542,9 @@ class Planner:
 
     def _member(self, fused: Future, index: int, member: Job) -> Future:
         """The future of one fit of a fused streaming job (its result, under its own key)."""
-        return self.client.submit(operator.getitem, fused, index, key=member.key, pure=False)
+        return runtime.submit(
+            self.client, operator.getitem, fused, index, key=member.key, pure=False
+        )
 
     def _place(self, job: Job, placed: Counter[str]) -> str | None:
         """The worker for a local fit: the one with the most threads free of this run's fits.
@@ -621,8 +606,8 @@ class Planner:
             if any(isinstance(a, Delayed) for a in args):
                 # lazy training data: the task reads its partitions from the source
                 task = dask.delayed(func, pure=False)(*args, dask_key_name=key)
-                return self.client.compute(task, **kwargs)
-            return self.client.submit(func, *args, key=key, pure=False, **kwargs)
+                return runtime.compute(self.client, task, **kwargs)
+            return runtime.submit(self.client, func, *args, key=key, pure=False, **kwargs)
 
     def _run_collection(self, job: Job) -> FitResult:
         """Fit a collection estimator on a lazy frame of the job's rows (blocks until done)."""
@@ -752,7 +737,7 @@ def fuse_streams(jobs: Sequence[Job], limits: Limits) -> list[Job]:
         token = first.key.rsplit("-", 1)[-1]
         out.append(
             Job(
-                key=f"dask_meta-fit-{_words(first.kind)}-{first.ordinal}-fused-{token}",
+                key=task_key(f"fit-{first.kind}", first.ordinal, "fused", token),
                 stage=first.stage,
                 kind=first.kind,
                 ordinal=first.ordinal,

@@ -1,0 +1,142 @@
+"""Every call to the Dask client: submit, compute, gather, persist, scatter, run, cancel.
+
+The rest of the package builds plain task descriptions (``dask.delayed`` calls of
+module-level functions, keyed with :func:`task_key`) and hands them to these functions; the
+planner (:mod:`dask_meta.planner`) schedules the fits through them. So one search of this
+file finds every way dask-meta puts work on a cluster, and every task it creates carries a
+``dask_meta-<stage words>-...`` key that the dashboard groups by.
+
+Keys are unique per call (a random token): the same data have the same graph keys in every
+fit, and a key shared with another computation (a concurrent fit of a grid search, or an
+earlier failed one whose futures an exception still holds) would be cancelled under it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import dask
+from dask.delayed import Delayed
+from distributed import Client, Future, as_completed
+
+PREFIX = "dask_meta"
+
+
+def new_token() -> str:
+    """A short random token that makes a computation's keys its own."""
+    return uuid.uuid4().hex[:10]
+
+
+def words(name: str) -> str:
+    """Dashboard-friendly key words: ``variant_outcome_model`` -> ``variant-outcome-model``.
+
+    The dashboard groups tasks by the part of the key before the first word with a digit, so
+    stages are named with words (``propensity``, ``outcome``), never ``mu0``.
+    """
+    return "-".join(part for part in name.replace("_", "-").split("-") if part)
+
+
+def task_key(name: str, *parts: object) -> str:
+    """``dask_meta-<name words>-<part>-<part>...``: the key of one task."""
+    return "-".join([PREFIX, words(name), *(str(p) for p in parts)])
+
+
+def keyed_tasks(
+    func: Callable[..., Any],
+    parts: Sequence[Any],
+    name: str,
+    *args: Any,
+    pure: bool = True,
+    **kwargs: Any,
+) -> list[Delayed]:
+    """One task ``func(part, *args, **kwargs)`` per partition, keyed
+    ``dask_meta-<name>-<i>-<token>``."""
+    token = new_token()
+    return [
+        dask.delayed(func, pure=pure)(
+            *(part, *args), **kwargs, dask_key_name=task_key(name, i, token)
+        )
+        for i, part in enumerate(parts)
+    ]
+
+
+def gather_tasks(client: Client, tasks: Sequence[Any], **kwargs: Any) -> list[Any]:
+    """Compute tasks on the cluster and bring their (small) results to the client.
+
+    The futures are released once gathered; on an error or interrupt the tasks still
+    running are cancelled first (their keys are this call's own, see :func:`task_key`).
+    """
+    futures = client.compute(list(tasks), **kwargs)
+    try:
+        return list(client.gather(futures))
+    except BaseException:
+        client.cancel(futures, force=True)
+        raise
+    finally:
+        release(futures)
+
+
+def compute(client: Client, obj: Any, **kwargs: Any) -> Any:
+    """Start computing Dask collections or delayed tasks; futures, nothing gathered."""
+    return client.compute(obj, **kwargs)
+
+
+def compute_now(obj: Any, client: Client | None = None) -> Any:
+    """The value of one collection, computed on ``client`` (or the default scheduler)."""
+    if client is None:
+        return dask.compute(obj)[0]
+    future = client.compute(obj)
+    try:
+        return future.result()
+    finally:
+        future.release()
+
+
+def submit(client: Client, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Future:
+    """One task of a function on the cluster (``key=``, ``resources=``, ... as in Dask)."""
+    return client.submit(func, *args, **kwargs)
+
+
+def persist(client: Client, obj: Any) -> Any:
+    """Keep Dask collections in the cluster's memory (with their lineage)."""
+    return client.persist(obj)
+
+
+def run_on_workers(client: Client, func: Callable[..., Any], *args: Any) -> dict[str, Any]:
+    """``func(*args)`` once in every worker process (outside the task graph)."""
+    return client.run(func, *args)
+
+
+def cancel(client: Client, futures: Sequence[Future]) -> None:
+    """Stop tasks in flight and forget their results."""
+    if futures:
+        client.cancel(list(futures), force=True)
+
+
+def release(futures: Sequence[Future]) -> None:
+    """Drop this process's hold on results (others holding the same keys keep them)."""
+    for future in futures:
+        future.release()
+
+
+def result(future: Future) -> Any:
+    """Wait for one future and return its value (raising the task's error)."""
+    return future.result()
+
+
+def completion_queue(client: Client) -> as_completed:
+    """An ``as_completed`` queue on the client's event loop (the planner's sliding window)."""
+    return as_completed(loop=client.loop)
+
+
+@contextmanager
+def as_current(client: Client | None) -> Iterator[None]:
+    """Run eager Dask calls (e.g. a sort's divisions) on ``client``."""
+    if client is None:
+        yield
+        return
+    with client.as_current():
+        yield
