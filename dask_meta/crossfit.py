@@ -1,207 +1,54 @@
 """``CrossFitEstimator`` on Dask: ``n_folds`` fold models plus the overall model.
 
-Semantics follow metalearners' ``CrossFitEstimator`` (reference §1): in-sample prediction
+Semantics follow metalearners' ``CrossFitEstimator``: in-sample prediction
 gives each row the prediction of the fold model that did not see it; out-of-sample
 prediction uses the overall model or the mean / median of the fold models. Fits go through
-the planner as futures; predictions are lazy, per partition.
+the planner as futures (:func:`fit_estimators`, the one fit pipeline of
+:mod:`dask_meta.training`); predictions are lazy, per partition (:mod:`dask_meta.prediction`).
 """
 
 from __future__ import annotations
 
-import uuid
 import warnings
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import dask
-import dask.array as da
-import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 from distributed import Client, Future
 from sklearn.base import is_classifier, is_regressor
 
-from dask_meta._constants import MEAN, MEDIAN, OOS_METHODS, OVERALL, W_COL
+from dask_meta._constants import MEAN, MEDIAN, NUISANCE, OOS_METHODS, OVERALL, PARAM_PREFIX, Y_COL
 from dask_meta.backends import (
+    COLLECTION,
     STREAM,
     Design,
     FitResult,
     FitSpec,
     RowSelection,
-    aligned,
     backend_of,
     predict_block,
     requested_threads,
     thread_param_name,
     wrapped_estimator,
 )
-from dask_meta.data import (
-    Columns,
-    Frame,
-    narrow,
-    partition_fingerprint,
-    partitions,
-    prediction_frame,
+from dask_meta.cluster import cluster_shape, resolve_client
+from dask_meta.data import training_frame
+from dask_meta.folds import PartitionStats, SplitRef, SplitRequest
+from dask_meta.planner import Job, Limits, Planner, fit_key, resolve_threads
+from dask_meta.prediction import map_predict
+from dask_meta.runtime import new_token
+from dask_meta.training import (
+    FitContext,
+    FoldSettings,
+    RowParams,
+    assign_folds,
+    place,
+    rows_in_memory,
+    sorted_values,
 )
-from dask_meta.folds import Assignment, SplitRef
-from dask_meta.planner import Job, fit_key
-
-# --- what a fit leaves behind to recognise its training data ------------------------------
-
-
-@dataclass
-class FitContext:
-    """Shared by all cross-fit estimators of one fit: how to find a row's fold again.
-
-    ``fold_frame`` is a lazy Dask frame (treatment and fold columns) with exactly the
-    partitions of the training data; nothing of it is held in memory. In-sample prediction
-    checks the partition count eagerly, and each partition's length and fingerprint in its
-    task.
-    """
-
-    columns: Columns
-    fold_frame: dd.DataFrame
-    lengths: tuple[int, ...]
-    fingerprints: tuple[int, ...]
-
-    @property
-    def n_rows(self) -> int:
-        return sum(self.lengths)
-
-    def __deepcopy__(self, memo: dict) -> FitContext:
-        # immutable and shared by the estimators of a fit; its lazy frame cannot be deep-copied
-        return self
-
-
-def fit_context(
-    columns: Columns, assignment: Assignment, lengths: Sequence[int], fingerprints: Sequence[int]
-) -> FitContext:
-    fold_frame = narrow(assignment.frame, [W_COL, *assignment.fold_columns])
-    return FitContext(columns, fold_frame, tuple(lengths), tuple(fingerprints))
-
-
-def fingerprint_features(part: pd.DataFrame, names: tuple[Any, ...]) -> int:
-    return partition_fingerprint(part[list(names)])
-
-
-# --- predicting lazily, partition by partition --------------------------------------------
-
-PartitionFn = Callable[[pd.DataFrame, pd.DataFrame | None, Any], np.ndarray]
-
-
-def _check_partition(
-    X: pd.DataFrame,
-    number: int,
-    lengths: tuple[int, ...],
-    fingerprints: tuple[int, ...],
-    names: tuple[Any, ...],
-) -> None:
-    if len(X) != lengths[number]:
-        raise ValueError(
-            f"is_oos=False needs exactly the training data, but partition {number} of X has "
-            f"{len(X)} rows where the training data had {lengths[number]}; use is_oos=True "
-            "for other data"
-        )
-    if partition_fingerprint(X[list(names)]) != fingerprints[number]:
-        raise ValueError(
-            f"is_oos=False needs exactly the training data, but partition {number} of X holds "
-            "other values than the training data (fingerprint mismatch); use is_oos=True for "
-            "other data"
-        )
-
-
-def _oos_block(
-    X: pd.DataFrame, fn: PartitionFn, bundle: Any, anchor: Any, tail: tuple[int, ...]
-) -> np.ndarray:
-    out = np.asarray(fn(aligned(X.reset_index(drop=True)), None, bundle), dtype=float)
-    return out.reshape((len(X), *tail))
-
-
-def _in_sample_block(
-    X: pd.DataFrame,
-    folds: pd.DataFrame,
-    fn: PartitionFn,
-    bundle: Any,
-    anchor: Any,
-    tail: tuple[int, ...],
-    number: int,
-    lengths: tuple[int, ...],
-    fingerprints: tuple[int, ...],
-    names: tuple[Any, ...],
-) -> np.ndarray:
-    _check_partition(X, number, lengths, fingerprints, names)
-    out = np.asarray(
-        fn(X.reset_index(drop=True), folds.reset_index(drop=True), bundle), dtype=float
-    )
-    return out.reshape((len(X), *tail))
-
-
-def map_predict(
-    X: Any,
-    context: FitContext,
-    is_oos: bool,
-    fn: PartitionFn,
-    bundle: Any,
-    tail: tuple[int, ...],
-    client: Client | None,
-    name: str,
-) -> np.ndarray | da.Array:
-    """Apply ``fn`` to every partition of X; Dask in -> lazy Dask array, in-memory -> numpy.
-
-    ``fn(X_part, folds_part_or_None, bundle)`` returns ``(n, prod(tail))`` floats; the result
-    has shape ``(n, *tail)``, one chunk per partition of X (sizes known for in-sample
-    prediction). For ``is_oos=False`` ``fn`` also gets the partition's fold frame, and each
-    partition is checked against the training data (length and fingerprint).
-    """
-    frame = X if isinstance(X, Frame) else prediction_frame(X, context.columns)
-    # unique per call: a key shared by two predictions would silently return the other's result
-    token = uuid.uuid4().hex
-    models = dask.delayed(bundle, name=f"dask_meta-models-{token}", traverse=False)
-    # A second small dependency keeps dask's linear fusion away from the models node: with a
-    # single dependent partition (one partition, or a culled slice) dask 2026.8 fails with
-    # "Cannot fuse tasks with multiple outputs".
-    anchor = dask.delayed(token, name=f"dask_meta-anchor-{token}", traverse=False)
-    x_parts = partitions(frame.frame)
-    blocks = []
-    if is_oos:
-        for i, part in enumerate(x_parts):
-            block = dask.delayed(_oos_block, pure=True)(
-                part, fn, models, anchor, tail, dask_key_name=f"dask_meta-{name}-{i}-{token}"
-            )
-            blocks.append(da.from_delayed(block, shape=(np.nan, *tail), dtype=float))
-    else:
-        expected = len(context.lengths)
-        if len(x_parts) != expected:
-            raise ValueError(
-                f"is_oos=False needs exactly the training data, but X has {len(x_parts)} "
-                f"partitions where the training data had {expected}; use is_oos=True for "
-                "other data"
-            )
-        fold_parts = partitions(context.fold_frame)
-        for i, (part, folds) in enumerate(zip(x_parts, fold_parts, strict=True)):
-            block = dask.delayed(_in_sample_block, pure=True)(
-                part,
-                folds,
-                fn,
-                models,
-                anchor,
-                tail,
-                i,
-                context.lengths,
-                context.fingerprints,
-                context.columns.names,
-                dask_key_name=f"dask_meta-{name}-{i}-{token}",
-            )
-            blocks.append(da.from_delayed(block, shape=(context.lengths[i], *tail), dtype=float))
-    result = da.concatenate(blocks, axis=0) if len(blocks) > 1 else blocks[0]
-    if frame.in_memory:
-        if client is None:
-            return np.asarray(result.compute())
-        return np.asarray(client.compute(result).result())
-    return result
-
 
 # --- the estimator ---------------------------------------------------------------------------
 
@@ -488,13 +335,12 @@ class CrossFitEstimator:
         assert self._context is not None
         n_out = self._n_outputs(method)
         design = Design(self._context.columns.names, self._context.columns.as_numpy)
-        bundle = (self, design, method, oos)
         return map_predict(
             X,
             self._context,
             is_oos,
-            _cfe_partition,
-            bundle,
+            model_partition,
+            ModelPrediction(self, design, method, oos),
             (n_out,) if n_out > 1 else (),
             self.client,
             "crossfit-predict",
@@ -541,8 +387,6 @@ class CrossFitEstimator:
         n_jobs_cross_fitting: int | None = None,
     ) -> CrossFitEstimator:
         """Fit the fold models and the overall model through the planner."""
-        from dask_meta.learners.base import fit_single
-
         fit_single(self, X, y, fit_params=fit_params, n_jobs_cross_fitting=n_jobs_cross_fitting)
         return self
 
@@ -552,9 +396,23 @@ class CrossFitEstimator:
         return state
 
 
-def _cfe_partition(X: pd.DataFrame, folds: pd.DataFrame | None, bundle: Any) -> np.ndarray:
-    cfe, design, method, oos = bundle
-    return cfe.block_predict(design.matrix(X), folds, method, oos)
+@dataclass(frozen=True)
+class ModelPrediction:
+    """What :func:`model_partition` needs to predict with one cross-fit estimator."""
+
+    model: CrossFitEstimator
+    design: Design
+    method: str
+    oos_method: str
+
+
+def model_partition(
+    X: pd.DataFrame, folds: pd.DataFrame | None, bundle: ModelPrediction
+) -> np.ndarray:
+    """One cross-fit estimator's predictions for a partition (runs on a worker)."""
+    return bundle.model.block_predict(
+        bundle.design.matrix(X), folds, bundle.method, bundle.oos_method
+    )
 
 
 def _estimator_type(factory: type, params: dict[str, Any] | None = None) -> str | None:
@@ -617,3 +475,165 @@ def assemble(
 ) -> CrossFitEstimator:
     """Rebuild a fitted estimator from fit results on a worker (no client round trip)."""
     return template.clone().install(folds, results, split, None)
+
+
+# --- fitting estimators on their own (CrossFitEstimator.fit, the explainer's surrogates) ------
+
+
+def fit_single(
+    cfe: CrossFitEstimator,
+    X: Any,
+    y: Any,
+    *,
+    fit_params: dict | None = None,
+    n_jobs_cross_fitting: int | None = None,
+    feature_set: Any = None,
+    kind: str = "model",
+    ordinal: int = 0,
+) -> CrossFitEstimator:
+    """Fit one cross-fit estimator on (X, y) through the planner (all rows, its own CV)."""
+    fit_estimators(
+        [cfe],
+        X,
+        [y],
+        fit_params=fit_params,
+        n_jobs_cross_fitting=n_jobs_cross_fitting,
+        feature_set=feature_set,
+        kind=kind,
+        ordinals=[ordinal],
+    )
+    return cfe
+
+
+def fit_estimators(
+    cfes: Sequence[CrossFitEstimator],
+    X: Any,
+    ys: Sequence[Any],
+    *,
+    fit_params: dict | None = None,
+    n_jobs_cross_fitting: int | None = None,
+    feature_set: Any = None,
+    kind: str = "model",
+    ordinals: Sequence[int] | None = None,
+    target_names: Sequence[str] | None = None,
+) -> None:
+    """Fit cross-fit estimators of one configuration on X, each on its own target, in one run.
+
+    X is read once: one training frame holds X and every target, and all the estimators'
+    jobs go through one planner. ``cfes[i]`` is fitted on ``ys[i]``; several targets are for
+    regressors only (e.g. one CATE surrogate per variant). ``target_names`` name the targets
+    in errors (default ``y``).
+    """
+    if len(cfes) != len(ys) or not cfes:
+        raise ValueError("fit_estimators needs one target per estimator")
+    cfe = cfes[0]
+    ordinals = list(ordinals) if ordinals is not None else list(range(len(cfes)))
+    names = list(target_names) if target_names is not None else ["y"] * len(cfes)
+    if len(cfes) > 1 and cfe.is_classifier:
+        raise ValueError("several targets in one fit are supported for regressors only")
+    if fit_params is not None and not isinstance(fit_params, dict):
+        raise TypeError(f"fit_params must be a dict or None, got {type(fit_params).__name__}")
+    client = resolve_client(cfe.client)
+    resolve_threads(
+        requested_threads(cfe.estimator_params), cluster_shape(client), 1, f"the {kind} model"
+    )
+    row_params = RowParams(rows_in_memory(X))
+    static, per_row = row_params.split(fit_params or {})
+    targets = {f"{PARAM_PREFIX}target_{i}__": (names[i], v) for i, v in enumerate(ys[1:], 1)}
+    data = training_frame(X, ys[0], None, row_params.values | targets, y_name=names[0])
+    target_columns = [Y_COL, *targets]
+    classification = cfe.is_classifier
+    seed = (
+        int(cfe.random_state)
+        if cfe.random_state is not None
+        else int(np.random.SeedSequence().entropy % (2**32))  # type: ignore[operator]
+    )
+    request = SplitRequest(
+        variants=None,
+        n_folds=cfe.n_folds,
+        stratify=Y_COL if classification else None,
+        seed_key=kind,
+    )
+    requests: dict[Hashable, SplitRequest] = {(kind, ordinal): request for ordinal in ordinals}
+
+    def check_outcome(stats: list[PartitionStats]) -> None:
+        y_nan = sum(s.y_nan for s in stats)
+        if y_nan:
+            raise ValueError(f"{names[0]} has {y_nan} missing values (NaN)")
+
+    folds = FoldSettings(cfe.fold_strategy, cfe.fold_key, seed, cfe.random_state, classification)
+    data, stats, assignment = assign_folds(client, data, requests, folds, check_outcome)
+    split = assignment.refs[(kind, ordinals[0])]
+    if classification and cfe.n_folds > 1:
+        classes = {s[1] for s in strata_of_fold(split, assignment.fold_strata, None)}
+        for k in range(cfe.n_folds):
+            have = {s[1] for s, c in strata_of_fold(split, assignment.fold_strata, k).items() if c}
+            if have != classes:
+                raise ValueError(
+                    f"the training rows of fold {k} lack the classes "
+                    f"{sorted_values(classes - have)}; use fewer folds"
+                )
+    planner = Planner(client, Limits(n_jobs_cross_fitting, None), label="dask_meta-crossfit")
+    try:
+        training = place(planner, data, stats, assignment, persist=True)
+        if target_names is not None:
+            # named targets are estimates (CATE surrogates): metalearners rejects NaN and inf
+            bad = sum(
+                planner.gather_partitions(
+                    _non_finite_counts, training.parts, "check-targets", columns=target_columns
+                ),
+                np.zeros(len(target_columns), dtype=np.int64),
+            )
+            for name, n_bad in zip(names, bad, strict=True):
+                if n_bad:
+                    raise ValueError(f"{name} has {n_bad} missing or infinite values")
+        backend = backend_of(cfe.estimator_factory)
+        assert planner.shape is not None
+        threads = resolve_threads(
+            requested_threads(cfe.estimator_params) if backend != COLLECTION else -1,
+            planner.shape,
+            cfe.n_models,
+            f"the {kind} model",
+        )
+        if backend == STREAM and classification and "classes" not in static:
+            whole = strata_of_fold(split, assignment.fold_strata, None)
+            static = {**static, "classes": np.asarray(sorted({s[1] for s in whole}))}
+        design = Design(data.columns.select(feature_set, kind), data.columns.as_numpy)
+        token = new_token()
+        jobs_of = [
+            each.fold_jobs(
+                kind=kind,
+                ordinal=ordinal,
+                stage=NUISANCE,
+                design=design,
+                target=target,
+                split=assignment.refs[(kind, ordinal)],
+                parts=training.parts,
+                fit_params=static,
+                row_params=per_row,
+                threads=threads,
+                train_rows=train_rows(split, assignment.fold_strata, cfe.n_folds),
+                token=token,
+            )
+            for each, ordinal, target in zip(cfes, ordinals, target_columns, strict=False)
+        ]
+        for job in (j for jobs in jobs_of for j in jobs):
+            job.backend = backend
+            job.meta = (assignment.frame._meta, None)
+        results = planner.run([j for jobs in jobs_of for j in jobs])
+        for each, ordinal, jobs in zip(cfes, ordinals, jobs_of, strict=True):
+            each.set_fitted(jobs, results, assignment.refs[(kind, ordinal)], training.context, kind)
+    except BaseException:
+        # the persisted frame and any fits in flight go with the failure
+        planner.cancel_all()
+        raise
+    finally:
+        planner.release()
+    report = planner.report_frame()
+    for each in cfes:
+        each.fit_report_ = report
+
+
+def _non_finite_counts(part: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
+    values = part[list(columns)].to_numpy(dtype=float)
+    return (~np.isfinite(values)).sum(axis=0).astype(np.int64)

@@ -29,7 +29,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.metrics import get_scorer
 
-from dask_meta.crossfit import FitContext, _check_partition
+from dask_meta.training import FitContext, check_partition
 
 NEG_RMSE = "neg_root_mean_squared_error"
 NEG_LOG_LOSS = "neg_log_loss"
@@ -261,7 +261,7 @@ def evaluation_partition(
 ) -> tuple[list[list[float]], list[Any]]:
     """Sums for the summed scorers and the rows for the gathered ones, per item."""
     if check is not None:
-        _check_partition(frame, *check)
+        check_partition(frame, *check)
     frame = frame.reset_index(drop=True)
     folds = folds.reset_index(drop=True) if folds is not None else None
     per_item = plan.rows(frame, folds, plan.bundle)

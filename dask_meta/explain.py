@@ -23,7 +23,7 @@ import dask.array as da
 import numpy as np
 import pandas as pd
 
-from dask_meta.crossfit import CrossFitEstimator
+from dask_meta.crossfit import CrossFitEstimator, fit_estimators
 from dask_meta.data import is_dask
 
 
@@ -73,8 +73,6 @@ class Explainer:
                 "cate_model_factory must be a regressor: the CATE estimates are continuous, "
                 f"got the classifier {getattr(cate_model_factory, '__name__', cate_model_factory)}"
             )
-        from dask_meta.learners.base import fit_estimators
-
         fit_estimators(
             cfes,
             X,

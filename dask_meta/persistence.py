@@ -51,19 +51,23 @@ import pickle
 import platform
 import re
 import time
-import uuid
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields, is_dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import dask
 import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 
-if TYPE_CHECKING:
-    from dask_meta.learners.base import MetaLearner
+from dask_meta import runtime
+from dask_meta.crossfit import CrossFitEstimator
+from dask_meta.data import Columns, partitions
+from dask_meta.folds import SplitRef, SplitRequest
+from dask_meta.plan import Plan
+from dask_meta.registry import is_learner, is_learner_class
+from dask_meta.training import FitContext
 
 FORMAT = "dask-meta-learner"
 FORMAT_VERSION = 1
@@ -206,7 +210,6 @@ class _Writer:
 
     def encode(self, value: Any, where: str) -> Any:
         """JSON for plain values; files for models and anything JSON cannot hold."""
-        from dask_meta.crossfit import CrossFitEstimator, FitContext
 
         if value is None or isinstance(value, bool | int | str):
             return value
@@ -309,9 +312,6 @@ def _plain_frame(frame: pd.DataFrame) -> bool:
 
 def _dataclasses() -> dict[type, str]:
     """dask-meta's own small value types that a manifest may name."""
-    from dask_meta.data import Columns
-    from dask_meta.folds import SplitRef, SplitRequest
-    from dask_meta.plan import Plan
 
     return {
         Columns: "columns",
@@ -369,7 +369,7 @@ def _fs(path: str | os.PathLike[str], storage_options: dict | None) -> tuple[Any
 
 
 def save(
-    learner: MetaLearner,
+    learner: Any,
     path: str | os.PathLike[str],
     *,
     trusted: bool = False,
@@ -386,9 +386,7 @@ def save(
     ``overwrite=True`` (it is then cleared first). If saving fails, nothing is left behind.
     Returns ``path`` as a string.
     """
-    from dask_meta.learners.base import MetaLearner
-
-    if not isinstance(learner, MetaLearner):
+    if not is_learner(learner):
         raise TypeError(f"save needs a dask_meta learner, got {type(learner).__name__}")
     if learner._fit_context is None:
         raise ValueError(
@@ -480,7 +478,7 @@ def save(
 
 
 def _save_folds(
-    learner: MetaLearner,
+    learner: Any,
     context: Any,
     number: int,
     fs: Any,
@@ -489,10 +487,9 @@ def _save_folds(
     checksums: dict[str, dict[str, Any]],
 ) -> dict[str, Any]:
     """Write a fit context's fold frame from the workers, one file per training partition."""
-    from dask_meta.data import partitions
 
     meta = context.fold_frame._meta
-    token = uuid.uuid4().hex[:10]
+    token = runtime.new_token()
     names = [f"folds/{number}/part.{i:06d}.parquet" for i in range(len(context.lengths))]
     parts = partitions(context.fold_frame)
     if len(parts) != len(names):
@@ -506,14 +503,12 @@ def _save_folds(
             part,
             fs.unstrip_protocol(f"{root}/{name}"),
             storage_options,
-            dask_key_name=f"dask_meta-save-folds-{i}-{token}",
+            dask_key_name=runtime.task_key("save-folds", i, token),
         )
         for i, (part, name) in enumerate(zip(parts, names, strict=True))
     ]
-    client = learner._predict_client()
-    futures = client.compute(tasks)
     try:
-        written = client.gather(futures)
+        written = runtime.gather_tasks(learner._predict_client(), tasks)
     except Exception as exc:
         exc.add_note(
             "dask_meta: writing the fold assignment reads the training data again from its "
@@ -521,8 +516,6 @@ def _save_folds(
             "prediction only)"
         )
         raise
-    finally:
-        client.cancel(futures)
     for name, (sha, size, rows), expected in zip(names, written, context.lengths, strict=True):
         if rows != expected:
             raise ValueError(
@@ -593,7 +586,6 @@ class _Reader:
         return obj
 
     def decode(self, value: Any) -> Any:
-        from dask_meta.crossfit import CrossFitEstimator
 
         if value is None or isinstance(value, bool | int | float | str):
             return value
@@ -647,7 +639,6 @@ class _Reader:
         return {k: self.decode(v) for k, v in value.items()}
 
     def context(self, spec: dict[str, Any]) -> Any:
-        from dask_meta.crossfit import FitContext
 
         columns = self.decode(spec["columns"])
         lengths = tuple(int(n) for n in spec["lengths"])
@@ -756,7 +747,7 @@ def load(
     *,
     trusted: bool | Sequence[str] = False,
     storage_options: dict[str, Any] | None = None,
-) -> MetaLearner:
+) -> Any:
     """Load a learner saved with :func:`save` / ``learner.save(path)``.
 
     Every file is checked against the manifest's sha256 first (:class:`ChecksumError`).
@@ -766,15 +757,13 @@ def load(
     give a :class:`VersionWarning`. The learner has no client: it uses the default client
     (or the embedded cluster) when it predicts.
     """
-    from dask_meta.learners.base import MetaLearner
-
     trust = _Trust.of(trusted)
     manifest = read_manifest(path, storage_options=storage_options)
     fs, root = _fs(path, storage_options)
     _verify(fs, root, manifest)
     reader = _Reader(fs, root, trust, manifest, dict(storage_options or {}))
-    learner_cls = reader.cls(manifest["learner"]["class"])
-    if not issubclass(learner_cls, MetaLearner):
+    learner_cls: Any = reader.cls(manifest["learner"]["class"])
+    if not is_learner_class(learner_cls):
         raise TypeError(f"{learner_cls.__name__} in {MANIFEST} is not a dask_meta learner")
     reader.contexts = [reader.context(c) for c in manifest["contexts"]]
     _check_versions(manifest["versions"])

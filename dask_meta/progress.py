@@ -27,12 +27,16 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any, Protocol
 
 import dask
 
-if TYPE_CHECKING:
-    from dask_meta.planner import Job
+
+class Job(Protocol):
+    """What the progress display reads of a planner job: the stage it belongs to."""
+
+    @property
+    def stage(self) -> str: ...
 
 logger = logging.getLogger("dask_meta")
 

@@ -14,7 +14,7 @@ from sklearn.linear_model import LinearRegression
 from dask_meta import DRLearner, Plan, SLearner, TLearner, compare_plans
 from dask_meta.backends import CALIBRATION_ROUNDS, calibration_params
 from dask_meta.cluster import ClusterShape, WorkerShape
-from dask_meta.learners.base import _reused
+from dask_meta.learners.plan_choice import _reused
 from dask_meta.plan import (
     Calibration,
     PlannedJob,

@@ -24,7 +24,7 @@ from dask_meta import CrossFitEstimator, RLearner, TLearner
 from dask_meta._constants import W_COL
 from dask_meta.backends import STREAM, Design, FitSpec, RowSelection
 from dask_meta.cluster import ClusterShape, WorkerShape
-from dask_meta.learners.base import _used_jobs
+from dask_meta.learners.jobs import used_jobs as _used_jobs
 from dask_meta.planner import (
     REPORT_COLUMNS,
     Job,

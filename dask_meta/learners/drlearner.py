@@ -5,10 +5,10 @@ from __future__ import annotations
 import numbers
 from typing import Any
 
-import dask.array as da
 import numpy as np
 import pandas as pd
 
+from dask_meta import runtime
 from dask_meta._constants import (
     OVERALL,
     PROPENSITY_MODEL,
@@ -25,14 +25,9 @@ from dask_meta.learners._common import (
     positive_class,
     treatment_cate_partition,
 )
-from dask_meta.learners.base import (
-    Derivation,
-    FitRun,
-    MetaLearner,
-    ModelEntry,
-    ModelSpecification,
-    derived_columns,
-)
+from dask_meta.learners.base import MetaLearner
+from dask_meta.learners.fit_run import FitRun
+from dask_meta.learners.tables import Derivation, ModelEntry, ModelSpecification, derived_columns
 from dask_meta.learners.tlearner import ConditionalAverageOutcomes, outcome_evaluation_rows
 
 
@@ -110,6 +105,11 @@ def dr_pseudo_outcome(
     y, w = part[Y_COL].to_numpy(dtype=float), part[W_COL].to_numpy()
     e = predictions[(PROPENSITY_MODEL, 0)]
     return aipw_terms(y, w, e, mu, [variant], adaptive_clipping, min_propensity)[:, 0]
+
+
+def _ate_sums(phi: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """One partition's sums of the AIPW terms and their squares, and its rows."""
+    return phi.sum(axis=0), (phi**2).sum(axis=0), int(np.isfinite(phi[:, 0]).sum())
 
 
 def _ate_partition(frame: pd.DataFrame, folds: pd.DataFrame | None, bundle: Any) -> np.ndarray:
@@ -342,9 +342,13 @@ class DRLearner(ConditionalAverageOutcomes, MetaLearner):
         )
         if isinstance(phi, np.ndarray):
             return phi.mean(axis=0), phi.std(axis=0) / np.sqrt(len(phi))
-        total, squares, count = self._predict_client().compute(
-            [phi.sum(axis=0), (phi**2).sum(axis=0), da.isfinite(phi[:, 0]).sum()], sync=True
+        blocks = list(phi.to_delayed().ravel())
+        sums = runtime.gather_tasks(
+            self._predict_client(), runtime.keyed_tasks(_ate_sums, blocks, "drlearner-ate-sums")
         )
+        total = sum(s[0] for s in sums)
+        squares = sum(s[1] for s in sums)
+        count = sum(s[2] for s in sums)
         mean = total / count
         variance = np.maximum(squares / count - mean**2, 0.0)
         return mean, np.sqrt(variance) / np.sqrt(count)

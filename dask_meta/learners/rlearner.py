@@ -25,14 +25,9 @@ from dask_meta.learners._common import (
     positive_class,
     treatment_cate_partition,
 )
-from dask_meta.learners.base import (
-    Derivation,
-    FitRun,
-    MetaLearner,
-    ModelEntry,
-    ModelSpecification,
-    derived_columns,
-)
+from dask_meta.learners.base import MetaLearner
+from dask_meta.learners.fit_run import FitRun
+from dask_meta.learners.tables import Derivation, ModelEntry, ModelSpecification, derived_columns
 
 SAMPLE_WEIGHT = "sample_weight"
 

@@ -16,13 +16,9 @@ import pandas as pd
 from dask_meta._constants import BASE_MODEL, NUISANCE, OVERALL, W_COL, Y_COL
 from dask_meta.backends import Design, is_categorical_aware
 from dask_meta.evaluation import PartitionPlan, predict_rows
-from dask_meta.learners.base import (
-    FitRun,
-    MetaLearner,
-    ModelEntry,
-    ModelSpecification,
-    n_outputs_of,
-)
+from dask_meta.learners.base import MetaLearner, n_outputs_of
+from dask_meta.learners.fit_run import FitRun
+from dask_meta.learners.tables import ModelEntry, ModelSpecification
 
 TREATMENT_COLUMN = "treatment"
 

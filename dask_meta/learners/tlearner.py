@@ -9,13 +9,8 @@ import pandas as pd
 
 from dask_meta._constants import OVERALL, VARIANT_OUTCOME_MODEL, W_COL, Y_COL
 from dask_meta.evaluation import Evaluated, PartitionPlan, predict_rows
-from dask_meta.learners.base import (
-    MetaLearner,
-    ModelEntry,
-    ModelSpecification,
-    check_oos_for,
-    n_outputs_of,
-)
+from dask_meta.learners.base import MetaLearner, check_oos_for, n_outputs_of
+from dask_meta.learners.tables import ModelEntry, ModelSpecification
 
 
 def cao_partition(X: pd.DataFrame, folds: pd.DataFrame | None, bundle: Any) -> np.ndarray:

@@ -19,14 +19,9 @@ from dask_meta._constants import (
 )
 from dask_meta.evaluation import PartitionPlan, predict_rows
 from dask_meta.learners._common import effect_outputs, positive_class
-from dask_meta.learners.base import (
-    Derivation,
-    FitRun,
-    MetaLearner,
-    ModelEntry,
-    ModelSpecification,
-    derived_columns,
-)
+from dask_meta.learners.base import MetaLearner
+from dask_meta.learners.fit_run import FitRun
+from dask_meta.learners.tables import Derivation, ModelEntry, ModelSpecification, derived_columns
 from dask_meta.learners.tlearner import (
     ConditionalAverageOutcomes,
     cao_partition,

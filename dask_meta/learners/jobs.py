@@ -1,0 +1,355 @@
+"""The jobs of a fit run: nuisance fits now, treatment fits as soon as their inputs exist.
+
+:func:`plan_jobs` builds one job per fold model (and overall model) of every nuisance
+cross-fit estimator, and a :class:`dask_meta.planner.Deferred` per treatment model: once the
+nuisance models it needs are fitted, the planner calls its build, which maps the learner's
+:class:`~dask_meta.learners.tables.Derivation` over the training partitions
+(:mod:`dask_meta.learners.derive`) and returns the treatment model's jobs. There is no stage
+barrier: each treatment model starts when its own nuisance models are done.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from distributed import Future
+
+from dask_meta._constants import NUISANCE, TREATMENT
+from dask_meta.backends import (
+    COLLECTION,
+    LOCAL,
+    STREAM,
+    FitResult,
+    backend_of,
+    bins_key,
+    check_classes,
+    requested_threads,
+    shares_bins,
+)
+from dask_meta.crossfit import CrossFitEstimator, strata_of_fold, train_rows
+from dask_meta.learners.checks import target_classes
+from dask_meta.learners.derive import (
+    DerivedTarget,
+    Need,
+    NeedPrediction,
+    NeedSource,
+    derive_from_predictions,
+    derive_partition,
+    predict_need_partition,
+)
+from dask_meta.learners.fit_run import Entries, FitRun, weigh
+from dask_meta.learners.plan_choice import choose_plan
+from dask_meta.learners.tables import Derivation, ModelEntry, derived_columns
+from dask_meta.plan import AUTO
+from dask_meta.planner import Deferred, Job, resolve_threads
+from dask_meta.training import sorted_values
+
+Owners = dict[Need, tuple[CrossFitEstimator, list[Job]]]
+
+
+def plan_jobs(run: FitRun, entries: Entries) -> tuple[list[Job], list[Deferred]]:
+    """Jobs of the nuisance stage now; learners with a treatment stage add deferred ones.
+
+    ``run.owners`` collects every cross-fit estimator the run fits, with its jobs (the
+    treatment models' as their deferred builds run).
+    """
+    learner = run.learner
+    jobs: list[Job] = []
+    all_entries = entries[NUISANCE] + entries[TREATMENT]
+    run.n_jobs_total = sum(learner._cfe(e.kind, e.ordinal).n_models for e in all_entries)
+    choose_plan(run, entries, auto=False)
+    run.bins_worth_sharing = bins_worth_sharing(run, all_entries)
+    for e in entries[NUISANCE]:
+        cfe_jobs, cfe = entry_jobs(run, e, run.parts)
+        run.owners[(e.kind, e.ordinal)] = (cfe, cfe_jobs)
+        jobs.extend(cfe_jobs)
+    if learner.plan == AUTO:
+        choose_plan(run, entries, auto=True, built=jobs)
+        for cfe, cfe_jobs in run.owners.values():
+            if requested_threads(cfe.estimator_params) is None:
+                for job in cfe_jobs:
+                    if job.backend != COLLECTION:
+                        job.spec = dataclasses.replace(job.spec, threads=run.threads_of(job.kind))
+            weigh(run, cfe, cfe_jobs)
+    deferred = _treatment_plan(run, entries, dict(run.owners))
+    awaited = frozenset().union(*(d.after for d in deferred))
+    for job in jobs:
+        job.blocks = job.key in awaited
+    return jobs, deferred
+
+
+def bins_worth_sharing(run: FitRun, entries: Sequence[ModelEntry]) -> set[str]:
+    """The shared binned Datasets (their keys) whose fits train on more rows in all than
+    the training frame has.
+
+    A shared Dataset bins every row of the frame once; without it each fit bins its own
+    rows. So it pays only where rows are trained on more than once: folds, or several
+    model kinds on the same rows. A T-learner without cross-fitting trains each row once,
+    and its fits bin their own rows instead (the "sklearn" fold strategy always does).
+    """
+    learner = run.learner
+    if learner.fold_strategy == "sklearn":
+        return set()
+    rows: Counter[str] = Counter()
+    for e in entries:
+        cfe = learner._cfe(e.kind, e.ordinal)
+        design = learner._design(e.kind, run.data.columns)
+        if backend_of(cfe.estimator_factory) != LOCAL or not shares_bins(
+            cfe.estimator_factory, cfe.estimator_params, design
+        ):
+            continue
+        split = run.assignment.refs[(e.kind, e.ordinal)]
+        per_model = train_rows(split, run.assignment.fold_strata, cfe.n_folds)
+        rows[bins_key(run.token, cfe.estimator_factory, cfe.estimator_params, design)] += sum(
+            per_model[fold] for fold in cfe.fitted_folds
+        )
+    return {key for key, n in rows.items() if n > run.n_rows}
+
+
+def entry_jobs(
+    run: FitRun,
+    entry: ModelEntry,
+    parts: Sequence[Any],
+    extra_parts: Sequence[Any] = (),
+    extra_meta: pd.DataFrame | None = None,
+) -> tuple[list[Job], CrossFitEstimator]:
+    """The fit jobs of one cross-fit estimator (a clone of the learner's, fitted by the run)."""
+    learner = run.learner
+    stage = learner._stage_of(entry.kind)
+    cfe = learner._cfe(entry.kind, entry.ordinal).clone()
+    split = run.assignment.refs[(entry.kind, entry.ordinal)]
+    backend = backend_of(cfe.estimator_factory)
+    shape = run.planner.shape
+    assert shape is not None
+    if backend == COLLECTION:
+        # the estimator runs on every worker with all their threads
+        threads = shape.max_threads
+    else:
+        requested = requested_threads(cfe.estimator_params)
+        threads = (
+            resolve_threads(requested, shape, run.n_jobs_total, f"the {entry.kind} model")
+            if requested is not None
+            else run.threads_of(entry.kind)
+        )
+    fit_params = dict(run.static_params[(stage, entry.kind)])
+    classes = None
+    if cfe.is_classifier:
+        whole = strata_of_fold(split, run.assignment.fold_strata, None)
+        classes = np.asarray(sorted_values(target_classes(entry, whole)))
+        check_classes(cfe.estimator_factory, classes, entry.kind)
+    if backend == STREAM and classes is not None and "classes" not in fit_params:
+        # partial_fit must be told every class on its first call
+        fit_params["classes"] = classes
+    jobs = cfe.fold_jobs(
+        kind=entry.kind,
+        ordinal=entry.ordinal,
+        stage=stage,
+        design=learner._design(entry.kind, run.data.columns),
+        target=entry.target,
+        split=split,
+        parts=parts,
+        extra_parts=extra_parts,
+        fit_params=fit_params,
+        row_params=run.row_params[(stage, entry.kind)],
+        threads=threads,
+        train_rows=train_rows(split, run.assignment.fold_strata, cfe.n_folds),
+        token=run.token,
+    )
+    bins = None
+    if (
+        backend == LOCAL
+        and learner.fold_strategy != "sklearn"
+        and shares_bins(cfe.estimator_factory, cfe.estimator_params, jobs[0].spec.design)
+    ):
+        # LightGBM: one binned Dataset per worker, subsets per fold and model kind, where
+        # rows are trained on more than once; the "sklearn" strategy keeps metalearners'
+        # exact per-fit binning
+        key = bins_key(run.token, cfe.estimator_factory, cfe.estimator_params, jobs[0].spec.design)
+        if key in run.bins_worth_sharing:
+            bins = key
+            run.shared_bins = True
+    for job in jobs:
+        job.backend = backend
+        job.meta = (run.assignment.frame._meta, extra_meta)
+        job.spec = dataclasses.replace(job.spec, classes=classes, bins=bins)
+    weigh(run, cfe, jobs)
+    return jobs, cfe
+
+
+def collect(run: FitRun, results: dict[str, FitResult]) -> dict[Need, CrossFitEstimator]:
+    """The run's cross-fit estimators, fitted from their jobs' results."""
+    fitted = {}
+    for (kind, ordinal), (cfe, jobs) in run.owners.items():
+        name = f"{kind} {ordinal}" if run.learner._cardinality(kind) > 1 else kind
+        cfe.set_fitted(jobs, results, run.assignment.refs[(kind, ordinal)], run.context, name)
+        fitted[(kind, ordinal)] = cfe
+    return fitted
+
+
+# --- the treatment stage -----------------------------------------------------------------------
+
+
+@dataclass
+class _NeedContext:
+    """Per fit: where the treatment models' nuisance estimators come from (``owners``: those
+    fitted in this run, with their jobs), the reused ones put on the cluster, and the shared
+    nuisance predictions."""
+
+    run: FitRun
+    owners: Owners
+    scattered: dict[Need, Future] = field(default_factory=dict)
+    predicted: dict[tuple[Need, str], list[Any]] = field(default_factory=dict)
+
+
+def used_jobs(jobs: Sequence[Job]) -> list[Job]:
+    """The fit jobs of a nuisance estimator whose models its predictions on the training
+    partitions use: every row of an estimator that trains on all rows is in its split, so
+    it is predicted in-sample by the fold models and its overall model predicts none; an
+    estimator that trains on some rows (a variant's) predicts the others with its overall
+    model, and one without cross-fitting has only the overall model."""
+    folds = [job for job in jobs if job.fold is not None]
+    if folds and all(job.spec.rows.variants is None for job in jobs):
+        return folds
+    return list(jobs)
+
+
+def _after(owners: Owners, needs: Sequence[Need]) -> frozenset[str]:
+    """Keys of the fit jobs whose models ``needs`` predict the training partitions with, of
+    those fitted in this run (reused models need none)."""
+    return frozenset(
+        job.key for need in needs if need in owners for job in used_jobs(owners[need][1])
+    )
+
+
+def _treatment_plan(run: FitRun, entries: Entries, owners: Owners) -> list[Deferred]:
+    """Treatment jobs, each built as soon as the nuisance models it needs are fitted.
+
+    Shared nuisance predictions (``Derivation.predicts``) are submitted as soon as their
+    own nuisance model is fitted, ahead of the treatment models that combine them.
+    """
+    context = _NeedContext(run, owners)
+    derivations = [(entry, run.learner._derivation(run, entry)) for entry in entries[TREATMENT]]
+    deferred = []
+    shared: dict[tuple[Need, str], Any] = {}
+    for _, derivation in derivations:
+        for need, (design, method) in zip(
+            derivation.needs, derivation.predicts or (), strict=False
+        ):
+            shared.setdefault((need, method), design)
+    for (need, method), design in shared.items():
+        build = partial(_build_need_predictions, context, need, design, method)
+        deferred.append(Deferred(_after(owners, (need,)), build))
+    for entry, derivation in derivations:
+        build = partial(_build_treatment_jobs, context, entry, derivation)
+        deferred.append(Deferred(_after(owners, derivation.needs), build))
+    return deferred
+
+
+def _need_source(
+    context: _NeedContext, need: Need, futures: dict[str, Future]
+) -> tuple[NeedSource, list[Any]]:
+    """What rebuilds a nuisance estimator on a worker, and its arguments: the fold results
+    of a model fitted in this run, or the reused (prefitted) estimator put on the cluster."""
+    run = context.run
+    if need in context.owners:
+        cfe, all_jobs = context.owners[need]
+        jobs = used_jobs(all_jobs)
+        source = NeedSource(cfe.clone(), run.assignment.refs[need], tuple(j.fold for j in jobs))
+        return source, [futures[j.key] for j in jobs]
+    if need not in context.scattered:
+        reused = copy.copy(run.learner._cfe(*need))
+        reused._split = run.assignment.refs[need]
+        reused._context = None
+        context.scattered[need] = run.planner.scatter(reused)
+    return NeedSource(), [context.scattered[need]]
+
+
+def _need_predictions(
+    context: _NeedContext, need: Need, design: Any, method: str, futures: dict[str, Future]
+) -> list[Any]:
+    """Per training partition, the need's predictions (computed once, then shared)."""
+    key = (need, method)
+    if key not in context.predicted:
+        source, source_args = _need_source(context, need, futures)
+        context.predicted[key] = context.run.planner.map_partitions(
+            predict_need_partition,
+            context.run.parts,
+            name=f"predict-{need[0]}",
+            need=NeedPrediction(source, design, method),
+            source_args=source_args,
+        )
+    return context.predicted[key]
+
+
+def _build_need_predictions(
+    context: _NeedContext,
+    need: Need,
+    design: Any,
+    method: str,
+    results: dict[str, FitResult],
+    futures: dict[str, Future],
+) -> list[Job]:
+    _need_predictions(context, need, design, method, futures)
+    return []
+
+
+def _build_treatment_jobs(
+    context: _NeedContext,
+    entry: ModelEntry,
+    derivation: Derivation,
+    results: dict[str, FitResult],
+    futures: dict[str, Future],
+) -> list[Job]:
+    run = context.run
+    target, weight = derived_columns(entry)
+    derived = DerivedTarget(
+        derivation.fn,
+        derivation.args,
+        derivation.needs,
+        target,
+        weight if derivation.weight else None,
+    )
+    if derivation.predicts is not None:
+        columns = [
+            _need_predictions(context, need, design, method, futures)
+            for need, (design, method) in zip(derivation.needs, derivation.predicts, strict=True)
+        ]
+        parts = run.planner.map_partitions(
+            derive_from_predictions,
+            run.parts,
+            *columns,
+            name=f"derive-{entry.kind}",
+            derived=derived,
+        )
+    else:
+        sources: list[NeedSource] = []
+        source_args: list[Any] = []
+        for need in derivation.needs:
+            source, args = _need_source(context, need, futures)
+            sources.append(source)
+            source_args.extend(args)
+        parts = run.planner.map_partitions(
+            derive_partition,
+            run.parts,
+            name=f"derive-{entry.kind}",
+            derived=derived,
+            sources=tuple(sources),
+            source_args=source_args,
+        )
+    extra_meta = pd.DataFrame(
+        {c: pd.Series(dtype=float) for c in ([target, weight] if derivation.weight else [target])}
+    )
+    jobs, cfe = entry_jobs(run, entry, run.parts, parts, extra_meta=extra_meta)
+    if derivation.weight:
+        for job in jobs:
+            job.spec.row_params["sample_weight"] = weight
+    run.owners[(entry.kind, entry.ordinal)] = (cfe, jobs)
+    return jobs

@@ -1,0 +1,115 @@
+"""Predicting lazily, partition by partition, with fitted models.
+
+Every prediction of dask-meta (a learner's CATE, conditional average outcomes, one base
+model's predictions) is a per-partition function mapped over X by :func:`map_predict`: Dask
+in gives a lazy Dask array with one chunk per partition, in-memory input a numpy array
+computed on the cluster. In-sample prediction (``is_oos=False``) also reads the fit's fold
+columns and checks each partition against the training data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+import pandas as pd
+from distributed import Client
+
+from dask_meta import runtime
+from dask_meta.backends import aligned
+from dask_meta.data import Frame, partitions, prediction_frame
+from dask_meta.training import FitContext, check_partition
+
+PartitionFn = Callable[[pd.DataFrame, pd.DataFrame | None, Any], np.ndarray]
+
+
+def _oos_block(
+    X: pd.DataFrame, fn: PartitionFn, bundle: Any, anchor: Any, tail: tuple[int, ...]
+) -> np.ndarray:
+    out = np.asarray(fn(aligned(X.reset_index(drop=True)), None, bundle), dtype=float)
+    return out.reshape((len(X), *tail))
+
+
+def _in_sample_block(
+    X: pd.DataFrame,
+    folds: pd.DataFrame,
+    fn: PartitionFn,
+    bundle: Any,
+    anchor: Any,
+    tail: tuple[int, ...],
+    number: int,
+    lengths: tuple[int, ...],
+    fingerprints: tuple[int, ...],
+    names: tuple[Any, ...],
+) -> np.ndarray:
+    check_partition(X, number, lengths, fingerprints, names)
+    out = np.asarray(
+        fn(X.reset_index(drop=True), folds.reset_index(drop=True), bundle), dtype=float
+    )
+    return out.reshape((len(X), *tail))
+
+
+def map_predict(
+    X: Any,
+    context: FitContext,
+    is_oos: bool,
+    fn: PartitionFn,
+    bundle: Any,
+    tail: tuple[int, ...],
+    client: Client | None,
+    name: str,
+) -> np.ndarray | da.Array:
+    """Apply ``fn`` to every partition of X; Dask in -> lazy Dask array, in-memory -> numpy.
+
+    ``fn(X_part, folds_part_or_None, bundle)`` returns ``(n, prod(tail))`` floats; the result
+    has shape ``(n, *tail)``, one chunk per partition of X (sizes known for in-sample
+    prediction). For ``is_oos=False`` ``fn`` also gets the partition's fold frame, and each
+    partition is checked against the training data (length and fingerprint).
+    """
+    frame = X if isinstance(X, Frame) else prediction_frame(X, context.columns)
+    # unique per call: a key shared by two predictions would silently return the other's result
+    token = runtime.new_token()
+    models = dask.delayed(bundle, name=runtime.task_key("models", token), traverse=False)
+    # A second small dependency keeps dask's linear fusion away from the models node: with a
+    # single dependent partition (one partition, or a culled slice) dask 2026.8 fails with
+    # "Cannot fuse tasks with multiple outputs".
+    anchor = dask.delayed(token, name=runtime.task_key("anchor", token), traverse=False)
+    x_parts = partitions(frame.frame)
+    blocks = []
+    if is_oos:
+        for i, part in enumerate(x_parts):
+            block = dask.delayed(_oos_block, pure=True)(
+                part, fn, models, anchor, tail, dask_key_name=runtime.task_key(name, i, token)
+            )
+            blocks.append(da.from_delayed(block, shape=(np.nan, *tail), dtype=float))
+    else:
+        expected = len(context.lengths)
+        if len(x_parts) != expected:
+            raise ValueError(
+                f"is_oos=False needs exactly the training data, but X has {len(x_parts)} "
+                f"partitions where the training data had {expected}; use is_oos=True for "
+                "other data"
+            )
+        fold_parts = partitions(context.fold_frame)
+        for i, (part, folds) in enumerate(zip(x_parts, fold_parts, strict=True)):
+            block = dask.delayed(_in_sample_block, pure=True)(
+                part,
+                folds,
+                fn,
+                models,
+                anchor,
+                tail,
+                i,
+                context.lengths,
+                context.fingerprints,
+                context.columns.names,
+                dask_key_name=runtime.task_key(name, i, token),
+            )
+            blocks.append(da.from_delayed(block, shape=(context.lengths[i], *tail), dtype=float))
+    result = da.concatenate(blocks, axis=0) if len(blocks) > 1 else blocks[0]
+    if frame.in_memory:
+        return np.asarray(runtime.compute_now(result, client))
+    return result

@@ -1,0 +1,270 @@
+"""The one fit pipeline: the training frame on the cluster, its folds and its fingerprint.
+
+Every fit goes through these steps, a learner's (:mod:`dask_meta.learners.run`) as well as a
+lone cross-fit estimator's or the explainer's surrogate models'
+(:func:`dask_meta.crossfit.fit_estimators`):
+
+1. :func:`split_fit_params`: per-row fit parameters (``sample_weight``) become columns of the
+   training frame (:func:`dask_meta.data.training_frame`), the others stay parameters;
+2. :func:`assign_folds`: one cheap pass over y and w (:func:`dask_meta.folds.scan`), the
+   caller's checks of its statistics, one set of categories in every partition, then the
+   fold columns (:func:`dask_meta.folds.assign`);
+3. :func:`place`: the training frame kept in the cluster's memory (or read from its source
+   for every pass, for data larger than memory), and a fingerprint per partition, which
+   :class:`FitContext` keeps so that in-sample prediction recognises the training data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import dask.dataframe as dd
+import numpy as np
+import pandas as pd
+from distributed import Client
+
+from dask_meta._constants import PARAM_PREFIX, W_COL
+from dask_meta.cluster import ClusterShape
+from dask_meta.data import (
+    Columns,
+    Frame,
+    is_dask,
+    narrow,
+    partition_fingerprint,
+    partitions,
+    reject_sparse,
+    unknown_categoricals,
+    with_categories,
+)
+from dask_meta.folds import Assignment, PartitionStats, SplitRequest, assign, hash_specs_for, scan
+from dask_meta.planner import Planner
+
+
+@dataclass
+class FitContext:
+    """Shared by all cross-fit estimators of one fit: how to find a row's fold again.
+
+    ``fold_frame`` is a lazy Dask frame (treatment and fold columns) with exactly the
+    partitions of the training data; nothing of it is held in memory. In-sample prediction
+    checks the partition count eagerly, and each partition's length and fingerprint in its
+    task (:func:`check_partition`).
+    """
+
+    columns: Columns
+    fold_frame: dd.DataFrame
+    lengths: tuple[int, ...]
+    fingerprints: tuple[int, ...]
+
+    @property
+    def n_rows(self) -> int:
+        return sum(self.lengths)
+
+    def __deepcopy__(self, memo: dict) -> FitContext:
+        # immutable and shared by the estimators of a fit; its lazy frame cannot be deep-copied
+        return self
+
+
+def fit_context(
+    columns: Columns, assignment: Assignment, lengths: Sequence[int], fingerprints: Sequence[int]
+) -> FitContext:
+    fold_frame = narrow(assignment.frame, [W_COL, *assignment.fold_columns])
+    return FitContext(columns, fold_frame, tuple(lengths), tuple(fingerprints))
+
+
+def fingerprint_features(part: pd.DataFrame, names: tuple[Any, ...]) -> int:
+    """A partition's fingerprint: a hash of its feature values (runs on a worker)."""
+    return partition_fingerprint(part[list(names)])
+
+
+def check_partition(
+    X: pd.DataFrame,
+    number: int,
+    lengths: tuple[int, ...],
+    fingerprints: tuple[int, ...],
+    names: tuple[Any, ...],
+) -> None:
+    """Raise unless partition ``number`` of X is that partition of the training data."""
+    if len(X) != lengths[number]:
+        raise ValueError(
+            f"is_oos=False needs exactly the training data, but partition {number} of X has "
+            f"{len(X)} rows where the training data had {lengths[number]}; use is_oos=True "
+            "for other data"
+        )
+    if partition_fingerprint(X[list(names)]) != fingerprints[number]:
+        raise ValueError(
+            f"is_oos=False needs exactly the training data, but partition {number} of X holds "
+            "other values than the training data (fingerprint mismatch); use is_oos=True for "
+            "other data"
+        )
+
+
+def sorted_values(values: Any) -> list[Any]:
+    """Treatment variants or classes in order, for messages (any mix of types)."""
+    try:
+        return sorted(values)
+    except TypeError:
+        return sorted(values, key=repr)
+
+
+# --- 1. fit parameters ------------------------------------------------------------------------
+
+
+def rows_in_memory(X: Any) -> int | None:
+    """The number of rows of in-memory X (None for Dask input, whose length is lazy)."""
+    if is_dask(X):
+        return None
+    reject_sparse(X, "X")
+    return len(X)
+
+
+def _is_row_param(value: Any, n_rows: int | None) -> bool:
+    if is_dask(value):
+        return True
+    if isinstance(value, str | bytes | dict) or not hasattr(value, "__len__"):
+        return False
+    try:
+        return n_rows is not None and len(value) == n_rows and np.ndim(value) >= 1
+    except TypeError:
+        return False
+
+
+@dataclass
+class RowParams:
+    """Per-row fit parameters of one fit, as columns of its training frame.
+
+    ``values`` (column -> (argument name, value)) go to :func:`dask_meta.data.training_frame`;
+    the same array passed to several models becomes one column.
+    """
+
+    n_rows: int | None
+    values: dict[str, tuple[str, Any]] = field(default_factory=dict)
+    _columns: dict[int, str] = field(default_factory=dict)
+
+    def split(self, params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+        """``params`` as (static params, {param name: training-frame column})."""
+        static: dict[str, Any] = {}
+        rows: dict[str, str] = {}
+        for name, value in params.items():
+            if not _is_row_param(value, self.n_rows):
+                static[name] = value
+                continue
+            column = self._columns.setdefault(id(value), f"{PARAM_PREFIX}{len(self._columns)}__")
+            self.values[column] = (f"fit_params[{name!r}]", value)
+            rows[name] = column
+        return static, rows
+
+
+# --- 2. folds ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FoldSettings:
+    """How a fit draws its folds (the learner's or the cross-fit estimator's arguments)."""
+
+    strategy: str
+    fold_key: str | None
+    #: the fit's seed (hash and partition strategies)
+    seed: int
+    #: the "sklearn" strategy's seed: metalearners' random_state, which may be None
+    random_state: int | None
+    classification: bool
+
+
+def assign_folds(
+    client: Client,
+    data: Frame,
+    requests: dict[Hashable, SplitRequest],
+    folds: FoldSettings,
+    check: Callable[[list[PartitionStats]], None],
+) -> tuple[Frame, list[PartitionStats], Assignment]:
+    """The first pass over the data, ``check`` of its statistics, then the fold columns.
+
+    Categorical columns whose categories differ between partitions get the union of them
+    in every partition: a fit's rows concatenate into one categorical column, with the same
+    codes as the same rows in one partition.
+    """
+    categorical = unknown_categoricals(data)
+    stats = scan(
+        client,
+        data.frame,
+        folds.classification,
+        fold_key=folds.fold_key,
+        hash_specs=hash_specs_for(requests, folds.seed) if folds.strategy == "hash" else (),
+        keep_arrays=folds.strategy == "sklearn",
+        categorical=categorical,
+    )
+    check(stats)
+    if categorical:
+        data = with_categories(data, [s.categories for s in stats])
+    assignment = assign(
+        folds.strategy,
+        data.frame,
+        stats,
+        requests,
+        seed=folds.random_state if folds.strategy == "sklearn" else folds.seed,
+        classification=folds.classification,
+        fold_key=folds.fold_key,
+    )
+    return data, stats, assignment
+
+
+# --- 3. on the cluster ------------------------------------------------------------------------
+
+
+def persists(persist: bool | str, frame: dd.DataFrame, n_rows: int, shape: ClusterShape) -> bool:
+    """Whether fit keeps the training frame in the cluster's memory (``persist``).
+
+    ``"auto"`` persists unless the frame would take more than a third of the workers'
+    memory limits together (the rest is needed for the fits themselves).
+    """
+    if persist != "auto":
+        return bool(persist)
+    limit = sum(w.memory_limit for w in shape.workers)
+    if limit <= 0:
+        return True
+    row_bytes = sum(
+        dtype.itemsize if dtype.kind in "biufcmM" else 64 for dtype in frame._meta.dtypes
+    )
+    return n_rows * row_bytes <= limit / 3
+
+
+@dataclass
+class TrainingData:
+    """The training frame of one fit on the cluster, with its folds and fingerprint."""
+
+    data: Frame
+    stats: list[PartitionStats]
+    assignment: Assignment
+    #: persisted partitions (futures) or, for data larger than memory, delayed ones
+    parts: list[Any]
+    context: FitContext
+    persisted: bool
+
+    @property
+    def n_rows(self) -> int:
+        return sum(s.n for s in self.stats)
+
+
+def place(
+    planner: Planner,
+    data: Frame,
+    stats: list[PartitionStats],
+    assignment: Assignment,
+    persist: bool,
+) -> TrainingData:
+    """Keep the training frame on the cluster (or read it per pass) and fingerprint it.
+
+    The planner owns the persisted partitions: cancelling it frees them.
+    """
+    if persist:
+        parts = planner.persist_partitions(assignment.frame, "training-frame")
+    else:
+        # larger than the cluster's memory: every pass reads the partitions from source
+        parts = partitions(assignment.frame)
+    fingerprints = planner.gather_partitions(
+        fingerprint_features, parts, "fingerprint", names=data.columns.names
+    )
+    context = fit_context(data.columns, assignment, [s.n for s in stats], fingerprints)
+    return TrainingData(data, stats, assignment, parts, context, persist)
