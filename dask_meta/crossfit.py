@@ -21,6 +21,7 @@ from distributed import Client, Future
 from sklearn.base import is_classifier, is_regressor
 
 from dask_meta._constants import MEAN, MEDIAN, NUISANCE, OOS_METHODS, OVERALL, PARAM_PREFIX, Y_COL
+from dask_meta._typing import Matrix, Vector
 from dask_meta.backends import (
     COLLECTION,
     STREAM,
@@ -309,7 +310,7 @@ class CrossFitEstimator:
 
     def block_predict(
         self,
-        X: Any,
+        X: Matrix,
         folds: pd.DataFrame | None,
         method: str,
         oos_method: str,
@@ -356,8 +357,8 @@ class CrossFitEstimator:
 
     def score(
         self,
-        X: Any,
-        y: Any,
+        X: Matrix,
+        y: Vector,
         is_oos: bool,
         oos_method: str | None = None,
         sample_weight: Any = None,
@@ -381,8 +382,8 @@ class CrossFitEstimator:
 
     def fit(
         self,
-        X: Any,
-        y: Any,
+        X: Matrix,
+        y: Vector,
         fit_params: dict | None = None,
         n_jobs_cross_fitting: int | None = None,
     ) -> CrossFitEstimator:
@@ -482,8 +483,8 @@ def assemble(
 
 def fit_single(
     cfe: CrossFitEstimator,
-    X: Any,
-    y: Any,
+    X: Matrix,
+    y: Vector,
     *,
     fit_params: dict | None = None,
     n_jobs_cross_fitting: int | None = None,
@@ -507,7 +508,7 @@ def fit_single(
 
 def fit_estimators(
     cfes: Sequence[CrossFitEstimator],
-    X: Any,
+    X: Matrix,
     ys: Sequence[Any],
     *,
     fit_params: dict | None = None,

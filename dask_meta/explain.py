@@ -23,6 +23,8 @@ import dask.array as da
 import numpy as np
 import pandas as pd
 
+from dask_meta import runtime
+from dask_meta._typing import Matrix
 from dask_meta.crossfit import CrossFitEstimator, fit_estimators
 from dask_meta.data import is_dask
 
@@ -40,7 +42,7 @@ class Explainer:
     @classmethod
     def from_estimates(
         cls,
-        X: Any,
+        X: Matrix,
         cate_estimates: Any,
         cate_model_factory: Any,
         cate_model_params: dict | None = None,
@@ -122,7 +124,7 @@ class Explainer:
 
     def shap_values(
         self,
-        X: Any,
+        X: Matrix,
         shap_explainer_factory: Any,
         shap_explainer_params: dict | None = None,
     ) -> list[Any]:
@@ -138,22 +140,30 @@ class Explainer:
                 shap_explainer_factory(model=model, **params).shap_values(X)
                 for model in self.cate_models
             ]
-        frame = X.to_frame() if hasattr(X, "to_frame") and X.ndim == 1 else X
+        frame: Any = X
+        if hasattr(frame, "to_frame") and frame.ndim == 1:
+            frame = frame.to_frame()
         if isinstance(frame, da.Array):
             frame = frame.to_dask_dataframe()
         n_features = frame.shape[1]
         result = []
-        for model in self.cate_models:
-            model_ref = dask.delayed(model, pure=True)
+        for v, model in enumerate(self.cate_models):
+            token = runtime.new_token()
+            model_ref = dask.delayed(model, name=runtime.task_key("cate-model", v, token))
             parts = [
                 da.from_delayed(
                     dask.delayed(_shap_partition, pure=True)(
-                        p, model_ref, shap_explainer_factory, params, X_is_array(X)
+                        p,
+                        model_ref,
+                        shap_explainer_factory,
+                        params,
+                        X_is_array(X),
+                        dask_key_name=runtime.task_key("shap", v, i, token),
                     ),
                     shape=(np.nan, n_features),
                     dtype=float,
                 )
-                for p in frame.to_delayed()
+                for i, p in enumerate(frame.to_delayed())
             ]
             result.append(da.concatenate(parts, axis=0))
         return result

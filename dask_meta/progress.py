@@ -38,6 +38,7 @@ class Job(Protocol):
     @property
     def stage(self) -> str: ...
 
+
 logger = logging.getLogger("dask_meta")
 
 CONFIG_KEY = "dask_meta.progress"

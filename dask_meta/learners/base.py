@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Collection
 from typing import Any
@@ -31,12 +30,12 @@ from dask_meta._constants import (
     TREATMENT,
     TREATMENT_MODEL,
 )
+from dask_meta._typing import Matrix, Vector
 from dask_meta.backends import Design, requested_threads
 from dask_meta.cluster import resolve_client
 from dask_meta.crossfit import (
     CrossFitEstimator,
     ModelPrediction,
-    _estimator_type,
     fit_single,
     model_partition,
     validate_oos_method,
@@ -53,8 +52,15 @@ from dask_meta.evaluation import (
 )
 from dask_meta.explain import Explainer, check_explainer_arguments, overall_models
 from dask_meta.folds import validate_strategy
+from dask_meta.learners.arguments import (
+    check_enable_overall,
+    check_model_types,
+    check_prefitted,
+    combine_propensity,
+    model_dict,
+)
 from dask_meta.learners.fit_run import FitRun
-from dask_meta.learners.jobs import collect, plan_jobs
+from dask_meta.learners.fitting import fit_stages
 from dask_meta.learners.tables import Derivation, ModelEntry, ModelSpecification
 from dask_meta.plan import check_plan
 from dask_meta.planner import Limits
@@ -76,47 +82,6 @@ logger = logging.getLogger("dask_meta")
 
 
 # --- resolving the constructor arguments -------------------------------------------------
-
-
-def _initialize_model_dict(argument: Any, expected_names: Collection[str]) -> dict:
-    if isinstance(argument, dict) and set(argument.keys()) >= set(expected_names):
-        return {key: argument[key] for key in expected_names}
-    return {name: argument for name in expected_names}
-
-
-def _combine_propensity_and_nuisance_specs(
-    propensity_specs: Any, nuisance_specs: Any, nuisance_model_names: set[str]
-) -> dict:
-    if PROPENSITY_MODEL in nuisance_model_names:
-        others = nuisance_model_names - {PROPENSITY_MODEL}
-        return _initialize_model_dict(nuisance_specs, others) | {PROPENSITY_MODEL: propensity_specs}
-    return _initialize_model_dict(nuisance_specs, nuisance_model_names)
-
-
-def parse_fit_params(
-    fit_params: dict | None, nuisance_names: Collection[str], treatment_names: Collection[str]
-) -> dict[str, dict[str, dict]]:
-    """Both forms of metalearners' ``fit_params``: flat (to every model) or qualified."""
-    if fit_params is not None and not isinstance(fit_params, dict):
-        raise TypeError(f"fit_params must be a dict or None, got {type(fit_params).__name__}")
-    if not fit_params or (NUISANCE not in fit_params and TREATMENT not in fit_params):
-        flat = dict(fit_params or {})
-        return {
-            NUISANCE: {k: dict(flat) for k in nuisance_names},
-            TREATMENT: {k: dict(flat) for k in treatment_names},
-        }
-    out: dict[str, dict[str, dict]] = {
-        NUISANCE: {k: {} for k in nuisance_names},
-        TREATMENT: {k: {} for k in treatment_names},
-    }
-    for stage, names in ((NUISANCE, nuisance_names), (TREATMENT, treatment_names)):
-        given = fit_params.get(stage) or {}
-        if not isinstance(given, dict):
-            raise TypeError(f"fit_params[{stage!r}] must be a dict of model kind -> params")
-        for kind in names:
-            if kind in given:
-                out[stage][kind] = dict(given[kind])
-    return out
 
 
 class MetaLearner(ABC):
@@ -250,20 +215,20 @@ class MetaLearner(ABC):
 
         names_n = set(nuisance_specs)
         names_t = set(treatment_specs)
-        self.nuisance_model_factory = _combine_propensity_and_nuisance_specs(
+        self.nuisance_model_factory = combine_propensity(
             propensity_model_factory, nuisance_model_factory, names_n
         )
-        self.nuisance_model_params = _combine_propensity_and_nuisance_specs(
+        self.nuisance_model_params = combine_propensity(
             propensity_model_params or {}, nuisance_model_params or {}, names_n
         )
-        self.treatment_model_factory = _initialize_model_dict(treatment_model_factory, names_t)
-        self.treatment_model_params = _initialize_model_dict(treatment_model_params or {}, names_t)
-        self.n_folds = _initialize_model_dict(n_folds, names_n | names_t)
+        self.treatment_model_factory = model_dict(treatment_model_factory, names_t)
+        self.treatment_model_params = model_dict(treatment_model_params or {}, names_t)
+        self.n_folds = model_dict(n_folds, names_n | names_t)
         for kind, value in self.n_folds.items():
             if isinstance(value, bool) or not isinstance(value, int | np.integer) or value <= 0:
                 raise ValueError(f"{kind} n_folds must be a positive int, got {value!r}")
-        self.enable_overall = self._check_enable_overall(enable_overall, names_n | names_t)
-        self.feature_set = _initialize_model_dict(feature_set, names_n | names_t)
+        self.enable_overall = check_enable_overall(self, enable_overall, names_n | names_t)
+        self.feature_set = model_dict(feature_set, names_n | names_t)
         for kind, params in {**self.nuisance_model_params, **self.treatment_model_params}.items():
             if not isinstance(params, dict):
                 raise TypeError(f"params for {kind} must be a dict, got {type(params).__name__}")
@@ -278,11 +243,11 @@ class MetaLearner(ABC):
                     f"The keys present in fitted_nuisance_models should be a subset of {allowed}"
                 )
             for kind, models in fitted_nuisance_models.items():
-                self._check_prefitted(kind, models)
+                check_prefitted(self, kind, models)
             self._nuisance_models |= copy.deepcopy(fitted_nuisance_models)
             self._prefitted_nuisance_models |= set(fitted_nuisance_models)
         if PROPENSITY_MODEL in names_n and fitted_propensity_model is not None:
-            self._check_prefitted(PROPENSITY_MODEL, [fitted_propensity_model])
+            check_prefitted(self, PROPENSITY_MODEL, [fitted_propensity_model])
             self._nuisance_models[PROPENSITY_MODEL] = [copy.copy(fitted_propensity_model)]
             self._prefitted_nuisance_models.add(PROPENSITY_MODEL)
         for kind in names_n - self._prefitted_nuisance_models:
@@ -341,65 +306,13 @@ class MetaLearner(ABC):
             client=self.client,
         )
 
+    def _validate_models(self) -> None:
+        """Regressors where ``predict`` is used, classifiers where ``predict_proba`` is."""
+        check_model_types(self)
+
     #: nuisance kinds whose overall models the fit itself predicts with (on the rows of the
     #: other variants): their ``enable_overall`` cannot be False
     _fit_needs_overall: frozenset[str] = frozenset()
-
-    def _check_enable_overall(self, value: Any, kinds: set[str]) -> dict[str, bool]:
-        """``enable_overall`` per model kind: one bool, or a dict of some kinds (others True).
-
-        metalearners' ``CrossFitEstimator`` argument, which its learners always leave True. An
-        overall model is used only by out-of-sample predictions with ``oos_method="overall"``
-        (and, for the X- and DR-learner's outcome models, by the fit); without it those
-        predictions take ``"mean"`` or ``"median"`` and the fit saves one model per kind.
-        """
-        if isinstance(value, bool | np.bool_):
-            by_kind = dict.fromkeys(kinds, bool(value))
-        elif isinstance(value, dict):
-            unknown = set(value) - kinds
-            if unknown:
-                raise ValueError(
-                    f"enable_overall has unknown model kinds {sorted(unknown)}; "
-                    f"{type(self).__name__} has {sorted(kinds)}"
-                )
-            for kind, flag in value.items():
-                if not isinstance(flag, bool | np.bool_):
-                    raise TypeError(f"enable_overall[{kind!r}] must be a bool, got {flag!r}")
-            by_kind = {kind: bool(value.get(kind, True)) for kind in kinds}
-        else:
-            raise TypeError(
-                f"enable_overall must be a bool or a dict of model kind to bool, got {value!r}"
-            )
-        for kind in sorted(kinds):
-            if by_kind[kind]:
-                continue
-            if self.n_folds[kind] == 1:
-                raise ValueError(
-                    f"enable_overall is False for {kind}, whose n_folds is 1: without "
-                    "cross-fitting the overall model is its only model"
-                )
-            if kind in self._fit_needs_overall:
-                raise ValueError(
-                    f"enable_overall cannot be False for {kind}: the {type(self).__name__}'s "
-                    "fit predicts the other variants' rows with its overall models. Pass a "
-                    "dict for the other kinds, e.g. enable_overall={'propensity_model': False}"
-                )
-        return by_kind
-
-    def _check_prefitted(self, kind: str, models: Any) -> None:
-        if not isinstance(models, list | tuple) or not all(
-            isinstance(m, CrossFitEstimator) for m in models
-        ):
-            raise TypeError(
-                f"fitted models for {kind} must be a list of dask_meta CrossFitEstimator "
-                "(e.g. another learner's _nuisance_models[kind])"
-            )
-        expected = self.nuisance_model_specifications()[kind].cardinality(self)
-        if len(models) != expected:
-            raise ValueError(f"{kind} needs {expected} fitted models, got {len(models)}")
-        for m in models:
-            if not m.is_fitted:
-                raise ValueError(f"the fitted models passed for {kind} are not fitted")
 
     @classmethod
     def _validate_n_variants(cls, n_variants: Any) -> None:
@@ -409,31 +322,6 @@ class MetaLearner(ABC):
             raise NotImplementedError(
                 f"{cls.__name__} only supports binary treatment variants; n_variants={n_variants}"
             )
-
-    def _validate_models(self) -> None:
-        """Regressors where ``predict`` is used, classifiers where ``predict_proba`` is."""
-        checks = [
-            (kind, self._nuisance_models[kind][0], spec, "nuisance")
-            for kind, spec in self.nuisance_model_specifications().items()
-        ] + [
-            (kind, self._treatment_models[kind][0], spec, "treatment")
-            for kind, spec in self.treatment_model_specifications().items()
-        ]
-        for kind, cfe, spec, stage in checks:
-            method = spec.predict_method(self)
-            factory = cfe.estimator_factory
-            cfe_type = _estimator_type(factory, cfe.estimator_params)
-            if cfe_type == "classifier" and method == "predict":
-                raise ValueError(
-                    f"The {stage} model {kind} is supposed to be used with the predict method "
-                    f"'predict' but {factory.__name__} is a classifier; pass a regressor."
-                )
-            if cfe_type == "regressor" and method == "predict_proba":
-                raise ValueError(
-                    f"The {stage} model {kind} is supposed to be used with the predict method "
-                    f"'predict_proba' but {factory.__name__} is not a classifier; pass a "
-                    "classifier."
-                )
 
     @property
     def init_args(self) -> dict[str, Any]:
@@ -503,9 +391,9 @@ class MetaLearner(ABC):
 
     def fit(
         self,
-        X: Any,
-        y: Any,
-        w: Any,
+        X: Matrix,
+        y: Vector,
+        w: Vector,
         n_jobs_cross_fitting: int | None = None,
         fit_params: dict | None = None,
         synchronize_cross_fitting: bool = True,
@@ -531,9 +419,9 @@ class MetaLearner(ABC):
 
     def fit_all_nuisance(
         self,
-        X: Any,
-        y: Any,
-        w: Any,
+        X: Matrix,
+        y: Vector,
+        w: Vector,
         n_jobs_cross_fitting: int | None = None,
         fit_params: dict | None = None,
         synchronize_cross_fitting: bool = True,
@@ -554,9 +442,9 @@ class MetaLearner(ABC):
 
     def fit_all_treatment(
         self,
-        X: Any,
-        y: Any,
-        w: Any,
+        X: Matrix,
+        y: Vector,
+        w: Vector,
         n_jobs_cross_fitting: int | None = None,
         fit_params: dict | None = None,
         synchronize_cross_fitting: bool = True,
@@ -599,9 +487,9 @@ class MetaLearner(ABC):
 
     def _fit_stages(
         self,
-        X: Any,
-        y: Any,
-        w: Any,
+        X: Matrix,
+        y: Vector,
+        w: Vector,
         stages: tuple[str, ...],
         n_jobs_cross_fitting: int | None,
         fit_params: dict | None,
@@ -610,79 +498,7 @@ class MetaLearner(ABC):
     ) -> None:
         self._validate_fit_args(synchronize)
         limits = Limits(n_jobs_cross_fitting, n_jobs_base_learners)
-        qualified = parse_fit_params(
-            fit_params, self.nuisance_model_specifications(), self.treatment_model_specifications()
-        )
-        self._validate_fit_params(qualified)
-        if TREATMENT in stages and NUISANCE not in stages:
-            self._require_nuisance_fitted()
-        entries = {
-            NUISANCE: [
-                e
-                for e in self._nuisance_entries(bool(synchronize))
-                if e.kind not in self._prefitted_nuisance_models
-            ]
-            if NUISANCE in stages
-            else [],
-            TREATMENT: self._treatment_entries(bool(synchronize)) if TREATMENT in stages else [],
-        }
-        run = FitRun.begin(self, X, y, w, qualified, entries, limits, bool(synchronize))
-        try:
-            jobs, deferred = plan_jobs(run, entries)
-            results = run.planner.run(jobs, deferred)
-            fitted = collect(run, results)
-        except BaseException:
-            run.planner.cancel_all()
-            raise
-        finally:
-            if run.shared_bins:
-                run.planner.drop_bins(run.token)
-            run.planner.release()
-        # install only once everything succeeded, and all at once: a failed or interrupted
-        # fit leaves the learner as it was (new lists of models, never edited in place)
-        nuisance = {kind: list(models) for kind, models in self._nuisance_models.items()}
-        treatment = {kind: list(models) for kind, models in self._treatment_models.items()}
-        for (kind, ordinal), cfe in fitted.items():
-            (nuisance if kind in nuisance else treatment)[kind][ordinal] = cfe
-        for owner, ref in run.assignment.refs.items():
-            if owner not in fitted:
-                # a reused model: its folds now live in this fit's fold frame
-                kind, ordinal = owner  # type: ignore[misc]
-                # a copy: the same fitted model may serve another learner with its own folds
-                reused = copy.copy(self._cfe(kind, ordinal))
-                reused._split = ref
-                reused._context = run.context
-                (nuisance if kind in nuisance else treatment)[kind][ordinal] = reused
-        if NUISANCE in stages and TREATMENT not in stages:
-            # treatment models of an earlier fit do not belong to the new nuisance models
-            treatment = {kind: [m.clone() for m in models] for kind, models in treatment.items()}
-        report = run.planner.report_frame()
-        report.attrs["wall_time"] = time.time() - run.started
-        report.attrs["task_seconds"] = run.planner.task_seconds()
-        report.attrs["shared_bins"] = run.shared_bins
-        report.attrs["persisted"] = run.persisted
-        if run.plan_choice is not None:
-            report.attrs["plan"] = run.plan_choice.as_dict()
-        previous = dict(self.__dict__)
-        try:
-            self._nuisance_models = nuisance
-            self._treatment_models = treatment
-            self._fit_context = run.context
-            self._seed = run.seed
-            self._client = run.client
-            self._after_fit(run, stages)
-            self.fit_report_ = report
-        except BaseException:
-            # the learner's own fit-time state (_after_fit) failed or was interrupted
-            self.__dict__.clear()
-            self.__dict__.update(previous)
-            raise
-        if run.shared_bins:
-            logger.info(
-                "LightGBM models of this fit trained on subsets of one binned Dataset per "
-                "worker (bin bounds from all training rows, not each fit's own rows); "
-                "fold_strategy='sklearn' bins every fit on its own rows, as metalearners does"
-            )
+        fit_stages(self, X, y, w, stages, limits, fit_params, bool(synchronize))
 
     def _after_fit(self, run: FitRun, stages: tuple[str, ...]) -> None:
         """Hook for learner state computed at fit time."""
@@ -764,9 +580,9 @@ class MetaLearner(ABC):
 
     def evaluate(
         self,
-        X: Any,
-        y: Any,
-        w: Any,
+        X: Matrix,
+        y: Vector,
+        w: Vector,
         is_oos: bool,
         oos_method: str = OVERALL,
         scoring: dict | None = None,
@@ -845,7 +661,7 @@ class MetaLearner(ABC):
 
     def explainer(
         self,
-        X: Any = None,
+        X: Matrix | None = None,
         cate_estimates: Any = None,
         cate_model_factory: Any = None,
         cate_model_params: dict | None = None,
@@ -857,6 +673,7 @@ class MetaLearner(ABC):
         estimates through the planner (Dask or in-memory data).
         """
         if check_explainer_arguments(X, cate_estimates, cate_model_factory):
+            assert X is not None
             return Explainer.from_estimates(
                 X,
                 cate_estimates,
@@ -879,7 +696,7 @@ class MetaLearner(ABC):
         normalize: bool = False,
         sort_values: bool = False,
         explainer: Explainer | None = None,
-        X: Any = None,
+        X: Matrix | None = None,
         cate_estimates: Any = None,
         cate_model_factory: Any = None,
         cate_model_params: dict | None = None,
@@ -893,7 +710,7 @@ class MetaLearner(ABC):
 
     def shap_values(
         self,
-        X: Any,
+        X: Matrix,
         shap_explainer_factory: Any,
         shap_explainer_params: dict | None = None,
         explainer: Explainer | None = None,
@@ -933,7 +750,7 @@ class MetaLearner(ABC):
 
     def predict_nuisance(
         self,
-        X: Any,
+        X: Matrix,
         model_kind: str,
         model_ord: int,
         is_oos: bool,
@@ -944,7 +761,7 @@ class MetaLearner(ABC):
 
     def predict_treatment(
         self,
-        X: Any,
+        X: Matrix,
         model_kind: str,
         model_ord: int,
         is_oos: bool,
@@ -983,8 +800,8 @@ class MetaLearner(ABC):
 
     def fit_nuisance(
         self,
-        X: Any,
-        y: Any,
+        X: Matrix,
+        y: Vector,
         model_kind: str,
         model_ord: int,
         fit_params: dict | None = None,
@@ -1001,8 +818,8 @@ class MetaLearner(ABC):
 
     def fit_treatment(
         self,
-        X: Any,
-        y: Any,
+        X: Matrix,
+        y: Vector,
         model_kind: str,
         model_ord: int,
         fit_params: dict | None = None,
@@ -1017,8 +834,8 @@ class MetaLearner(ABC):
 
     def _fit_one(
         self,
-        X: Any,
-        y: Any,
+        X: Matrix,
+        y: Vector,
         kind: str,
         ordinal: int,
         fit_params: dict | None,

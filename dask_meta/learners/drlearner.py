@@ -17,6 +17,7 @@ from dask_meta._constants import (
     W_COL,
     Y_COL,
 )
+from dask_meta._typing import Vector
 from dask_meta.data import training_frame
 from dask_meta.evaluation import PartitionPlan, predict_rows
 from dask_meta.learners._common import (
@@ -304,7 +305,7 @@ class DRLearner(ConditionalAverageOutcomes, MetaLearner):
         )
 
     def average_treatment_effect(
-        self, X: Any, y: Any, w: Any, is_oos: bool
+        self, X: Any, y: Vector, w: Vector, is_oos: bool
     ) -> tuple[np.ndarray, np.ndarray]:
         """AIPW estimate of the ATE of every variant against 0 and its standard error.
 

@@ -18,6 +18,7 @@ import numpy as np
 from distributed import Client
 
 from dask_meta._constants import NUISANCE
+from dask_meta._typing import Matrix, Vector
 from dask_meta.backends import THREAD_PARAMS, requested_threads
 from dask_meta.cluster import cluster_shape, resolve_client
 from dask_meta.crossfit import CrossFitEstimator
@@ -109,9 +110,9 @@ class FitRun:
     def begin(
         cls,
         learner: Any,
-        X: Any,
-        y: Any,
-        w: Any,
+        X: Matrix,
+        y: Vector,
+        w: Vector,
         qualified: dict[str, dict[str, dict]],
         entries: Entries,
         limits: Limits,

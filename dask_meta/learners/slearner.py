@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from dask_meta._constants import BASE_MODEL, NUISANCE, OVERALL, W_COL, Y_COL
+from dask_meta._typing import Matrix, Vector
 from dask_meta.backends import Design, is_categorical_aware
 from dask_meta.evaluation import PartitionPlan, predict_rows
 from dask_meta.learners.base import MetaLearner, n_outputs_of
@@ -166,13 +167,13 @@ class SLearner(MetaLearner):
 
     def predict_nuisance(
         self,
-        X: Any,
+        X: Matrix,
         model_kind: str,
         model_ord: int,
         is_oos: bool,
         oos_method: str = OVERALL,
         *,
-        w: Any = None,
+        w: Vector | None = None,
     ) -> Any:
         """Predict the base model for X with treatment ``w`` (an int for all rows, or per row).
 
