@@ -134,8 +134,8 @@ def run(args: argparse.Namespace) -> dict:
     import numpy as np
     import pandas as pd
 
-    # metalearners 0.13.0 calls is_classifier/is_regressor on classes in every constructor
-    # (reference §2.1), which scikit-learn 1.7 deprecates: noise for a benchmark
+    # metalearners 0.13.0 calls is_classifier/is_regressor on classes in every constructor,
+    # which scikit-learn 1.7 deprecates: noise for a benchmark
     warnings.filterwarnings("ignore", message="passing a class to", category=FutureWarning)
     cores = args.cores or available_cores()
     start = time.perf_counter()

@@ -1,5 +1,5 @@
 """Accuracy on public benchmark data with known effects: dask-meta against EconML, CausalML and
-metalearners, same splits and base models, several replications (issue 9).
+metalearners, same splits and base models, several replications.
 
     ./dev.sh bench accuracy                          # everything (about an hour at 1M rows)
     .venv/bin/python benchmarks/accuracy.py --datasets ihdp_A ihdp_B --reps 10
@@ -381,7 +381,7 @@ def _lazy_scores(client, train, held, pairs: list) -> list[dict]:
 
     reductions = []
     for hat_train, hat_test in pairs:
-        # one partition per file on both sides of each difference (dask-notes §2.5); the
+        # one partition per file on both sides of each difference (dask-expr's tuning off); the
         # chunk lengths are known on a side only where the prediction knows them (the
         # held-out rows are a filter of the files: their lengths are unknown until read)
         with dask.config.set({"optimization.tune.active": False}):

@@ -1,9 +1,9 @@
-"""X-, R- and DR-learner fit times: dask-meta against metalearners 0.13.0 (issue 3).
+"""X-, R- and DR-learner fit times: dask-meta against metalearners 0.13.0.
 
 Runs ``tlearner_vs_metalearners.py`` once per learner (same generated data: same seed and
 size; LightGBM for every base model, 1M rows x 20 features, 3 variants, 5 folds by default)
 and prints one summary table. Extra arguments are passed through, e.g. ``--quick`` to time
-only metalearners' default configuration (its best on this machine, see issue 8), or
+only metalearners' default configuration (its best on this machine, see docs/benchmarks.md), or
 ``--cap 0`` to run every metalearners configuration to the end (by default those other than
 its default are stopped at dask-meta's fit time, see ``tlearner_vs_metalearners.py``).
 
@@ -21,7 +21,7 @@ sys.path.insert(0, str(HERE))
 
 import tlearner_vs_metalearners as single  # noqa: E402
 
-#: dask-meta fit time / metalearners' best: no slower (issue 3), then 20% faster (issue 8)
+#: dask-meta fit time / metalearners' best: no slower, and the stricter 20% faster
 TARGETS = (1.0, 0.8)
 #: RMSE against the true CATE within 2% of metalearners'
 RMSE_TARGET = 1.02

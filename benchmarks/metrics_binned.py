@@ -1,4 +1,4 @@
-"""Binned vs exact Qini / AUUC on 10 million rows: error, stated bound and time (issue 5).
+"""Binned vs exact Qini / AUUC on 10 million rows: error, stated bound and time.
 
 Data: ``dask_meta.datasets.make_experiment(10_000_000, n_features=5, n_variants=2,
 observational=False, seed=0)`` (a randomised experiment, regression outcome); the

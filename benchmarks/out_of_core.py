@@ -1,4 +1,4 @@
-"""A DR-learner on parquet data larger than the cluster's memory (issue 4).
+"""A DR-learner on parquet data larger than the cluster's memory.
 
 Two scenarios, on a ``LocalCluster`` of 2 workers x 1 thread with a memory limit per worker
 (default 1.5 GiB, the ``threads`` resource declared):

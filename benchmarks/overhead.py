@@ -1,4 +1,4 @@
-"""Scheduling overhead: a whole DR-learner fit with trivially cheap base models (issue 8).
+"""Scheduling overhead: a whole DR-learner fit with trivially cheap base models.
 
 ``DummyRegressor`` / ``DummyClassifier`` fit in microseconds, so the wall time of the fit is
 dask-meta's own cost: the first pass over the data (folds, statistics), the planner's

@@ -1,4 +1,4 @@
-"""Fit wall time and accuracy: dask-meta against metalearners, EconML and CausalML (issue 8).
+"""Fit wall time and accuracy: dask-meta against metalearners, EconML and CausalML.
 
 One command, one machine, the same generated data and base models for everyone:
 
@@ -214,7 +214,8 @@ def fit_dask_meta(
     est.fit(ddf[features], ddf["y"], ddf["w"], **fit_kwargs)
     fit_s = time.perf_counter() - start
     cate = est.predict(ddf[features], is_oos=False)[:, :, 0]
-    with dask.config.set({"optimization.tune.active": False}):  # dask-notes §2.5
+    # tuning off: one partition per file, as the prediction (docs/out-of-core.md)
+    with dask.config.set({"optimization.tune.active": False}):
         truth = ddf[cates].to_dask_array(lengths=True)
     mse = client.compute(((cate - truth) ** 2).mean(axis=0)).result()
     rmse = [float(m) ** 0.5 for m in mse]

@@ -1,5 +1,4 @@
-"""The three levels of parallelism swept on five scenarios, next to what plan="auto" chose
-(issue 8).
+"""The three levels of parallelism swept on five scenarios, next to what plan="auto" chose.
 
 For each scenario (learner, rows, variants, folds, base model) the same learner is fitted on
 the same parquet data under every combination of threads per model (1, all of a worker's),

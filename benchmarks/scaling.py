@@ -1,4 +1,4 @@
-"""DR-learner fit time and worker memory against the number of rows (issue 4).
+"""DR-learner fit time and worker memory against the number of rows.
 
 One experiment of the largest size is generated once (``make_experiment``, one parquet file
 per 250k rows); the smaller sizes read its first files, so each smaller data set is a sample
