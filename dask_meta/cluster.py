@@ -1,9 +1,14 @@
-"""Client resolution and the embedded LocalCluster (DESIGN §7).
+"""Clients and clusters: client resolution, the one LocalCluster factory, cluster shape.
 
 ``client=None`` resolves at fit time: the explicit argument, else the default client of
 this process (``distributed.get_client()``), else an embedded ``LocalCluster`` sized to the
 machine, with the ``threads`` resource declared. The embedded cluster is created at most
 once per process, never at import, never replaces a default client, and is closed at exit.
+
+The ``dask-meta`` command line starts its clusters with the same factory,
+:func:`start_local_cluster`, and connects, reports and closes through the small functions
+below, so that everything that manages a cluster (as opposed to running work on it, see
+:mod:`dask_meta.runtime`) is in this module.
 """
 
 from __future__ import annotations
@@ -13,12 +18,16 @@ import logging
 import os
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 from distributed import Client, LocalCluster
 
 logger = logging.getLogger("dask_meta")
 
 THREADS = "threads"
+
+#: the environment variable worker processes read their ``distributed`` log level from
+_WORKER_LOG_LEVEL = "DASK_LOGGING__DISTRIBUTED"
 
 _embedded_lock = threading.Lock()
 _embedded: tuple[LocalCluster, Client] | None = None
@@ -96,6 +105,66 @@ def resolve_client(client: Client | None) -> Client:
         return embedded_client()
 
 
+def start_local_cluster(
+    n_workers: int,
+    threads_per_worker: int,
+    memory_limit: str | int | float | None = None,
+    *,
+    quiet_workers: bool = False,
+) -> LocalCluster:
+    """A ``LocalCluster`` whose workers declare the ``threads`` resource (as many as their
+    threads), with its dashboard on a free port.
+
+    ``memory_limit``: per worker, as Dask reads it (``"4GiB"``, ``"auto"``: the machine's
+    memory in proportion to the worker's threads); ``None``: ``LocalCluster``'s default,
+    the machine's memory shared equally between the workers. ``quiet_workers``: the worker
+    processes log only warnings of ``distributed`` (unless the environment sets their level).
+    """
+    options: dict[str, Any] = {
+        "n_workers": n_workers,
+        "threads_per_worker": threads_per_worker,
+        "resources": {THREADS: threads_per_worker},
+        "dashboard_address": ":0",
+    }
+    if memory_limit is not None:
+        options["memory_limit"] = memory_limit
+    if not quiet_workers:
+        return LocalCluster(**options)
+    # worker processes read their logging level from the environment they start in
+    previous = os.environ.get(_WORKER_LOG_LEVEL)
+    os.environ.setdefault(_WORKER_LOG_LEVEL, "warning")
+    try:
+        return LocalCluster(**options)
+    finally:
+        if previous is None:
+            os.environ.pop(_WORKER_LOG_LEVEL, None)
+
+
+def local_client(cluster: LocalCluster, *, set_as_default: bool = True) -> Client:
+    """A client of a cluster this process started."""
+    return Client(cluster, set_as_default=set_as_default)
+
+
+def connect_scheduler(address: str, *, timeout: str = "30s", wait: float = 60) -> Client:
+    """A client of the running scheduler at ``address``, once a worker has joined it
+    (``TimeoutError`` after ``wait`` seconds without one)."""
+    client = Client(address, timeout=timeout)
+    client.wait_for_workers(1, timeout=wait)
+    return client
+
+
+def dashboard_link(client: Client) -> str:
+    """The address of the cluster's dashboard."""
+    return str(client.dashboard_link)
+
+
+def close_cluster(client: Client, cluster: LocalCluster | None = None) -> None:
+    """Close the client, then the cluster if this process started one."""
+    client.close()
+    if cluster is not None:
+        cluster.close()
+
+
 def embedded_client() -> Client:
     """Start (once) and return the embedded LocalCluster's client.
 
@@ -106,19 +175,14 @@ def embedded_client() -> Client:
     with _embedded_lock:
         if _embedded is None:
             n = os.cpu_count() or 1
-            cluster = LocalCluster(
-                n_workers=1,
-                threads_per_worker=n,
-                resources={THREADS: n},
-                dashboard_address=":0",
-            )
-            client = Client(cluster, set_as_default=False)
+            cluster = start_local_cluster(n_workers=1, threads_per_worker=n)
+            client = local_client(cluster, set_as_default=False)
             _embedded = (cluster, client)
             atexit.register(close_embedded)
             logger.info(
                 "dask_meta started an embedded LocalCluster (1 worker x %d threads); dashboard: %s",
                 n,
-                client.dashboard_link,
+                dashboard_link(client),
             )
         return _embedded[1]
 
@@ -130,5 +194,4 @@ def close_embedded() -> None:
         if _embedded is not None:
             cluster, client = _embedded
             _embedded = None
-            client.close()
-            cluster.close()
+            close_cluster(client, cluster)

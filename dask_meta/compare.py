@@ -1,9 +1,10 @@
 """``compare_plans``: fit one learner configuration under several parallelism plans, side by side.
 
-The seed text of metalearners says there is no one-size-fits-all setting for the three levels
-of parallelism and asks users to try several; this tries them on the cluster at hand and
-returns a table: wall time, parallel efficiency (core-seconds of the base-model fits over
-cores x wall time) and the peak memory of the busiest worker, with the plan each fit used.
+No one setting of the three levels of parallelism (threads per model, fits per cross-fit
+estimator, estimators per stage) suits every data set and cluster, so it pays to try several;
+this tries them on the cluster at hand and returns a table: wall time, parallel efficiency
+(core-seconds of the base-model fits over cores x wall time) and the peak memory of the
+busiest worker, with the plan each fit used.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from dask_meta import runtime
 from dask_meta.cluster import cluster_shape, resolve_client
 from dask_meta.plan import AUTO, Plan, check_plan
 from dask_meta.planner import parallel_efficiency
@@ -56,7 +58,7 @@ class _PeakMemory:
 
     def _sample(self) -> None:
         try:
-            for worker, rss in self.client.run(_rss).items():
+            for worker, rss in runtime.run_on_workers(self.client, _rss).items():
                 self.peak[worker] = max(self.peak.get(worker, 0), int(rss))
         except Exception:  # a worker leaving between samples is not this table's concern
             pass

@@ -29,6 +29,7 @@ import dask.dataframe as dd
 import pandas as pd
 from sklearn.model_selection import ParameterGrid
 
+from dask_meta import runtime
 from dask_meta._constants import OVERALL, PROPENSITY_MODEL, W_COL, Y_COL
 from dask_meta.backends import COLLECTION, backend_of
 from dask_meta.cluster import resolve_client
@@ -173,7 +174,7 @@ class MetaLearnerGridSearch:
 
         def score(candidate: _Candidate) -> GSResult:
             # the current client is a context variable, which pool threads do not inherit
-            with client.as_current():
+            with runtime.as_current(client):
                 return fit_and_score(candidate)
 
         def fit_and_score(candidate: _Candidate) -> GSResult:
@@ -257,11 +258,11 @@ def _persist_once(client: Any, X: Any, y: Any, w: Any) -> tuple[tuple[Any, Any, 
     if not is_dask(X):
         return (X, y, w), None
     if isinstance(X, da.Array):
-        persisted = client.persist([X, y, w])
+        persisted = runtime.persist(client, [X, y, w])
         return tuple(persisted), persisted  # type: ignore[return-value]
     frame = combine(X, {Y_COL: ("y", y), W_COL: ("w", w)}).frame
     with dask.config.set(_NO_TUNING):
-        persisted = client.persist(frame)
+        persisted = runtime.persist(client, frame)
     names = list(X.columns) if isinstance(X, dd.DataFrame) else [X.name]
     x_part = persisted[names] if isinstance(X, dd.DataFrame) else persisted[names[0]]
     return (x_part, persisted[Y_COL], persisted[W_COL]), persisted

@@ -18,6 +18,7 @@ import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 
+from dask_meta import runtime
 from dask_meta._constants import OVERALL
 from dask_meta.data import _NO_TUNING, is_dask, partitions, prediction_frame
 
@@ -158,11 +159,19 @@ def write_predictions(
             X._meta[kept] if kept else None,
             columns,
         )
+        token = runtime.new_token()
         parts = [
-            dask.delayed(_prediction_partition, pure=True)(block, part, columns)
-            for block, part in zip(blocks, kept_parts, strict=True)
+            dask.delayed(_prediction_partition)(
+                block,
+                part,
+                columns,
+                dask_key_name=runtime.task_key("prediction-partition", i, token),
+            )
+            for i, (block, part) in enumerate(zip(blocks, kept_parts, strict=True))
         ]
-        out = dd.from_delayed(parts, meta=meta, verify_meta=False)
+        out = dd.from_delayed(
+            parts, meta=meta, verify_meta=False, prefix=runtime.task_key("prediction-frame")
+        )
         to_parquet_kwargs.setdefault("name_function", _PartName())
         write = out.to_parquet(
             path,
@@ -171,5 +180,5 @@ def write_predictions(
             storage_options=storage_options,
             **to_parquet_kwargs,
         )
-        learner._predict_client().compute(write).result()
+        runtime.compute_now(write, learner._predict_client())
     return os.fspath(path)
