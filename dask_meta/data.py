@@ -1,4 +1,4 @@
-"""Input normalisation and alignment: one place at the edge (DESIGN §3).
+"""Input normalisation and alignment: one place at the edge (docs/architecture.md).
 
 Whatever the user passes (pandas/numpy, Dask DataFrame/Series/Array), the rest of the
 package sees one Dask DataFrame, the *training frame*: the feature columns, the outcome

@@ -1,4 +1,4 @@
-"""Cross-fitting folds: one abstraction, three strategies (DESIGN §4).
+"""Cross-fitting folds: one abstraction, three strategies (docs/parallelism.md).
 
 ``"partition"`` (default)
     Per partition ``p``, ``numpy.random.default_rng([seed, key, p])``; folds are exactly

@@ -705,7 +705,7 @@ def _scheduler_priority(job: Job, first: bool | None = None) -> int:
 
 
 def fuse_streams(jobs: Sequence[Job], limits: Limits) -> list[Job]:
-    """One chain per streaming estimator instead of one per fold model (DESIGN §6).
+    """One chain per streaming estimator instead of one per fold model (docs/out-of-core.md).
 
     The fold models and the overall model of a streaming estimator read the same partitions
     in the same order; fused, each partition is read once for all of them rather than once

@@ -1,4 +1,4 @@
-"""Bad input (DESIGN §8): every mistake gives a ValueError or TypeError naming the argument
+"""Bad input: every mistake gives a ValueError or TypeError naming the argument
 and the problem, raised before any fit job reaches the cluster.
 
 "Before any fit job" is checked by recording ``Planner._submit``, the single place where

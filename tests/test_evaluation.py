@@ -32,7 +32,7 @@ def _learner(name, classification=False, n_variants=3, client=None):
 
 
 def expected_keys(name: str, n_variants: int, classification: bool) -> set[str]:
-    """reference §2.6, written out from metalearners' documented key format."""
+    """Written out from metalearners' documented key format of ``evaluate``."""
     outcome = LOG_LOSS if classification else RMSE
     variants = range(n_variants)
     effects = range(1, n_variants)

@@ -1,4 +1,4 @@
-"""Layout independence (DESIGN §8): same data, same seed, same fold strategy -> the same
+"""Layout independence: same data, same seed, same fold strategy -> the same
 CATE, bit for bit, whatever the cluster's workers and threads, run after run; with "hash"
 folds also whatever the partitioning of the input.
 

@@ -214,7 +214,7 @@ def test_dask_input_gives_lazy_dask_arrays(client, dask_data, name):
 
 def test_x_learner_cao_equals_t_learner_cao(client, data):
     """Unsynchronised, sklearn folds: the X-learner's outcome models are the T-learner's
-    (reference §3.4), so their conditional average outcomes are identical."""
+    (as in metalearners), so their conditional average outcomes are identical."""
     X, y, w, _ = data
     kwargs = {"client": client, "fold_strategy": "sklearn", "random_state": 42}
     t = make("T", **kwargs).fit(X, y, w, synchronize_cross_fitting=False)
@@ -518,7 +518,7 @@ def test_init_args_keep_prefitted_models(regression_fits):
 
 @pytest.mark.parametrize("name", ["T", "DR"])
 def test_fitted_learner_pickles_without_its_client(regression_fits, data, name):
-    """DESIGN §7: never pickle the client with a fitted learner; the unpickled learner
+    """Never pickle the client with a fitted learner; the unpickled learner
     predicts the same."""
     learner, p = regression_fits[name]
     restored = pickle.loads(pickle.dumps(learner))

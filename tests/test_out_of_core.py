@@ -1,4 +1,4 @@
-"""Fit and predict never bring the data to the client (DESIGN §3): only fitted models and
+"""Fit and predict never bring the data to the client: only fitted models and
 small statistics travel back. Measured by wrapping ``Client._gather``, which every
 ``Future.result()``, ``client.gather`` and ``compute`` goes through."""
 

@@ -107,7 +107,7 @@ def test_thread_request_larger_than_any_worker_raises_fast(client):
 
 
 def test_thread_request_rejected_before_the_data_is_persisted(client, monkeypatch):
-    """DESIGN §8: resource requests are validated before anything expensive is computed;
+    """Resource requests are validated before anything expensive is computed;
     persisting the training frame (the whole data on the cluster) must not happen first."""
     from dask_meta.planner import Planner
 

@@ -1,4 +1,4 @@
-"""Reliability (DESIGN §8): lost workers, cancellation, no leaks, partition edge cases.
+"""Reliability: lost workers, cancellation, no leaks, partition edge cases.
 
 Everything runs on a LocalCluster of this module with nannies (2 workers x 1 thread), whose
 worker processes the tests kill with SIGKILL. Waiting for a condition (a task executing, the

@@ -587,7 +587,7 @@ class MetaLearner(ABC):
         oos_method: str = OVERALL,
         scoring: dict | None = None,
     ) -> dict[str, float]:
-        """Score every base model on the rows it models, as metalearners does (reference §2.6).
+        """Score every base model on the rows it models, as metalearners does.
 
         Keys: ``{kind}_{scorer}`` (one model of a kind), ``{kind}_{i}_{scorer}`` (one per
         variant), ``{kind}_{k}_vs_0_{scorer}`` (treatment models), ``custom_scorer_{idx}``

@@ -1,6 +1,6 @@
 """Parity of dask-meta's S- and T-learners with metalearners 0.13.0.
 
-On metalearners' own synthetic reference setups (reference §7), regenerated exactly as its
+On metalearners' own synthetic reference setups (its tests' data), regenerated exactly as its
 tests generate them, and with deterministic base models, dask-meta with
 ``fold_strategy="sklearn"`` must give metalearners' numbers: the CATE (``predict``) and the
 conditional average outcomes (CAO), in-sample and out-of-sample with every ``oos_method``,
@@ -11,7 +11,7 @@ dask-meta gets the data as numpy, as pandas and as a Dask DataFrame of several p
 (its outputs are then lazy Dask arrays); metalearners gets numpy and pandas (the Dask run is
 compared with its numpy run on the same rows). The S-learner with LightGBM is the
 exception: metalearners 0.13.0 turns the treatment into NaN for categorical-aware models
-(reference §3.2), so its CATE is identically 0. There the tests show that metalearners' CATE
+(metalearners leaves it all NaN), so its CATE is identically 0. There the tests show that metalearners' CATE
 is 0, that dask-meta's is not and beats the zero CATE, and that dask-meta equals
 metalearners with that one encoding bug patched out.
 
@@ -66,7 +66,7 @@ LIGHTGBM_ROWS = (2_000, 500)
 TRAIN_PARTITIONS = 4
 TEST_PARTITIONS = 2
 
-# --- metalearners' synthetic reference data (reference §5, §7) ------------------------------
+# --- metalearners' synthetic reference data, as its tests generate it ------------------------------
 
 #: The four numerical setups of metalearners' test_learner_synthetic that S and T run on:
 #: name -> (is_classification, propensity score(s), tau of the constant effect or None).
@@ -515,7 +515,7 @@ def fixed_categorical_encoding(original: Callable) -> Callable:
 def test_slearner_lightgbm_metalearners_bug(
     setup, input_kind, experiments, client, default_client, memo, monkeypatch
 ):
-    """S-learner with LightGBM, i.e. a categorical treatment column (reference §3.2).
+    """S-learner with LightGBM, i.e. a categorical treatment column.
 
     metalearners 0.13.0 makes that column all NaN: its CATE is exactly 0 everywhere.
     dask-meta's CATE is not, and beats the zero CATE's RMSE against the true CATE; and it

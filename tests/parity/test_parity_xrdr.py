@@ -1,6 +1,6 @@
 """Parity of dask-meta's X-, R- and DR-learners with metalearners 0.13.0.
 
-metalearners' ``test_learner_synthetic`` setups (reference §7; the data are regenerated as
+metalearners' ``test_learner_synthetic`` setups (the data are regenerated as
 in ``test_parity_st``), its base models (LinearRegression, LogisticRegression with
 random_state 1337) and ``fold_strategy="sklearn"``: CATE and conditional average outcomes,
 in-sample and out-of-sample with every ``oos_method``, equal metalearners' within 1e-8;
