@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> None:
     ):
         print(table.to_string(index=False))
     print(
-        "bound: |binned - exact| <= bound (Claim 2 of dask_meta.metrics); the binned points "
+        "bound: |binned - exact| <= bound (Claim 2 in docs/evaluation.md); the binned points "
         "are points of the exact curve. Regression: unnormalised scores; binary: normalised."
     )
 

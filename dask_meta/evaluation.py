@@ -1,8 +1,8 @@
 """``evaluate()``: metalearners' per-model scores, computed over partitions on the cluster.
 
 metalearners scores every base model on the rows it was (or would be) trained on, with
-sklearn scorers (reference §2.6). Here each partition yields, per evaluated model, its
-predictions, targets, row mask and weights; the scores come from them in one of two ways:
+sklearn scorers. Here each partition yields, per evaluated model, its predictions, targets,
+row mask and weights; the scores come from them in one of two ways:
 
 * **sums** (exact): the default scorers (``neg_root_mean_squared_error``, ``neg_log_loss``)
   and the common sklearn names in :data:`SUMMED` are functions of sums of per-row terms
@@ -29,6 +29,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.metrics import get_scorer
 
+from dask_meta import runtime
 from dask_meta.training import FitContext, check_partition
 
 NEG_RMSE = "neg_root_mean_squared_error"
@@ -331,7 +332,11 @@ def evaluate_partitions(
     context: FitContext,
     plan: PartitionPlan,
 ) -> dict[str, float]:
-    """Score every item over all partitions; only sums and scores reach the client."""
+    """Score every item over all partitions; only sums and scores reach the client.
+
+    Task keys read ``dask_meta-evaluate-<step>-...`` with one token per call.
+    """
+    token = runtime.new_token()
     tasks = []
     for i, part in enumerate(frame_parts):
         folds = fold_parts[i] if fold_parts is not None else None
@@ -340,27 +345,54 @@ def evaluate_partitions(
             if fold_parts is not None
             else None
         )
-        tasks.append(dask.delayed(evaluation_partition, pure=False)(part, folds, plan, check))
+        tasks.append(
+            dask.delayed(evaluation_partition, pure=False)(
+                part,
+                folds,
+                plan,
+                check,
+                dask_key_name=runtime.task_key("evaluate-partition", i, token),
+            )
+        )
     # the tree adds sums only: rows kept for gathered scorers go to those scorers alone
-    total = [dask.delayed(_sums, pure=False)(t) for t in tasks]
+    total = [
+        dask.delayed(_sums, pure=False)(
+            t, dask_key_name=runtime.task_key("evaluate-sums", i, token)
+        )
+        for i, t in enumerate(tasks)
+    ]
+    depth = 0
     while len(total) > 1:
         total = [
-            dask.delayed(_add, pure=False)(total[i], total[i + 1])
+            dask.delayed(_add, pure=False)(
+                total[i],
+                total[i + 1],
+                dask_key_name=runtime.task_key("evaluate-add", depth, i, token),
+            )
             if i + 1 < len(total)
             else total[i]
             for i in range(0, len(total), 2)
         ]
+        depth += 1
     gathered_scores: dict[tuple[int, int], Any] = {}
     for j, item in enumerate(plan.items):
         for s, scorer in enumerate(item.scorers):
             if isinstance(scorer, str) and scorer in SUMMED:
                 continue
-            parts = [dask.delayed(_pick, pure=False)(t, j) for t in tasks]
+            parts = [
+                dask.delayed(_pick, pure=False)(
+                    t, j, dask_key_name=runtime.task_key("evaluate-pick", j, s, i, token)
+                )
+                for i, t in enumerate(tasks)
+            ]
             gathered_scores[(j, s)] = dask.delayed(_score_gathered, pure=False)(
-                item, scorer, *parts
+                item,
+                scorer,
+                *parts,
+                dask_key_name=runtime.task_key("evaluate-score-gathered", j, s, token),
             )
     order = list(gathered_scores)
-    computed = client.compute([total[0], *(gathered_scores[k] for k in order)], sync=True)
+    computed = runtime.gather_tasks(client, [total[0], *(gathered_scores[k] for k in order)])
     sums = computed[0]
     scores = dict(zip(order, computed[1:], strict=True))
     result: dict[str, float] = {}

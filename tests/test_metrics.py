@@ -13,7 +13,6 @@ import pandas as pd
 import pytest
 
 import dask_meta
-from dask_meta import metrics
 from dask_meta.metrics import (
     cate_histogram,
     dr_loss,
@@ -27,6 +26,14 @@ from dask_meta.metrics import (
     uplift_by_percentile,
     uplift_curve,
 )
+from dask_meta.metrics.exact_curves import (
+    _exact_piece,
+    _partition_states,
+    _sorted_in_memory,
+    _sorted_summary,
+    _Want,
+)
+from dask_meta.metrics.inputs import _inputs
 
 TOL = 1e-10
 
@@ -173,15 +180,15 @@ def test_ties_split_anywhere_give_the_same_pieces():
     with the layout of presorted data (each partition sorted in place, so a tie group's
     positions increase from one partition to the next)."""
     y, cate, w = make_data(n=500, ties=True, seed=2)
-    inputs = metrics._inputs({"cate": ("cate", cate), "y": ("y", y), "w": ("w", w)})
-    ranked = metrics._sorted_in_memory(inputs, 1)
+    inputs = _inputs({"cate": ("cate", cate), "y": ("y", y), "w": ("w", w)})
+    ranked = _sorted_in_memory(inputs, 1)
     presorted = ranked.sort_values(["cate", "pos"], ascending=[False, True])
     by = ["cate", "pos"]
 
     def run(parts, strategy):
-        want = metrics._Want(areas=True, curves=True, percentile=(6, strategy))
-        states = metrics._partition_states([metrics._sorted_summary(p) for p in parts])
-        pieces = [metrics._exact_piece(p, states, i, want) for i, p in enumerate(parts)]
+        want = _Want(areas=True, curves=True, percentile=(6, strategy))
+        states = _partition_states([_sorted_summary(p) for p in parts])
+        pieces = [_exact_piece(p, states, i, want) for i, p in enumerate(parts)]
         areas = [sum(p.areas[k] for p in pieces) for k in ("qini", "uplift")]
         points = np.concatenate([p.points for p in pieces], axis=1)
         return areas, points, np.sum([p.chunks for p in pieces], axis=0)
@@ -361,8 +368,9 @@ def no_expensive_pass(monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("an expensive pass ran before the input was validated")
 
-    monkeypatch.setattr(metrics, "_exact", fail)
-    monkeypatch.setattr(metrics, "_binned", fail)
+    for module in ("curves", "percentiles"):
+        monkeypatch.setattr(f"dask_meta.metrics.{module}._exact", fail)
+        monkeypatch.setattr(f"dask_meta.metrics.{module}._binned", fail)
 
 
 def test_bad_input_in_memory(no_expensive_pass):
@@ -422,7 +430,7 @@ def test_bad_input_dask_raised_before_expensive_passes(client, no_expensive_pass
 
 
 def test_exact_curve_of_large_dask_input_asks_for_binned(client, monkeypatch):
-    monkeypatch.setattr(metrics, "EXACT_MAX_ROWS", 100)
+    monkeypatch.setattr("dask_meta.metrics.mode.EXACT_MAX_ROWS", 100)
     y, cate, w = as_dask(*make_data(n=400))
     with pytest.raises(ValueError, match="method='binned'"):
         qini_curve(y, cate, w, method="exact", client=client)

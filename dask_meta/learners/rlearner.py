@@ -28,27 +28,9 @@ from dask_meta.learners._common import (
 from dask_meta.learners.base import MetaLearner
 from dask_meta.learners.fit_run import FitRun
 from dask_meta.learners.tables import Derivation, ModelEntry, ModelSpecification, derived_columns
+from dask_meta.metrics.losses import r_loss as r_loss  # dask_meta.r_loss: one implementation
 
 SAMPLE_WEIGHT = "sample_weight"
-
-
-def r_loss(
-    cate_estimates: Any,
-    outcome_estimates: Any,
-    propensity_scores: Any,
-    outcomes: Any,
-    treatments: Any,
-) -> float:
-    """sqrt(mean(((y - m) - tau * (w - e))^2)), the R-loss of CATE estimates (in memory)."""
-    arrays = [
-        np.asarray(a, dtype=float)
-        for a in (cate_estimates, outcome_estimates, propensity_scores, outcomes, treatments)
-    ]
-    lengths = {len(a) for a in arrays}
-    if len(lengths) != 1:
-        raise ValueError(f"r_loss needs equally long inputs, got lengths {sorted(lengths)}")
-    tau, m, e, y, w = arrays
-    return float(np.sqrt(np.mean(((y - m) - tau * (w - e)) ** 2)))
 
 
 def r_pseudo_outcome(

@@ -10,10 +10,10 @@ raise too, and only there.
 dask-meta gets the data as numpy, as pandas and as a Dask DataFrame of several partitions
 (its outputs are then lazy Dask arrays); metalearners gets numpy and pandas (the Dask run is
 compared with its numpy run on the same rows). The S-learner with LightGBM is the
-exception: metalearners 0.13.0 turns the treatment into NaN for categorical-aware models
-(metalearners leaves it all NaN), so its CATE is identically 0. There the tests show that metalearners' CATE
-is 0, that dask-meta's is not and beats the zero CATE, and that dask-meta equals
-metalearners with that one encoding bug patched out.
+exception: metalearners 0.13.0 turns the treatment into NaN for categorical-aware models,
+so its CATE is identically 0. There the tests show that metalearners' CATE is 0, that
+dask-meta's is not and beats the zero CATE, and that dask-meta equals metalearners with that
+one encoding bug patched out.
 
 Every dask-meta learner gets ``client=`` explicitly; the last test checks that nothing else
 (no default client) is needed.
@@ -66,7 +66,7 @@ LIGHTGBM_ROWS = (2_000, 500)
 TRAIN_PARTITIONS = 4
 TEST_PARTITIONS = 2
 
-# --- metalearners' synthetic reference data, as its tests generate it ------------------------------
+# --- metalearners' synthetic reference data, as its tests generate it ---------------------
 
 #: The four numerical setups of metalearners' test_learner_synthetic that S and T run on:
 #: name -> (is_classification, propensity score(s), tau of the constant effect or None).

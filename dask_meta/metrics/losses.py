@@ -1,0 +1,164 @@
+"""The R-loss and the DR-loss of CATE estimates: one pass of per-partition sums."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from dask_meta.metrics.inputs import (
+    _CATE,
+    _E,
+    _M,
+    _MU0,
+    _MU1,
+    _PSEUDO,
+    _W,
+    _WRES,
+    _Y,
+    _YRES,
+    _check_variant,
+    _inputs,
+    _pick_cate,
+)
+from dask_meta.metrics.runner import _Runner
+from dask_meta.metrics.validation import _merge_sums, _summarise, _Summary, _used_rows, _validate
+
+
+def _loss_sums(part: pd.DataFrame, variant: int | None, kind: str) -> tuple[_Summary, np.ndarray]:
+    summary = _summarise(part, variant)
+    used, t = _used_rows(part, variant)
+
+    def col(role: str) -> np.ndarray:
+        return part[role].to_numpy(dtype=float)[used]
+
+    tau = col(_CATE)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if kind == "r" and _YRES in part:
+            residual = col(_YRES) - tau * col(_WRES)
+        elif kind == "r":
+            residual = (col(_Y) - col(_M)) - tau * (t - col(_E))
+        elif _PSEUDO in part:
+            residual = col(_PSEUDO) - tau
+        else:
+            y, mu0, mu1, e = col(_Y), col(_MU0), col(_MU1), col(_E)
+            pseudo = mu1 - mu0 + t * (y - mu1) / e - (1 - t) * (y - mu0) / (1 - e)
+            residual = pseudo - tau
+    return summary, np.array([len(tau), float(np.sum(residual**2))])
+
+
+def _root(mean: float, squared: bool) -> float:
+    return mean if squared else math.sqrt(mean)
+
+
+def r_loss(
+    cate_estimates: Any,
+    outcome_estimates: Any = None,
+    propensity_scores: Any = None,
+    outcomes: Any = None,
+    treatments: Any = None,
+    *,
+    outcome_residuals: Any = None,
+    treatment_residuals: Any = None,
+    variant: int | None = None,
+    squared: bool = False,
+    client: Any = None,
+) -> float:
+    """R-loss of CATE estimates, on Dask or in memory.
+
+    ``sqrt(mean(((y - m) - tau (t - e))^2))`` as ``metalearners``' ``r_loss``, with the same
+    positional arguments (``dask_meta.r_loss`` is this function); ``squared=True`` gives the
+    mean itself. With a binary ``treatments`` every row is scored, ``t = w``. ``treatments``
+    may hold several variants: rows of ``w`` in ``{0, variant}`` are then scored with
+    ``t = 1{w = variant}`` and ``propensity_scores`` ``P(w = variant | x, w in {0, variant})``.
+    Or pass the residuals ``outcome_residuals = y - m`` and ``treatment_residuals = t - e``
+    (every row is then scored). Propensities may be 0 or 1: the loss does not divide by them.
+    """
+    variant = _check_variant(variant)
+    residuals = outcome_residuals is not None or treatment_residuals is not None
+    plain = [outcome_estimates, propensity_scores, outcomes, treatments]
+    if residuals:
+        if (
+            outcome_residuals is None
+            or treatment_residuals is None
+            or any(v is not None for v in plain)
+        ):
+            raise ValueError(
+                "pass either outcome_residuals and treatment_residuals, or outcome_estimates, "
+                "propensity_scores, outcomes and treatments"
+            )
+        values = {
+            _CATE: ("cate_estimates", _pick_cate(cate_estimates, variant)),
+            _YRES: ("outcome_residuals", outcome_residuals),
+            _WRES: ("treatment_residuals", treatment_residuals),
+        }
+    else:
+        if any(v is None for v in plain):
+            raise ValueError(
+                "r_loss needs outcome_estimates, propensity_scores, outcomes and treatments "
+                "(or outcome_residuals and treatment_residuals)"
+            )
+        values = {
+            _CATE: ("cate_estimates", _pick_cate(cate_estimates, variant)),
+            _M: ("outcome_estimates", outcome_estimates),
+            _E: ("propensity_scores", propensity_scores),
+            _Y: ("outcomes", outcomes),
+            _W: ("treatments", treatments),
+        }
+    inputs = _inputs(values)
+    runner = _Runner(inputs, client)
+    summary, (n, total) = runner.reduce("r-loss", _loss_sums, _merge_sums, variant, "r")
+    _validate(summary, inputs.names, variant, groups_required=False, propensity_divides=False)
+    return _root(total / n, squared)
+
+
+def dr_loss(
+    cate: Any,
+    y: Any = None,
+    w: Any = None,
+    *,
+    mu0: Any = None,
+    mu1: Any = None,
+    propensity: Any = None,
+    pseudo_outcomes: Any = None,
+    variant: int | None = None,
+    squared: bool = False,
+    client: Any = None,
+) -> float:
+    """DR-loss: ``sqrt(mean((phi - cate)^2))`` against the doubly robust pseudo-outcomes.
+
+    ``phi = mu1 - mu0 + t (y - mu1) / e - (1 - t)(y - mu0) / (1 - e)`` on the rows of ``w`` in
+    ``{0, variant}``, ``t = 1{w = variant}``, ``e`` = ``propensity`` (per row or one number);
+    or pass ``pseudo_outcomes`` directly (every row is scored). ``squared=True``: the mean.
+    """
+    variant = _check_variant(variant)
+    if pseudo_outcomes is not None:
+        if any(v is not None for v in (y, w, mu0, mu1, propensity)):
+            raise ValueError("pass either pseudo_outcomes, or y, w, mu0, mu1 and propensity")
+        values = {
+            _CATE: ("cate", _pick_cate(cate, variant)),
+            _PSEUDO: ("pseudo_outcomes", pseudo_outcomes),
+        }
+    else:
+        missing = [
+            n
+            for n, v in (("y", y), ("w", w), ("mu0", mu0), ("mu1", mu1), ("propensity", propensity))
+            if v is None
+        ]
+        if missing:
+            raise ValueError(f"dr_loss needs {missing} (or pseudo_outcomes)")
+        values = {
+            _CATE: ("cate", _pick_cate(cate, variant)),
+            _Y: ("y", y),
+            _W: ("w", w),
+            _MU0: ("mu0", mu0),
+            _MU1: ("mu1", mu1),
+            _E: ("propensity", propensity),
+        }
+    inputs = _inputs(values)
+    runner = _Runner(inputs, client)
+    summary, (n, total) = runner.reduce("dr-loss", _loss_sums, _merge_sums, variant, "dr")
+    _validate(summary, inputs.names, variant)
+    return _root(total / n, squared)
