@@ -51,8 +51,8 @@ def row_fit_params(spec: FitSpec) -> dict[str, str]:
 class NumpyInput:
     """A fitted model that only predicts numpy (dask-glm), usable on pandas partitions."""
 
-    # saved learners name this type ``dask_meta.backends.NumpyInput`` (the types
-    # dask_meta.persistence trusts, and files saved before the backends became a package)
+    # saved models name their types by module: saved learners name this one
+    # dask_meta.backends.NumpyInput, as dask_meta.persistence trusts it (re-exported there)
     __module__ = "dask_meta.backends"
 
     def __init__(self, model: Any) -> None:

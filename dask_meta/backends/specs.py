@@ -51,6 +51,14 @@ def wrapped_estimator(factory: type, params: dict[str, Any]) -> Any:
     return estimator
 
 
+def is_pairwise(factory: type) -> bool:
+    """Whether ``factory`` is :class:`~dask_meta.PairwisePropensityClassifier` (one binary
+    model per pair of variants, fitted on subsets of the same rows)."""
+    return factory.__module__ == "dask_meta.models" and factory.__name__ == (
+        "PairwisePropensityClassifier"
+    )
+
+
 def check_classes(factory: type, classes: np.ndarray, kind: str) -> None:
     """Reject a classifier that cannot learn these classes (before any fit)."""
     binary_only = factory.__module__.startswith("dask_ml.linear_model")
@@ -164,17 +172,13 @@ class FitSpec:
 
 @dataclass
 class FitResult:
+    """What a fit gives back: the fitted model, its rows, where and when it ran (``worker``
+    is ``None`` for collection fits, which run on the whole cluster) and a classifier's
+    classes."""
+
     model: Any
     n_rows: int
     worker: str | None
     start: float
     end: float
     classes: np.ndarray | None = None
-
-
-def is_pairwise(factory: type) -> bool:
-    """Whether ``factory`` is :class:`~dask_meta.PairwisePropensityClassifier` (one binary
-    model per pair of variants, fitted on subsets of the same rows)."""
-    return factory.__module__ == "dask_meta.models" and factory.__name__ == (
-        "PairwisePropensityClassifier"
-    )
