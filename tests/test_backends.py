@@ -38,7 +38,6 @@ from dask_meta.backends import (
     LOCAL,
     STREAM,
     Design,
-    _one_part_per_worker,
     backend_of,
     bins_key,
     fit_params_with_threads,
@@ -46,6 +45,7 @@ from dask_meta.backends import (
     on_threads,
     stream_order,
 )
+from dask_meta.backends.worker_parts import one_part_per_worker as _one_part_per_worker
 from dask_meta.cluster import cluster_shape
 from dask_meta.planner import Planner
 
@@ -528,7 +528,7 @@ def _lgbm_x_learner(client, strategy, pairwise=False):
 
 
 def _bins_on_workers(client):
-    from dask_meta import backends
+    from dask_meta.backends import bins as backends
 
     return client.run(lambda: len(backends._bins))
 
@@ -628,7 +628,7 @@ def test_pairwise_propensity_pairs_train_on_subsets_of_the_shared_bins(client, m
     # each pair model is the binary model of its pair's rows on the bins of all rows
     import lightgbm.sklearn
 
-    from dask_meta import backends
+    from dask_meta.backends import bins as backends
 
     binning = backends.dataset_params(LGBMClassifier, LGBM_SMALL)
     bins = lightgbm.Dataset(frame, label=np.zeros(len(frame)), params=binning).construct()
@@ -666,7 +666,7 @@ def _count_dataset_builds(client):
     """Count, on every worker, the shared binned Datasets it builds from now on."""
 
     def install():
-        from dask_meta import backends
+        from dask_meta.backends import bins as backends
 
         real = getattr(backends._construct, "__wrapped__", backends._construct)
 
@@ -683,7 +683,7 @@ def _count_dataset_builds(client):
 
 def _dataset_builds(client):
     def calls():
-        from dask_meta import backends
+        from dask_meta.backends import bins as backends
 
         calls = getattr(backends._construct, "calls", None)
         backends._construct = getattr(backends._construct, "__wrapped__", backends._construct)

@@ -1,0 +1,61 @@
+"""The local backend: one base model fitted inside one task, on all the rows of its job.
+
+The task holds ``spec.threads`` threads; the job's rows must fit in one worker's memory.
+LightGBM fits that share bins train on the worker's binned Dataset (:mod:`.bins`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from threadpoolctl import threadpool_limits
+
+from dask_meta.backends.bins import fit_binned, holds_dataset, label_columns
+from dask_meta.backends.rows import gather_rows, training_arrays
+from dask_meta.backends.specs import FitResult, FitSpec, RowSelection
+from dask_meta.backends.threads import fit_params_with_threads, on_threads, worker_address
+
+
+def fit_local(spec: FitSpec, n_parts: int, *parts: pd.DataFrame) -> FitResult:
+    """Fit one base model on its rows (runs on a worker, holding ``spec.threads`` threads).
+
+    ``parts`` are the training frame's partitions followed, if present, by as many
+    partitions of derived columns.
+    """
+    start = time.time()
+    model, n_rows = on_threads(spec.threads, _fit_local, spec, n_parts, parts)
+    classes = np.asarray(model.classes_) if spec.is_classifier else None
+    return FitResult(model, n_rows, worker_address(), start, time.time(), classes)
+
+
+def _fit_local(spec: FitSpec, n_parts: int, parts: Sequence[pd.DataFrame]) -> tuple[Any, int]:
+    if spec.bins is not None:
+        main = list(parts[:n_parts])
+        if holds_dataset(spec.bins):
+            # this worker holds the binned features already: gather only the columns that
+            # choose the rows and give the labels, not the feature matrix once more
+            wanted = label_columns(spec)
+            main = [p[[c for c in p.columns if c in wanted]] for p in main]
+        whole = gather_rows(RowSelection(), main, parts[n_parts:])
+        keep = spec.rows.mask(whole)
+        if not keep.any():
+            raise ValueError(
+                f"no training rows for {spec.factory.__name__} (target {spec.target}): the "
+                "selection of rows for this model is empty"
+            )
+        return fit_binned(spec, whole, keep, template=parts[0].iloc[:0]), int(keep.sum())
+    frame = gather_rows(spec.rows, parts[:n_parts], parts[n_parts:])
+    if len(frame) == 0:
+        raise ValueError(
+            f"no training rows for {spec.factory.__name__} (target {spec.target}): the "
+            "selection of rows for this model is empty"
+        )
+    X, y, fit_params = training_arrays(spec, frame)
+    params = fit_params_with_threads(spec.factory, spec.params, spec.thread_param, spec.threads)
+    with threadpool_limits(limits=spec.threads):
+        model = spec.factory(**params).fit(X, y, **fit_params)
+    return model, len(frame)

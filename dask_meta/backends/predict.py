@@ -1,0 +1,97 @@
+"""Prediction with cross-fitted models: a block of rows, in-sample rows by the fold model that
+did not see them, out-of-sample rows by the overall model or the fold models' mean or median."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from threadpoolctl import threadpool_limits
+
+from dask_meta._constants import MEAN, MEDIAN, NOT_IN_SPLIT, OVERALL
+from dask_meta.backends.threads import THREADED_MODULES
+
+
+def _model_output(model: Any, X: Any, method: str, n_outputs: int) -> np.ndarray:
+    out = np.asarray(getattr(model, method)(X), dtype=float)
+    return out.reshape(len(out), n_outputs)
+
+
+def predict_block(
+    fold_models: Sequence[Any],
+    overall_model: Any,
+    X: Any,
+    fold_ids: np.ndarray | None,
+    method: str,
+    oos_method: str,
+    n_outputs: int,
+) -> np.ndarray:
+    """Predict a block of rows with a cross-fitted model: ``(n, n_outputs)``.
+
+    Rows with a fold id >= 0 are in-sample: each is predicted by the fold model that did not
+    see it. The other rows (all rows when ``fold_ids`` is None) are out-of-sample and use
+    ``oos_method``: the overall model, or the mean or median of the fold models.
+    """
+    # one thread: prediction tasks run one per partition on every worker thread (models
+    # fitted with several threads would oversubscribe the cores and grow OpenMP pools on
+    # task threads, see threads.on_threads); predictions do not depend on the thread count.
+    # threadpool_limits costs ~5 ms a call: only for models that run threads of their own.
+    threaded = any(
+        type(m).__module__.startswith(THREADED_MODULES) for m in [*fold_models, overall_model]
+    )
+    with threadpool_limits(limits=1) if threaded else contextlib.nullcontext():
+        return _predict_block(
+            fold_models, overall_model, X, fold_ids, method, oos_method, n_outputs
+        )
+
+
+def _predict_block(
+    fold_models: Sequence[Any],
+    overall_model: Any,
+    X: Any,
+    fold_ids: np.ndarray | None,
+    method: str,
+    oos_method: str,
+    n_outputs: int,
+) -> np.ndarray:
+    n = len(X)
+    out = np.empty((n, n_outputs))
+    if fold_ids is None:
+        oos = np.ones(n, dtype=bool)
+    else:
+        oos = fold_ids == NOT_IN_SPLIT
+        for k, model in enumerate(fold_models):
+            rows = np.flatnonzero(fold_ids == k)
+            if len(rows):
+                out[rows] = _model_output(model, _take(X, rows), method, n_outputs)
+    if oos.any():
+        X_oos = X if oos.all() else _take(X, np.flatnonzero(oos))
+        out[oos] = _predict_oos(fold_models, overall_model, X_oos, method, oos_method, n_outputs)
+    return out
+
+
+def _predict_oos(
+    fold_models: Sequence[Any],
+    overall_model: Any,
+    X: Any,
+    method: str,
+    oos_method: str,
+    n_outputs: int,
+) -> np.ndarray:
+    if oos_method == OVERALL:
+        return _model_output(overall_model, X, method, n_outputs)
+    stacked = np.stack([_model_output(m, X, method, n_outputs) for m in fold_models], axis=-1)
+    if oos_method == MEAN:
+        return np.mean(stacked, axis=-1)
+    if oos_method == MEDIAN:
+        return np.median(stacked, axis=-1)
+    raise ValueError(f"oos_method={oos_method!r} is not one of 'overall', 'mean', 'median'")
+
+
+def _take(X: Any, rows: np.ndarray) -> Any:
+    if isinstance(X, pd.DataFrame):
+        return X.iloc[rows]
+    return X[rows]

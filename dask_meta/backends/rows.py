@@ -1,0 +1,53 @@
+"""The rows a fit trains on: a job's selected rows of its partitions, and their arrays."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from dask_meta._constants import W_COL
+from dask_meta.backends.specs import FitSpec, RowSelection
+
+
+def aligned(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame with memory-aligned column buffers (a copy only when needed).
+
+    Partitions can arrive from another worker at unaligned byte offsets, and numpy sums in
+    another order on unaligned buffers: results would differ in the last bit between runs.
+    """
+    for column in frame.columns:
+        values = frame[column].to_numpy()
+        if isinstance(values, np.ndarray) and not values.flags.aligned:
+            return frame.copy(deep=True)
+    return frame
+
+
+def gather_rows(
+    selection: RowSelection, parts: Sequence[pd.DataFrame], extra: Sequence[pd.DataFrame] = ()
+) -> pd.DataFrame:
+    """Concatenate the selected rows of all partitions, in partition order.
+
+    ``extra`` holds per-partition frames of derived columns (same rows as ``parts``).
+    """
+    selected = []
+    for i, part in enumerate(parts):
+        if extra:
+            part = pd.concat([part, extra[i].set_axis(part.index)], axis=1)
+        keep = selection.mask(part)
+        selected.append(part[keep] if not keep.all() else part)
+    frame = pd.concat(selected, ignore_index=True) if len(selected) > 1 else selected[0]
+    return aligned(frame.reset_index(drop=True))
+
+
+def training_arrays(spec: FitSpec, frame: pd.DataFrame) -> tuple[Any, np.ndarray, dict[str, Any]]:
+    """The feature matrix, target and fit parameters of a job's selected rows."""
+    w = frame[W_COL].to_numpy() if W_COL in frame.columns else None
+    X = spec.design.matrix(frame, w)
+    y = frame[spec.target].to_numpy()
+    fit_params = dict(spec.fit_params)
+    for name, column in spec.row_params.items():
+        fit_params[name] = frame[column].to_numpy()
+    return X, y, fit_params
