@@ -211,7 +211,7 @@ class MetaLearnerGridSearch:
         if self.n_jobs == -1:
             return max(len(candidates), 1)
         if self.n_jobs is None:
-            return max(1, min(len(candidates), sum(client.nthreads().values())))
+            return max(1, min(len(candidates), runtime.total_threads(client)))
         return self.n_jobs
 
     def _run(

@@ -127,6 +127,26 @@ def result(future: Future) -> Any:
     return future.result()
 
 
+def who_has(client: Client, futures: Sequence[Future]) -> dict[Any, Any]:
+    """The workers that hold each future's result (a question to the scheduler, no task)."""
+    return client.who_has(list(futures))
+
+
+def worker_addresses(client: Client) -> list[str]:
+    """The addresses of the cluster's workers, sorted (the client's view of the scheduler)."""
+    return sorted(client.scheduler_info()["workers"])
+
+
+def total_threads(client: Client) -> int:
+    """The threads of all the cluster's workers (0 while it has none)."""
+    return int(sum(client.nthreads().values()))
+
+
+def held(client: Client, key: Any) -> Future:
+    """A future for a result already on the cluster under ``key`` (computed by another call)."""
+    return Future(key, client)
+
+
 def completion_queue(client: Client) -> as_completed:
     """An ``as_completed`` queue on the client's event loop (the planner's sliding window)."""
     return as_completed(loop=client.loop)

@@ -23,9 +23,9 @@ CLUSTER_CALLS = {"submit", "compute", "gather", "persist", "scatter", "cancel", 
 #: ``.run(...)`` is also a client call when the receiver is a client
 CLIENT_ONLY_CALLS = {"run"}
 ALLOWED = {"dask_meta.runtime"}
-#: receivers that are not the cluster: the runtime itself, the planner's own methods (which
-#: go through the runtime), and local thread pools and their futures
-NOT_THE_CLUSTER = re.compile(r"^(runtime|self|.*planner|pool|.*_pool)$")
+#: receivers that are not the cluster: the runtime itself, the planner's and the metrics
+#: runner's own methods (which go through the runtime), and local thread pools
+NOT_THE_CLUSTER = re.compile(r"^(runtime|self|.*planner|.*runner|pool|.*_pool)$")
 
 
 def _modules() -> dict[str, Path]:

@@ -136,16 +136,6 @@ def _n_rows(part: list[Any]) -> int:
     return len(part[0])
 
 
-def _holders(client: Any, futures: Sequence[Any]) -> dict[Any, Any]:
-    """The workers that hold each future's result (a question to the scheduler, no task)."""
-    return client.who_has(futures)
-
-
-def _worker_addresses(client: Any) -> list[str]:
-    """The addresses of the cluster's workers, sorted (the client's view of the scheduler)."""
-    return sorted(client.scheduler_info()["workers"])
-
-
 def one_part_per_worker(
     client: Any, frame: Any, features: Sequence[Any], columns: Sequence[str], lazy: bool
 ) -> list[Any]:
@@ -163,7 +153,7 @@ def one_part_per_worker(
     import cloudpickle
     import dask.dataframe as dd
     from dask._task_spec import convert_legacy_graph
-    from distributed import Future, wait
+    from distributed import wait
 
     features, columns = list(features), list(columns)
     layout = PartLayout(tuple(features), tuple(columns))
@@ -174,7 +164,7 @@ def one_part_per_worker(
         blocks = runtime.compute(client, tasks)
         with runtime.as_current(client):
             wait(blocks)
-        holders = _holders(client, blocks)
+        holders = runtime.who_has(client, blocks)
         by_worker: dict[str, list[Any]] = {}
         for block in blocks:
             by_worker.setdefault(sorted(holders[block.key])[0], []).append(block)
@@ -195,13 +185,13 @@ def one_part_per_worker(
         graph: dict[Any, Any] = {}
         for source in {id(p.__dask_graph__()): p.__dask_graph__() for p in parts}.values():
             graph.update(convert_legacy_graph(dict(source)))
-        workers = _worker_addresses(client)
+        workers = runtime.worker_addresses(client)
         shares = [s for s in np.array_split(np.arange(len(parts)), len(workers)) if len(s)]
         joined = {}
         for i, (w, share) in enumerate(zip(workers, shares)):
             keys = [parts[j].key for j in share]
             needed, outside = _cull(graph, keys)
-            held: dict[Any, Any] = {key: Future(key, client) for key in outside}
+            held: dict[Any, Any] = {key: runtime.held(client, key) for key in outside}
             joined[w] = runtime.submit(
                 client,
                 _read_worker_part,
