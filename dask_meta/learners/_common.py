@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+
+from dask_meta.backends import Design
+from dask_meta.crossfit import CrossFitEstimator, ModelPrediction
+from dask_meta.evaluation import predict_rows
 
 EPSILON = 1e-9
 
@@ -26,18 +30,46 @@ def effect_outputs(tau: np.ndarray, is_classification: bool) -> np.ndarray:
     return np.stack([-tau, tau], axis=1) if is_classification else tau[:, None]
 
 
-def treatment_cate_partition(
-    X: pd.DataFrame, folds: pd.DataFrame | None, bundle: Any
+def prediction_rows(
+    prediction: ModelPrediction,
+    frame: pd.DataFrame,
+    folds: pd.DataFrame | None,
+    mask: np.ndarray,
 ) -> np.ndarray:
-    """CATE ``(n, K-1, n_outputs)`` of one partition from one treatment model per variant."""
-    models, design, oos_method, is_classification = bundle
-    matrix = design.matrix(X)
+    """One model's predictions on the rows ``mask`` of an evaluation partition (NaN elsewhere)."""
+    return predict_rows(
+        prediction.model,
+        prediction.design,
+        frame,
+        folds,
+        prediction.method,
+        prediction.oos_method,
+        mask,
+    )
+
+
+@dataclass(frozen=True)
+class TreatmentModels:
+    """The treatment models tau_k (k = 1..K-1, each against variant 0) of the R- and DR-learner."""
+
+    models: tuple[CrossFitEstimator, ...]
+    design: Design
+    oos_method: str
+    is_classification: bool
+
+
+def treatment_cate_partition(
+    X: pd.DataFrame, folds: pd.DataFrame | None, bundle: TreatmentModels
+) -> np.ndarray:
+    """CATE ``(n, K-1, n_outputs)`` of one partition: tau_k(X) for every k."""
+    matrix = bundle.design.matrix(X)
     return np.stack(
         [
             effect_outputs(
-                m.block_predict(matrix, folds, "predict", oos_method)[:, 0], is_classification
+                model.block_predict(matrix, folds, "predict", bundle.oos_method)[:, 0],
+                bundle.is_classification,
             )
-            for m in models
+            for model in bundle.models
         ],
         axis=1,
     )

@@ -1,6 +1,6 @@
 """Worker side of the treatment stage: nuisance predictions and derived targets per partition.
 
-The fit run (:mod:`dask_meta.learners.run`) maps these functions over the training
+The fit run (:mod:`dask_meta.learners.jobs`) maps these functions over the training
 partitions as soon as the nuisance models they need are fitted. The fitted models reach the
 worker as fit results (futures), from which :class:`NeedSource` rebuilds each cross-fit
 estimator there: nothing goes through the client.

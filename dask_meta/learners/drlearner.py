@@ -1,8 +1,13 @@
-"""DR-learner (Kennedy 2020): regression of the AIPW pseudo-outcome on X."""
+"""DR-learner (Kennedy 2020): regression of the AIPW pseudo-outcome on X.
+
+Treatment model k regresses ``phi_k = (y - mu_k)/e_k 1{w=k} + mu_k - (y - mu_0)/e_0 1{w=0} - mu_0``
+on x, with ``mu_k`` the outcome model of variant k and ``e_k`` the propensity of k.
+"""
 
 from __future__ import annotations
 
 import numbers
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -17,52 +22,62 @@ from dask_meta._constants import (
     W_COL,
     Y_COL,
 )
-from dask_meta._typing import Vector
+from dask_meta._typing import Matrix, Vector
+from dask_meta.crossfit import ModelPrediction, model_partition
 from dask_meta.data import training_frame
 from dask_meta.evaluation import PartitionPlan, predict_rows
 from dask_meta.learners._common import (
     EPSILON,
+    TreatmentModels,
     clip_to_epsilon,
     positive_class,
+    prediction_rows,
     treatment_cate_partition,
 )
 from dask_meta.learners.base import MetaLearner
 from dask_meta.learners.fit_run import FitRun
-from dask_meta.learners.tables import Derivation, ModelEntry, ModelSpecification, derived_columns
-from dask_meta.learners.tlearner import ConditionalAverageOutcomes, outcome_evaluation_rows
+from dask_meta.learners.tables import Derivation, ModelEntry, ModelSpecification, derived_entry
+from dask_meta.learners.tlearner import (
+    ConditionalAverageOutcomes,
+    OutcomeModels,
+    outcome_evaluation_rows,
+)
+
+
+@dataclass(frozen=True)
+class AipwNuisances:
+    """The nuisance models of the AIPW pseudo-outcomes, and how the propensities are floored."""
+
+    outcomes: OutcomeModels
+    propensity: ModelPrediction
+    is_classification: bool
+    adaptive_clipping: bool
+    min_propensity: float
 
 
 def aipw_pseudo_outcomes(
-    frame: pd.DataFrame,
-    folds: pd.DataFrame | None,
-    propensity: Any,
-    outcomes: list[Any],
-    designs: tuple[Any, Any],
-    variants: list[int],
-    outcome_method: str,
-    oos_method: str,
-    is_classification: bool,
-    adaptive_clipping: bool,
-    epsilon: float = EPSILON,
+    frame: pd.DataFrame, folds: pd.DataFrame | None, bundle: AipwNuisances
 ) -> np.ndarray:
-    """phi_k = (y - mu_k)/e_k 1{w=k} + mu_k - (y - mu_0)/e_0 1{w=0} - mu_0, ``(n, len(variants))``.
+    """phi_k = (y - mu_k)/e_k 1{w=k} + mu_k - (y - mu_0)/e_0 1{w=0} - mu_0 for every variant
+    k >= 1 on one partition (with y and w): ``(n, K-1)``.
 
     mu follows the in-sample mixing rule (own rows cross-fitted, other rows out-of-sample);
-    propensities below ``epsilon`` count as ``epsilon`` in the denominators, and with
-    ``adaptive_clipping`` rows whose smallest propensity is below epsilon get mu_k - mu_0.
+    propensities below ``min_propensity`` count as ``min_propensity`` in the denominators, and
+    with ``adaptive_clipping`` rows whose smallest propensity is below it get mu_k - mu_0.
     """
-    p_design, o_design = designs
-    e = propensity.block_predict(p_design.matrix(frame), folds, "predict_proba", oos_method)
-    matrix = o_design.matrix(frame)
+    e = model_partition(frame, folds, bundle.propensity)
+    outcomes = bundle.outcomes
+    matrix = outcomes.design.matrix(frame)
     mu = {
         k: positive_class(
-            outcomes[k].block_predict(matrix, folds, outcome_method, oos_method),
-            is_classification,
+            model.block_predict(matrix, folds, outcomes.method, outcomes.oos_method),
+            bundle.is_classification,
         )
-        for k in (0, *variants)
+        for k, model in enumerate(outcomes.models)
     }
     y, w = frame[Y_COL].to_numpy(dtype=float), frame[W_COL].to_numpy()
-    return aipw_terms(y, w, e, mu, variants, adaptive_clipping, epsilon)
+    variants = list(range(1, len(outcomes.models)))
+    return aipw_terms(y, w, e, mu, variants, bundle.adaptive_clipping, bundle.min_propensity)
 
 
 def aipw_terms(
@@ -88,24 +103,28 @@ def aipw_terms(
     return out
 
 
-def dr_pseudo_outcome(
-    part: pd.DataFrame,
-    predictions: dict,
-    variant: int,
-    is_classification: bool,
-    adaptive_clipping: bool,
-    min_propensity: float,
-) -> np.ndarray:
+@dataclass(frozen=True)
+class DRTarget:
+    """How treatment model k's target comes from the nuisance predictions."""
+
+    variant: int
+    is_classification: bool
+    adaptive_clipping: bool
+    min_propensity: float
+
+
+def dr_pseudo_outcome(part: pd.DataFrame, predictions: dict, spec: DRTarget) -> np.ndarray:
     """The AIPW pseudo-outcome of one variant on a training partition, from the shared
     in-sample predictions of the propensity model and the outcome models of 0 and ``variant``
     (metalearners' mixing rule: cross-fitted on the model's own rows, overall elsewhere)."""
     mu = {
-        k: positive_class(predictions[(VARIANT_OUTCOME_MODEL, k)], is_classification)
-        for k in (0, variant)
+        k: positive_class(predictions[(VARIANT_OUTCOME_MODEL, k)], spec.is_classification)
+        for k in (0, spec.variant)
     }
     y, w = part[Y_COL].to_numpy(dtype=float), part[W_COL].to_numpy()
     e = predictions[(PROPENSITY_MODEL, 0)]
-    return aipw_terms(y, w, e, mu, [variant], adaptive_clipping, min_propensity)[:, 0]
+    phi = aipw_terms(y, w, e, mu, [spec.variant], spec.adaptive_clipping, spec.min_propensity)
+    return phi[:, 0]
 
 
 def _ate_sums(phi: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
@@ -113,45 +132,30 @@ def _ate_sums(phi: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     return phi.sum(axis=0), (phi**2).sum(axis=0), int(np.isfinite(phi[:, 0]).sum())
 
 
-def _ate_partition(frame: pd.DataFrame, folds: pd.DataFrame | None, bundle: Any) -> np.ndarray:
-    propensity, outcomes, designs, n_variants, outcome_method, is_clf, adaptive, floor = bundle
-    return aipw_pseudo_outcomes(
-        frame,
-        folds,
-        propensity,
-        outcomes,
-        designs,
-        list(range(1, n_variants)),
-        outcome_method,
-        OVERALL,
-        is_clf,
-        adaptive,
-        floor,
-    )
+@dataclass(frozen=True)
+class DREvaluation:
+    """What :func:`dr_evaluation_rows` needs: every model of the DR-learner."""
+
+    nuisances: AipwNuisances
+    effects: TreatmentModels
 
 
-def dr_evaluation_rows(frame: pd.DataFrame, folds: pd.DataFrame | None, bundle: Any) -> list:
+def dr_evaluation_rows(
+    frame: pd.DataFrame, folds: pd.DataFrame | None, bundle: DREvaluation
+) -> list:
     """Outcome and propensity models, then treatment model k on all rows against the AIPW
     pseudo-outcome of variant k (nuisances at the same is_oos / oos_method)."""
-    outcome_bundle, propensity, designs, treatments, t_design, oos, is_clf, *clipping = bundle
-    rows = outcome_evaluation_rows(frame, folds, outcome_bundle)
+    nuisances, effects = bundle.nuisances, bundle.effects
+    rows = outcome_evaluation_rows(frame, folds, nuisances.outcomes)
     w = frame[W_COL].to_numpy()
     every = np.ones(len(frame), dtype=bool)
-    rows.append(
-        (
-            predict_rows(propensity, designs[0], frame, folds, "predict_proba", oos, every),
-            w.astype(float),
-            every,
-            None,
+    e = prediction_rows(nuisances.propensity, frame, folds, every)
+    rows.append((e, w.astype(float), every, None))
+    phi = aipw_pseudo_outcomes(frame, folds, nuisances)
+    for j, model in enumerate(effects.models):
+        tau = predict_rows(
+            model, effects.design, frame, folds, "predict", effects.oos_method, every
         )
-    )
-    cfes, _, outcome_method, _ = outcome_bundle
-    variants = list(range(1, len(cfes)))
-    phi = aipw_pseudo_outcomes(
-        frame, folds, propensity, cfes, designs, variants, outcome_method, oos, is_clf, *clipping
-    )
-    for j, model in enumerate(treatments):
-        tau = predict_rows(model, t_design, frame, folds, "predict", oos, every)
         rows.append((tau, phi[:, j], every, None))
     return rows
 
@@ -232,80 +236,91 @@ class DRLearner(ConditionalAverageOutcomes, MetaLearner):
         ] + [ModelEntry(PROPENSITY_MODEL, 0, None, W_COL, "all" if synchronize else "own")]
 
     def _treatment_entries(self, synchronize: bool) -> list[ModelEntry]:
-        entries = []
-        for k in range(1, self.n_variants):
-            entry = ModelEntry(TREATMENT_MODEL, k - 1, None, "")
-            entries.append(
-                ModelEntry(
-                    TREATMENT_MODEL,
-                    k - 1,
-                    None,
-                    derived_columns(entry)[0],
-                    "all" if synchronize else "own",
-                )
-            )
-        return entries
+        split = "all" if synchronize else "own"
+        return [
+            derived_entry(TREATMENT_MODEL, k - 1, None, split) for k in range(1, self.n_variants)
+        ]
 
     def _derivation(self, run: FitRun, entry: ModelEntry) -> Derivation:
-        k = entry.ordinal + 1
         columns = run.data.columns
-        designs = (
-            self._design(PROPENSITY_MODEL, columns),
-            self._design(VARIANT_OUTCOME_MODEL, columns),
+        spec = DRTarget(
+            variant=entry.ordinal + 1,
+            is_classification=self.is_classification,
+            adaptive_clipping=self.adaptive_clipping,
+            min_propensity=self.min_propensity,
         )
-        outcome = (designs[1], self._outcome_predict_method())
+        outcome = (self._design(VARIANT_OUTCOME_MODEL, columns), self._outcome_predict_method())
         return Derivation(
             dr_pseudo_outcome,
-            ((PROPENSITY_MODEL, 0), (VARIANT_OUTCOME_MODEL, 0), (VARIANT_OUTCOME_MODEL, k)),
-            (k, self.is_classification, self.adaptive_clipping, self.min_propensity),
-            predicts=((designs[0], "predict_proba"), outcome, outcome),
+            (
+                (PROPENSITY_MODEL, 0),
+                (VARIANT_OUTCOME_MODEL, 0),
+                (VARIANT_OUTCOME_MODEL, spec.variant),
+            ),
+            (spec,),
+            predicts=((self._design(PROPENSITY_MODEL, columns), "predict_proba"), outcome, outcome),
+        )
+
+    def _aipw_nuisances(self, outcomes: OutcomeModels, oos_method: str) -> AipwNuisances:
+        propensity = ModelPrediction(
+            model=self._nuisance_models[PROPENSITY_MODEL][0],
+            design=self._design(PROPENSITY_MODEL),
+            method="predict_proba",
+            oos_method=oos_method,
+        )
+        return AipwNuisances(
+            outcomes=outcomes,
+            propensity=propensity,
+            is_classification=self.is_classification,
+            adaptive_clipping=self.adaptive_clipping,
+            min_propensity=self.min_propensity,
+        )
+
+    def _effect_models(self, oos_method: str) -> TreatmentModels:
+        return TreatmentModels(
+            models=tuple(self._treatment_models[TREATMENT_MODEL]),
+            design=self._design(TREATMENT_MODEL),
+            oos_method=oos_method,
+            is_classification=self.is_classification,
         )
 
     def _evaluation_plan(
         self, is_oos: bool, oos_method: str, scoring: dict[str, list[Any]]
     ) -> PartitionPlan:
         oos = (is_oos, oos_method)
-        outcome_bundle, items = self._outcome_evaluation(is_oos, oos_method, scoring)
+        outcomes, items = self._outcome_evaluation(is_oos, oos_method, scoring)
         propensity = self._evaluated(PROPENSITY_MODEL, scoring, oos=oos)
         treatments = [
             self._evaluated(TREATMENT_MODEL, scoring, k - 1, f"{k}_vs_0_", oos=oos)
             for k in range(1, self.n_variants)
         ]
-        bundle = (
-            outcome_bundle,
-            self._nuisance_models[PROPENSITY_MODEL][0],
-            (self._design(PROPENSITY_MODEL), self._design(VARIANT_OUTCOME_MODEL)),
-            self._treatment_models[TREATMENT_MODEL],
-            self._design(TREATMENT_MODEL),
-            oos_method,
-            self.is_classification,
-            self.adaptive_clipping,
-            self.min_propensity,
+        evaluation = DREvaluation(
+            nuisances=self._aipw_nuisances(outcomes, oos_method),
+            effects=self._effect_models(oos_method),
         )
         return PartitionPlan(
-            dr_evaluation_rows, bundle, (*items, propensity, *treatments), self._feature_names()
+            dr_evaluation_rows, evaluation, (*items, propensity, *treatments), self._feature_names()
         )
 
-    def predict(self, X: Any, is_oos: bool, oos_method: str = OVERALL) -> Any:
+    def predict(self, X: Matrix, is_oos: bool, oos_method: str = OVERALL) -> Any:
         """The CATE ``(n, n_variants - 1, n_outputs)``; ``[-tau, tau]`` for classification."""
         self._check_predict(is_oos, oos_method)
         self._require_treatment_fitted()
-        models = self._treatment_models[TREATMENT_MODEL]
-        for m in models:
+        effects = self._effect_models(oos_method)
+        for m in effects.models:
             m.check_predict_args(True, "predict", oos_method)
-        bundle = (models, self._design(TREATMENT_MODEL), oos_method, self.is_classification)
         n_out = 2 if self.is_classification else 1
         return self._map(
             X,
             is_oos,
             treatment_cate_partition,
-            bundle,
+            effects,
             (self.n_variants - 1, n_out),
             "drlearner-cate",
         )
 
     def average_treatment_effect(
-        self, X: Any, y: Vector, w: Vector, is_oos: bool
+        self, X: Matrix, y: Vector, w: Vector, is_oos: bool
     ) -> tuple[np.ndarray, np.ndarray]:
         """AIPW estimate of the ATE of every variant against 0 and its standard error.
 
@@ -328,18 +343,16 @@ class DRLearner(ConditionalAverageOutcomes, MetaLearner):
             or frame.columns.as_numpy != self._fit_context.columns.as_numpy
         ):
             raise ValueError("X must have the columns the learner was fitted on")
-        bundle = (
-            self._nuisance_models[PROPENSITY_MODEL][0],
-            self._nuisance_models[VARIANT_OUTCOME_MODEL],
-            (self._design(PROPENSITY_MODEL), self._design(VARIANT_OUTCOME_MODEL)),
-            self.n_variants,
-            self._outcome_predict_method(),
-            self.is_classification,
-            self.adaptive_clipping,
-            self.min_propensity,
+        # the rows outside a model's split are predicted by its overall model
+        outcomes = OutcomeModels(
+            models=tuple(self._nuisance_models[VARIANT_OUTCOME_MODEL]),
+            design=self._design(VARIANT_OUTCOME_MODEL),
+            method=self._outcome_predict_method(),
+            oos_method=OVERALL,
         )
+        nuisances = self._aipw_nuisances(outcomes, OVERALL)
         phi = self._map(
-            frame, is_oos, _ate_partition, bundle, (self.n_variants - 1,), "drlearner-ate"
+            frame, is_oos, aipw_pseudo_outcomes, nuisances, (self.n_variants - 1,), "drlearner-ate"
         )
         if isinstance(phi, np.ndarray):
             return phi.mean(axis=0), phi.std(axis=0) / np.sqrt(len(phi))

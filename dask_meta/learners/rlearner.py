@@ -1,7 +1,14 @@
-"""R-learner (Nie and Wager 2017): residual-on-residual regression with weights."""
+"""R-learner (Nie and Wager 2017): residual-on-residual regression with weights.
+
+On the rows w in {0, k}, treatment model k regresses ``(y - m(x)) / (1{w=k} - e_k(x))`` on x
+with weight ``(1{w=k} - e_k(x))^2``, which minimises the R-loss
+``sum(((y - m) - tau_k (1{w=k} - e_k))^2)``; ``m`` is the outcome model and
+``e_k = e(k | x) / (e(0 | x) + e(k | x))`` the propensity of k against 0.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -17,81 +24,126 @@ from dask_meta._constants import (
     W_COL,
     Y_COL,
 )
+from dask_meta._typing import Matrix
 from dask_meta.backends import supports_sample_weight
+from dask_meta.crossfit import ModelPrediction, model_partition
 from dask_meta.evaluation import R_LOSS, Evaluated, PartitionPlan, predict_rows
 from dask_meta.learners._common import (
     EPSILON,
+    TreatmentModels,
     clip_to_epsilon,
     positive_class,
+    prediction_rows,
     treatment_cate_partition,
 )
 from dask_meta.learners.base import MetaLearner
 from dask_meta.learners.fit_run import FitRun
-from dask_meta.learners.tables import Derivation, ModelEntry, ModelSpecification, derived_columns
+from dask_meta.learners.tables import Derivation, ModelEntry, ModelSpecification, derived_entry
 from dask_meta.metrics.losses import r_loss as r_loss  # dask_meta.r_loss: one implementation
 
 SAMPLE_WEIGHT = "sample_weight"
 
 
+def treatment_residual(w: np.ndarray, e: np.ndarray, variant: int) -> np.ndarray:
+    """1{w=k} - e_k / (e_0 + e_k): the treatment's residual, k against variant 0."""
+    e_binary = e[:, variant] / (e[:, 0] + e[:, variant])
+    return (w == variant).astype(float) - e_binary
+
+
 def r_pseudo_outcome(
-    part: pd.DataFrame,
-    predictions: dict,
-    variant: int,
-    is_classification: bool,
-    epsilon: float,
+    y_residual: np.ndarray, w_residual: np.ndarray, epsilon: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """pseudo = (y - m) / clip(1{w=k} - e_bin), weight = (1{w=k} - e_bin)^2 on rows w in {0, k},
-    from the shared in-sample predictions of the propensity and outcome models."""
+    """The R-learner's target and weight: ``(y - m) / clip(w - e)`` and ``(w - e)^2``."""
+    return y_residual / clip_to_epsilon(w_residual, epsilon), np.square(w_residual)
+
+
+@dataclass(frozen=True)
+class RTarget:
+    """How treatment model k's target and weight come from the nuisance predictions."""
+
+    variant: int
+    is_classification: bool
+    epsilon: float
+
+
+def r_weighted_target(
+    part: pd.DataFrame, predictions: dict, spec: RTarget
+) -> tuple[np.ndarray, np.ndarray]:
+    """The pseudo-outcome and weight of :func:`r_pseudo_outcome` on the rows w in {0, k} of a
+    training partition (NaN elsewhere), from the shared in-sample predictions of the
+    propensity and outcome models."""
     target = np.full(len(part), np.nan)
     weight = np.full(len(part), np.nan)
     w = part[W_COL].to_numpy()
-    rows = np.flatnonzero((w == 0) | (w == variant))
+    rows = np.flatnonzero((w == 0) | (w == spec.variant))
     if len(rows) == 0:
         return target, weight
     e = predictions[(PROPENSITY_MODEL, 0)][rows]
-    m = positive_class(predictions[(OUTCOME_MODEL, 0)][rows], is_classification)
-    e_bin = e[:, variant] / (e[:, 0] + e[:, variant])
-    y_res = part[Y_COL].to_numpy(dtype=float)[rows] - m
-    w_res = (w[rows] == variant).astype(float) - e_bin
-    target[rows] = y_res / clip_to_epsilon(w_res, epsilon)
-    weight[rows] = np.square(w_res)
+    m = positive_class(predictions[(OUTCOME_MODEL, 0)][rows], spec.is_classification)
+    y_residual = part[Y_COL].to_numpy(dtype=float)[rows] - m
+    w_residual = treatment_residual(w[rows], e, spec.variant)
+    target[rows], weight[rows] = r_pseudo_outcome(y_residual, w_residual, spec.epsilon)
     return target, weight
 
 
-def r_cao_partition(X: pd.DataFrame, folds: pd.DataFrame | None, bundle: Any) -> np.ndarray:
+@dataclass(frozen=True)
+class RConditionalOutcomes:
+    """What :func:`r_cao_partition` needs: the treatment, propensity and outcome models."""
+
+    effects: TreatmentModels
+    propensity: ModelPrediction
+    outcome: ModelPrediction
+
+
+def r_cao_partition(
+    X: pd.DataFrame, folds: pd.DataFrame | None, bundle: RConditionalOutcomes
+) -> np.ndarray:
     """Y0 = m - sum_k e_k tau_k (per output channel), Yk = Y0 + tau_k."""
-    cate_bundle, propensity, p_design, outcome, o_design, outcome_method, oos = bundle
-    tau = treatment_cate_partition(X, folds, cate_bundle)
-    e = propensity.block_predict(p_design.matrix(X), folds, "predict_proba", oos)
-    m = outcome.block_predict(o_design.matrix(X), folds, outcome_method, oos)
+    tau = treatment_cate_partition(X, folds, bundle.effects)
+    e = model_partition(X, folds, bundle.propensity)
+    m = model_partition(X, folds, bundle.outcome)
     control = m - np.einsum("nk,nkc->nc", e[:, 1:], tau)
     return np.concatenate([control[:, None, :], control[:, None, :] + tau], axis=1)
 
 
-def r_evaluation_rows(frame: pd.DataFrame, folds: pd.DataFrame | None, bundle: Any) -> list:
+@dataclass(frozen=True)
+class REvaluation:
+    """What :func:`r_evaluation_rows` needs: every model of the R-learner."""
+
+    propensity: ModelPrediction
+    outcome: ModelPrediction
+    effects: TreatmentModels
+    is_classification: bool
+    epsilon: float
+
+
+def r_evaluation_rows(frame: pd.DataFrame, folds: pd.DataFrame | None, bundle: REvaluation) -> list:
     """Outcome and propensity models; treatment model k on rows w in {0, k} against the
     residual pseudo-outcome with the squared treatment residual as weight; the R-loss."""
-    propensity, p_design, outcome, o_design, outcome_method, treatments, t_design, oos = bundle[:8]
-    cate_bundle, is_classification, epsilon = bundle[8:]
     y = frame[Y_COL].to_numpy(dtype=float)
     w = frame[W_COL].to_numpy()
     every = np.ones(len(frame), dtype=bool)
-    m_all = predict_rows(outcome, o_design, frame, folds, outcome_method, oos, every)
-    e = predict_rows(propensity, p_design, frame, folds, "predict_proba", oos, every)
-    rows = [(m_all, y, every, None), (e, w.astype(float), every, None)]
-    m = positive_class(m_all, is_classification)
-    tau = treatment_cate_partition(frame, folds, cate_bundle)
-    channel = 1 if is_classification else 0
+    m_all = prediction_rows(bundle.outcome, frame, folds, every)
+    e = prediction_rows(bundle.propensity, frame, folds, every)
+    rows: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]] = [
+        (m_all, y, every, None),
+        (e, w.astype(float), every, None),
+    ]
+    y_residual = y - positive_class(m_all, bundle.is_classification)
+    tau = treatment_cate_partition(frame, folds, bundle.effects)
+    channel = 1 if bundle.is_classification else 0
+    effects = bundle.effects
     losses = []
-    for k, model in enumerate(treatments, start=1):
+    for k, model in enumerate(effects.models, start=1):
         mask = (w == 0) | (w == k)
-        e_bin = e[:, k] / (e[:, 0] + e[:, k])
-        w_res = (w == k).astype(float) - e_bin
-        pseudo = (y - m) / clip_to_epsilon(w_res, epsilon)
-        tau_hat = predict_rows(model, t_design, frame, folds, "predict", oos, mask)
-        rows.append((tau_hat, pseudo, mask, np.square(w_res)))
+        w_residual = treatment_residual(w, e, k)
+        pseudo, weight = r_pseudo_outcome(y_residual, w_residual, bundle.epsilon)
+        tau_hat = predict_rows(
+            model, effects.design, frame, folds, "predict", effects.oos_method, mask
+        )
+        rows.append((tau_hat, pseudo, mask, weight))
         # r_loss_k_vs_0 = sqrt(mean(((y - m) - tau (w - e))^2)): the "prediction" tau (w - e)
-        losses.append((tau[:, k - 1, channel] * w_res, y - m, mask, None))
+        losses.append((tau[:, k - 1, channel] * w_residual, y_residual, mask, None))
     return rows + losses
 
 
@@ -155,18 +207,17 @@ class RLearner(MetaLearner):
 
     def _treatment_entries(self, synchronize: bool) -> list[ModelEntry]:
         # metalearners never synchronises the treatment models: own KFold over w in {0, k}
-        entries = []
-        for k in range(1, self.n_variants):
-            entry = ModelEntry(TREATMENT_MODEL, k - 1, (0, k), "")
-            entries.append(ModelEntry(TREATMENT_MODEL, k - 1, (0, k), derived_columns(entry)[0]))
-        return entries
+        return [derived_entry(TREATMENT_MODEL, k - 1, (0, k)) for k in range(1, self.n_variants)]
 
     def _derivation(self, run: FitRun, entry: ModelEntry) -> Derivation:
         columns = run.data.columns
+        spec = RTarget(
+            variant=entry.ordinal + 1, is_classification=self.is_classification, epsilon=EPSILON
+        )
         return Derivation(
-            r_pseudo_outcome,
+            r_weighted_target,
             ((PROPENSITY_MODEL, 0), (OUTCOME_MODEL, 0)),
-            (entry.ordinal + 1, self.is_classification, EPSILON),
+            (spec,),
             weight=True,
             predicts=(
                 (self._design(PROPENSITY_MODEL, columns), "predict_proba"),
@@ -174,12 +225,25 @@ class RLearner(MetaLearner):
             ),
         )
 
-    def _cate_bundle(self, oos_method: str) -> Any:
+    def _cate_models(self, oos_method: str) -> TreatmentModels:
         self._require_treatment_fitted()
         models = self._treatment_models[TREATMENT_MODEL]
         for m in models:
             m.check_predict_args(True, "predict", oos_method)
-        return (models, self._design(TREATMENT_MODEL), oos_method, self.is_classification)
+        return TreatmentModels(
+            models=tuple(models),
+            design=self._design(TREATMENT_MODEL),
+            oos_method=oos_method,
+            is_classification=self.is_classification,
+        )
+
+    def _nuisance_prediction(self, kind: str, method: str, oos_method: str) -> ModelPrediction:
+        return ModelPrediction(
+            model=self._nuisance_models[kind][0],
+            design=self._design(kind),
+            method=method,
+            oos_method=oos_method,
+        )
 
     def _evaluation_plan(
         self, is_oos: bool, oos_method: str, scoring: dict[str, list[Any]]
@@ -197,22 +261,18 @@ class RLearner(MetaLearner):
                 for k in range(1, self.n_variants)
             ),
         ]
-        bundle = (
-            self._nuisance_models[PROPENSITY_MODEL][0],
-            self._design(PROPENSITY_MODEL),
-            self._nuisance_models[OUTCOME_MODEL][0],
-            self._design(OUTCOME_MODEL),
-            self._outcome_predict_method(),
-            self._treatment_models[TREATMENT_MODEL],
-            self._design(TREATMENT_MODEL),
-            oos_method,
-            self._cate_bundle(oos_method),
-            self.is_classification,
-            EPSILON,
+        evaluation = REvaluation(
+            propensity=self._nuisance_prediction(PROPENSITY_MODEL, "predict_proba", oos_method),
+            outcome=self._nuisance_prediction(
+                OUTCOME_MODEL, self._outcome_predict_method(), oos_method
+            ),
+            effects=self._cate_models(oos_method),
+            is_classification=self.is_classification,
+            epsilon=EPSILON,
         )
-        return PartitionPlan(r_evaluation_rows, bundle, tuple(items), self._feature_names())
+        return PartitionPlan(r_evaluation_rows, evaluation, tuple(items), self._feature_names())
 
-    def predict(self, X: Any, is_oos: bool, oos_method: str = OVERALL) -> Any:
+    def predict(self, X: Matrix, is_oos: bool, oos_method: str = OVERALL) -> Any:
         """The CATE ``(n, n_variants - 1, n_outputs)``; ``[-tau, tau]`` for classification."""
         self._check_predict(is_oos, oos_method)
         n_out = 2 if self.is_classification else 1
@@ -220,13 +280,13 @@ class RLearner(MetaLearner):
             X,
             is_oos,
             treatment_cate_partition,
-            self._cate_bundle(oos_method),
+            self._cate_models(oos_method),
             (self.n_variants - 1, n_out),
             "rlearner-cate",
         )
 
     def predict_conditional_average_outcomes(
-        self, X: Any, is_oos: bool, oos_method: str = OVERALL
+        self, X: Matrix, is_oos: bool, oos_method: str = OVERALL
     ) -> Any:
         """Y0 = m - sum_k e_k tau_k and Yk = Y0 + tau_k: ``(n, n_variants, n_outputs)``."""
         self._check_predict(is_oos, oos_method)
@@ -235,18 +295,14 @@ class RLearner(MetaLearner):
                 "Cannot create median of class probabilities, which the R-learner's conditional "
                 "average outcomes need (propensity); use oos_method='overall' or 'mean'."
             )
-        propensity = self._nuisance_models[PROPENSITY_MODEL][0]
-        outcome = self._nuisance_models[OUTCOME_MODEL][0]
-        bundle = (
-            self._cate_bundle(oos_method),
-            propensity,
-            self._design(PROPENSITY_MODEL),
-            outcome,
-            self._design(OUTCOME_MODEL),
-            self._outcome_predict_method(),
-            oos_method,
+        outcomes = RConditionalOutcomes(
+            effects=self._cate_models(oos_method),
+            propensity=self._nuisance_prediction(PROPENSITY_MODEL, "predict_proba", oos_method),
+            outcome=self._nuisance_prediction(
+                OUTCOME_MODEL, self._outcome_predict_method(), oos_method
+            ),
         )
         n_out = 2 if self.is_classification else 1
         return self._map(
-            X, is_oos, r_cao_partition, bundle, (self.n_variants, n_out), "rlearner-cao"
+            X, is_oos, r_cao_partition, outcomes, (self.n_variants, n_out), "rlearner-cao"
         )

@@ -1,4 +1,7 @@
-"""S-learner: one outcome model on the covariates plus the treatment.
+"""S-learner (Kuenzel et al. 2019): one outcome model on the covariates plus the treatment.
+
+``mu(x, k) = E[Y | X = x, W = k]`` is one model with the treatment as a feature; the CATE of
+variant k is ``mu(x, k) - mu(x, 0)``.
 
 Unlike metalearners 0.13 (whose categorical encoding turns the treatment into NaN for
 categorical-aware models such as LightGBM, so its CATE is identically 0), the treatment
@@ -8,14 +11,17 @@ column is a proper ``category`` with categories ``0..n_variants-1``.
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from distributed import Client
 
 from dask_meta._constants import BASE_MODEL, NUISANCE, OVERALL, W_COL, Y_COL
 from dask_meta._typing import Matrix, Vector
 from dask_meta.backends import Design, is_categorical_aware
+from dask_meta.crossfit import CrossFitEstimator, ModelPrediction
 from dask_meta.evaluation import PartitionPlan, predict_rows
 from dask_meta.learners.base import MetaLearner, n_outputs_of
 from dask_meta.learners.fit_run import FitRun
@@ -44,19 +50,71 @@ def append_treatment(
     return out
 
 
-def s_cao_partition(X: pd.DataFrame, folds: pd.DataFrame | None, bundle: Any) -> np.ndarray:
-    """Outcome predictions with the treatment set to each variant in turn (in-sample: the
-    fold model that did not see the row, for every counterfactual variant)."""
-    cfe, design, method, oos_method, n_variants, cate = bundle
+@dataclass(frozen=True)
+class CounterfactualOutcomes:
+    """The base model ``mu(x, k)`` and how it predicts, for the treatment set to each variant."""
+
+    model: CrossFitEstimator
+    design: Design
+    method: str
+    oos_method: str
+    n_variants: int
+
+
+def s_cao_partition(
+    X: pd.DataFrame, folds: pd.DataFrame | None, bundle: CounterfactualOutcomes
+) -> np.ndarray:
+    """``mu(X, k)`` for every variant k, ``(n, K, n_outputs)``, of one partition (in-sample:
+    the fold model that did not see the row, for every counterfactual variant)."""
     n = len(X)
-    cao = np.stack(
+    return np.stack(
         [
-            cfe.block_predict(design.matrix(X, np.full(n, k)), folds, method, oos_method)
-            for k in range(n_variants)
+            bundle.model.block_predict(
+                bundle.design.matrix(X, np.full(n, k)), folds, bundle.method, bundle.oos_method
+            )
+            for k in range(bundle.n_variants)
         ],
         axis=1,
     )
-    return cao[:, 1:] - cao[:, [0]] if cate else cao
+
+
+def s_cate_partition(
+    X: pd.DataFrame, folds: pd.DataFrame | None, bundle: CounterfactualOutcomes
+) -> np.ndarray:
+    """CATE ``mu(X, k) - mu(X, 0)`` of every variant k >= 1: ``(n, K-1, n_outputs)``."""
+    mu = s_cao_partition(X, folds, bundle)
+    return mu[:, 1:] - mu[:, [0]]
+
+
+@dataclass(frozen=True)
+class OneVariantOutcome:
+    """The base model and how it predicts, for the treatment set to ``variant`` on every row."""
+
+    model: CrossFitEstimator
+    design: Design
+    method: str
+    oos_method: str
+    variant: int
+
+
+def s_nuisance_partition(
+    X: pd.DataFrame, folds: pd.DataFrame | None, bundle: OneVariantOutcome
+) -> np.ndarray:
+    """``mu(X, variant)`` of one partition: ``(n, n_outputs)``."""
+    matrix = bundle.design.matrix(X, np.full(len(X), bundle.variant))
+    return bundle.model.block_predict(matrix, folds, bundle.method, bundle.oos_method)
+
+
+def s_evaluation_rows(
+    frame: pd.DataFrame, folds: pd.DataFrame | None, bundle: ModelPrediction
+) -> list:
+    """The base model on X with the observed treatment appended, against y."""
+    w = frame[W_COL].to_numpy()
+    every = np.ones(len(frame), dtype=bool)
+    prediction = predict_rows(
+        bundle.model, bundle.design, frame, folds, bundle.method, bundle.oos_method, every, w=w
+    )
+    return [(prediction, frame[Y_COL].to_numpy(dtype=float), every, None)]
 
 
 class SLearner(MetaLearner):
@@ -83,19 +141,57 @@ class SLearner(MetaLearner):
     def _supports_multi_class(cls) -> bool:
         return True
 
-    def __init__(self, is_classification: bool, n_variants: int, *args: Any, **kwargs: Any):
-        feature_set = kwargs.pop("feature_set", None)
-        if len(args) >= 9:
-            args = list(args)  # type: ignore[assignment]
-            feature_set, args[8] = args[8], None  # type: ignore[index]
-            args = tuple(args)
+    def __init__(
+        self,
+        is_classification: bool,
+        n_variants: int,
+        nuisance_model_factory: Any = None,
+        treatment_model_factory: Any = None,
+        propensity_model_factory: type | None = None,
+        nuisance_model_params: dict | None = None,
+        treatment_model_params: dict | None = None,
+        propensity_model_params: dict | None = None,
+        fitted_nuisance_models: dict[str, list[CrossFitEstimator]] | None = None,
+        fitted_propensity_model: CrossFitEstimator | None = None,
+        feature_set: Any = None,
+        n_folds: int | dict[str, int] = 10,
+        random_state: int | None = None,
+        *,
+        fold_strategy: str = "partition",
+        fold_key: str | None = None,
+        client: Client | None = None,
+        persist: bool | str = "auto",
+        plan: Any = None,
+        enable_overall: bool | dict[str, bool] = True,
+    ):
+        # as in metalearners, the base model sees every column: feature_set is ignored
         if feature_set is not None:
             warnings.warn(
                 "Base-model specific feature_sets were provided to S-Learner. These will be "
                 "ignored and all available features will be used instead.",
                 stacklevel=2,
             )
-        super().__init__(is_classification, n_variants, *args, **kwargs)
+        super().__init__(
+            is_classification,
+            n_variants,
+            nuisance_model_factory=nuisance_model_factory,
+            treatment_model_factory=treatment_model_factory,
+            propensity_model_factory=propensity_model_factory,
+            nuisance_model_params=nuisance_model_params,
+            treatment_model_params=treatment_model_params,
+            propensity_model_params=propensity_model_params,
+            fitted_nuisance_models=fitted_nuisance_models,
+            fitted_propensity_model=fitted_propensity_model,
+            feature_set=None,
+            n_folds=n_folds,
+            random_state=random_state,
+            fold_strategy=fold_strategy,
+            fold_key=fold_key,
+            client=client,
+            persist=persist,
+            plan=plan,
+            enable_overall=enable_overall,
+        )
         self._categorical: bool | None = None
 
     def _nuisance_entries(self, synchronize: bool) -> list[ModelEntry]:
@@ -130,40 +226,52 @@ class SLearner(MetaLearner):
         if NUISANCE in stages:
             self._categorical = self._uses_categorical()
 
-    def _bundle(self, is_oos: bool, oos_method: str, cate: bool) -> tuple[Any, tuple[int, ...]]:
+    def _counterfactual_outcomes(
+        self, is_oos: bool, oos_method: str
+    ) -> tuple[CounterfactualOutcomes, int]:
+        """The base model's counterfactual predictions and its number of outputs."""
         method = self._outcome_predict_method()
-        cfe = self._nuisance_models[BASE_MODEL][0]
         # in-sample, every row is in the base model's split: oos_method is not used
         if is_oos and oos_method == "median" and method == "predict_proba":
             raise ValueError(
                 "Cannot create median of class probabilities. Please use a different oos_method."
             )
-        n_out = n_outputs_of(self, BASE_MODEL)
-        k = self.n_variants - 1 if cate else self.n_variants
-        bundle = (cfe, self._design(BASE_MODEL), method, oos_method, self.n_variants, cate)
-        return bundle, (k, n_out)
+        outcomes = CounterfactualOutcomes(
+            model=self._nuisance_models[BASE_MODEL][0],
+            design=self._design(BASE_MODEL),
+            method=method,
+            oos_method=oos_method,
+            n_variants=self.n_variants,
+        )
+        return outcomes, n_outputs_of(self, BASE_MODEL)
 
     def _evaluation_plan(
         self, is_oos: bool, oos_method: str, scoring: dict[str, list[Any]]
     ) -> PartitionPlan:
         item = self._evaluated(BASE_MODEL, scoring, oos=(is_oos, oos_method))
-        cfe = self._nuisance_models[BASE_MODEL][0]
-        bundle = (cfe, self._design(BASE_MODEL), item.method, oos_method)
-        return PartitionPlan(s_evaluation_rows, bundle, (item,), self._feature_names())
+        base = ModelPrediction(
+            model=self._nuisance_models[BASE_MODEL][0],
+            design=self._design(BASE_MODEL),
+            method=item.method,
+            oos_method=oos_method,
+        )
+        return PartitionPlan(s_evaluation_rows, base, (item,), self._feature_names())
 
     def predict_conditional_average_outcomes(
-        self, X: Any, is_oos: bool, oos_method: str = OVERALL
+        self, X: Matrix, is_oos: bool, oos_method: str = OVERALL
     ) -> Any:
         """E[Y(k) | X] for every variant: ``(n, n_variants, n_outputs)``."""
         self._check_predict(is_oos, oos_method)
-        bundle, tail = self._bundle(is_oos, oos_method, cate=False)
-        return self._map(X, is_oos, s_cao_partition, bundle, tail, "slearner-cao")
+        outcomes, n_out = self._counterfactual_outcomes(is_oos, oos_method)
+        tail = (self.n_variants, n_out)
+        return self._map(X, is_oos, s_cao_partition, outcomes, tail, "slearner-cao")
 
-    def predict(self, X: Any, is_oos: bool, oos_method: str = OVERALL) -> Any:
+    def predict(self, X: Matrix, is_oos: bool, oos_method: str = OVERALL) -> Any:
         """The CATE of every variant against variant 0: ``(n, n_variants - 1, n_outputs)``."""
         self._check_predict(is_oos, oos_method)
-        bundle, tail = self._bundle(is_oos, oos_method, cate=True)
-        return self._map(X, is_oos, s_cao_partition, bundle, tail, "slearner-cate")
+        outcomes, n_out = self._counterfactual_outcomes(is_oos, oos_method)
+        tail = (self.n_variants - 1, n_out)
+        return self._map(X, is_oos, s_cate_partition, outcomes, tail, "slearner-cate")
 
     def predict_nuisance(
         self,
@@ -190,30 +298,22 @@ class SLearner(MetaLearner):
         if not 0 <= int(w) < self.n_variants:
             raise ValueError(f"w={w} is outside 0..{self.n_variants - 1}")
         self._check_predict(is_oos, oos_method)
-        cfe = self._nuisance_models[BASE_MODEL][0]
+        model = self._nuisance_models[BASE_MODEL][0]
         method = self._outcome_predict_method()
-        oos = cfe.check_predict_args(is_oos, method, oos_method)
+        oos = model.check_predict_args(is_oos, method, oos_method)
         n_out = n_outputs_of(self, BASE_MODEL)
-        bundle = (cfe, self._design(BASE_MODEL), method, oos, int(w))
+        outcome = OneVariantOutcome(
+            model=model,
+            design=self._design(BASE_MODEL),
+            method=method,
+            oos_method=oos,
+            variant=int(w),
+        )
         return self._map(
             X,
             is_oos,
-            _s_nuisance_partition,
-            bundle,
+            s_nuisance_partition,
+            outcome,
             (n_out,) if n_out > 1 else (),
             "slearner-nuisance",
         )
-
-
-def s_evaluation_rows(frame: pd.DataFrame, folds: pd.DataFrame | None, bundle: Any) -> list:
-    """The base model on X with the observed treatment appended, against y."""
-    cfe, design, method, oos = bundle
-    w = frame[W_COL].to_numpy()
-    every = np.ones(len(frame), dtype=bool)
-    prediction = predict_rows(cfe, design, frame, folds, method, oos, every, w=w)
-    return [(prediction, frame[Y_COL].to_numpy(dtype=float), every, None)]
-
-
-def _s_nuisance_partition(X: pd.DataFrame, folds: pd.DataFrame | None, bundle: Any) -> np.ndarray:
-    cfe, design, method, oos, w = bundle
-    return cfe.block_predict(design.matrix(X, np.full(len(X), w)), folds, method, oos)

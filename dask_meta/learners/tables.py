@@ -61,5 +61,17 @@ class Derivation:
 
 def derived_columns(entry: ModelEntry) -> tuple[str, str]:
     """The training-frame columns of a treatment model's derived target and weight."""
-    stem = f"{PARAM_PREFIX}{entry.kind}_{entry.ordinal}"
+    return _derived_columns(entry.kind, entry.ordinal)
+
+
+def _derived_columns(kind: str, ordinal: int) -> tuple[str, str]:
+    stem = f"{PARAM_PREFIX}{kind}_{ordinal}"
     return f"{stem}_target__", f"{stem}_weight__"
+
+
+def derived_entry(
+    kind: str, ordinal: int, variants: tuple[int, ...] | None, split: str = "own"
+) -> ModelEntry:
+    """A treatment model whose target is its own derived column (see :class:`Derivation`)."""
+    target, _ = _derived_columns(kind, ordinal)
+    return ModelEntry(kind, ordinal, variants, target, split)

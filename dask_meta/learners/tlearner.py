@@ -1,77 +1,113 @@
-"""T-learner: one outcome model per treatment variant; CATE_k = mu_k - mu_0."""
+"""T-learner (Kuenzel et al. 2019): one outcome model per treatment variant.
+
+``mu_k(x) = E[Y | X = x, W = k]`` is fitted on the rows of variant k; the CATE of variant k
+is ``mu_k(x) - mu_0(x)``.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from dask_meta._constants import OVERALL, VARIANT_OUTCOME_MODEL, W_COL, Y_COL
+from dask_meta._typing import Matrix
+from dask_meta.backends import Design
+from dask_meta.crossfit import CrossFitEstimator
 from dask_meta.evaluation import Evaluated, PartitionPlan, predict_rows
 from dask_meta.learners.base import MetaLearner, check_oos_for, n_outputs_of
 from dask_meta.learners.tables import ModelEntry, ModelSpecification
 
 
-def cao_partition(X: pd.DataFrame, folds: pd.DataFrame | None, bundle: Any) -> np.ndarray:
-    """Conditional average outcomes of one partition, ``(n, K, n_out)``, or the CATE.
+@dataclass(frozen=True)
+class OutcomeModels:
+    """The outcome model ``mu_k`` of every variant k (T-, X- and DR-learner)."""
+
+    models: tuple[CrossFitEstimator, ...]
+    design: Design
+    method: str
+    oos_method: str
+
+
+def cao_partition(X: pd.DataFrame, folds: pd.DataFrame | None, bundle: OutcomeModels) -> np.ndarray:
+    """Conditional average outcomes ``mu_k(X)`` of one partition: ``(n, K, n_outputs)``.
 
     In-sample, variant k's model predicts its own training rows with the fold model that did
-    not see them and every other row out-of-sample with ``oos_method`` (reference §3.1).
+    not see them and every other row out-of-sample with ``oos_method`` (metalearners' rule).
     """
-    cfes, designs, method, oos_method, cate = bundle
-    cao = np.stack(
+    matrix = bundle.design.matrix(X)
+    return np.stack(
         [
-            cfe.block_predict(d.matrix(X), folds, method, oos_method)
-            for cfe, d in zip(cfes, designs)
+            model.block_predict(matrix, folds, bundle.method, bundle.oos_method)
+            for model in bundle.models
         ],
         axis=1,
     )
-    return cao[:, 1:] - cao[:, [0]] if cate else cao
 
 
-def outcome_evaluation_rows(frame: pd.DataFrame, folds: pd.DataFrame | None, bundle: Any) -> list:
+def t_cate_partition(
+    X: pd.DataFrame, folds: pd.DataFrame | None, bundle: OutcomeModels
+) -> np.ndarray:
+    """CATE ``mu_k(X) - mu_0(X)`` of every variant k >= 1: ``(n, K-1, n_outputs)``."""
+    mu = cao_partition(X, folds, bundle)
+    return mu[:, 1:] - mu[:, [0]]
+
+
+def outcome_evaluation_rows(
+    frame: pd.DataFrame, folds: pd.DataFrame | None, bundle: OutcomeModels
+) -> list:
     """Variant k's outcome model on the rows w == k against y (T, X and DR)."""
-    cfes, designs, method, oos = bundle
     y = frame[Y_COL].to_numpy(dtype=float)
     w = frame[W_COL].to_numpy()
     return [
-        (predict_rows(cfe, d, frame, folds, method, oos, w == k), y, w == k, None)
-        for k, (cfe, d) in enumerate(zip(cfes, designs, strict=True))
+        (
+            predict_rows(
+                model, bundle.design, frame, folds, bundle.method, bundle.oos_method, w == k
+            ),
+            y,
+            w == k,
+            None,
+        )
+        for k, model in enumerate(bundle.models)
     ]
 
 
 class ConditionalAverageOutcomes:
-    """E[Y(k) | X] from the variant outcome models (T, X and DR; reference §3.1)."""
+    """``E[Y(k) | X] = mu_k(X)`` from the variant outcome models (T-, X- and DR-learner)."""
 
-    def _outcome_bundle(self: Any, oos_method: str, cate: bool) -> tuple[Any, tuple[int, ...]]:
+    def _outcome_models(self: Any, oos_method: str) -> OutcomeModels:
         method = self._outcome_predict_method()
-        cfes = self._nuisance_models[VARIANT_OUTCOME_MODEL]
-        for cfe in cfes:
-            check_oos_for(cfe, method, oos_method)
-        designs = [self._design(VARIANT_OUTCOME_MODEL) for _ in cfes]
-        n_out = n_outputs_of(self, VARIANT_OUTCOME_MODEL)
-        k = self.n_variants - 1 if cate else self.n_variants
-        return (cfes, designs, method, oos_method, cate), (k, n_out)
+        models = self._nuisance_models[VARIANT_OUTCOME_MODEL]
+        for model in models:
+            check_oos_for(model, method, oos_method)
+        return OutcomeModels(
+            models=tuple(models),
+            design=self._design(VARIANT_OUTCOME_MODEL),
+            method=method,
+            oos_method=oos_method,
+        )
 
     def _outcome_evaluation(
         self: Any, is_oos: bool, oos_method: str, scoring: dict[str, list[Any]]
-    ) -> tuple[tuple[Any, ...], tuple[Evaluated, ...]]:
-        """The bundle of :func:`outcome_evaluation_rows` and the evaluated outcome models."""
-        (cfes, designs, method, oos, _), _ = self._outcome_bundle(oos_method, cate=False)
+    ) -> tuple[OutcomeModels, tuple[Evaluated, ...]]:
+        """The outcome models for :func:`outcome_evaluation_rows` and what is scored of them."""
+        outcomes = self._outcome_models(oos_method)
         items = tuple(
             self._evaluated(VARIANT_OUTCOME_MODEL, scoring, k, f"{k}_", oos=(is_oos, oos_method))
             for k in range(self.n_variants)
         )
-        return (cfes, designs, method, oos), items
+        return outcomes, items
 
     def predict_conditional_average_outcomes(
-        self: Any, X: Any, is_oos: bool, oos_method: str = OVERALL
+        self: Any, X: Matrix, is_oos: bool, oos_method: str = OVERALL
     ) -> Any:
         """E[Y(k) | X] for every variant: ``(n, n_variants, n_outputs)``."""
         self._check_predict(is_oos, oos_method)
-        bundle, tail = self._outcome_bundle(oos_method, cate=False)
-        return self._map(X, is_oos, cao_partition, bundle, tail, "cao")
+        outcomes = self._outcome_models(oos_method)
+        tail = (self.n_variants, n_outputs_of(self, VARIANT_OUTCOME_MODEL))
+        return self._map(X, is_oos, cao_partition, outcomes, tail, "cao")
 
 
 class TLearner(ConditionalAverageOutcomes, MetaLearner):
@@ -102,14 +138,15 @@ class TLearner(ConditionalAverageOutcomes, MetaLearner):
         # metalearners: every variant model uses its own (Stratified)KFold over its rows
         return [ModelEntry(VARIANT_OUTCOME_MODEL, k, (k,), Y_COL) for k in range(self.n_variants)]
 
-    def predict(self, X: Any, is_oos: bool, oos_method: str = OVERALL) -> Any:
+    def predict(self, X: Matrix, is_oos: bool, oos_method: str = OVERALL) -> Any:
         """The CATE of every variant against variant 0: ``(n, n_variants - 1, n_outputs)``."""
         self._check_predict(is_oos, oos_method)
-        bundle, tail = self._outcome_bundle(oos_method, cate=True)
-        return self._map(X, is_oos, cao_partition, bundle, tail, "tlearner-cate")
+        outcomes = self._outcome_models(oos_method)
+        tail = (self.n_variants - 1, n_outputs_of(self, VARIANT_OUTCOME_MODEL))
+        return self._map(X, is_oos, t_cate_partition, outcomes, tail, "tlearner-cate")
 
     def _evaluation_plan(
         self, is_oos: bool, oos_method: str, scoring: dict[str, list[Any]]
     ) -> PartitionPlan:
-        bundle, items = self._outcome_evaluation(is_oos, oos_method, scoring)
-        return PartitionPlan(outcome_evaluation_rows, bundle, items, self._feature_names())
+        outcomes, items = self._outcome_evaluation(is_oos, oos_method, scoring)
+        return PartitionPlan(outcome_evaluation_rows, outcomes, items, self._feature_names())

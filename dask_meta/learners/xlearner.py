@@ -1,7 +1,12 @@
-"""X-learner (Kuenzel et al. 2019): imputed effects, weighted by the propensity."""
+"""X-learner (Kuenzel et al. 2019): imputed effects, weighted by the propensity.
+
+Effect models ``tau_1k`` (on D1 = y - mu_0, rows w == k) and ``tau_0k`` (on D0 = mu_k - y,
+rows w == 0) combine as ``tau_k = g_k tau_0k + (1 - g_k) tau_1k`` with ``g_k = e_k / (e_0 + e_k)``.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -17,76 +22,125 @@ from dask_meta._constants import (
     W_COL,
     Y_COL,
 )
+from dask_meta._typing import Matrix
+from dask_meta.backends import Design
+from dask_meta.crossfit import CrossFitEstimator, ModelPrediction, model_partition
 from dask_meta.evaluation import PartitionPlan, predict_rows
-from dask_meta.learners._common import effect_outputs, positive_class
+from dask_meta.learners._common import effect_outputs, positive_class, prediction_rows
 from dask_meta.learners.base import MetaLearner
 from dask_meta.learners.fit_run import FitRun
-from dask_meta.learners.tables import Derivation, ModelEntry, ModelSpecification, derived_columns
+from dask_meta.learners.tables import Derivation, ModelEntry, ModelSpecification, derived_entry
 from dask_meta.learners.tlearner import (
     ConditionalAverageOutcomes,
+    OutcomeModels,
     cao_partition,
     outcome_evaluation_rows,
 )
 
 
-def imputed_effect(
-    part: pd.DataFrame,
-    models: dict,
-    outcome_kind_ord: tuple[str, int],
-    rows_variant: int,
-    sign: int,
-    design: Any,
-    method: str,
-    is_classification: bool,
-) -> np.ndarray:
+@dataclass(frozen=True)
+class ImputedEffect:
+    """How an effect model's target is imputed from the other variant's outcome model."""
+
+    #: the outcome model that predicts the missing potential outcome
+    outcome: tuple[str, int]
+    #: the rows of this variant get the imputed effect
+    rows_variant: int
+    #: D1 = y - mu_0 (the treated variant's rows) rather than D0 = mu_k - y (variant 0's rows)
+    treated: bool
+    design: Design
+    method: str
+    is_classification: bool
+
+
+def imputed_effect(part: pd.DataFrame, models: dict, spec: ImputedEffect) -> np.ndarray:
     """D1 = y - mu_0(X) on rows w == k, or D0 = mu_k(X) - y on rows w == 0 (NaN elsewhere).
 
     mu comes from the other variant's outcome model; those rows are out-of-sample for it, so
     its overall model predicts them (metalearners' in-sample mixing rule).
     """
     out = np.full(len(part), np.nan)
-    rows = np.flatnonzero(part[W_COL].to_numpy() == rows_variant)
+    rows = np.flatnonzero(part[W_COL].to_numpy() == spec.rows_variant)
     if len(rows) == 0:
         return out
     sub = part.iloc[rows]
-    mu = models[outcome_kind_ord].block_predict(design.matrix(sub), sub, method, OVERALL)
-    mu = positive_class(mu, is_classification)
+    mu = models[spec.outcome].block_predict(spec.design.matrix(sub), sub, spec.method, OVERALL)
+    mu = positive_class(mu, spec.is_classification)
     y = sub[Y_COL].to_numpy(dtype=float)
-    out[rows] = (y - mu) if sign > 0 else (mu - y)
+    out[rows] = (y - mu) if spec.treated else (mu - y)
     return out
 
 
-def x_cate_partition(X: pd.DataFrame, folds: pd.DataFrame | None, bundle: Any) -> np.ndarray:
-    """tau_k = g_k * tau_control_k + (1 - g_k) * tau_treated_k, g_k = e_k / (e_0 + e_k)."""
-    propensity, p_design, p_oos, effects, oos_method, is_classification = bundle
-    e = propensity.block_predict(p_design.matrix(X), folds, "predict_proba", p_oos)
+@dataclass(frozen=True)
+class EffectModels:
+    """The effect models of every variant k >= 1: ``tau_1k`` fitted on the rows w == k
+    against D1, ``tau_0k`` on the rows w == 0 against D0."""
+
+    treated: tuple[CrossFitEstimator, ...]
+    control: tuple[CrossFitEstimator, ...]
+    treated_design: Design
+    control_design: Design
+    oos_method: str
+
+
+@dataclass(frozen=True)
+class XCate:
+    """What :func:`x_cate_partition` needs: the effect models and the propensity model."""
+
+    propensity: ModelPrediction
+    effects: EffectModels
+    is_classification: bool
+
+
+def x_cate_partition(X: pd.DataFrame, folds: pd.DataFrame | None, bundle: XCate) -> np.ndarray:
+    """tau_k = g_k * tau_0k + (1 - g_k) * tau_1k, g_k = e_k / (e_0 + e_k)."""
+    effects = bundle.effects
+    e = model_partition(X, folds, bundle.propensity)
+    treated_matrix = effects.treated_design.matrix(X)
+    control_matrix = effects.control_design.matrix(X)
     taus = []
-    for k, (treated, t_design, control, c_design) in enumerate(effects, start=1):
-        tau_t = treated.block_predict(t_design.matrix(X), folds, "predict", oos_method)[:, 0]
-        tau_c = control.block_predict(c_design.matrix(X), folds, "predict", oos_method)[:, 0]
+    pairs = zip(effects.treated, effects.control, strict=True)
+    for k, (treated, control) in enumerate(pairs, start=1):
+        tau_1 = treated.block_predict(treated_matrix, folds, "predict", effects.oos_method)[:, 0]
+        tau_0 = control.block_predict(control_matrix, folds, "predict", effects.oos_method)[:, 0]
         g = e[:, k] / (e[:, 0] + e[:, k])
-        taus.append(effect_outputs(g * tau_c + (1 - g) * tau_t, is_classification))
+        taus.append(effect_outputs(g * tau_0 + (1 - g) * tau_1, bundle.is_classification))
     return np.stack(taus, axis=1)
 
 
-def x_evaluation_rows(frame: pd.DataFrame, folds: pd.DataFrame | None, bundle: Any) -> list:
+@dataclass(frozen=True)
+class XEvaluation:
+    """What :func:`x_evaluation_rows` needs: every model of the X-learner."""
+
+    outcomes: OutcomeModels
+    propensity: ModelPrediction
+    effects: EffectModels
+    is_classification: bool
+
+
+def x_evaluation_rows(frame: pd.DataFrame, folds: pd.DataFrame | None, bundle: XEvaluation) -> list:
     """Outcome and propensity models, then the effect models against the imputed effects
     y - mu_0 (rows w == k) and mu_k - y (rows w == 0) from the conditional average outcomes."""
-    outcome_bundle, propensity, p_design, p_oos, effects, oos, is_classification = bundle
-    rows = outcome_evaluation_rows(frame, folds, outcome_bundle)
+    rows = outcome_evaluation_rows(frame, folds, bundle.outcomes)
     y = frame[Y_COL].to_numpy(dtype=float)
     w = frame[W_COL].to_numpy()
     every = np.ones(len(frame), dtype=bool)
-    e = predict_rows(propensity, p_design, frame, folds, "predict_proba", p_oos, every)
+    e = prediction_rows(bundle.propensity, frame, folds, every)
     rows.append((e, w.astype(float), every, None))
-    cao = cao_partition(frame, folds, (*outcome_bundle, False))
-    channel = 1 if is_classification else 0
+    mu = cao_partition(frame, folds, bundle.outcomes)
+    channel = 1 if bundle.is_classification else 0
+    effects = bundle.effects
     treated_rows, control_rows = [], []
-    for k, (treated, t_design, control, c_design) in enumerate(effects, start=1):
-        tau_t = predict_rows(treated, t_design, frame, folds, "predict", oos, w == k)
-        treated_rows.append((tau_t, y - cao[:, 0, channel], w == k, None))
-        tau_c = predict_rows(control, c_design, frame, folds, "predict", oos, w == 0)
-        control_rows.append((tau_c, cao[:, k, channel] - y, w == 0, None))
+    pairs = zip(effects.treated, effects.control, strict=True)
+    for k, (treated, control) in enumerate(pairs, start=1):
+        tau_1 = predict_rows(
+            treated, effects.treated_design, frame, folds, "predict", effects.oos_method, w == k
+        )
+        treated_rows.append((tau_1, y - mu[:, 0, channel], w == k, None))
+        tau_0 = predict_rows(
+            control, effects.control_design, frame, folds, "predict", effects.oos_method, w == 0
+        )
+        control_rows.append((tau_0, mu[:, k, channel] - y, w == 0, None))
     return rows + treated_rows + control_rows
 
 
@@ -137,39 +191,50 @@ class XLearner(ConditionalAverageOutcomes, MetaLearner):
         ] + [ModelEntry(PROPENSITY_MODEL, 0, None, W_COL)]
 
     def _treatment_entries(self, synchronize: bool) -> list[ModelEntry]:
-        entries = []
-        for k in range(1, self.n_variants):
-            for kind, variant in ((TREATMENT_EFFECT_MODEL, k), (CONTROL_EFFECT_MODEL, 0)):
-                entry = ModelEntry(
-                    kind, k - 1, (variant,), "", f"variant{variant}" if synchronize else "own"
-                )
-                entries.append(
-                    ModelEntry(kind, k - 1, (variant,), derived_columns(entry)[0], entry.split)
-                )
-        return entries
+        # synchronised: each effect model shares the split of the outcome model of its rows
+        return [
+            derived_entry(kind, k - 1, (variant,), f"variant{variant}" if synchronize else "own")
+            for k in range(1, self.n_variants)
+            for kind, variant in ((TREATMENT_EFFECT_MODEL, k), (CONTROL_EFFECT_MODEL, 0))
+        ]
 
     def _derivation(self, run: FitRun, entry: ModelEntry) -> Derivation:
         k = entry.ordinal + 1
         treated = entry.kind == TREATMENT_EFFECT_MODEL
+        # D1 (rows w == k) needs mu_0, D0 (rows w == 0) needs mu_k
         outcome = (VARIANT_OUTCOME_MODEL, 0 if treated else k)
-        return Derivation(
-            imputed_effect,
-            (outcome,),
-            (
-                outcome,
-                k if treated else 0,
-                1 if treated else -1,
-                self._design(VARIANT_OUTCOME_MODEL, run.data.columns),
-                self._outcome_predict_method(),
-                self.is_classification,
-            ),
+        spec = ImputedEffect(
+            outcome=outcome,
+            rows_variant=k if treated else 0,
+            treated=treated,
+            design=self._design(VARIANT_OUTCOME_MODEL, run.data.columns),
+            method=self._outcome_predict_method(),
+            is_classification=self.is_classification,
+        )
+        return Derivation(imputed_effect, (outcome,), (spec,))
+
+    def _propensity(self, oos_method: str) -> ModelPrediction:
+        return ModelPrediction(
+            model=self._nuisance_models[PROPENSITY_MODEL][0],
+            design=self._design(PROPENSITY_MODEL),
+            method="predict_proba",
+            oos_method=oos_method,
+        )
+
+    def _effect_models(self, oos_method: str) -> EffectModels:
+        return EffectModels(
+            treated=tuple(self._treatment_models[TREATMENT_EFFECT_MODEL]),
+            control=tuple(self._treatment_models[CONTROL_EFFECT_MODEL]),
+            treated_design=self._design(TREATMENT_EFFECT_MODEL),
+            control_design=self._design(CONTROL_EFFECT_MODEL),
+            oos_method=oos_method,
         )
 
     def _evaluation_plan(
         self, is_oos: bool, oos_method: str, scoring: dict[str, list[Any]]
     ) -> PartitionPlan:
         oos = (is_oos, oos_method)
-        outcome_bundle, items = self._outcome_evaluation(is_oos, oos_method, scoring)
+        outcomes, items = self._outcome_evaluation(is_oos, oos_method, scoring)
         propensity = self._evaluated(PROPENSITY_MODEL, scoring, oos=oos)
         treated = [
             self._evaluated(TREATMENT_EFFECT_MODEL, scoring, k - 1, f"{k}_vs_0_", oos=oos)
@@ -179,53 +244,33 @@ class XLearner(ConditionalAverageOutcomes, MetaLearner):
             self._evaluated(CONTROL_EFFECT_MODEL, scoring, k - 1, f"{k}_vs_0_", oos=oos)
             for k in range(1, self.n_variants)
         ]
-        bundle = (
-            outcome_bundle,
-            self._nuisance_models[PROPENSITY_MODEL][0],
-            self._design(PROPENSITY_MODEL),
-            oos_method,
-            self._effects(),
-            oos_method,
-            self.is_classification,
+        evaluation = XEvaluation(
+            outcomes=outcomes,
+            propensity=self._propensity(oos_method),
+            effects=self._effect_models(oos_method),
+            is_classification=self.is_classification,
         )
         return PartitionPlan(
             x_evaluation_rows,
-            bundle,
+            evaluation,
             (*items, propensity, *treated, *control),
             self._feature_names(),
         )
 
-    def _effects(self) -> list[tuple[Any, Any, Any, Any]]:
-        return [
-            (
-                self._treatment_models[TREATMENT_EFFECT_MODEL][k - 1],
-                self._design(TREATMENT_EFFECT_MODEL),
-                self._treatment_models[CONTROL_EFFECT_MODEL][k - 1],
-                self._design(CONTROL_EFFECT_MODEL),
-            )
-            for k in range(1, self.n_variants)
-        ]
-
-    def predict(self, X: Any, is_oos: bool, oos_method: str = OVERALL) -> Any:
+    def predict(self, X: Matrix, is_oos: bool, oos_method: str = OVERALL) -> Any:
         """The CATE ``(n, n_variants - 1, n_outputs)``; ``[-tau, tau]`` for classification."""
         self._check_predict(is_oos, oos_method)
         self._require_treatment_fitted()
-        propensity = self._nuisance_models[PROPENSITY_MODEL][0]
         # metalearners: no median of probabilities, so the propensity falls back to overall
-        p_oos = OVERALL if oos_method == MEDIAN else oos_method
-        effects = self._effects()
-        for treated, _, control, _ in effects:
+        propensity = self._propensity(OVERALL if oos_method == MEDIAN else oos_method)
+        effects = self._effect_models(oos_method)
+        for treated, control in zip(effects.treated, effects.control, strict=True):
             treated.check_predict_args(True, "predict", oos_method)
             control.check_predict_args(True, "predict", oos_method)
-        bundle = (
-            propensity,
-            self._design(PROPENSITY_MODEL),
-            p_oos,
-            effects,
-            oos_method,
-            self.is_classification,
+        cate = XCate(
+            propensity=propensity, effects=effects, is_classification=self.is_classification
         )
         n_out = 2 if self.is_classification else 1
         return self._map(
-            X, is_oos, x_cate_partition, bundle, (self.n_variants - 1, n_out), "xlearner-cate"
+            X, is_oos, x_cate_partition, cate, (self.n_variants - 1, n_out), "xlearner-cate"
         )
