@@ -1,6 +1,6 @@
 """The one fit pipeline: the training frame on the cluster, its folds and its fingerprint.
 
-Every fit goes through these steps, a learner's (:mod:`dask_meta.learners.run`) as well as a
+Every fit goes through these steps, a learner's (:mod:`dask_meta.learners.fit_run`) as well as a
 lone cross-fit estimator's or the explainer's surrogate models'
 (:func:`dask_meta.crossfit.fit_estimators`):
 
