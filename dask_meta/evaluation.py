@@ -30,6 +30,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.metrics import get_scorer
 
 from dask_meta import runtime
+from dask_meta.data import partitions, training_frame
 from dask_meta.training import FitContext, check_partition
 
 NEG_RMSE = "neg_root_mean_squared_error"
@@ -323,6 +324,37 @@ def _score_gathered(
 
 
 # --- the driver (client side) ---------------------------------------------------------------
+
+
+def evaluate_data(
+    client: Any,
+    X: Any,
+    y: Any,
+    w: Any,
+    is_oos: bool,
+    context: FitContext,
+    plan: PartitionPlan,
+) -> dict[str, float]:
+    """``evaluate()`` of X, y, w: checked against the fit (columns; for ``is_oos=False``
+    its partitions), then scored over partitions (:func:`evaluate_partitions`)."""
+    data = training_frame(X, y, w)
+    got = data.columns
+    if got.as_numpy != context.columns.as_numpy or set(got.names) != set(context.columns.names):
+        raise ValueError(
+            f"X has the columns {list(got.names)} but the learner was fitted on "
+            f"{list(context.columns.names)}"
+        )
+    frame_parts = partitions(data.frame)
+    fold_parts = None
+    if not is_oos:
+        if len(frame_parts) != len(context.lengths):
+            raise ValueError(
+                f"is_oos=False needs exactly the training data, but X has "
+                f"{len(frame_parts)} partitions where the training data had "
+                f"{len(context.lengths)}; use is_oos=True for other data"
+            )
+        fold_parts = partitions(context.fold_frame)
+    return evaluate_partitions(client, frame_parts, fold_parts, context, plan)
 
 
 def evaluate_partitions(

@@ -7,6 +7,7 @@ so that errors surface before any data is read.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Collection
 from typing import Any
 
@@ -142,3 +143,53 @@ def check_model_types(learner: Any) -> None:
                 f"'predict_proba' but {factory.__name__} is not a classifier; pass a "
                 "classifier."
             )
+
+
+def init_args(learner: Any) -> dict[str, Any]:
+    """Arguments that rebuild an unfitted learner with the same configuration."""
+    pre = learner._prefitted_nuisance_models
+    return {
+        "is_classification": learner.is_classification,
+        "n_variants": learner.n_variants,
+        "nuisance_model_factory": {
+            k: v
+            for k, v in learner.nuisance_model_factory.items()
+            if k != PROPENSITY_MODEL and k not in pre
+        },
+        "treatment_model_factory": learner.treatment_model_factory,
+        "propensity_model_factory": (
+            learner.nuisance_model_factory.get(PROPENSITY_MODEL)
+            if PROPENSITY_MODEL not in pre
+            else None
+        ),
+        "nuisance_model_params": {
+            k: v
+            for k, v in learner.nuisance_model_params.items()
+            if k != PROPENSITY_MODEL and k not in pre
+        },
+        "treatment_model_params": learner.treatment_model_params,
+        "propensity_model_params": (
+            learner.nuisance_model_params.get(PROPENSITY_MODEL)
+            if PROPENSITY_MODEL not in pre
+            else None
+        ),
+        "fitted_nuisance_models": {
+            k: copy.deepcopy(v)
+            for k, v in learner._nuisance_models.items()
+            if k in pre and k != PROPENSITY_MODEL
+        },
+        "fitted_propensity_model": (
+            copy.deepcopy(learner._nuisance_models.get(PROPENSITY_MODEL))
+            if PROPENSITY_MODEL in pre
+            else None
+        ),
+        "feature_set": learner.feature_set,
+        "n_folds": learner.n_folds,
+        "random_state": learner.random_state,
+        "fold_strategy": learner.fold_strategy,
+        "fold_key": learner.fold_key,
+        "client": learner.client,
+        "persist": learner.persist,
+        "plan": learner.plan,
+        "enable_overall": learner.enable_overall,
+    }

@@ -32,7 +32,7 @@ from dask_meta._constants import (
 )
 from dask_meta._typing import Matrix, Vector
 from dask_meta.backends import Design, requested_threads
-from dask_meta.cluster import resolve_client
+from dask_meta.cluster import ClusterShape, resolve_client
 from dask_meta.crossfit import (
     CrossFitEstimator,
     ModelPrediction,
@@ -40,13 +40,13 @@ from dask_meta.crossfit import (
     model_partition,
     validate_oos_method,
 )
-from dask_meta.data import is_dask, partitions, training_frame
+from dask_meta.data import is_dask
 from dask_meta.evaluation import (
     Evaluated,
     PartitionPlan,
     check_items,
     default_metric,
-    evaluate_partitions,
+    evaluate_data,
     response_method,
     validate_scoring,
 )
@@ -57,6 +57,7 @@ from dask_meta.learners.arguments import (
     check_model_types,
     check_prefitted,
     combine_propensity,
+    init_args,
     model_dict,
 )
 from dask_meta.learners.fit_run import FitRun
@@ -66,7 +67,7 @@ from dask_meta.plan import check_plan
 from dask_meta.planner import Limits
 from dask_meta.prediction import PartitionFn, map_predict
 from dask_meta.registry import register
-from dask_meta.training import FitContext
+from dask_meta.training import FitContext, persists
 
 __all__ = [
     "Derivation",
@@ -326,52 +327,7 @@ class MetaLearner(ABC):
     @property
     def init_args(self) -> dict[str, Any]:
         """Arguments that rebuild an unfitted learner with the same configuration."""
-        pre = self._prefitted_nuisance_models
-        return {
-            "is_classification": self.is_classification,
-            "n_variants": self.n_variants,
-            "nuisance_model_factory": {
-                k: v
-                for k, v in self.nuisance_model_factory.items()
-                if k != PROPENSITY_MODEL and k not in pre
-            },
-            "treatment_model_factory": self.treatment_model_factory,
-            "propensity_model_factory": (
-                self.nuisance_model_factory.get(PROPENSITY_MODEL)
-                if PROPENSITY_MODEL not in pre
-                else None
-            ),
-            "nuisance_model_params": {
-                k: v
-                for k, v in self.nuisance_model_params.items()
-                if k != PROPENSITY_MODEL and k not in pre
-            },
-            "treatment_model_params": self.treatment_model_params,
-            "propensity_model_params": (
-                self.nuisance_model_params.get(PROPENSITY_MODEL)
-                if PROPENSITY_MODEL not in pre
-                else None
-            ),
-            "fitted_nuisance_models": {
-                k: copy.deepcopy(v)
-                for k, v in self._nuisance_models.items()
-                if k in pre and k != PROPENSITY_MODEL
-            },
-            "fitted_propensity_model": (
-                copy.deepcopy(self._nuisance_models.get(PROPENSITY_MODEL))
-                if PROPENSITY_MODEL in pre
-                else None
-            ),
-            "feature_set": self.feature_set,
-            "n_folds": self.n_folds,
-            "random_state": self.random_state,
-            "fold_strategy": self.fold_strategy,
-            "fold_key": self.fold_key,
-            "client": self.client,
-            "persist": self.persist,
-            "plan": self.plan,
-            "enable_overall": self.enable_overall,
-        }
+        return init_args(self)
 
     def save(self, path: Any, **kwargs: Any) -> str:
         """Save this fitted learner to a directory; ``dask_meta.load(path)`` loads it.
@@ -503,6 +459,11 @@ class MetaLearner(ABC):
     def _after_fit(self, run: FitRun, stages: tuple[str, ...]) -> None:
         """Hook for learner state computed at fit time."""
 
+    def _persists(self, frame: Any, n_rows: int, shape: ClusterShape) -> bool:
+        """Whether fit keeps a training frame of ``n_rows`` in the cluster's memory
+        (``persist``; see :func:`dask_meta.training.persists`)."""
+        return persists(self.persist, frame, n_rows, shape)
+
     def _require_treatment_fitted(self) -> None:
         for kind, models in self._treatment_models.items():
             if not all(m.is_fitted for m in models):
@@ -603,24 +564,7 @@ class MetaLearner(ABC):
         check_items(plan.items)
         assert self._fit_context is not None
         context = self._fit_context
-        data = training_frame(X, y, w)
-        got = data.columns
-        if got.as_numpy != context.columns.as_numpy or set(got.names) != set(context.columns.names):
-            raise ValueError(
-                f"X has the columns {list(got.names)} but the learner was fitted on "
-                f"{list(context.columns.names)}"
-            )
-        frame_parts = partitions(data.frame)
-        fold_parts = None
-        if not is_oos:
-            if len(frame_parts) != len(context.lengths):
-                raise ValueError(
-                    f"is_oos=False needs exactly the training data, but X has "
-                    f"{len(frame_parts)} partitions where the training data had "
-                    f"{len(context.lengths)}; use is_oos=True for other data"
-                )
-            fold_parts = partitions(context.fold_frame)
-        return evaluate_partitions(self._predict_client(), frame_parts, fold_parts, context, plan)
+        return evaluate_data(self._predict_client(), X, y, w, bool(is_oos), context, plan)
 
     def _evaluation_plan(
         self, is_oos: bool, oos_method: str, scoring: dict[str, list[Any]]

@@ -39,7 +39,6 @@ from dask_meta.training import (
     RowParams,
     TrainingData,
     assign_folds,
-    persists,
     place,
     rows_in_memory,
 )
@@ -155,7 +154,7 @@ class FitRun:
         )
         check_fold_coverage(learner, entries, assignment, requests)
         planner = Planner(client, limits, label=f"dask_meta-{type(learner).__name__}", shape=shape)
-        persist = persists(learner.persist, assignment.frame, sum(s.n for s in stats), shape)
+        persist = learner._persists(assignment.frame, sum(s.n for s in stats), shape)
         try:
             training = place(planner, data, stats, assignment, persist)
             check_reused_data(learner, training.context, entries)
