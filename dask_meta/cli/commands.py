@@ -162,19 +162,25 @@ def fit(job: dict[str, Any], args: argparse.Namespace) -> int:
     return 0
 
 
+def _command_data(job: dict[str, Any], section: str, what: str) -> tuple[Any, str, Any]:
+    """The parquet a command reads: ``<section>.data`` (or ``data.path``), lazily, with its
+    path and storage options (``<section>.storage_options`` or ``data.storage_options``)."""
+    options = job_value(job, section, "storage_options") or job_value(
+        job, "data", "storage_options"
+    )
+    path = job_value(job, section, "data") or job_value(job, "data", "path")
+    if path is None:
+        raise JobError(f"the job needs {section}.data (or data.path): {what}")
+    return read_parquet(path, options, f"{section}.data"), path, options
+
+
 def predict(job: dict[str, Any], args: argparse.Namespace) -> int:
     """Write the CATE of ``predict.data`` with the saved learner to ``predict.output``."""
     import dask_meta
 
     learner = load_learner(job)
     features = fitted_features(learner)
-    options = job_value(job, "predict", "storage_options") or job_value(
-        job, "data", "storage_options"
-    )
-    path = job_value(job, "predict", "data") or job_value(job, "data", "path")
-    if path is None:
-        raise JobError("the job needs predict.data (or data.path): the rows to predict")
-    frame = read_parquet(path, options, "predict.data")
+    frame, path, options = _command_data(job, "predict", "the rows to predict")
     keep = job_value(job, "predict", "keep", [])
     keep = [keep] if isinstance(keep, str) else checked_type(keep, list, "predict.keep")
     check_columns(frame, features, "the learner's features", path)
@@ -213,13 +219,7 @@ def evaluate(job: dict[str, Any], args: argparse.Namespace) -> int:
     """Print (and optionally write) the saved learner's scores on ``evaluate.data``."""
     learner = load_learner(job)
     features = fitted_features(learner)
-    options = job_value(job, "evaluate", "storage_options") or job_value(
-        job, "data", "storage_options"
-    )
-    path = job_value(job, "evaluate", "data") or job_value(job, "data", "path")
-    if path is None:
-        raise JobError("the job needs evaluate.data (or data.path): rows with outcomes")
-    frame = read_parquet(path, options, "evaluate.data")
+    frame, path, options = _command_data(job, "evaluate", "rows with outcomes")
     outcome = checked_type(required_value(job, "data", "outcome"), str, "data.outcome")
     treatment = checked_type(required_value(job, "data", "treatment"), str, "data.treatment")
     check_columns(frame, [*features, outcome, treatment], "evaluate.data", path)
