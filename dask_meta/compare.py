@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from dask_meta import runtime
+from dask_meta._typing import Matrix, Vector
 from dask_meta.cluster import cluster_shape, resolve_client
 from dask_meta.plan import AUTO, Plan, check_plan
 from dask_meta.planner import parallel_efficiency
@@ -116,9 +117,9 @@ def _sampled(X: Any, y: Any, w: Any, sample: float | None, random_state: int) ->
 
 def compare_plans(
     learner: Any,
-    X: Any,
-    y: Any,
-    w: Any,
+    X: Matrix,
+    y: Vector,
+    w: Vector,
     plans: Sequence[Any] | None = None,
     sample: float | None = None,
     *,

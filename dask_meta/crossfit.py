@@ -347,11 +347,11 @@ class CrossFitEstimator:
             "crossfit-predict",
         )
 
-    def predict(self, X: Any, is_oos: bool, oos_method: str | None = None, **kwargs: Any) -> Any:
+    def predict(self, X: Matrix, is_oos: bool, oos_method: str | None = None, **kwargs: Any) -> Any:
         """Predict from X: in-sample (``is_oos=False``, exactly the training data) or not."""
         return self._predict(X, is_oos, "predict", oos_method)
 
-    def predict_proba(self, X: Any, is_oos: bool, oos_method: str | None = None) -> Any:
+    def predict_proba(self, X: Matrix, is_oos: bool, oos_method: str | None = None) -> Any:
         """Class probabilities ``(n, n_classes)``, in-sample or out-of-sample."""
         return self._predict(X, is_oos, "predict_proba", oos_method)
 

@@ -31,6 +31,7 @@ from sklearn.model_selection import ParameterGrid
 
 from dask_meta import runtime
 from dask_meta._constants import OVERALL, PROPENSITY_MODEL, W_COL, Y_COL
+from dask_meta._typing import Matrix, Vector
 from dask_meta.backends import COLLECTION, backend_of
 from dask_meta.cluster import resolve_client
 from dask_meta.data import _NO_TUNING, combine, is_dask
@@ -146,9 +147,9 @@ class MetaLearnerGridSearch:
 
     def fit(
         self,
-        X: Any,
-        y: Any,
-        w: Any,
+        X: Matrix,
+        y: Vector,
+        w: Vector,
         X_test: Any = None,
         y_test: Any = None,
         w_test: Any = None,

@@ -20,6 +20,7 @@ import pandas as pd
 
 from dask_meta import runtime
 from dask_meta._constants import OVERALL
+from dask_meta._typing import Matrix
 from dask_meta.data import _NO_TUNING, is_dask, partitions, prediction_frame
 
 if TYPE_CHECKING:
@@ -84,7 +85,7 @@ def _keep_list(keep: str | Sequence[str] | None, X: Any) -> list[str]:
 
 def write_predictions(
     learner: MetaLearner,
-    X: Any,
+    X: Matrix,
     path: str | os.PathLike[str],
     *,
     is_oos: bool,
@@ -149,14 +150,14 @@ def write_predictions(
 
     with dask.config.set(_NO_TUNING):
         blocks = list(prediction.to_delayed().ravel())
-        kept_parts: list[Any] = partitions(X[kept]) if kept else [None] * len(blocks)
+        kept_parts: list[Any] = partitions(cast(Any, X)[kept]) if kept else [None] * len(blocks)
         if len(kept_parts) != len(blocks):
             raise ValueError(
                 f"X has {len(kept_parts)} partitions but its prediction {len(blocks)} blocks"
             )
         meta = _prediction_partition(
             np.empty((0, n_effects, n_outputs)),
-            X._meta[kept] if kept else None,
+            cast(Any, X)._meta[kept] if kept else None,
             columns,
         )
         token = runtime.new_token()

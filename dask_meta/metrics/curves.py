@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from dask_meta._typing import Vector
 from dask_meta.metrics.binned_curves import _binned, _sample_size
 from dask_meta.metrics.curve_formulas import (
     _CURVES,
@@ -117,9 +118,9 @@ _NEEDS_BINARY = (
 
 
 def qini_curve(
-    y: Any,
-    cate: Any,
-    w: Any,
+    y: Vector,
+    cate: Vector,
+    w: Vector,
     *,
     variant: int | None = None,
     method: Method = "auto",
@@ -139,9 +140,9 @@ def qini_curve(
 
 
 def uplift_curve(
-    y: Any,
-    cate: Any,
-    w: Any,
+    y: Vector,
+    cate: Vector,
+    w: Vector,
     *,
     variant: int | None = None,
     method: Method = "auto",
@@ -195,9 +196,9 @@ def _score(
 
 
 def qini_auc_score(
-    y: Any,
-    cate: Any,
-    w: Any,
+    y: Vector,
+    cate: Vector,
+    w: Vector,
     *,
     negative_effect: bool = True,
     normalize: bool = True,
@@ -232,9 +233,9 @@ def qini_auc_score(
 
 
 def uplift_auc_score(
-    y: Any,
-    cate: Any,
-    w: Any,
+    y: Vector,
+    cate: Vector,
+    w: Vector,
     *,
     normalize: bool = True,
     variant: int | None = None,
@@ -275,8 +276,8 @@ def _perfect(
 
 
 def perfect_qini_curve(
-    y: Any,
-    w: Any,
+    y: Vector,
+    w: Vector,
     *,
     negative_effect: bool = True,
     variant: int | None = None,
@@ -287,7 +288,7 @@ def perfect_qini_curve(
 
 
 def perfect_uplift_curve(
-    y: Any, w: Any, *, variant: int | None = None, client: Any = None
+    y: Vector, w: Any, *, variant: int | None = None, client: Any = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """``sklift.metrics.perfect_uplift_curve`` for a binary ``y`` (one pass of four sums)."""
     return _perfect("uplift", y, w, variant, client)

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from dask_meta._typing import Vector
 from dask_meta.metrics.inputs import _CATE, _check_variant, _inputs, _pick_cate
 from dask_meta.metrics.runner import _add, _first_pass, _Runner
 
@@ -17,7 +18,7 @@ def _histogram(part: pd.DataFrame, edges: np.ndarray) -> np.ndarray:
 
 
 def cate_histogram(
-    cate: Any,
+    cate: Vector,
     *,
     bins: int = 50,
     value_range: tuple[float, float] | None = None,

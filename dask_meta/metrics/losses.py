@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from dask_meta._typing import Vector
 from dask_meta.metrics.inputs import (
     _CATE,
     _E,
@@ -54,11 +55,11 @@ def _root(mean: float, squared: bool) -> float:
 
 
 def r_loss(
-    cate_estimates: Any,
-    outcome_estimates: Any = None,
-    propensity_scores: Any = None,
-    outcomes: Any = None,
-    treatments: Any = None,
+    cate_estimates: Vector,
+    outcome_estimates: Vector | None = None,
+    propensity_scores: Vector | None = None,
+    outcomes: Vector | None = None,
+    treatments: Vector | None = None,
     *,
     outcome_residuals: Any = None,
     treatment_residuals: Any = None,
@@ -115,9 +116,9 @@ def r_loss(
 
 
 def dr_loss(
-    cate: Any,
-    y: Any = None,
-    w: Any = None,
+    cate: Vector,
+    y: Vector | None = None,
+    w: Vector | None = None,
     *,
     mu0: Any = None,
     mu1: Any = None,

@@ -7,6 +7,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from dask_meta._typing import Vector
 from dask_meta.metrics.binned_curves import _binned, _sample_size
 from dask_meta.metrics.exact_curves import _exact, _Want
 from dask_meta.metrics.inputs import _CATE, _W, _Y, _check_variant, _inputs, _pick_cate
@@ -52,9 +53,9 @@ def _percentile_table(
 
 
 def uplift_by_percentile(
-    y: Any,
-    cate: Any,
-    w: Any,
+    y: Vector,
+    cate: Vector,
+    w: Vector,
     *,
     strategy: Literal["overall", "by_group"] = "overall",
     bins: int = 10,

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from dask_meta._typing import Vector
 from dask_meta.metrics.inputs import (
     _CATE,
     _E,
@@ -45,9 +46,9 @@ def _policy_sums(
 
 
 def policy_value(
-    y: Any,
-    cate: Any,
-    w: Any,
+    y: Vector,
+    cate: Vector,
+    w: Vector,
     *,
     threshold: float = 0.0,
     propensity: Any = None,
