@@ -22,8 +22,8 @@ from dask_meta._typing import Matrix, Vector
 from dask_meta.backends import THREAD_PARAMS, requested_threads
 from dask_meta.cluster import cluster_shape, resolve_client
 from dask_meta.crossfit import CrossFitEstimator
-from dask_meta.data import training_frame
-from dask_meta.folds import SplitRequest
+from dask_meta.data import Frame, training_frame
+from dask_meta.folds import Assignment, SplitRequest
 from dask_meta.learners.checks import (
     check_data,
     check_fold_coverage,
@@ -35,6 +35,7 @@ from dask_meta.plan import Calibration, Plan, PlanChoice
 from dask_meta.planner import Job, Limits, Planner, resolve_threads
 from dask_meta.runtime import new_token
 from dask_meta.training import (
+    FitContext,
     FoldSettings,
     RowParams,
     TrainingData,
@@ -78,11 +79,11 @@ class FitRun:
 
     # the training data's parts, as the jobs and derivations read them
     @property
-    def data(self) -> Any:
+    def data(self) -> Frame:
         return self.training.data
 
     @property
-    def assignment(self) -> Any:
+    def assignment(self) -> Assignment:
         return self.training.assignment
 
     @property
@@ -90,7 +91,7 @@ class FitRun:
         return self.training.parts
 
     @property
-    def context(self) -> Any:
+    def context(self) -> FitContext:
         return self.training.context
 
     @property
