@@ -1,5 +1,6 @@
 """dask-meta: CATE meta-learners (S, T, X, R, DR) on Dask, a drop-in for metalearners."""
 
+from dask_meta.bootstrap import Bootstrap
 from dask_meta.cluster import close_embedded, embedded_client
 from dask_meta.compare import compare_plans
 from dask_meta.crossfit import CrossFitEstimator
@@ -20,6 +21,7 @@ from dask_meta.progress import verbose
 from dask_meta.utils import simplify_output
 
 __all__ = [
+    "Bootstrap",
     "CrossFitEstimator",
     "DRLearner",
     "MetaLearner",

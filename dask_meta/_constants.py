@@ -21,6 +21,9 @@ Y_COL = "__dask_meta_y__"
 W_COL = "__dask_meta_w__"
 FOLD_PREFIX = "__dask_meta_fold_"
 PARAM_PREFIX = "__dask_meta_param_"
+#: A row's identity (its global row number, or a hash of ``fold_key``): what a bootstrap
+#: replicate draws the row's weight from (:mod:`dask_meta.resampling`).
+ROW_ID_COL = "__dask_meta_row_id__"
 RESERVED_PREFIX = "__dask_meta_"
 
 #: Rows of a partition strategy fold column that a model did not train on.

@@ -177,7 +177,7 @@ class PlannedJob:
     """What the cost model knows of one fit before it runs."""
 
     stage: str
-    group: tuple[str, str, int]
+    group: tuple[Any, ...]
     rows: int
     model: str
     #: columns of its training matrix (for the memory estimate)
@@ -470,7 +470,7 @@ def explicit_choice(plan: Plan, threads: int | None, limits: tuple) -> PlanChoic
     )
 
 
-def concurrency(n_fits_per_group: dict[tuple[str, str, int], int], limits: tuple) -> int:
+def concurrency(n_fits_per_group: dict[tuple[Any, ...], int], limits: tuple) -> int:
     """Most fits that may be in flight at once under the two limits (per stage, the max)."""
     cf, bl = limits
     best = 0

@@ -112,10 +112,13 @@ class Job:
     #: deferred jobs wait for this one (a nuisance fit that the treatment models' targets
     #: are derived from): it runs before the jobs nothing waits for, whatever their length
     blocks: bool = False
+    #: the bootstrap replicate this fit belongs to (None: a learner's own fit)
+    replicate: int | None = None
 
     @property
-    def group(self) -> tuple[str, str, int]:
-        return (self.stage, self.kind, self.ordinal)
+    def group(self) -> tuple[str, str, int, int | None]:
+        """The cross-fit estimator the job fits a model of (the cross-fitting limit's unit)."""
+        return (self.stage, self.kind, self.ordinal, self.replicate)
 
 
 def describe(job: Job) -> str:
@@ -123,7 +126,8 @@ def describe(job: Job) -> str:
     if job.members:
         return f"{job.kind} {job.ordinal} (its {len(job.members)} fits, streamed together)"
     which = "overall model" if job.fold is None else f"fold {job.fold}"
-    return f"{job.kind} {job.ordinal} {which}"
+    of = "" if job.replicate is None else f" of bootstrap replicate {job.replicate}"
+    return f"{job.kind} {job.ordinal} {which}{of}"
 
 
 class FitKilledWorker(KilledWorker):
@@ -414,7 +418,7 @@ class Planner:
         results: dict[str, FitResult] = {}
         #: future -> (job, time submitted, index of the next stream step, worker placed on)
         in_flight: dict[Future, tuple[Job, float, int, str | None]] = {}
-        per_group: Counter[tuple[str, str, int]] = Counter()
+        per_group: Counter[tuple[Any, ...]] = Counter()
         threads_in_flight = 0
         #: threads of local fits in flight per worker they were placed on
         placed: Counter[str] = Counter()
@@ -712,7 +716,7 @@ def fuse_streams(jobs: Sequence[Job], limits: Limits) -> list[Job]:
     per fit. Not when ``n_jobs_cross_fitting`` allows fewer fits of an estimator at once than
     it has.
     """
-    groups: dict[tuple[str, str, int], list[Job]] = {}
+    groups: dict[tuple[Any, ...], list[Job]] = {}
     for job in jobs:
         if job.backend == STREAM and not job.members:
             groups.setdefault(job.group, []).append(job)

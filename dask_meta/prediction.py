@@ -10,6 +10,7 @@ columns and checks each partition against the training data.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import dask
@@ -24,6 +25,19 @@ from dask_meta.data import Frame, partitions, prediction_frame
 from dask_meta.training import FitContext, check_partition
 
 PartitionFn = Callable[[pd.DataFrame, pd.DataFrame | None, Any], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One prediction of a fitted learner, before it is mapped over X: its per-partition
+    function, the models that function reads (``bundle``), the shape of one row's output
+    and the task name. A learner's ``predict`` maps its CATE prediction; a bootstrap maps
+    those of all its replicates in one task per partition."""
+
+    fn: PartitionFn
+    bundle: Any
+    tail: tuple[int, ...]
+    name: str
 
 
 def _oos_block(
@@ -113,3 +127,51 @@ def map_predict(
     if frame.in_memory:
         return np.asarray(runtime.compute_now(result, client))
     return result
+
+
+def _in_sample_sums(
+    X: pd.DataFrame,
+    folds: pd.DataFrame,
+    fn: PartitionFn,
+    bundle: Any,
+    number: int,
+    lengths: tuple[int, ...],
+    fingerprints: tuple[int, ...],
+    names: tuple[Any, ...],
+) -> np.ndarray:
+    check_partition(X, number, lengths, fingerprints, names)
+    return np.asarray(
+        fn(X.reset_index(drop=True), folds.reset_index(drop=True), bundle), dtype=float
+    )
+
+
+def sum_in_sample(
+    X: Any, context: FitContext, fn: PartitionFn, bundle: Any, client: Client, name: str
+) -> np.ndarray:
+    """The sum over the training partitions of ``fn(X_part, folds_part, bundle)`` (an array
+    of one shape in every partition): in-sample statistics computed where the data live,
+    only the per-partition sums come back."""
+    frame = X if isinstance(X, Frame) else prediction_frame(X, context.columns)
+    x_parts = partitions(frame.frame)
+    if len(x_parts) != len(context.lengths):
+        raise ValueError(
+            f"X must be the training data, but it has {len(x_parts)} partitions where the "
+            f"training data had {len(context.lengths)}"
+        )
+    token = runtime.new_token()
+    models = dask.delayed(bundle, name=runtime.task_key("models", token), traverse=False)
+    tasks = [
+        dask.delayed(_in_sample_sums, pure=True)(
+            part,
+            folds,
+            fn,
+            models,
+            i,
+            context.lengths,
+            context.fingerprints,
+            context.columns.names,
+            dask_key_name=runtime.task_key(name, i, token),
+        )
+        for i, (part, folds) in enumerate(zip(x_parts, partitions(context.fold_frame), strict=True))
+    ]
+    return np.sum(runtime.gather_tasks(client, tasks), axis=0)  # type: ignore[no-any-return]

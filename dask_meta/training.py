@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from distributed import Client
 
-from dask_meta._constants import PARAM_PREFIX, W_COL
+from dask_meta._constants import PARAM_PREFIX, ROW_ID_COL, W_COL
 from dask_meta.cluster import ClusterShape
 from dask_meta.data import (
     Columns,
@@ -69,7 +69,9 @@ class FitContext:
 def fit_context(
     columns: Columns, assignment: Assignment, lengths: Sequence[int], fingerprints: Sequence[int]
 ) -> FitContext:
-    fold_frame = narrow(assignment.frame, [W_COL, *assignment.fold_columns])
+    # a bootstrap's row identities too: its in-sample estimates weigh rows by their counts
+    ids = [ROW_ID_COL] if ROW_ID_COL in assignment.frame.columns else []
+    fold_frame = narrow(assignment.frame, [W_COL, *assignment.fold_columns, *ids])
     return FitContext(columns, fold_frame, tuple(lengths), tuple(fingerprints))
 
 

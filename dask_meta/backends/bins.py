@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from dask_meta._constants import W_COL
+from dask_meta._constants import ROW_ID_COL, W_COL
+from dask_meta.backends.rows import row_fit_params
 from dask_meta.backends.specs import Design, FitSpec, is_pairwise
 from dask_meta.backends.threads import fit_params_with_threads, on_threads
 
@@ -194,6 +195,8 @@ def label_columns(spec: FitSpec) -> set[str]:
     columns = {W_COL, spec.target, *spec.row_params.values()}
     if spec.rows.fold_col is not None:
         columns.add(spec.rows.fold_col)
+    if spec.resample is not None:
+        columns.add(ROW_ID_COL)
     return columns
 
 
@@ -218,9 +221,7 @@ def fit_binned(
     positions = np.flatnonzero(keep)
     # column by column: the selected rows of the whole frame would copy the features too
     y = frame[spec.target].to_numpy()[positions]
-    fit_params = dict(spec.fit_params)
-    for name, column in spec.row_params.items():
-        fit_params[name] = frame[column].to_numpy()[positions]
+    fit_params = row_fit_params(spec, frame, positions)
     params = fit_params_with_threads(spec.factory, spec.params, spec.thread_param, spec.threads)
     model = spec.factory(**params)
     # the features are in the subsets already: fit sees their names only

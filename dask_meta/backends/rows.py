@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dask_meta._constants import W_COL
+from dask_meta._constants import ROW_ID_COL, W_COL
 from dask_meta.backends.specs import FitSpec, RowSelection
 
 
@@ -47,7 +47,27 @@ def training_arrays(spec: FitSpec, frame: pd.DataFrame) -> tuple[Any, np.ndarray
     w = frame[W_COL].to_numpy() if W_COL in frame.columns else None
     X = spec.design.matrix(frame, w)
     y = frame[spec.target].to_numpy()
+    return X, y, row_fit_params(spec, frame)
+
+
+def row_fit_params(
+    spec: FitSpec, frame: pd.DataFrame, positions: np.ndarray | None = None
+) -> dict[str, Any]:
+    """The fit parameters of a job's rows (``positions`` of ``frame``, default all): its
+    static ones, the per-row ones from their columns, and a bootstrap replicate's counts
+    as ``sample_weight`` (times the given one)."""
+
+    def column(name: str) -> np.ndarray:
+        values = frame[name].to_numpy()
+        return values if positions is None else values[positions]
+
     fit_params = dict(spec.fit_params)
-    for name, column in spec.row_params.items():
-        fit_params[name] = frame[column].to_numpy()
-    return X, y, fit_params
+    for name, source in spec.row_params.items():
+        fit_params[name] = column(source)
+    if spec.resample is not None:
+        counts = spec.resample.counts(column(ROW_ID_COL))
+        given = fit_params.get("sample_weight")
+        fit_params["sample_weight"] = (
+            counts if given is None else counts * np.asarray(given, dtype=float)
+        )
+    return fit_params

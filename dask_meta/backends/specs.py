@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from dask_meta._constants import NOT_IN_SPLIT, W_COL
+from dask_meta.resampling import Resample
 
 LOCAL = "local"
 STREAM = "stream"
@@ -168,6 +169,9 @@ class FitSpec:
     classes: np.ndarray | None = None
     #: key of the shared binned LightGBM Dataset this fit trains on (None: its own data)
     bins: str | None = None
+    #: a bootstrap replicate's fit: its rows weigh their Poisson counts (times any
+    #: ``sample_weight``), drawn from the training frame's row identities
+    resample: Resample | None = None
 
 
 @dataclass

@@ -65,7 +65,7 @@ from dask_meta.learners.fitting import fit_stages
 from dask_meta.learners.tables import Derivation, ModelEntry, ModelSpecification
 from dask_meta.plan import check_plan
 from dask_meta.planner import Limits
-from dask_meta.prediction import PartitionFn, map_predict
+from dask_meta.prediction import PartitionFn, Prediction, map_predict
 from dask_meta.registry import register
 from dask_meta.training import FitContext, persists
 
@@ -691,6 +691,24 @@ class MetaLearner(ABC):
         assert self._fit_context is not None
         client = self._predict_client() if not is_dask(X) else None
         return map_predict(X, self._fit_context, is_oos, fn, bundle, tail, client, name)
+
+    def predict(self, X: Matrix, is_oos: bool, oos_method: str = OVERALL) -> Any:
+        """The CATE of every variant against variant 0: ``(n, n_variants - 1, n_outputs)``.
+
+        For classification the S- and T-learner give the difference of every class's
+        probability; the X-, R- and DR-learner ``[-tau, tau]`` for the positive class, as
+        metalearners does.
+        """
+        return self._map_prediction(X, is_oos, self._cate(is_oos, oos_method))
+
+    def _map_prediction(self, X: Any, is_oos: bool, prediction: Prediction) -> Any:
+        return self._map(
+            X, is_oos, prediction.fn, prediction.bundle, prediction.tail, prediction.name
+        )
+
+    def _cate(self, is_oos: bool, oos_method: str) -> Prediction:
+        """The CATE prediction that ``predict`` maps over X (each learner's own)."""
+        raise NotImplementedError
 
     def predict_nuisance(
         self,

@@ -42,6 +42,7 @@ from dask_meta.learners.tlearner import (
     OutcomeModels,
     outcome_evaluation_rows,
 )
+from dask_meta.prediction import Prediction
 
 
 @dataclass(frozen=True)
@@ -302,21 +303,15 @@ class DRLearner(ConditionalAverageOutcomes, MetaLearner):
             dr_evaluation_rows, evaluation, (*items, propensity, *treatments), self._feature_names()
         )
 
-    def predict(self, X: Matrix, is_oos: bool, oos_method: str = OVERALL) -> Any:
-        """The CATE ``(n, n_variants - 1, n_outputs)``; ``[-tau, tau]`` for classification."""
+    def _cate(self, is_oos: bool, oos_method: str) -> Prediction:
         self._check_predict(is_oos, oos_method)
         self._require_treatment_fitted()
         effects = self._effect_models(oos_method)
         for m in effects.models:
             m.check_predict_args(True, "predict", oos_method)
         n_out = 2 if self.is_classification else 1
-        return self._map(
-            X,
-            is_oos,
-            treatment_cate_partition,
-            effects,
-            (self.n_variants - 1, n_out),
-            "drlearner-cate",
+        return Prediction(
+            treatment_cate_partition, effects, (self.n_variants - 1, n_out), "drlearner-cate"
         )
 
     def average_treatment_effect(

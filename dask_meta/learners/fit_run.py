@@ -9,6 +9,7 @@ by :mod:`dask_meta.learners.jobs`, their threads and limits chosen by
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from dask_meta.learners.checks import (
 from dask_meta.learners.tables import ModelEntry
 from dask_meta.plan import Calibration, Plan, PlanChoice
 from dask_meta.planner import Job, Limits, Planner, resolve_threads
+from dask_meta.resampling import Resample, with_row_ids
 from dask_meta.runtime import new_token
 from dask_meta.training import (
     FitContext,
@@ -76,6 +78,24 @@ class FitRun:
     bins_worth_sharing: set[str] = field(default_factory=set)
     #: the cross-fit estimators this run fits and their jobs, by (kind, ordinal)
     owners: dict[tuple[str, int], tuple[CrossFitEstimator, list[Job]]] = field(default_factory=dict)
+    #: how many fits of the learner's models the planner runs together: 1, or a bootstrap's
+    #: point fit and its replicates (:meth:`replicate`), which the plan is chosen for
+    n_fits: int = 1
+    #: a bootstrap replicate's number (from 0) and its weights; None for the point fit
+    replicate: int | None = None
+    resample: Resample | None = None
+
+    @property
+    def job_token(self) -> str:
+        """The token in this fit's job keys: a replicate's own, beside the run's."""
+        return self.token if self.replicate is None else f"{self.token}r{self.replicate}"
+
+    def replicate_of(self, learner: Any, number: int, resample: Resample) -> FitRun:
+        """A bootstrap replicate of this run: another learner fitted on the same training
+        data, folds, planner and shared bins, its rows weighted by ``resample``."""
+        return dataclasses.replace(
+            self, learner=learner, replicate=number, resample=resample, owners={}
+        )
 
     # the training data's parts, as the jobs and derivations read them
     @property
@@ -117,8 +137,10 @@ class FitRun:
         entries: Entries,
         limits: Limits,
         synchronize: bool,
+        row_ids: bool = False,
     ) -> FitRun:
-        """Check the requests, then the training frame on the cluster with its folds."""
+        """Check the requests, then the training frame on the cluster with its folds
+        (``row_ids``: and each row's identity, which bootstrap replicates weigh rows by)."""
         client = resolve_client(learner.client)
         shape = cluster_shape(client)
         for stage_entries in entries.values():
@@ -154,6 +176,10 @@ class FitRun:
             client, data, requests, folds, lambda stats: check_data(learner, stats)
         )
         check_fold_coverage(learner, entries, assignment, requests)
+        if row_ids:
+            lengths = [s.n for s in stats]
+            frame = with_row_ids(assignment.frame, lengths, learner.fold_key)
+            assignment = dataclasses.replace(assignment, frame=frame)
         planner = Planner(client, limits, label=f"dask_meta-{type(learner).__name__}", shape=shape)
         persist = learner._persists(assignment.frame, sum(s.n for s in stats), shape)
         try:

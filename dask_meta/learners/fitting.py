@@ -13,14 +13,30 @@ import logging
 import time
 from typing import Any
 
+import pandas as pd
+
 from dask_meta._constants import NUISANCE, TREATMENT
 from dask_meta._typing import Matrix, Vector
 from dask_meta.learners.arguments import parse_fit_params
-from dask_meta.learners.fit_run import FitRun
+from dask_meta.learners.fit_run import Entries, FitRun
 from dask_meta.learners.jobs import collect, plan_jobs
 from dask_meta.planner import Limits
 
 logger = logging.getLogger("dask_meta")
+
+
+def fit_entries(learner: Any, stages: tuple[str, ...], synchronize: bool) -> Entries:
+    """The models a fit of ``stages`` trains (prefitted nuisance models are never refitted)."""
+    return {
+        NUISANCE: [
+            e
+            for e in learner._nuisance_entries(synchronize)
+            if e.kind not in learner._prefitted_nuisance_models
+        ]
+        if NUISANCE in stages
+        else [],
+        TREATMENT: learner._treatment_entries(synchronize) if TREATMENT in stages else [],
+    }
 
 
 def fit_stages(
@@ -37,24 +53,10 @@ def fit_stages(
 
     A failed or interrupted fit cancels its tasks and leaves the learner as it was.
     """
-    qualified = parse_fit_params(
-        fit_params,
-        learner.nuisance_model_specifications(),
-        learner.treatment_model_specifications(),
-    )
-    learner._validate_fit_params(qualified)
+    qualified = qualified_fit_params(learner, fit_params)
     if TREATMENT in stages and NUISANCE not in stages:
         learner._require_nuisance_fitted()
-    entries = {
-        NUISANCE: [
-            e
-            for e in learner._nuisance_entries(bool(synchronize))
-            if e.kind not in learner._prefitted_nuisance_models
-        ]
-        if NUISANCE in stages
-        else [],
-        TREATMENT: learner._treatment_entries(bool(synchronize)) if TREATMENT in stages else [],
-    }
+    entries = fit_entries(learner, stages, bool(synchronize))
     run = FitRun.begin(learner, X, y, w, qualified, entries, limits, bool(synchronize))
     try:
         jobs, deferred = plan_jobs(run, entries)
@@ -67,8 +69,49 @@ def fit_stages(
         if run.shared_bins:
             run.planner.drop_bins(run.token)
         run.planner.release()
-    # install only once everything succeeded, and all at once: a failed or interrupted
-    # fit leaves the learner as it was (new lists of models, never edited in place)
+    install(run, fitted, stages, run_report(run))
+    if run.shared_bins:
+        logger.info(
+            "LightGBM models of this fit trained on subsets of one binned Dataset per "
+            "worker (bin bounds from all training rows, not each fit's own rows); "
+            "fold_strategy='sklearn' bins every fit on its own rows, as metalearners does"
+        )
+
+
+def qualified_fit_params(learner: Any, fit_params: dict | None) -> dict[str, dict[str, dict]]:
+    """``fit_params`` per stage and model kind, checked."""
+    qualified = parse_fit_params(
+        fit_params,
+        learner.nuisance_model_specifications(),
+        learner.treatment_model_specifications(),
+    )
+    learner._validate_fit_params(qualified)
+    return qualified
+
+
+def run_report(run: FitRun) -> pd.DataFrame:
+    """``fit_report_``: one row per fit of the run's planner, with the run's facts."""
+    report = run.planner.report_frame()
+    report.attrs["wall_time"] = time.time() - run.started
+    report.attrs["task_seconds"] = run.planner.task_seconds()
+    report.attrs["shared_bins"] = run.shared_bins
+    report.attrs["persisted"] = run.persisted
+    if run.plan_choice is not None:
+        report.attrs["plan"] = run.plan_choice.as_dict()
+    return report
+
+
+def install(
+    run: FitRun,
+    fitted: dict[tuple[str, int], Any],
+    stages: tuple[str, ...],
+    report: pd.DataFrame,
+) -> None:
+    """Install a run's fitted models in its learner, all at once, with ``report``.
+
+    New lists of models, never edited in place: a failure here leaves the learner as it was.
+    """
+    learner = run.learner
     nuisance = {kind: list(models) for kind, models in learner._nuisance_models.items()}
     treatment = {kind: list(models) for kind, models in learner._treatment_models.items()}
     for (kind, ordinal), cfe in fitted.items():
@@ -85,13 +128,6 @@ def fit_stages(
     if NUISANCE in stages and TREATMENT not in stages:
         # treatment models of an earlier fit do not belong to the new nuisance models
         treatment = {kind: [m.clone() for m in models] for kind, models in treatment.items()}
-    report = run.planner.report_frame()
-    report.attrs["wall_time"] = time.time() - run.started
-    report.attrs["task_seconds"] = run.planner.task_seconds()
-    report.attrs["shared_bins"] = run.shared_bins
-    report.attrs["persisted"] = run.persisted
-    if run.plan_choice is not None:
-        report.attrs["plan"] = run.plan_choice.as_dict()
     previous = dict(learner.__dict__)
     try:
         learner._nuisance_models = nuisance
@@ -106,9 +142,3 @@ def fit_stages(
         learner.__dict__.clear()
         learner.__dict__.update(previous)
         raise
-    if run.shared_bins:
-        logger.info(
-            "LightGBM models of this fit trained on subsets of one binned Dataset per "
-            "worker (bin bounds from all training rows, not each fit's own rows); "
-            "fold_strategy='sklearn' bins every fit on its own rows, as metalearners does"
-        )

@@ -55,24 +55,35 @@ from dask_meta.training import sorted_values
 Owners = dict[Need, tuple[CrossFitEstimator, list[Job]]]
 
 
-def plan_jobs(run: FitRun, entries: Entries) -> tuple[list[Job], list[Deferred]]:
+def plan_jobs(
+    run: FitRun, entries: Entries, planned: FitRun | None = None
+) -> tuple[list[Job], list[Deferred]]:
     """Jobs of the nuisance stage now; learners with a treatment stage add deferred ones.
 
     ``run.owners`` collects every cross-fit estimator the run fits, with its jobs (the
-    treatment models' as their deferred builds run).
+    treatment models' as their deferred builds run). A bootstrap replicate takes the plan
+    chosen for its ``planned`` point fit (threads, limits, calibrations) instead of its own.
     """
     learner = run.learner
     jobs: list[Job] = []
     all_entries = entries[NUISANCE] + entries[TREATMENT]
-    run.n_jobs_total = sum(learner._cfe(e.kind, e.ordinal).n_models for e in all_entries)
-    choose_plan(run, entries, auto=False)
+    run.n_jobs_total = run.n_fits * sum(
+        learner._cfe(e.kind, e.ordinal).n_models for e in all_entries
+    )
+    if planned is None:
+        choose_plan(run, entries, auto=False)
+    else:
+        _take_plan(run, planned)
     run.bins_worth_sharing = bins_worth_sharing(run, all_entries)
     for e in entries[NUISANCE]:
         cfe_jobs, cfe = entry_jobs(run, e, run.parts)
         run.owners[(e.kind, e.ordinal)] = (cfe, cfe_jobs)
         jobs.extend(cfe_jobs)
     if learner.plan == AUTO:
-        choose_plan(run, entries, auto=True, built=jobs)
+        if planned is None:
+            choose_plan(run, entries, auto=True, built=jobs)
+        else:
+            _take_plan(run, planned)
         for cfe, cfe_jobs in run.owners.values():
             if requested_threads(cfe.estimator_params) is None:
                 for job in cfe_jobs:
@@ -84,6 +95,13 @@ def plan_jobs(run: FitRun, entries: Entries) -> tuple[list[Job], list[Deferred]]
     for job in jobs:
         job.blocks = job.key in awaited
     return jobs, deferred
+
+
+def _take_plan(run: FitRun, planned: FitRun) -> None:
+    run.plan_threads = planned.plan_threads
+    run.plan_threads_by_kind = dict(planned.plan_threads_by_kind)
+    run.plan_choice = planned.plan_choice
+    run.calibrations = planned.calibrations
 
 
 def bins_worth_sharing(run: FitRun, entries: Sequence[ModelEntry]) -> set[str]:
@@ -161,7 +179,7 @@ def entry_jobs(
         row_params=run.row_params[(stage, entry.kind)],
         threads=threads,
         train_rows=train_rows(split, run.assignment.fold_strata, cfe.n_folds),
-        token=run.token,
+        token=run.job_token,
     )
     bins = None
     if (
@@ -179,7 +197,8 @@ def entry_jobs(
     for job in jobs:
         job.backend = backend
         job.meta = (run.assignment.frame._meta, extra_meta)
-        job.spec = dataclasses.replace(job.spec, classes=classes, bins=bins)
+        job.spec = dataclasses.replace(job.spec, classes=classes, bins=bins, resample=run.resample)
+        job.replicate = run.replicate
     weigh(run, cfe, jobs)
     return jobs, cfe
 

@@ -9,6 +9,7 @@ The auto plan times each local base-model class on a sample of the training data
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import time
 from collections.abc import Sequence
@@ -49,10 +50,12 @@ def choose_plan(
     shape = run.planner.shape
     assert shape is not None
     given = run.planner.limits
+    # a bootstrap fits the learner's models once per replicate, side by side
     groups = {
-        (learner._stage_of(e.kind), e.kind, e.ordinal): learner._cfe(e.kind, e.ordinal).n_models
+        (learner._stage_of(e.kind), e.kind, e.ordinal, r): learner._cfe(e.kind, e.ordinal).n_models
         for stage_entries in entries.values()
         for e in stage_entries
+        for r in range(run.n_fits)
     }
     if auto:
         choice = _auto_plan(run, entries, built, shape)
@@ -143,11 +146,12 @@ def _auto_plan(
             if split is None:
                 continue
             rows = train_rows(split, run.assignment.fold_strata, cfe.n_folds)
-            for fold in cfe.fitted_folds:  # not the folds of n_folds 1, nor a skipped overall
+            for fold, r in itertools.product(cfe.fitted_folds, range(run.n_fits)):
+                # not the folds of n_folds 1, nor a skipped overall model; once per replicate
                 planned.append(
                     PlannedJob(
                         stage=stage,
-                        group=(stage, e.kind, e.ordinal),
+                        group=(stage, e.kind, e.ordinal, r),
                         rows=int(rows[fold]),
                         model=name,
                         columns=n_columns,

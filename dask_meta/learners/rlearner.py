@@ -40,6 +40,7 @@ from dask_meta.learners.base import MetaLearner
 from dask_meta.learners.fit_run import FitRun
 from dask_meta.learners.tables import Derivation, ModelEntry, ModelSpecification, derived_entry
 from dask_meta.metrics.losses import r_loss as r_loss  # dask_meta.r_loss: one implementation
+from dask_meta.prediction import Prediction
 
 SAMPLE_WEIGHT = "sample_weight"
 
@@ -272,13 +273,10 @@ class RLearner(MetaLearner):
         )
         return PartitionPlan(r_evaluation_rows, evaluation, tuple(items), self._feature_names())
 
-    def predict(self, X: Matrix, is_oos: bool, oos_method: str = OVERALL) -> Any:
-        """The CATE ``(n, n_variants - 1, n_outputs)``; ``[-tau, tau]`` for classification."""
+    def _cate(self, is_oos: bool, oos_method: str) -> Prediction:
         self._check_predict(is_oos, oos_method)
         n_out = 2 if self.is_classification else 1
-        return self._map(
-            X,
-            is_oos,
+        return Prediction(
             treatment_cate_partition,
             self._cate_models(oos_method),
             (self.n_variants - 1, n_out),

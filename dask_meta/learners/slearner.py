@@ -26,6 +26,7 @@ from dask_meta.evaluation import PartitionPlan, predict_rows
 from dask_meta.learners.base import MetaLearner, n_outputs_of
 from dask_meta.learners.fit_run import FitRun
 from dask_meta.learners.tables import ModelEntry, ModelSpecification
+from dask_meta.prediction import Prediction
 
 TREATMENT_COLUMN = "treatment"
 
@@ -266,12 +267,11 @@ class SLearner(MetaLearner):
         tail = (self.n_variants, n_out)
         return self._map(X, is_oos, s_cao_partition, outcomes, tail, "slearner-cao")
 
-    def predict(self, X: Matrix, is_oos: bool, oos_method: str = OVERALL) -> Any:
-        """The CATE of every variant against variant 0: ``(n, n_variants - 1, n_outputs)``."""
+    def _cate(self, is_oos: bool, oos_method: str) -> Prediction:
         self._check_predict(is_oos, oos_method)
         outcomes, n_out = self._counterfactual_outcomes(is_oos, oos_method)
         tail = (self.n_variants - 1, n_out)
-        return self._map(X, is_oos, s_cate_partition, outcomes, tail, "slearner-cate")
+        return Prediction(s_cate_partition, outcomes, tail, "slearner-cate")
 
     def predict_nuisance(
         self,

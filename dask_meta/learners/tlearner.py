@@ -19,6 +19,7 @@ from dask_meta.crossfit import CrossFitEstimator
 from dask_meta.evaluation import Evaluated, PartitionPlan, predict_rows
 from dask_meta.learners.base import MetaLearner, check_oos_for, n_outputs_of
 from dask_meta.learners.tables import ModelEntry, ModelSpecification
+from dask_meta.prediction import Prediction
 
 
 @dataclass(frozen=True)
@@ -138,12 +139,11 @@ class TLearner(ConditionalAverageOutcomes, MetaLearner):
         # metalearners: every variant model uses its own (Stratified)KFold over its rows
         return [ModelEntry(VARIANT_OUTCOME_MODEL, k, (k,), Y_COL) for k in range(self.n_variants)]
 
-    def predict(self, X: Matrix, is_oos: bool, oos_method: str = OVERALL) -> Any:
-        """The CATE of every variant against variant 0: ``(n, n_variants - 1, n_outputs)``."""
+    def _cate(self, is_oos: bool, oos_method: str) -> Prediction:
         self._check_predict(is_oos, oos_method)
         outcomes = self._outcome_models(oos_method)
         tail = (self.n_variants - 1, n_outputs_of(self, VARIANT_OUTCOME_MODEL))
-        return self._map(X, is_oos, t_cate_partition, outcomes, tail, "tlearner-cate")
+        return Prediction(t_cate_partition, outcomes, tail, "tlearner-cate")
 
     def _evaluation_plan(
         self, is_oos: bool, oos_method: str, scoring: dict[str, list[Any]]

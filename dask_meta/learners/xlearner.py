@@ -22,7 +22,6 @@ from dask_meta._constants import (
     W_COL,
     Y_COL,
 )
-from dask_meta._typing import Matrix
 from dask_meta.backends import Design
 from dask_meta.crossfit import CrossFitEstimator, ModelPrediction, model_partition
 from dask_meta.evaluation import PartitionPlan, predict_rows
@@ -36,6 +35,7 @@ from dask_meta.learners.tlearner import (
     cao_partition,
     outcome_evaluation_rows,
 )
+from dask_meta.prediction import Prediction
 
 
 @dataclass(frozen=True)
@@ -257,8 +257,7 @@ class XLearner(ConditionalAverageOutcomes, MetaLearner):
             self._feature_names(),
         )
 
-    def predict(self, X: Matrix, is_oos: bool, oos_method: str = OVERALL) -> Any:
-        """The CATE ``(n, n_variants - 1, n_outputs)``; ``[-tau, tau]`` for classification."""
+    def _cate(self, is_oos: bool, oos_method: str) -> Prediction:
         self._check_predict(is_oos, oos_method)
         self._require_treatment_fitted()
         # metalearners: no median of probabilities, so the propensity falls back to overall
@@ -271,6 +270,4 @@ class XLearner(ConditionalAverageOutcomes, MetaLearner):
             propensity=propensity, effects=effects, is_classification=self.is_classification
         )
         n_out = 2 if self.is_classification else 1
-        return self._map(
-            X, is_oos, x_cate_partition, cate, (self.n_variants - 1, n_out), "xlearner-cate"
-        )
+        return Prediction(x_cate_partition, cate, (self.n_variants - 1, n_out), "xlearner-cate")

@@ -1,0 +1,258 @@
+"""Bootstrap confidence intervals for the CATE and the ATE of any meta-learner.
+
+``Bootstrap(learner, n_bootstraps=100, random_state=0).fit(X, y, w)`` fits a copy of the
+learner on the data (the point estimate) and ``n_bootstraps`` copies on Poisson bootstrap
+weights (:mod:`dask_meta.resampling`: every row weighs a Poisson(1) count drawn from its
+identity, so nothing is resampled or moved), all in one planner run
+(:mod:`dask_meta.learners.replicates`). Then:
+
+- :meth:`Bootstrap.predict_interval` gives ``(lower, upper)`` of the CATE per row, in a last
+  axis of size 2 (a lazy Dask array for Dask input, one task per partition predicting every
+  replicate);
+- :meth:`Bootstrap.ate_interval` the interval of the average treatment effect (the mean of
+  the in-sample CATE), from the replicates' weighted means computed at fit time;
+- :meth:`Bootstrap.predict_replicates` and ``ate_replicates_`` the replicate estimates.
+
+Intervals are ``"percentile"`` (default), ``"normal"`` or ``"pivot"``, the three
+``bootstrap_type`` of EconML's ``BootstrapInference``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from statistics import NormalDist
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from dask_meta._constants import OVERALL, ROW_ID_COL
+from dask_meta._typing import Matrix, Vector
+from dask_meta.learners.base import MetaLearner
+from dask_meta.learners.replicates import check_resamplable, fit_replicates
+from dask_meta.planner import Limits
+from dask_meta.prediction import PartitionFn, Prediction, sum_in_sample
+from dask_meta.resampling import Resample, replicate_seeds
+
+#: the interval methods (EconML's ``bootstrap_type``)
+METHODS = ("percentile", "normal", "pivot")
+
+
+@dataclass(frozen=True)
+class Replicates:
+    """The CATE predictions of the point fit and of every replicate, for one task per
+    partition: their functions and models, and the width of one row's output."""
+
+    fns: tuple[PartitionFn, ...]
+    bundles: tuple[Any, ...]
+    width: int
+
+    def predict(self, X: pd.DataFrame, folds: pd.DataFrame | None) -> np.ndarray:
+        """``(n, len(fns), width)``: every fit's CATE of the partition's rows."""
+        return np.stack(
+            [
+                np.asarray(fn(X, folds, bundle), dtype=float).reshape(len(X), self.width)
+                for fn, bundle in zip(self.fns, self.bundles, strict=True)
+            ],
+            axis=1,
+        )
+
+
+@dataclass(frozen=True)
+class IntervalRequest:
+    """A per-partition interval: the replicates (point fit first), ``alpha`` and method."""
+
+    replicates: Replicates
+    alpha: float
+    method: str
+
+
+@dataclass(frozen=True)
+class AteSums:
+    """The in-sample ATE sums: the replicates (point fit first) and their weights' seeds."""
+
+    replicates: Replicates
+    seeds: tuple[int, ...]
+
+
+def replicates_partition(X: pd.DataFrame, folds: pd.DataFrame | None, bundle: Replicates) -> Any:
+    """Every replicate's CATE (the point fit's left out), replicates last (on a worker)."""
+    return np.moveaxis(bundle.predict(X, folds)[:, 1:], 1, -1)
+
+
+def interval_partition(X: pd.DataFrame, folds: pd.DataFrame | None, bundle: IntervalRequest) -> Any:
+    """``(n, width, 2)``: the lower and upper bounds of each row's CATE (on a worker)."""
+    everything = bundle.replicates.predict(X, folds)
+    return bounds(everything[:, 0], everything[:, 1:], bundle.alpha, bundle.method, axis=1)
+
+
+def ate_partition(X: pd.DataFrame, folds: pd.DataFrame | None, bundle: AteSums) -> np.ndarray:
+    """``(fits, width + 1)``: per fit, the sum of count x CATE and of the counts over the
+    partition's rows (count 1 for the point fit, the replicate's Poisson counts else)."""
+    assert folds is not None
+    cate = bundle.replicates.predict(X, folds)
+    ids = folds[ROW_ID_COL].to_numpy()
+    counts = np.stack(
+        [np.ones(len(X)), *(Resample(seed).counts(ids) for seed in bundle.seeds)], axis=1
+    )
+    weighted = np.einsum("nf,nfk->fk", counts, cate)
+    return np.concatenate([weighted, counts.sum(axis=0)[:, None]], axis=1)
+
+
+def bounds(
+    point: np.ndarray, replicates: np.ndarray, alpha: float, method: str, axis: int
+) -> np.ndarray:
+    """Lower and upper bounds (a new last axis) from the replicates along ``axis``."""
+    low, high = np.quantile(replicates, [alpha / 2, 1 - alpha / 2], axis=axis)
+    if method == "percentile":
+        return np.stack([low, high], axis=-1)
+    if method == "pivot":
+        return np.stack([2 * point - high, 2 * point - low], axis=-1)
+    z = NormalDist().inv_cdf(1 - alpha / 2)
+    spread = z * np.std(replicates, axis=axis, ddof=1)
+    return np.stack([point - spread, point + spread], axis=-1)
+
+
+def _check_alpha(alpha: Any) -> float:
+    if isinstance(alpha, bool) or not isinstance(alpha, float | int) or not 0 < alpha < 1:
+        raise ValueError(f"alpha must be a number in (0, 1), e.g. 0.05, got {alpha!r}")
+    return float(alpha)
+
+
+def _check_method(method: Any) -> str:
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
+    return str(method)
+
+
+class Bootstrap:
+    """Bootstrap intervals of a meta-learner's CATE and ATE, fitted on the cluster.
+
+    ``learner``: an unfitted or fitted dask-meta learner (it is not changed: the bootstrap
+    fits copies). ``n_bootstraps``: replicates. ``random_state``: seeds the replicates'
+    weights (the learner's own ``random_state`` seeds its folds, which every replicate
+    shares). Every base model must take ``sample_weight``.
+    """
+
+    def __init__(
+        self, learner: MetaLearner, n_bootstraps: int = 100, random_state: int | None = None
+    ) -> None:
+        self.learner = learner
+        self.n_bootstraps = n_bootstraps
+        self.random_state = random_state
+
+    def _check_arguments(self) -> None:
+        if not isinstance(self.learner, MetaLearner):
+            raise TypeError(
+                "learner must be a dask-meta learner (SLearner, TLearner, XLearner, RLearner "
+                f"or DRLearner), got {type(self.learner).__name__}"
+            )
+        n = self.n_bootstraps
+        if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 2:
+            raise ValueError(f"n_bootstraps must be an int >= 2, got {n!r}")
+        seed = self.random_state
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int | np.integer)):
+            raise TypeError(f"random_state must be an int or None, got {seed!r}")
+        check_resamplable(self.learner)
+
+    def fit(
+        self,
+        X: Matrix,
+        y: Vector,
+        w: Vector,
+        n_jobs_cross_fitting: int | None = None,
+        fit_params: dict | None = None,
+        synchronize_cross_fitting: bool = True,
+        n_jobs_base_learners: int | None = None,
+    ) -> Bootstrap:
+        """Fit the point estimate and the replicates (the learner's ``fit`` arguments)."""
+        self._check_arguments()
+        self.learner._validate_fit_args(synchronize_cross_fitting)
+        fits = [type(self.learner)(**self.learner.init_args) for _ in range(self.n_bootstraps + 1)]
+        seeds = replicate_seeds(
+            None if self.random_state is None else int(self.random_state), self.n_bootstraps
+        )
+        limits = Limits(n_jobs_cross_fitting, n_jobs_base_learners)
+        report = fit_replicates(
+            fits, seeds, X, y, w, limits, fit_params, bool(synchronize_cross_fitting)
+        )
+        self.learner_: MetaLearner = fits[0]
+        self.replicates_: list[MetaLearner] = fits[1:]
+        self.seeds_ = seeds
+        self.fit_report_ = report
+        sums = sum_in_sample(
+            X,
+            self.learner_._fit_context,  # type: ignore[arg-type]
+            ate_partition,
+            AteSums(self._replicates(False, OVERALL), seeds),
+            self.learner_._predict_client(),
+            "bootstrap-ate",
+        )
+        tail = self.learner_._cate(False, OVERALL).tail
+        ates = sums[:, :-1] / sums[:, -1:]
+        self.ate_: np.ndarray = ates[0].reshape(tail)
+        self.ate_replicates_: np.ndarray = ates[1:].reshape((self.n_bootstraps, *tail))
+        return self
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "learner_"):
+            raise ValueError("This Bootstrap is not fitted yet; call fit first.")
+
+    def _replicates(self, is_oos: bool, oos_method: str) -> Replicates:
+        predictions: list[Prediction] = [
+            learner._cate(is_oos, oos_method) for learner in [self.learner_, *self.replicates_]
+        ]
+        width = int(np.prod(predictions[0].tail))
+        return Replicates(
+            tuple(p.fn for p in predictions), tuple(p.bundle for p in predictions), width
+        )
+
+    def predict(self, X: Matrix, is_oos: bool, oos_method: str = OVERALL) -> Any:
+        """The point estimate: the learner fitted on the data (its ``predict``)."""
+        self._check_fitted()
+        return self.learner_.predict(X, is_oos, oos_method)
+
+    def predict_replicates(self, X: Matrix, is_oos: bool, oos_method: str = OVERALL) -> Any:
+        """Every replicate's CATE: ``(n, n_variants - 1, n_outputs, n_bootstraps)``."""
+        self._check_fitted()
+        prediction = self.learner_._cate(is_oos, oos_method)
+        return self.learner_._map(
+            X,
+            is_oos,
+            replicates_partition,
+            self._replicates(is_oos, oos_method),
+            (*prediction.tail, self.n_bootstraps),
+            "bootstrap-replicates",
+        )
+
+    def predict_interval(
+        self,
+        X: Matrix,
+        is_oos: bool,
+        alpha: float = 0.05,
+        oos_method: str = OVERALL,
+        method: str = "percentile",
+    ) -> Any:
+        """The ``1 - alpha`` interval of every row's CATE: ``(n, n_variants - 1, n_outputs,
+        2)``, lower then upper bound; lazy for Dask X (one task per partition)."""
+        self._check_fitted()
+        request = IntervalRequest(
+            self._replicates(is_oos, oos_method), _check_alpha(alpha), _check_method(method)
+        )
+        tail = self.learner_._cate(is_oos, oos_method).tail
+        return self.learner_._map(
+            X, is_oos, interval_partition, request, (*tail, 2), "bootstrap-interval"
+        )
+
+    def ate_interval(self, alpha: float = 0.05, method: str = "percentile") -> np.ndarray:
+        """The ``1 - alpha`` interval of the ATE: ``(n_variants - 1, n_outputs, 2)``."""
+        self._check_fitted()
+        return bounds(
+            self.ate_, self.ate_replicates_, _check_alpha(alpha), _check_method(method), axis=0
+        )
+
+    @property
+    def ate_stderr_(self) -> np.ndarray:
+        """The replicates' standard deviation of the ATE: its bootstrap standard error."""
+        self._check_fitted()
+        return np.std(self.ate_replicates_, axis=0, ddof=1)  # type: ignore[no-any-return]

@@ -1,0 +1,102 @@
+"""A bootstrap's fits: the point fit and every replicate in one planner run.
+
+The replicates share the point fit's training frame, folds and plan (one
+:class:`~dask_meta.learners.fit_run.FitRun`, read once; :meth:`FitRun.replicate_of` gives
+each replicate its own learner, job keys and weights) and, for LightGBM, the shared binned
+Datasets: the weights change between replicates, the bins do not. All their jobs go to the
+planner together, under the same resources and limits, ordered longest first, and are
+cancelled together on an error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+
+from dask_meta._constants import NUISANCE, TREATMENT
+from dask_meta._typing import Matrix, Vector
+from dask_meta.backends import supports_sample_weight
+from dask_meta.learners.fit_run import Entries, FitRun
+from dask_meta.learners.fitting import (
+    fit_entries,
+    install,
+    qualified_fit_params,
+    run_report,
+)
+from dask_meta.learners.jobs import collect, plan_jobs
+from dask_meta.planner import Deferred, Job, Limits
+from dask_meta.resampling import Resample
+
+STAGES = (NUISANCE, TREATMENT)
+
+
+def check_resamplable(learner: Any) -> None:
+    """Every model of the learner must be refitted with weights (before any data is read)."""
+    if learner._prefitted_nuisance_models:
+        raise ValueError(
+            "a bootstrap refits every model on each replicate's weights, but the learner has "
+            f"prefitted nuisance models {sorted(learner._prefitted_nuisance_models)}; pass "
+            "their factories instead"
+        )
+    for kind, models in {**learner._nuisance_models, **learner._treatment_models}.items():
+        cfe = models[0]
+        if not supports_sample_weight(cfe.estimator_factory, cfe.estimator_params):
+            raise TypeError(
+                f"the bootstrap weighs rows through sample_weight, but the {kind}'s "
+                f"{cfe.estimator_factory.__name__}.fit takes no sample_weight; use a base "
+                "model that does (most scikit-learn estimators and LightGBM do)"
+            )
+
+
+def fit_replicates(
+    fits: Sequence[Any],
+    seeds: Sequence[int],
+    X: Matrix,
+    y: Vector,
+    w: Vector,
+    limits: Limits,
+    fit_params: dict | None,
+    synchronize: bool,
+) -> pd.DataFrame:
+    """Fit ``fits[0]`` on the data and ``fits[1 + r]`` on replicate ``r``'s weights (drawn
+    from ``seeds[r]``), in one planner run; install the models in each learner only if
+    every fit succeeded. Returns the run's report, one row per base-model fit, with the
+    replicate of each (-1: the point fit)."""
+    point = fits[0]
+    qualified = qualified_fit_params(point, fit_params)
+    entries: Entries = fit_entries(point, STAGES, synchronize)
+    run = FitRun.begin(point, X, y, w, qualified, entries, limits, synchronize, row_ids=True)
+    run.n_fits = len(fits)
+    runs = [run] + [
+        run.replicate_of(learner, r, Resample(seed))
+        for r, (learner, seed) in enumerate(zip(fits[1:], seeds, strict=True))
+    ]
+    try:
+        jobs: list[Job] = []
+        deferred: list[Deferred] = []
+        for each in runs:
+            each_jobs, each_deferred = plan_jobs(each, entries, None if each is run else run)
+            jobs.extend(each_jobs)
+            deferred.extend(each_deferred)
+        results = run.planner.run(jobs, deferred)
+        fitted = [collect(each, results) for each in runs]
+    except BaseException:
+        run.planner.cancel_all()
+        raise
+    finally:
+        if any(each.shared_bins for each in runs):
+            run.planner.drop_bins(run.token)
+        run.planner.release()
+    report = run_report(run)
+    replicate_of = {
+        job.key: -1 if job.replicate is None else job.replicate
+        for each in runs
+        for _, owned in each.owners.values()
+        for job in owned
+    }
+    report.insert(1, "replicate", report["key"].map(replicate_of).astype(int))
+    for each, models in zip(runs, fitted, strict=True):
+        install(each, models, STAGES, report)
+    return report
