@@ -21,22 +21,31 @@ class SlowRegressor(RegressorMixin, BaseEstimator):
     The delay stands in for the cost of a real model so that the fit intervals recorded in
     ``fit_report_`` are long enough to compare (it is work being simulated, not a wait for
     something). ``fail_rows``: raise :class:`FoldFitError` when fitted on exactly that many
-    rows, which singles out one fold model of one estimator.
+    rows, which singles out one fold model of one estimator; ``fail_weighted``: raise it when
+    some rows weigh 0 (a bootstrap replicate's fits).
     """
 
     def __init__(
-        self, delay: float = 0.0, fail_rows: int | None = None, delay_per_row: float = 0.0
+        self,
+        delay: float = 0.0,
+        fail_rows: int | None = None,
+        delay_per_row: float = 0.0,
+        fail_weighted: bool = False,
     ):
         self.delay = delay
         self.fail_rows = fail_rows
         self.delay_per_row = delay_per_row
+        self.fail_weighted = fail_weighted
 
-    def fit(self, X, y):
+    def fit(self, X, y, sample_weight=None):
         if self.fail_rows is not None and len(X) == self.fail_rows:
             raise FoldFitError(f"SlowRegressor was told to fail on {len(X)} rows")
+        if self.fail_weighted and sample_weight is not None and np.any(sample_weight == 0):
+            # a bootstrap replicate's fit (some rows weigh 0), never the point fit
+            raise FoldFitError("SlowRegressor was told to fail on weighted rows")
         if self.delay or self.delay_per_row:
             time.sleep(self.delay + self.delay_per_row * len(X))
-        self.model_ = LinearRegression().fit(X, y)
+        self.model_ = LinearRegression().fit(X, y, sample_weight=sample_weight)
         self.n_fit_rows_ = len(X)
         return self
 

@@ -28,7 +28,7 @@ from lightgbm import LGBMClassifier, LGBMRegressor
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LinearRegression, LogisticRegression
 
-from dask_meta import CrossFitEstimator, DRLearner, TLearner
+from dask_meta import Bootstrap, CrossFitEstimator, DRLearner, TLearner
 from dask_meta.planner import FitKilledWorker
 
 FEATURES = ["f0", "f1", "f2"]
@@ -512,6 +512,44 @@ def test_ctrl_c_during_fit(client, dr_data, stage):
     # and the learner can be fitted afterwards
     learner.fit(X, y, w)
     assert len(learner.fit_report_) == 12
+
+
+# --- bootstrap replicates --------------------------------------------------------------------
+
+
+def _boot_intervals(client: Client, boot: Bootstrap, X) -> tuple[np.ndarray, np.ndarray]:
+    return (boot.ate_interval(), client.compute(boot.predict_interval(X, is_oos=True), sync=True))
+
+
+def test_lost_worker_during_a_bootstrap_gives_the_same_intervals(client, dr_data):
+    """SIGKILL of the worker running a replicate's fit: the intervals are those of the run
+    with no worker lost, bit for bit (the weights are drawn from the rows, not the worker)."""
+    X, y, w = dr_data
+    _settled(client)
+    quiet = Bootstrap(_slow_dr(client), n_bootstraps=3, random_state=0).fit(X, y, w)
+    expected = _boot_intervals(client, quiet, X)
+    boot = Bootstrap(_slow_dr(client), n_bootstraps=3, random_state=0)
+    with Killer(client, running("dask_meta-fit-treatment-model")) as killer:
+        boot.fit(X, y, w)
+    assert killer.killed is not None, "no worker was killed: the test proved nothing"
+    for got, want in zip(_boot_intervals(client, boot, X), expected, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_a_failing_replicate_cancels_the_whole_bootstrap(client, dr_data):
+    """A replicate's treatment fit raises: the bootstrap raises it naming the replicate,
+    its tasks leave the scheduler within 5 s and the learner it was given stays unfitted."""
+    X, y, w = dr_data
+    _settled(client)
+    learner = _slow_dr(client, treatment_model_params={**SLOW, "fail_weighted": True})
+    baseline = _n_tasks(client)
+    with pytest.raises(FoldFitError, match="weighted rows") as info:
+        Bootstrap(learner, n_bootstraps=4, random_state=0).fit(X, y, w)
+    notes = " ".join(getattr(info.value, "__notes__", []))
+    assert "of bootstrap replicate" in notes, notes
+    left = poll(lambda: _n_tasks(client) <= baseline, 5)
+    assert left, f"{_n_tasks(client)} tasks on the scheduler, {baseline} before the fit"
+    _assert_unfitted(learner, X)
 
 
 # --- no leaks -------------------------------------------------------------------------------

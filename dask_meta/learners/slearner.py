@@ -165,8 +165,11 @@ class SLearner(MetaLearner):
         plan: Any = None,
         enable_overall: bool | dict[str, bool] = True,
     ):
-        # as in metalearners, the base model sees every column: feature_set is ignored
-        if feature_set is not None:
+        # as in metalearners, the base model sees every column: feature_set is ignored (its
+        # resolved form {kind: None}, which init_args gives, says nothing)
+        if feature_set is not None and not (
+            isinstance(feature_set, dict) and all(v is None for v in feature_set.values())
+        ):
             warnings.warn(
                 "Base-model specific feature_sets were provided to S-Learner. These will be "
                 "ignored and all available features will be used instead.",
