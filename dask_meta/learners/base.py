@@ -706,9 +706,9 @@ class MetaLearner(ABC):
             X, is_oos, prediction.fn, prediction.bundle, prediction.tail, prediction.name
         )
 
+    @abstractmethod
     def _cate(self, is_oos: bool, oos_method: str) -> Prediction:
         """The CATE prediction that ``predict`` maps over X (each learner's own)."""
-        raise NotImplementedError
 
     def predict_nuisance(
         self,
