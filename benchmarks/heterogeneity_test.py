@@ -69,8 +69,10 @@ HEADER = {
 }
 
 
-def replicate(design: str, rows: np.ndarray, args: argparse.Namespace) -> dict:
-    """One replication: fit, predict, test. ``rows``: the replication's frame as a record."""
+def replicate(
+    design: str, rows: tuple[np.ndarray, np.ndarray, np.ndarray], args: argparse.Namespace
+) -> dict:
+    """One replication: fit, predict, test. ``rows``: the replication's X, y and w."""
     from sklearn.linear_model import LinearRegression, LogisticRegression
 
     from dask_meta import DRLearner
