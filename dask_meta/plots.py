@@ -1,9 +1,11 @@
-"""Plots of CATE estimates: Qini and uplift curves, the CATE distribution, importances.
+"""Plots of CATE estimates: Qini and uplift curves, the CATE distribution, GATES and
+calibration, importances.
 
 Every function returns a ``matplotlib.figure.Figure`` (drawn without pyplot, so no
 backend or global figure state is involved; Jupyter displays it) or draws into ``ax``.
 The numbers come from :mod:`dask_meta.metrics`, so Dask input is reduced on the cluster
-and only curve points or histogram counts reach the client. matplotlib is optional:
+and only curve points or histogram counts reach the client; :func:`plot_gates` and
+:func:`plot_calibration` draw a table of :func:`dask_meta.metrics.gates`. matplotlib is optional:
 ``pip install "dask-meta[plots]"``.
 """
 
@@ -17,7 +19,14 @@ import pandas as pd
 
 from dask_meta import metrics
 
-__all__ = ["plot_cate_distribution", "plot_feature_importances", "plot_qini", "plot_uplift"]
+__all__ = [
+    "plot_calibration",
+    "plot_cate_distribution",
+    "plot_feature_importances",
+    "plot_gates",
+    "plot_qini",
+    "plot_uplift",
+]
 
 
 def _axes(ax: Any, figsize: tuple[float, float]) -> tuple[Any, Any]:
@@ -218,4 +227,74 @@ def plot_feature_importances(
     ax.set_title("Feature importances")
     if n_columns > 1:
         ax.legend()
+    return fig
+
+
+def _gates_table(table: Any) -> pd.DataFrame:
+    if not isinstance(table, pd.DataFrame):
+        raise TypeError(
+            f"table must be the DataFrame of metrics.gates(), got {type(table).__name__}"
+        )
+    missing = [c for c in ("n", "cate_mean", "gate", "lower", "upper") if c not in table.columns]
+    if missing:
+        raise ValueError(f"table lacks the columns {missing} of a metrics.gates() table")
+    rows = table[table["n"] > 0]
+    if rows.empty:
+        raise ValueError("table has no non-empty group")
+    return rows
+
+
+def _interval_label(table: pd.DataFrame) -> str:
+    alpha = table.attrs.get("alpha")
+    return "GATE" if alpha is None else f"GATE, {1 - alpha:.0%} interval"
+
+
+def plot_gates(table: pd.DataFrame, *, predicted: bool = True, ax: Any = None) -> Any:
+    """GATES of a :func:`dask_meta.metrics.gates` table: one point per group with its
+    interval, the ATE (a dashed line) and, with ``predicted``, the mean predicted CATE of
+    each group (crosses)."""
+    rows = _gates_table(table)
+    fig, ax = _axes(ax, (6.0, 4.0))
+    groups = rows.index.to_numpy()
+    gate = rows["gate"].to_numpy(dtype=float)
+    bars = [gate - rows["lower"].to_numpy(dtype=float), rows["upper"].to_numpy(dtype=float) - gate]
+    ax.errorbar(groups, gate, yerr=bars, fmt="o", capsize=4, label=_interval_label(rows))
+    if predicted:
+        ax.plot(groups, rows["cate_mean"].to_numpy(), "x", color="tab:orange", label="mean CATE")
+    n = rows["n"].to_numpy(dtype=float)
+    ate = float(np.sum(n * gate) / n.sum())
+    ax.axhline(ate, color="black", linestyle="--", linewidth=1, label="ATE")
+    ax.axhline(0.0, color="grey", linewidth=0.6)
+    ax.set_xticks(groups)
+    ax.set_xlabel("group of the predicted CATE (1 = lowest)")
+    ax.set_ylabel("average effect (mean DR score)")
+    ax.set_title("Group average treatment effects (GATES)")
+    ax.legend()
+    return fig
+
+
+def plot_calibration(table: pd.DataFrame, *, ax: Any = None) -> Any:
+    """Calibration of a :func:`dask_meta.metrics.gates` table: each group's GATE (with its
+    interval) against its mean predicted CATE, beside the 45-degree line of perfect
+    calibration; the title gives :func:`dask_meta.metrics.calibration_score`."""
+    rows = _gates_table(table)
+    fig, ax = _axes(ax, (5.0, 5.0))
+    predicted = rows["cate_mean"].to_numpy(dtype=float)
+    gate = rows["gate"].to_numpy(dtype=float)
+    lower, upper = rows["lower"].to_numpy(dtype=float), rows["upper"].to_numpy(dtype=float)
+    ax.errorbar(
+        predicted,
+        gate,
+        yerr=[gate - lower, upper - gate],
+        fmt="o",
+        capsize=4,
+        label=_interval_label(rows),
+    )
+    ends = [float(min(predicted.min(), lower.min())), float(max(predicted.max(), upper.max()))]
+    ax.plot(ends, ends, color="black", linestyle="--", linewidth=1, label="perfect calibration")
+    ax.set_xlabel("mean predicted CATE of the group")
+    ax.set_ylabel("GATE (mean DR score)")
+    score = metrics.calibration_score(rows)
+    ax.set_title(f"Calibration by CATE group (calibration R\u00b2 {score:.2f})")
+    ax.legend()
     return fig

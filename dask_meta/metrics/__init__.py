@@ -17,12 +17,21 @@ input of at most :data:`EXACT_MAX_ROWS` used rows, else binned). How ties are ra
 the exact mode works on Dask input and the proof of the binned mode's error bound are in
 "How the metrics are computed" in ``docs/evaluation.md``.
 
+Is the heterogeneity real? :func:`blp_test` (the best linear predictor test of
+Chernozhukov, Demirer, Duflo and Fernández-Val), :func:`gates` (group average effects by
+CATE quantile group, which is also the calibration table) and :func:`calibration_score`
+(EconML's calibration R^2 of that table) test the CATE against doubly robust scores; they
+take the arguments of :func:`dr_loss`. See "Is the heterogeneity real? BLP, GATES and
+calibration" in ``docs/evaluation.md``.
+
 The submodules: :mod:`~dask_meta.metrics.curves` (curves, AUC scores, perfect curves),
 :mod:`~dask_meta.metrics.percentiles`, :mod:`~dask_meta.metrics.policy`,
-:mod:`~dask_meta.metrics.losses` and :mod:`~dask_meta.metrics.histogram` hold the public
+:mod:`~dask_meta.metrics.losses`, :mod:`~dask_meta.metrics.heterogeneity`,
+:mod:`~dask_meta.metrics.gates` and :mod:`~dask_meta.metrics.histogram` hold the public
 functions; :mod:`~dask_meta.metrics.exact_curves` and
 :mod:`~dask_meta.metrics.binned_curves` the two modes, :mod:`~dask_meta.metrics.inputs`,
-:mod:`~dask_meta.metrics.validation`, :mod:`~dask_meta.metrics.mode` and
+:mod:`~dask_meta.metrics.validation`, :mod:`~dask_meta.metrics.mode`,
+:mod:`~dask_meta.metrics.scores`, :mod:`~dask_meta.metrics.moments` and
 :mod:`~dask_meta.metrics.runner` what they share.
 """
 
@@ -34,6 +43,8 @@ from dask_meta.metrics.curves import (
     uplift_auc_score,
     uplift_curve,
 )
+from dask_meta.metrics.gates import calibration_score, gates
+from dask_meta.metrics.heterogeneity import BLPTest, blp_test
 from dask_meta.metrics.histogram import cate_histogram
 from dask_meta.metrics.losses import dr_loss, r_loss
 from dask_meta.metrics.mode import DEFAULT_BINS, EXACT_MAX_ROWS
@@ -45,8 +56,12 @@ from dask_meta.metrics.policy import policy_value
 __all__ = [
     "DEFAULT_BINS",
     "EXACT_MAX_ROWS",
+    "BLPTest",
+    "blp_test",
+    "calibration_score",
     "cate_histogram",
     "dr_loss",
+    "gates",
     "perfect_qini_curve",
     "perfect_uplift_curve",
     "policy_value",

@@ -13,9 +13,6 @@ from dask_meta.metrics.inputs import (
     _CATE,
     _E,
     _M,
-    _MU0,
-    _MU1,
-    _PSEUDO,
     _W,
     _WRES,
     _Y,
@@ -25,28 +22,25 @@ from dask_meta.metrics.inputs import (
     _pick_cate,
 )
 from dask_meta.metrics.runner import _Runner
+from dask_meta.metrics.scores import _dr_rows, _dr_values
 from dask_meta.metrics.validation import _merge_sums, _summarise, _Summary, _used_rows, _validate
 
 
 def _loss_sums(part: pd.DataFrame, variant: int | None, kind: str) -> tuple[_Summary, np.ndarray]:
     summary = _summarise(part, variant)
+    if kind == "dr":
+        tau, phi = _dr_rows(part, variant)
+        return summary, np.array([len(tau), float(np.sum((phi - tau) ** 2))])
     used, t = _used_rows(part, variant)
 
     def col(role: str) -> np.ndarray:
         return part[role].to_numpy(dtype=float)[used]
 
     tau = col(_CATE)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        if kind == "r" and _YRES in part:
-            residual = col(_YRES) - tau * col(_WRES)
-        elif kind == "r":
-            residual = (col(_Y) - col(_M)) - tau * (t - col(_E))
-        elif _PSEUDO in part:
-            residual = col(_PSEUDO) - tau
-        else:
-            y, mu0, mu1, e = col(_Y), col(_MU0), col(_MU1), col(_E)
-            pseudo = mu1 - mu0 + t * (y - mu1) / e - (1 - t) * (y - mu0) / (1 - e)
-            residual = pseudo - tau
+    if _YRES in part:
+        residual = col(_YRES) - tau * col(_WRES)
+    else:
+        residual = (col(_Y) - col(_M)) - tau * (t - col(_E))
     return summary, np.array([len(tau), float(np.sum(residual**2))])
 
 
@@ -135,29 +129,7 @@ def dr_loss(
     or pass ``pseudo_outcomes`` directly (every row is scored). ``squared=True``: the mean.
     """
     variant = _check_variant(variant)
-    if pseudo_outcomes is not None:
-        if any(v is not None for v in (y, w, mu0, mu1, propensity)):
-            raise ValueError("pass either pseudo_outcomes, or y, w, mu0, mu1 and propensity")
-        values = {
-            _CATE: ("cate", _pick_cate(cate, variant)),
-            _PSEUDO: ("pseudo_outcomes", pseudo_outcomes),
-        }
-    else:
-        missing = [
-            n
-            for n, v in (("y", y), ("w", w), ("mu0", mu0), ("mu1", mu1), ("propensity", propensity))
-            if v is None
-        ]
-        if missing:
-            raise ValueError(f"dr_loss needs {missing} (or pseudo_outcomes)")
-        values = {
-            _CATE: ("cate", _pick_cate(cate, variant)),
-            _Y: ("y", y),
-            _W: ("w", w),
-            _MU0: ("mu0", mu0),
-            _MU1: ("mu1", mu1),
-            _E: ("propensity", propensity),
-        }
+    values = _dr_values("dr_loss", cate, y, w, mu0, mu1, propensity, pseudo_outcomes, variant)
     inputs = _inputs(values)
     runner = _Runner(inputs, client)
     summary, (n, total) = runner.reduce("dr-loss", _loss_sums, _merge_sums, variant, "dr")
