@@ -124,7 +124,9 @@ def main(argv: list[str] | None = None) -> int:
                         "covered_percentile": bool(percentile[0] <= truth <= percentile[1]),
                         "covered_normal": bool(normal[0] <= truth <= normal[1]),
                         "width": float(percentile[1] - percentile[0]),
-                        "cate_coverage": float(np.mean((lower <= true_cate) & (true_cate <= upper))),
+                        "cate_coverage": float(
+                            np.mean((lower <= true_cate) & (true_cate <= upper))
+                        ),
                         "cate_width": float(np.mean(upper - lower)),
                         "seconds": seconds,
                     }
