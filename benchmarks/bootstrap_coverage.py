@@ -41,8 +41,6 @@ from _cluster import local_client, machine_load  # noqa: E402
 
 RESULTS = HERE / "results" / "bootstrap_coverage.json"
 SEED = 0
-#: the held-out sample's partition number: above every replication's
-TEST_PARTITION = 1_000_000
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -95,12 +93,17 @@ def main(argv: list[str] | None = None) -> int:
 
     load = machine_load()
     truth = population_ate(args.features)
-    n_parts = TEST_PARTITION + 1
+    # partition r is replication r's sample; the last one, after every replication's, the
+    # held-out rows
     experiment = make_experiment(
-        n_parts * args.rows, args.features, 2, effect="linear", rows_per_partition=args.rows
+        (args.replications + 1) * args.rows,
+        args.features,
+        2,
+        effect="linear",
+        rows_per_partition=args.rows,
     )
     features = [f"x{i}" for i in range(args.features)]
-    test = experiment.get_partition(TEST_PARTITION).compute().iloc[: args.test_rows]
+    test = experiment.get_partition(args.replications).compute().iloc[: args.test_rows]
     rows = {name: [] for name in args.learners}
     started = time.time()
     with local_client(2, 1) as client:
