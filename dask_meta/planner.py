@@ -713,15 +713,16 @@ def fuse_streams(jobs: Sequence[Job], limits: Limits) -> list[Job]:
 
     The fold models and the overall model of a streaming estimator read the same partitions
     in the same order; fused, each partition is read once for all of them rather than once
-    per fit. Not when ``n_jobs_cross_fitting`` allows fewer fits of an estimator at once than
-    it has.
+    per fit. Without a cross-fitting limit a bootstrap's replicates of the estimator, which
+    read those partitions too, join the same chain. Not when ``n_jobs_cross_fitting`` allows
+    fewer fits of an estimator at once than it has.
     """
+    cf = limits.n_jobs_cross_fitting
     groups: dict[tuple[Any, ...], list[Job]] = {}
     for job in jobs:
         if job.backend == STREAM and not job.members:
-            groups.setdefault(job.group, []).append(job)
+            groups.setdefault(job.group[:3] if cf is None else job.group, []).append(job)
     out = [job for job in jobs if job.backend != STREAM or job.members]
-    cf = limits.n_jobs_cross_fitting
     for members in groups.values():
         first = members[0]
         fusable = (

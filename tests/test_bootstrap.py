@@ -221,3 +221,57 @@ def test_bad_arguments_get_clear_errors(client):
         boot.predict_interval(X, is_oos=True, alpha=1.5)
     with pytest.raises(ValueError, match="method must be one of"):
         boot.ate_interval(method="bca")
+
+
+def test_streaming_replicates_read_each_partition_once_and_equal_weighted_fits(client):
+    """dask-ml Incremental base models: every replicate's outcome models join one streaming
+    chain per estimator (one read of a partition for all of them), and each replicate
+    still equals the learner fitted with its counts as sample_weight."""
+    from dask_ml.wrappers import Incremental
+    from sklearn.linear_model import SGDRegressor
+
+    from dask_meta.planner import Limits, fuse_streams
+
+    Xp, y, w, _ = _data(n=900)
+    X = dd.from_pandas(Xp, npartitions=3)
+    y, w = dd.from_pandas(y, npartitions=3), dd.from_pandas(w, npartitions=3)
+    params = {"estimator": SGDRegressor(random_state=0), "random_state": 1}
+
+    def learner():
+        return TLearner(
+            False,
+            2,
+            Incremental,
+            nuisance_model_params=params,
+            n_folds=2,
+            random_state=0,
+            client=client,
+        )
+
+    boot = Bootstrap(learner(), n_bootstraps=2, random_state=6).fit(X, y, w)
+    assert sorted(boot.fit_report_["replicate"].unique()) == [-1, 0, 1]
+    counts = Resample(boot.seeds_[1]).counts(np.arange(len(Xp)))
+    weights = dd.from_pandas(pd.Series(counts), npartitions=3)
+    weighted = learner().fit(X, y, w, fit_params={"sample_weight": weights})
+    np.testing.assert_allclose(
+        client.compute(boot.replicates_[1].predict(X, is_oos=False), sync=True),
+        client.compute(weighted.predict(X, is_oos=False), sync=True),
+        rtol=1e-12,
+    )
+    # how the planner fuses: one chain per estimator for the point fit and every replicate,
+    # or, under a cross-fitting limit, one per estimator of each
+    from dask_meta.backends import Design, FitSpec, RowSelection
+    from dask_meta.planner import Job
+
+    spec = FitSpec(Incremental, params, Design((), False), "y", RowSelection(), 1, None)
+    parts = [object()]
+    jobs = [
+        Job(f"k{r}{f}", "nuisance", "variant_outcome_model", 0, f, spec, parts, replicate=r)
+        for r in (None, 0, 1)
+        for f in (0, 1, None)
+    ]
+    for job in jobs:
+        job.backend = "stream"
+    fused = fuse_streams(jobs, Limits(None, None))
+    assert len(fused) == 1 and len(fused[0].members) == 9
+    assert [len(j.members) for j in fuse_streams(jobs, Limits(3, None))] == [3, 3, 3]
