@@ -19,6 +19,7 @@ Intervals are ``"percentile"`` (default), ``"normal"`` or ``"pivot"``, the three
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Any
@@ -36,6 +37,8 @@ from dask_meta.resampling import Resample, replicate_seeds
 
 #: the interval methods (EconML's ``bootstrap_type``)
 METHODS = ("percentile", "normal", "pivot")
+#: rows whose estimates of every replicate a task holds at once
+ROW_BLOCK = 32_768
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,18 @@ class Replicates:
             ],
             axis=1,
         )
+
+    def blocks(
+        self, X: pd.DataFrame, folds: pd.DataFrame | None
+    ) -> Iterator[tuple[np.ndarray, pd.DataFrame | None]]:
+        """:meth:`predict` of the partition's rows in blocks of :data:`ROW_BLOCK` (with
+        each block's folds): a partition's estimates of every replicate at once would
+        take ``8 x rows x fits x width`` bytes."""
+        for start in range(0, max(len(X), 1), ROW_BLOCK):
+            rows = slice(start, start + ROW_BLOCK)
+            block = X.iloc[rows].reset_index(drop=True)
+            block_folds = None if folds is None else folds.iloc[rows].reset_index(drop=True)
+            yield self.predict(block, block_folds), block_folds
 
 
 @dataclass(frozen=True)
@@ -82,21 +97,28 @@ def replicates_partition(X: pd.DataFrame, folds: pd.DataFrame | None, bundle: Re
 
 def interval_partition(X: pd.DataFrame, folds: pd.DataFrame | None, bundle: IntervalRequest) -> Any:
     """``(n, width, 2)``: the lower and upper bounds of each row's CATE (on a worker)."""
-    everything = bundle.replicates.predict(X, folds)
-    return bounds(everything[:, 0], everything[:, 1:], bundle.alpha, bundle.method, axis=1)
+    return np.concatenate(
+        [
+            bounds(cate[:, 0], cate[:, 1:], bundle.alpha, bundle.method, axis=1)
+            for cate, _ in bundle.replicates.blocks(X, folds)
+        ]
+    )
 
 
 def ate_partition(X: pd.DataFrame, folds: pd.DataFrame | None, bundle: AteSums) -> np.ndarray:
     """``(fits, width + 1)``: per fit, the sum of count x CATE and of the counts over the
     partition's rows (count 1 for the point fit, the replicate's Poisson counts else)."""
-    assert folds is not None
-    cate = bundle.replicates.predict(X, folds)
-    ids = folds[ROW_ID_COL].to_numpy()
-    counts = np.stack(
-        [np.ones(len(X)), *(Resample(seed).counts(ids) for seed in bundle.seeds)], axis=1
-    )
-    weighted = np.einsum("nf,nfk->fk", counts, cate)
-    return np.concatenate([weighted, counts.sum(axis=0)[:, None]], axis=1)
+    fits = len(bundle.replicates.fns)
+    sums = np.zeros((fits, bundle.replicates.width + 1))
+    for cate, block_folds in bundle.replicates.blocks(X, folds):
+        assert block_folds is not None
+        ids = block_folds[ROW_ID_COL].to_numpy()
+        counts = np.stack(
+            [np.ones(len(ids)), *(Resample(seed).counts(ids) for seed in bundle.seeds)], axis=1
+        )
+        sums[:, :-1] += np.einsum("nf,nfk->fk", counts, cate)
+        sums[:, -1] += counts.sum(axis=0)
+    return sums
 
 
 def bounds(

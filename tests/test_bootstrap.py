@@ -275,3 +275,27 @@ def test_streaming_replicates_read_each_partition_once_and_equal_weighted_fits(c
     fused = fuse_streams(jobs, Limits(None, None))
     assert len(fused) == 1 and len(fused[0].members) == 9
     assert [len(j.members) for j in fuse_streams(jobs, Limits(3, None))] == [3, 3, 3]
+
+
+def test_a_partition_is_estimated_in_row_blocks_with_the_same_result(client, monkeypatch):
+    """Tasks hold the estimates of every replicate for one block of rows at a time: blocks
+    of 7 rows give the bounds and ATE sums of one block (in this process, on 300 rows)."""
+    from dask_meta import bootstrap
+
+    X, y, w, _ = _data(n=300)
+    boot = Bootstrap(_learner("X", client), n_bootstraps=4, random_state=0).fit(X, y, w)
+    request = bootstrap.IntervalRequest(boot._replicates(True, "overall"), 0.1, "pivot")
+    whole = bootstrap.interval_partition(X, None, request)
+    folds = boot.learner_._fit_context.fold_frame.compute()
+    sums = bootstrap.ate_partition(
+        X, folds, bootstrap.AteSums(boot._replicates(False, "overall"), boot.seeds_)
+    )
+    monkeypatch.setattr(bootstrap, "ROW_BLOCK", 7)
+    np.testing.assert_allclose(bootstrap.interval_partition(X, None, request), whole)
+    np.testing.assert_allclose(
+        bootstrap.ate_partition(
+            X, folds, bootstrap.AteSums(boot._replicates(False, "overall"), boot.seeds_)
+        ),
+        sums,
+    )
+    assert whole.shape == (300, 1, 2)
