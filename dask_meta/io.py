@@ -137,8 +137,7 @@ def write_predictions(
         # split in-memory X exactly as fit did and keep it on the cluster: a lazy Frame
         frame = prediction_frame(X, context.columns)
         source = dataclasses.replace(frame, in_memory=False)
-    # every learner defines predict; the MetaLearner base declares none
-    prediction = cast(Any, learner).predict(source, is_oos=is_oos, oos_method=oos_method)
+    prediction = learner.predict(source, is_oos=is_oos, oos_method=oos_method)
     _, n_effects, n_outputs = prediction.shape
     columns = prediction_columns(name, n_effects + 1, n_outputs, learner.is_classification)
     clash = [c for c in kept if c in columns]
