@@ -89,12 +89,21 @@ def cluster_shape(client: Client) -> ClusterShape:
     return ClusterShape(workers)
 
 
+#: client states that can still run work (a closing or closed client cannot)
+_USABLE = ("newly-created", "connecting", "running")
+
+
 def resolve_client(client: Client | None) -> Client:
     """Return the client to use: explicit, else the default one, else the embedded one."""
     if client is not None:
         if not isinstance(client, Client):
             raise TypeError(
                 f"client must be a distributed.Client or None, got {type(client).__name__}"
+            )
+        if client.status not in _USABLE:
+            raise ValueError(
+                f"client is {client.status}: pass a running distributed.Client, or None for "
+                "the default client (or dask-meta's embedded cluster)"
             )
         return client
     try:
@@ -173,6 +182,12 @@ def embedded_client() -> Client:
     """
     global _embedded
     with _embedded_lock:
+        if _embedded is not None and not _alive(*_embedded):
+            # the user never chose this cluster: one that lost its workers (or was closed
+            # behind dask-meta's back) is replaced, not handed to the next fit
+            logger.warning("dask_meta's embedded LocalCluster lost its workers; restarting it")
+            close_cluster(_embedded[1], _embedded[0])
+            _embedded = None
         if _embedded is None:
             n = os.cpu_count() or 1
             cluster = start_local_cluster(n_workers=1, threads_per_worker=n)
@@ -185,6 +200,16 @@ def embedded_client() -> Client:
                 dashboard_link(client),
             )
         return _embedded[1]
+
+
+def _alive(cluster: LocalCluster, client: Client) -> bool:
+    """Whether the embedded cluster can still run fits: client running, workers alive."""
+    if client.status != "running" or cluster.status.name != "running":
+        return False
+    try:
+        return bool(client.sync(client.scheduler.identity, n_workers=-1)["workers"])  # type: ignore[union-attr]
+    except Exception:  # the scheduler is gone
+        return False
 
 
 def close_embedded() -> None:
