@@ -26,7 +26,7 @@ def test_a_closed_client_is_a_clear_error_before_any_work():
         client = Client(cluster, set_as_default=False)
         client.close()
     learner = TLearner(False, 2, LinearRegression, n_folds=2, client=client)
-    with pytest.raises(ValueError, match="client is closed: pass a running distributed.Client"):
+    with pytest.raises(ValueError, match=r"client is closed: pass a running distributed\.Client"):
         learner.fit(X, y, w)
 
 
