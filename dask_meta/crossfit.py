@@ -272,6 +272,7 @@ class CrossFitEstimator:
         self._overall_estimator = overall
         self._split = split
         self._context = context
+        self._name = name  # errors of its predictions name it
         return self
 
     # -- prediction ------------------------------------------------------------------------
@@ -329,6 +330,8 @@ class CrossFitEstimator:
             method,
             oos_method,
             self._n_outputs(method),
+            # saved before models had names: "model"
+            getattr(self, "_name", "model"),
         )
 
     def _predict(self, X: Any, is_oos: bool, method: str, oos_method: str | None) -> Any:

@@ -83,3 +83,14 @@ def spend(seconds: float) -> float:
     """A per-partition task that works for ``seconds`` (simulated, as SlowRegressor's fit)."""
     time.sleep(seconds)
     return seconds
+
+
+class WrongLengthRegressor(RegressorMixin, BaseEstimator):
+    """A linear regression whose ``predict`` drops the last row (a broken user model)."""
+
+    def fit(self, X, y, sample_weight=None):
+        self.model_ = LinearRegression().fit(X, y, sample_weight=sample_weight)
+        return self
+
+    def predict(self, X):
+        return np.asarray(self.model_.predict(X))[:-1]

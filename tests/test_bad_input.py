@@ -1009,3 +1009,21 @@ def test_sparse_x_is_rejected_with_a_clear_error(default_client):
     learner = TLearner(False, 2, LinearRegression, n_folds=2)
     with pytest.raises(TypeError, match="X is a scipy sparse csr_matrix: dask-meta takes dense"):
         learner.fit(X, np.zeros(20), np.arange(20) % 2)
+
+
+# --- base models that misbehave -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(("is_oos", "which"), [(True, "overall model"), (False, "fold [01] model")])
+def test_wrong_length_predictions_name_the_model_and_fold(client, is_oos, which):
+    from _models import WrongLengthRegressor
+
+    X, y, w = _inputs(_frame(n=200, n_variants=2), "numpy")
+    learner = TLearner(False, 2, WrongLengthRegressor, n_folds=2, client=client)
+    learner.fit(X, y, w)
+    with pytest.raises(
+        ValueError,
+        match=rf"the variant_outcome_model 0's {which} \(WrongLengthRegressor\.predict\) "
+        r"returned an array of shape \(\d+,\) for \d+ rows",
+    ):
+        learner.predict(X, is_oos=is_oos)

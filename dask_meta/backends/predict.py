@@ -15,9 +15,18 @@ from dask_meta._constants import MEAN, MEDIAN, NOT_IN_SPLIT, OVERALL
 from dask_meta.backends.threads import THREADED_MODULES
 
 
-def _model_output(model: Any, X: Any, method: str, n_outputs: int) -> np.ndarray:
+def _model_output(
+    model: Any, X: Any, method: str, n_outputs: int, name: str, fold: int | None
+) -> np.ndarray:
     out = np.asarray(getattr(model, method)(X), dtype=float)
-    return out.reshape(len(out), n_outputs)
+    if out.size != len(X) * n_outputs or (out.ndim > 0 and out.shape[0] != len(X)):
+        which = "overall model" if fold is None else f"fold {fold} model"
+        raise ValueError(
+            f"the {name}'s {which} ({type(model).__name__}.{method}) returned an array of "
+            f"shape {out.shape} for {len(X)} rows; expected ({len(X)},)"
+            + (f" or ({len(X)}, {n_outputs})" if n_outputs > 1 else "")
+        )
+    return out.reshape(len(X), n_outputs)
 
 
 def predict_block(
@@ -28,12 +37,15 @@ def predict_block(
     method: str,
     oos_method: str,
     n_outputs: int,
+    name: str = "model",
 ) -> np.ndarray:
     """Predict a block of rows with a cross-fitted model: ``(n, n_outputs)``.
 
     Rows with a fold id >= 0 are in-sample: each is predicted by the fold model that did not
     see it. The other rows (all rows when ``fold_ids`` is None) are out-of-sample and use
-    ``oos_method``: the overall model, or the mean or median of the fold models.
+    ``oos_method``: the overall model, or the mean or median of the fold models. A model
+    whose output does not have one row per input row is an error naming it (``name``: the
+    model kind and ordinal) and its fold.
     """
     # one thread: prediction tasks run one per partition on every worker thread (models
     # fitted with several threads would oversubscribe the cores and grow OpenMP pools on
@@ -44,7 +56,7 @@ def predict_block(
     )
     with threadpool_limits(limits=1) if threaded else contextlib.nullcontext():
         return _predict_block(
-            fold_models, overall_model, X, fold_ids, method, oos_method, n_outputs
+            fold_models, overall_model, X, fold_ids, method, oos_method, n_outputs, name
         )
 
 
@@ -56,6 +68,7 @@ def _predict_block(
     method: str,
     oos_method: str,
     n_outputs: int,
+    name: str,
 ) -> np.ndarray:
     n = len(X)
     out = np.empty((n, n_outputs))
@@ -66,10 +79,12 @@ def _predict_block(
         for k, model in enumerate(fold_models):
             rows = np.flatnonzero(fold_ids == k)
             if len(rows):
-                out[rows] = _model_output(model, _take(X, rows), method, n_outputs)
+                out[rows] = _model_output(model, _take(X, rows), method, n_outputs, name, k)
     if oos.any():
         X_oos = X if oos.all() else _take(X, np.flatnonzero(oos))
-        out[oos] = _predict_oos(fold_models, overall_model, X_oos, method, oos_method, n_outputs)
+        out[oos] = _predict_oos(
+            fold_models, overall_model, X_oos, method, oos_method, n_outputs, name
+        )
     return out
 
 
@@ -80,10 +95,14 @@ def _predict_oos(
     method: str,
     oos_method: str,
     n_outputs: int,
+    name: str,
 ) -> np.ndarray:
     if oos_method == OVERALL:
-        return _model_output(overall_model, X, method, n_outputs)
-    stacked = np.stack([_model_output(m, X, method, n_outputs) for m in fold_models], axis=-1)
+        return _model_output(overall_model, X, method, n_outputs, name, None)
+    stacked = np.stack(
+        [_model_output(m, X, method, n_outputs, name, k) for k, m in enumerate(fold_models)],
+        axis=-1,
+    )
     if oos_method == MEAN:
         return np.mean(stacked, axis=-1)
     if oos_method == MEDIAN:
