@@ -97,7 +97,45 @@ def _n_partitions(n_rows: int) -> int:
     return max(1, math.ceil(n_rows / ROWS_PER_PARTITION))
 
 
-def _check_x_columns(columns: Sequence[Any]) -> None:
+def dtype_family(dtype: Any) -> str:
+    """What a base model can make of a column of this dtype: ``"numeric"`` (numbers and
+    bools, nullable ones too), ``"category"``, or what it cannot use as it is."""
+    if isinstance(dtype, pd.CategoricalDtype):
+        return "category"
+    if pd.api.types.is_bool_dtype(dtype) or (
+        pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_complex_dtype(dtype)
+    ):
+        return "numeric"
+    if pd.api.types.is_datetime64_any_dtype(dtype) or pd.api.types.is_timedelta64_dtype(dtype):
+        return "time"
+    if pd.api.types.is_object_dtype(dtype) or pd.api.types.is_string_dtype(dtype):
+        return "text"
+    return "other"
+
+
+def _check_feature_dtypes(columns: Columns) -> None:
+    """Features are numbers, bools or categoricals: anything else fails inside the models
+    (strings are parsed at fit and break predict; datetimes fail numpy's promotion)."""
+    bad = [
+        (name, dtype)
+        for name, dtype in zip(columns.names, columns.dtypes, strict=True)
+        if dtype_family(pd.api.types.pandas_dtype(dtype)) not in ("numeric", "category")
+    ]
+    if bad:
+        shown = ", ".join(f"{name!r} ({dtype})" for name, dtype in bad)
+        raise TypeError(
+            f"X has columns that base models cannot use: {shown}; features must be numbers, "
+            "bools or pandas 'category' (convert text with astype(float) or "
+            "astype('category'), datetimes to numbers such as seconds since an epoch)"
+        )
+
+
+def _check_x_columns(columns: Any) -> None:
+    if isinstance(columns, pd.MultiIndex):
+        raise ValueError(
+            "X has MultiIndex columns; give it one level of names, e.g. X.columns = "
+            "['_'.join(map(str, c)) for c in X.columns]"
+        )
     reserved = [c for c in columns if isinstance(c, str) and c.startswith(RESERVED_PREFIX)]
     if reserved:
         raise ValueError(
@@ -144,9 +182,10 @@ def reject_sparse(value: Any, name: str) -> None:
 def _x_in_memory(X: Any) -> tuple[pd.DataFrame, Columns]:
     reject_sparse(X, "X")
     if isinstance(X, pd.DataFrame):
-        _check_x_columns(list(X.columns))
+        _check_x_columns(X.columns)
         pdf = X.reset_index(drop=True)
         cols = Columns(tuple(X.columns), False, tuple(str(t) for t in X.dtypes))
+        _check_feature_dtypes(cols)
         return pdf, cols
     if isinstance(X, pd.Series):
         raise ValueError("X must be two-dimensional (a DataFrame or 2-D array), got a Series")
@@ -155,13 +194,17 @@ def _x_in_memory(X: Any) -> tuple[pd.DataFrame, Columns]:
         raise ValueError(f"X must be two-dimensional, got an array of shape {arr.shape}")
     names = numpy_names(arr.shape[1])
     pdf = pd.DataFrame(arr, columns=list(names))
-    return pdf, Columns(names, True, tuple(str(t) for t in pdf.dtypes))
+    cols = Columns(names, True, tuple(str(t) for t in pdf.dtypes))
+    _check_feature_dtypes(cols)
+    return pdf, cols
 
 
 def _dask_x(X: Any) -> tuple[dd.DataFrame, Columns]:
     if isinstance(X, dd.DataFrame):
-        _check_x_columns(list(X.columns))
-        return X, Columns(tuple(X.columns), False, tuple(str(t) for t in X.dtypes))
+        _check_x_columns(X.columns)
+        cols = Columns(tuple(X.columns), False, tuple(str(t) for t in X.dtypes))
+        _check_feature_dtypes(cols)
+        return X, cols
     if isinstance(X, dd.Series):
         raise ValueError("X must be two-dimensional (a Dask DataFrame or 2-D array), got a Series")
     if X.ndim != 2:
@@ -170,7 +213,9 @@ def _dask_x(X: Any) -> tuple[dd.DataFrame, Columns]:
     if len(X.chunks[1]) > 1:
         X = X.rechunk({1: -1})
     frame = dd.from_dask_array(X, columns=list(names))
-    return frame, Columns(names, True, tuple(str(t) for t in frame.dtypes))
+    cols = Columns(names, True, tuple(str(t) for t in frame.dtypes))
+    _check_feature_dtypes(cols)
+    return frame, cols
 
 
 def _dask_vector(v: Any, name: str) -> dd.Series:
@@ -279,15 +324,34 @@ def prediction_frame(X: Any, columns: Columns) -> Frame:
     """Normalise X for prediction and check it has the columns the models were fitted on."""
     frame = combine(X, {})
     got = frame.columns
-    if got.as_numpy != columns.as_numpy or len(got.names) != len(columns.names):
+    kind = {True: "an array", False: "a DataFrame"}
+    if got.as_numpy != columns.as_numpy:
         raise ValueError(
-            f"X has {len(got.names)} columns ({'array' if got.as_numpy else 'DataFrame'}) "
-            f"but the learner was fitted on {len(columns.names)} "
-            f"({'array' if columns.as_numpy else 'DataFrame'}) columns"
+            f"X is {kind[got.as_numpy]} but the learner was fitted on {kind[columns.as_numpy]}"
+            + (f" with the columns {list(columns.names)}" if not columns.as_numpy else "")
         )
-    if not columns.as_numpy and set(got.names) != set(columns.names):
-        missing = [c for c in columns.names if c not in got.names]
-        raise ValueError(f"X lacks the columns {missing} the learner was fitted on")
+    if columns.as_numpy and len(got.names) != len(columns.names):
+        raise ValueError(
+            f"X has {len(got.names)} columns but the learner was fitted on {len(columns.names)}"
+        )
+    missing = [c for c in columns.names if c not in got.names]
+    unexpected = [c for c in got.names if c not in columns.names]
+    if missing or unexpected:
+        problems = [f"lacks the columns {missing}"] if missing else []
+        problems += [f"has the columns {unexpected}, which it was not"] if unexpected else []
+        raise ValueError(
+            f"X {' and '.join(problems)} the learner was fitted on; it was fitted on "
+            f"{list(columns.names)}"
+        )
+    fitted = dict(zip(columns.names, columns.dtypes, strict=True))
+    for name, dtype in zip(got.names, got.dtypes, strict=True):
+        then = fitted[name]
+        if dtype_family(pd.api.types.pandas_dtype(dtype)) != dtype_family(
+            pd.api.types.pandas_dtype(then)
+        ):
+            raise TypeError(
+                f"X column {name!r} has dtype {dtype} but the learner was fitted on {then}"
+            )
     if not columns.as_numpy and got.names != columns.names:
         frame = Frame(frame.frame[list(columns.names)], columns, frame.in_memory)
     if columns.categories:

@@ -587,12 +587,80 @@ def test_in_sample_predict_other_length_dask(fitted, client):
         learner.predict(dd.from_pandas(df, npartitions=2)[FEATURES], is_oos=False)
 
 
-def test_predict_with_other_columns(fitted):
+@pytest.mark.parametrize(
+    ("make_X", "error", "match"),
+    [
+        (
+            lambda df: df[["f0", "f1", "y"]],
+            ValueError,
+            r"X lacks the columns \['f2'\] and has the columns \['y'\], which it was not "
+            r"the learner was fitted on; it was fitted on \['f0', 'f1', 'f2'\]",
+        ),
+        (lambda df: df[["f0", "f1"]], ValueError, r"X lacks the columns \['f2'\] the learner"),
+        (lambda df: df[[*FEATURES, "y"]], ValueError, r"X has the columns \['y'\], which it"),
+        (
+            lambda df: df[FEATURES].to_numpy(),
+            ValueError,
+            r"X is an array but the learner was fitted on a DataFrame with the columns",
+        ),
+        (
+            lambda df: df[FEATURES].astype({"f1": str}),
+            TypeError,
+            r"X has columns that base models cannot use: 'f1' \((object|str|string)",
+        ),
+        (
+            lambda df: df[FEATURES].astype({"f1": "category"}),
+            TypeError,
+            r"X column 'f1' has dtype category but the learner was fitted on float64",
+        ),
+        (
+            lambda df: df[FEATURES].set_axis(
+                pd.MultiIndex.from_tuples([("a", c) for c in FEATURES]), axis=1
+            ),
+            ValueError,
+            r"X has MultiIndex columns",
+        ),
+    ],
+    ids=["missing-and-extra", "missing", "extra", "array", "text", "category", "multiindex"],
+)
+@pytest.mark.parametrize("kind", ["pandas", "dask"])
+def test_predict_checks_the_training_schema(fitted, kind, make_X, error, match):
+    """Names first (missing and unexpected columns), then dtypes against the training
+    schema, before any prediction runs."""
     learner, _, df = fitted["dask"]
-    with pytest.raises(ValueError, match=r"X lacks the columns \['f2'\]"):
-        learner.predict(df[["f0", "f1", "y"]], is_oos=True)
-    with pytest.raises(ValueError, match=r"X has 2 columns"):
-        learner.predict(df[["f0", "f1"]], is_oos=True)
+    X = make_X(df)
+    if kind == "dask" and isinstance(X, pd.DataFrame):
+        X = dd.from_pandas(X, npartitions=3)
+    with pytest.raises(error, match=match):
+        learner.predict(X, is_oos=True)
+
+
+def test_predict_on_arrays_checks_the_column_count(fitted):
+    learner, X, _ = fitted["numpy"]
+    with pytest.raises(ValueError, match=r"X has 2 columns but the learner was fitted on 3"):
+        learner.predict(X[:, :2], is_oos=True)
+
+
+@pytest.mark.parametrize(
+    ("column", "match"),
+    [
+        (pd.Series(["1.5"] * N), r"'f1' \((object|str|string)"),
+        (pd.Series(pd.date_range("2020", periods=N)), r"'f1' \(datetime64\[\w+\]\)"),
+        (pd.Series(pd.to_timedelta(np.arange(N), "s")), r"'f1' \(timedelta64\[\w+\]\)"),
+    ],
+    ids=["text", "datetime", "timedelta"],
+)
+@pytest.mark.parametrize("kind", ["pandas", "dask"])
+def test_fit_refuses_columns_base_models_cannot_use(client, kind, column, match):
+    """A text column passed fit (parsed by the model) and broke predict; a datetime failed
+    in numpy's promotion: both are named at fit, before any work."""
+    df = _frame()
+    df["f1"] = column
+    X, y, w = _inputs(df, kind)
+    with no_fit_submitted(), pytest.raises(TypeError, match="X has columns that base models"):
+        _learner("T", client=client).fit(X, y, w)
+    with pytest.raises(TypeError, match=match):
+        _learner("T", client=client).fit(X, y, w)
 
 
 # --- empty data, dimensions, dtypes, column names -----------------------------------------
