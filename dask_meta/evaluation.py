@@ -30,7 +30,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.metrics import get_scorer
 
 from dask_meta import runtime
-from dask_meta.data import partitions, training_frame
+from dask_meta.data import Frame, partitions
 from dask_meta.training import FitContext, check_partition
 
 NEG_RMSE = "neg_root_mean_squared_error"
@@ -328,16 +328,14 @@ def _score_gathered(
 
 def evaluate_data(
     client: Any,
-    X: Any,
-    y: Any,
-    w: Any,
+    data: Frame,
     is_oos: bool,
     context: FitContext,
     plan: PartitionPlan,
 ) -> dict[str, float]:
-    """``evaluate()`` of X, y, w: checked against the fit (columns; for ``is_oos=False``
-    its partitions), then scored over partitions (:func:`evaluate_partitions`)."""
-    data = training_frame(X, y, w)
+    """``evaluate()`` of X, y, w (``data``, as :func:`dask_meta.data.training_frame` builds
+    it): checked against the fit (columns; for ``is_oos=False`` its partitions), then
+    scored over partitions (:func:`evaluate_partitions`)."""
     got = data.columns
     if got.as_numpy != context.columns.as_numpy or set(got.names) != set(context.columns.names):
         raise ValueError(

@@ -1095,3 +1095,33 @@ def test_wrong_length_predictions_name_the_model_and_fold(client, is_oos, which)
         r"returned an array of shape \(\d+,\) for \d+ rows",
     ):
         learner.predict(X, is_oos=is_oos)
+
+
+# --- evaluate: the values fit checks -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        (lambda y, w: (y, w + 1), r"w has values \[1, 2, 3\]; expected 0\.\.n_variants-1"),
+        (lambda y, w: (np.where(w == 1, np.nan, y), w), r"y has \d+ missing values \(NaN\)"),
+        (lambda y, w: (np.where(w == 2, np.inf, y), w), r"y has \d+ infinite values"),
+        (lambda y, w: (y, np.where(w == 0, np.nan, w)), r"w has \d+ missing values"),
+    ],
+    ids=["w-out-of-range", "y-nan", "y-inf", "w-nan"],
+)
+@pytest.mark.parametrize("kind", ["numpy", "dask"])
+def test_evaluate_checks_values_as_fit_does(fitted, kind, change, match):
+    """evaluate gave scores of NaN for these; now the ValueError fit raises."""
+    learner, _, df = fitted["numpy" if kind == "numpy" else "dask"]
+    y, w = change(df["y"].to_numpy(), df["w"].to_numpy().astype(float))
+    X, y_in, w_in = _inputs(df.assign(y=y, w=w), kind)
+    with pytest.raises(ValueError, match=match):
+        learner.evaluate(X, y_in, w_in, is_oos=True)
+
+
+def test_evaluate_accepts_held_out_data_without_every_variant(fitted):
+    learner, _, df = fitted["numpy"]
+    X, y, w = _inputs(df[df["w"] != 2], "numpy")
+    scores = learner.evaluate(X, y, w, is_oos=True)
+    assert np.isfinite(scores["variant_outcome_model_0_neg_root_mean_squared_error"])

@@ -40,7 +40,7 @@ from dask_meta.crossfit import (
     model_partition,
     validate_oos_method,
 )
-from dask_meta.data import is_dask
+from dask_meta.data import is_dask, training_frame
 from dask_meta.evaluation import (
     Evaluated,
     PartitionPlan,
@@ -51,7 +51,7 @@ from dask_meta.evaluation import (
     validate_scoring,
 )
 from dask_meta.explain import Explainer, check_explainer_arguments, overall_models
-from dask_meta.folds import validate_strategy
+from dask_meta.folds import scan, validate_strategy
 from dask_meta.learners.arguments import (
     check_enable_overall,
     check_model_types,
@@ -60,6 +60,7 @@ from dask_meta.learners.arguments import (
     init_args,
     model_dict,
 )
+from dask_meta.learners.checks import check_input_dtypes, check_values
 from dask_meta.learners.fit_run import FitRun
 from dask_meta.learners.fitting import fit_stages
 from dask_meta.learners.tables import Derivation, ModelEntry, ModelSpecification
@@ -563,8 +564,12 @@ class MetaLearner(ABC):
         plan = self._evaluation_plan(bool(is_oos), oos_method, self._scoring(scoring))
         check_items(plan.items)
         assert self._fit_context is not None
-        context = self._fit_context
-        return evaluate_data(self._predict_client(), X, y, w, bool(is_oos), context, plan)
+        client = self._predict_client()
+        # the values fit checks, where evaluate uses them (a cheap pass over y and w)
+        data = training_frame(X, y, w)
+        check_input_dtypes(data, self.is_classification)
+        check_values(self, scan(client, data.frame, self.is_classification), every_variant=False)
+        return evaluate_data(client, data, bool(is_oos), self._fit_context, plan)
 
     def _evaluation_plan(
         self, is_oos: bool, oos_method: str, scoring: dict[str, list[Any]]

@@ -50,12 +50,20 @@ def _stats_classes(stats: Sequence[PartitionStats]) -> dict[int, set]:
 
 def check_data(learner: Any, stats: Sequence[PartitionStats]) -> None:
     """Treatment and outcome checks of metalearners, from the first pass's statistics."""
-    n_variants = learner.n_variants
     if not sum(s.n for s in stats):
         raise ValueError(
             f"X, y and w have no rows (all {len(stats)} partitions are empty); fit needs "
             "training data"
         )
+    check_values(learner, stats, every_variant=True)
+    if learner.is_classification:
+        _check_classes(learner, stats)
+
+
+def check_values(learner: Any, stats: Sequence[PartitionStats], every_variant: bool) -> None:
+    """w's and y's values: no missing or infinite ones, w in 0..n_variants-1 (and, for a
+    fit, ``every_variant`` present)."""
+    n_variants = learner.n_variants
     w_nan = sum(s.w_nan for s in stats)
     if w_nan:
         raise ValueError(f"w has {w_nan} missing values (NaN); every row needs a treatment")
@@ -81,39 +89,43 @@ def check_data(learner: Any, stats: Sequence[PartitionStats]) -> None:
     for s in stats:
         found |= {int(st[0]) for st in s.strata}
     expected = set(range(n_variants))
-    if found != expected:
-        missing = sorted(expected - found)
-        extra = sorted(found - expected)
+    missing = sorted(expected - found) if every_variant else []
+    extra = sorted(found - expected)
+    if missing or extra:
         detail = []
         if missing:
             detail.append(f"variants {missing} are missing")
         if extra:
             detail.append(f"values {extra} are outside 0..{n_variants - 1}")
+        present = " with every variant present" if every_variant else ""
         raise ValueError(
             f"w has values {sorted_values(found)}; expected 0..n_variants-1 = "
-            f"{sorted(expected)} with every variant present ({'; '.join(detail)})"
+            f"{sorted(expected)}{present} ({'; '.join(detail)})"
         )
-    if learner.is_classification:
-        per_variant = _stats_classes(stats)
-        classes = set().union(*per_variant.values())
-        if len(classes) > 2 and not learner._supports_multi_class():
+
+
+def _check_classes(learner: Any, stats: Sequence[PartitionStats]) -> None:
+    """A classification's outcome classes: two or more, the same in every variant."""
+    per_variant = _stats_classes(stats)
+    classes = set().union(*per_variant.values())
+    if len(classes) > 2 and not learner._supports_multi_class():
+        raise ValueError(
+            f"{type(learner).__name__} does not support multiclass classification. Yet we "
+            f"found {len(classes)} classes."
+        )
+    if len(classes) < 2:
+        raise ValueError(
+            f"There is only one class present in the classification outcome: {classes}; "
+            "a classification needs at least two"
+        )
+    classes_0 = per_variant.get(0, set())
+    for variant in sorted(per_variant):
+        if per_variant[variant] != classes_0:
             raise ValueError(
-                f"{type(learner).__name__} does not support multiclass classification. Yet we "
-                f"found {len(classes)} classes."
+                f"Variants 0 and {variant} have seen different sets of classification "
+                f"outcomes ({sorted_values(classes_0)} vs "
+                f"{sorted_values(per_variant[variant])}). Please check your data."
             )
-        if len(classes) < 2:
-            raise ValueError(
-                f"There is only one class present in the classification outcome: {classes}; "
-                "a classification needs at least two"
-            )
-        classes_0 = per_variant.get(0, set())
-        for variant in sorted(per_variant):
-            if per_variant[variant] != classes_0:
-                raise ValueError(
-                    f"Variants 0 and {variant} have seen different sets of classification "
-                    f"outcomes ({sorted_values(classes_0)} vs "
-                    f"{sorted_values(per_variant[variant])}). Please check your data."
-                )
 
 
 def target_classes(entry: ModelEntry, strata: Counter) -> set:
