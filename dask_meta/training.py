@@ -132,6 +132,11 @@ def _is_row_param(value: Any, n_rows: int | None) -> bool:
         return False
 
 
+#: fit parameters that are always one value per row (any other array-like parameter whose
+#: length is not X's is passed to the models as it is)
+PER_ROW_PARAMS = frozenset({"sample_weight"})
+
+
 @dataclass
 class RowParams:
     """Per-row fit parameters of one fit, as columns of its training frame.
@@ -150,12 +155,27 @@ class RowParams:
         rows: dict[str, str] = {}
         for name, value in params.items():
             if not _is_row_param(value, self.n_rows):
+                if name in PER_ROW_PARAMS and value is not None:
+                    self._refuse(name, value)
                 static[name] = value
                 continue
             column = self._columns.setdefault(id(value), f"{PARAM_PREFIX}{len(self._columns)}__")
             self.values[column] = (f"fit_params[{name!r}]", value)
             rows[name] = column
         return static, rows
+
+    def _refuse(self, name: str, value: Any) -> None:
+        """A per-row parameter that is not one value per row of X, in the user's terms."""
+        if self.n_rows is None:
+            raise TypeError(
+                f"fit_params[{name!r}] is in memory but X is a Dask collection; pass it as a "
+                "Dask Series or Array with X's partitions (e.g. a column of the same frame)"
+            )
+        got = np.shape(value)
+        raise ValueError(
+            f"fit_params[{name!r}] has shape {got} but X has {self.n_rows} rows; pass one "
+            "value per row of X"
+        )
 
 
 # --- 2. folds ---------------------------------------------------------------------------------

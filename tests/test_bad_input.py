@@ -887,14 +887,15 @@ def _one_row_of_variant_2() -> pd.DataFrame:
 
 @pytest.mark.parametrize("kind", INPUTS)
 def test_fold_lacking_a_variant(client, kind):
-    """Variant 2 has one row: the fold model trained without it has no rows of variant 2 —
-    an empty training set for its outcome model (T) and a missing variant for a model of
-    all rows (S)."""
+    """Variant 2 has one row: fewer rows than folds for its outcome model (T), and a fold
+    model of all rows trained without variant 2 (S)."""
     X, y, w = _inputs(_one_row_of_variant_2(), kind)
     with (
         no_fit_submitted(),
         pytest.raises(
-            ValueError, match=r"fold \d of variant_outcome_model 2 has no training rows; use fewer"
+            ValueError,
+            match=r"variant_outcome_model 2 is cross-fitted on 1 rows \(variants \[2\]\), fewer "
+            r"than its n_folds=2",
         ),
     ):
         _learner("T", client=client).fit(X, y, w)
@@ -1125,3 +1126,39 @@ def test_evaluate_accepts_held_out_data_without_every_variant(fitted):
     X, y, w = _inputs(df[df["w"] != 2], "numpy")
     scores = learner.evaluate(X, y, w, is_oos=True)
     assert np.isfinite(scores["variant_outcome_model_0_neg_root_mean_squared_error"])
+
+
+# --- fit parameters and folds in the user's terms -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kind", "weights", "error", "match"),
+    [
+        ("numpy", np.ones(N - 1), ValueError, rf"has shape \({N - 1},\) but X has {N} rows"),
+        ("pandas", np.ones(N + 5), ValueError, rf"has shape \({N + 5},\) but X has {N} rows"),
+        ("dask", np.ones(N), TypeError, r"is in memory but X is a Dask collection"),
+    ],
+    ids=["numpy-short", "pandas-long", "dask-x-numpy-weights"],
+)
+def test_sample_weight_of_the_wrong_length_is_told_in_the_users_rows(
+    client, kind, weights, error, match
+):
+    """Was reported by the base model in one variant's rows ("expected (415,)")."""
+    X, y, w = _inputs(_frame(), kind)
+    with no_fit_submitted(), pytest.raises(error, match=r"fit_params\['sample_weight'\] " + match):
+        _learner("T", client=client).fit(X, y, w, fit_params={"sample_weight": weights})
+
+
+@pytest.mark.parametrize("strategy", ["partition", "hash"])
+def test_a_variant_with_fewer_rows_than_n_folds_is_refused(client, strategy):
+    """metalearners and fold_strategy="sklearn" raise; the other strategies fitted silently."""
+    df = _frame()
+    df["w"] = np.where(np.arange(N) < 3, 1, np.where(np.arange(N) < 300, 2, 0))
+    df["id"] = np.arange(N)
+    X, y, w = _inputs(df, "pandas")
+    kwargs = {"fold_strategy": strategy, "n_folds": 5, "feature_set": FEATURES}
+    if strategy == "hash":
+        X = df[[*FEATURES, "id"]]
+        kwargs["fold_key"] = "id"
+    with no_fit_submitted(), pytest.raises(ValueError, match=r"variant_outcome_model 1 is "):
+        _learner("T", client=client, **kwargs).fit(X, y, w)

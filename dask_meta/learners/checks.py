@@ -151,13 +151,26 @@ def check_fold_coverage(
             need_variants = {s[0] for s in whole}
             need_classes = target_classes(e, whole) if cfe.is_classifier else None
             folds = range(cfe.n_folds) if cfe.n_folds > 1 else []
+            name = f"{e.kind} {e.ordinal}" if learner._cardinality(e.kind) > 1 else e.kind
+            n_split = sum(whole.values())
+            if folds and n_split < cfe.n_folds:
+                rows_of = f" (variants {list(split.variants)})" if split.variants else ""
+                raise ValueError(
+                    f"{name} is cross-fitted on {n_split} rows{rows_of}, fewer than its "
+                    f"n_folds={cfe.n_folds}: every fold needs rows to leave out; use fewer "
+                    "folds (metalearners raises here too)"
+                )
             for k in folds:
                 strata = strata_of_fold(split, assignment.fold_strata, k)
                 have_variants = {s[0] for s in strata if strata[s]}
-                name = f"{e.kind} {e.ordinal}" if learner._cardinality(e.kind) > 1 else e.kind
                 if not strata or sum(strata.values()) == 0:
                     raise ValueError(
                         f"fold {k} of {name} has no training rows; use fewer folds (n_folds)"
+                    )
+                if sum(strata.values()) == n_split:
+                    raise ValueError(
+                        f"fold {k} of {name} leaves out none of its {n_split} rows; use fewer "
+                        "folds (n_folds)"
                     )
                 if have_variants != need_variants:
                     raise ValueError(
