@@ -8,8 +8,10 @@ workers, one file per partition of X, so that nothing but the write's status com
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import posixpath
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, cast
 
@@ -93,6 +95,7 @@ def write_predictions(
     keep: str | Sequence[str] | None = None,
     name: str = "cate",
     storage_options: dict[str, Any] | None = None,
+    overwrite: bool = False,
     **to_parquet_kwargs: Any,
 ) -> str:
     """Write ``learner.predict(X, is_oos, oos_method)`` to parquet from the workers.
@@ -108,11 +111,15 @@ def write_predictions(
     the kept columns for the output), so X must be deterministic (parquet files are).
 
     Files are named ``part.000000.parquet``, ... so that any reader sorts them in X's order
-    (dask's own names do not; pass ``name_function`` to change). As with dask's
-    ``to_parquet``, an existing directory is written into, not cleared: files of the same
-    names are replaced and others stay; pass ``overwrite=True`` to clear it first.
-    ``storage_options`` and ``to_parquet_kwargs`` go to ``dask.dataframe.to_parquet``
-    (``write_index`` and ``compute`` are set here). Returns ``path`` as a string.
+    (dask's own names do not; pass ``name_function`` to change).
+
+    The write is all or nothing: the files go to a hidden sibling directory, which replaces
+    ``path`` once every partition is written; if anything fails, the sibling is removed and
+    ``path`` is as it was. An existing non-empty ``path`` is refused (before any work)
+    unless ``overwrite=True``, which replaces it whole: no rows of an older, longer output
+    stay readable beside the new ones. ``storage_options`` and ``to_parquet_kwargs`` go to
+    ``dask.dataframe.to_parquet`` (``write_index`` and ``compute`` are set here). Returns
+    ``path`` as a string.
     """
     fixed = [k for k in _FIXED if k in to_parquet_kwargs]
     if fixed:
@@ -125,6 +132,7 @@ def write_predictions(
     kept = _keep_list(keep, X)
     # the learner's own errors first: not fitted, bad is_oos / oos_method
     learner._check_predict(is_oos, oos_method)
+    target = _Target.claim(path, storage_options, overwrite)
     context = learner._fit_context
     assert context is not None
     features = list(context.columns.names)
@@ -173,12 +181,57 @@ def write_predictions(
             parts, meta=meta, verify_meta=False, prefix=runtime.task_key("prediction-frame")
         )
         to_parquet_kwargs.setdefault("name_function", _PartName())
-        write = out.to_parquet(
-            path,
-            write_index=False,
-            compute=False,
-            storage_options=storage_options,
-            **to_parquet_kwargs,
-        )
-        runtime.compute_now(write, learner._predict_client())
+        try:
+            write = out.to_parquet(
+                target.staging_url,
+                write_index=False,
+                compute=False,
+                storage_options=storage_options,
+                **to_parquet_kwargs,
+            )
+            runtime.compute_now(write, learner._predict_client())
+        except BaseException:
+            target.abandon()
+            raise
+    target.commit()
     return os.fspath(path)
+
+
+@dataclasses.dataclass
+class _Target:
+    """An output directory written all or nothing: into a hidden sibling, then moved."""
+
+    fs: Any
+    root: str
+    staging: str
+    staging_url: str
+
+    @classmethod
+    def claim(cls, path: Any, storage_options: dict[str, Any] | None, overwrite: bool) -> _Target:
+        from fsspec.core import url_to_fs
+
+        if not isinstance(overwrite, bool):
+            raise TypeError(f"overwrite must be True or False, got {overwrite!r}")
+        url = os.fspath(path)
+        fs, root = url_to_fs(url, **(storage_options or {}))
+        root = root.rstrip("/")
+        if fs.exists(root) and not overwrite and (not fs.isdir(root) or fs.ls(root)):
+            raise FileExistsError(
+                f"{url} exists and is not empty; pass overwrite=True to replace it whole, or "
+                "choose another path"
+            )
+        parent, name = posixpath.split(root)
+        staging = posixpath.join(parent, f".{name}.dask-meta-{runtime.new_token()}")
+        protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+        staging_url = staging if "file" in protocols else fs.unstrip_protocol(staging)
+        return cls(fs, root, staging, staging_url)
+
+    def abandon(self) -> None:
+        with contextlib.suppress(Exception):
+            if self.fs.exists(self.staging):
+                self.fs.rm(self.staging, recursive=True)
+
+    def commit(self) -> None:
+        if self.fs.exists(self.root):
+            self.fs.rm(self.root, recursive=True)
+        self.fs.mv(self.staging, self.root, recursive=True)

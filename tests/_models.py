@@ -94,3 +94,10 @@ class WrongLengthRegressor(RegressorMixin, BaseEstimator):
 
     def predict(self, X):
         return np.asarray(self.model_.predict(X))[:-1]
+
+
+def fail_on_partition(part, partition_info=None):
+    """A map_partitions function that raises in partition 2 (a write failing part way)."""
+    if partition_info is not None and partition_info["number"] == 2:
+        raise RuntimeError("partition 2 could not be read")
+    return part

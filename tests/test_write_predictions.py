@@ -162,13 +162,38 @@ def test_to_parquet_arguments_and_existing_directories(regression, tmp_path):
     write_predictions(learner, X, out, is_oos=True, compression="zstd")
     first = pq.ParquetFile(out / _files(out)[0]).metadata.row_group(0).column(0)
     assert first.compression == "ZSTD"
-    # like dask's to_parquet: an existing directory is written into, not cleared
+    # an existing output is refused before any work, and overwrite=True replaces it whole:
+    # no rows of the older, longer output stay readable beside the new ones
     fewer = make_experiment(300, 4, 3, rows_per_partition=100, seed=15)
-    write_predictions(learner, fewer, out, is_oos=True)
+    with pytest.raises(FileExistsError, match="exists and is not empty; pass overwrite=True"):
+        write_predictions(learner, fewer, out, is_oos=True)
     assert len(_files(out)) == 12
     write_predictions(learner, fewer, out, is_oos=True, overwrite=True)
     assert len(_files(out)) == 3
     assert len(pd.read_parquet(out)) == 300
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cate"]
+
+
+@pytest.mark.parametrize("existing", [False, True])
+def test_a_write_failing_part_way_leaves_the_target_as_it_was(regression, tmp_path, existing):
+    """Partition 2 of X fails after others are written: no part files are left behind, and
+    an existing output (being overwritten) is untouched."""
+    from _models import fail_on_partition
+
+    learner, _ = regression
+    X = make_experiment(600, 4, 3, rows_per_partition=100, seed=15)
+    out = tmp_path / "cate"
+    if existing:
+        write_predictions(learner, X.partitions[:2], out, is_oos=True)
+        before = {p.name: p.read_bytes() for p in out.iterdir()}
+    failing = X.map_partitions(fail_on_partition, meta=X._meta)
+    with pytest.raises(RuntimeError, match="partition 2 could not be read"):
+        write_predictions(learner, failing, out, is_oos=True, overwrite=existing)
+    if existing:
+        assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["cate"]
+    else:
+        assert list(tmp_path.iterdir()) == []
 
 
 def test_errors(regression, tmp_path):

@@ -52,11 +52,14 @@ class Outputs:
         if not isinstance(path, str) or not path:
             raise JobError(f"{what} must be a path or URL, got {path!r}")
         fs, root = url_to_fs(path, **(storage_options or {}))
-        if fs.exists(root) and (not fs.isdir(root) or fs.ls(root)) and not overwrite:
+        existed = fs.exists(root)
+        if existed and (not fs.isdir(root) or fs.ls(root)) and not overwrite:
             raise JobError(
                 f"{what} {path} exists; remove it, choose another path, or set overwrite"
             )
-        self.created.append((fs, root))
+        if not existed:
+            # an output being replaced is the writer's to keep intact if the work fails
+            self.created.append((fs, root))
         return path
 
     def remove(self) -> None:
@@ -154,7 +157,9 @@ def fit(job: dict[str, Any], args: argparse.Namespace) -> int:
             )
             print(f"dask-meta: saved the learner to {model_path}", flush=True)
             if predictions is not None:
-                dask_meta.write_predictions(learner, frame[features], predictions, is_oos=False)
+                dask_meta.write_predictions(
+                    learner, frame[features], predictions, is_oos=False, overwrite=overwrite
+                )
                 print(f"dask-meta: in-sample CATE written to {predictions}", flush=True)
     except BaseException:
         outputs.remove()
