@@ -182,7 +182,9 @@ def _columns(effects: list[np.ndarray]) -> np.ndarray:
     return np.stack([np.ravel(e) for e in effects], axis=1)
 
 
-def fit_econml(learner: str, base: str, seed: int, folds: int | None, X, w, y, X_test):
+def econml_estimator(learner: str, base: str, seed: int, folds: int | None, w: np.ndarray):
+    """EconML's unfitted ``learner`` with the base models of ``base`` (``w``: the treatment,
+    whose number of variants decides whether the R-learner is available)."""
     reg, reg_params, clf, clf_params = base_models(base)
     cv = {} if folds is None else {"cv": folds}
     if learner == "S":
@@ -226,6 +228,11 @@ def fit_econml(learner: str, base: str, seed: int, folds: int | None, X, w, y, X
         )
     else:
         raise ValueError(learner)
+    return est
+
+
+def fit_econml(learner: str, base: str, seed: int, folds: int | None, X, w, y, X_test):
+    est = econml_estimator(learner, base, seed, folds, w)
     start = time.perf_counter()
     est.fit(y, w, X=X)
     fit_s = time.perf_counter() - start
@@ -239,10 +246,11 @@ def fit_econml(learner: str, base: str, seed: int, folds: int | None, X, w, y, X
     return fit_s, effects(X), effects(X_test)
 
 
-def fit_causalml(learner: str, base: str, seed: int, folds: int | None, X, w, y, X_test):
+def causalml_estimator(learner: str, base: str, seed: int, folds: int | None):
+    """CausalML's unfitted ``learner`` with the regressor of ``base``."""
     from causalml.inference import meta
 
-    reg, reg_params, clf, clf_params = base_models(base)
+    reg, reg_params, _, _ = base_models(base)
     cls = {
         "S": meta.BaseSRegressor,
         "T": meta.BaseTRegressor,
@@ -262,6 +270,12 @@ def fit_causalml(learner: str, base: str, seed: int, folds: int | None, X, w, y,
         # a process per core, which oversubscribes the cores (R at 20k rows: 213.9 s). The
         # regressor's constructor does not take the argument; BaseRLearner reads the attribute.
         est.cv_n_jobs = 1
+    return est
+
+
+def fit_causalml(learner: str, base: str, seed: int, folds: int | None, X, w, y, X_test):
+    _, _, clf, clf_params = base_models(base)
+    est = causalml_estimator(learner, base, seed, folds)
     start = time.perf_counter()
     fit_kwargs: dict[str, Any] = {}
     p_train = p_test = None

@@ -238,8 +238,11 @@ def peer_pythons(args: argparse.Namespace) -> dict[str, Path]:
     return pythons
 
 
-def run_peer(python: Path, jobs: list[dict], tmp: Path, checkpoint: Checkpoint) -> list[dict]:
-    """The peer's fits of ``jobs`` (those in the checkpoint are not run again)."""
+def run_peer(
+    python: Path, jobs: list[dict], tmp: Path, checkpoint: Checkpoint, runner: Path = RUNNER
+) -> list[dict]:
+    """The peer's fits of ``jobs`` (those in the checkpoint are not run again), by the
+    ``fit`` command of ``runner`` (one JSON line per job on its stdout)."""
     out = [checkpoint.done[_fit_key(j)] for j in jobs if _fit_key(j) in checkpoint.done]
     todo = [j for j in jobs if _fit_key(j) not in checkpoint.done]
     if not todo:
@@ -247,14 +250,14 @@ def run_peer(python: Path, jobs: list[dict], tmp: Path, checkpoint: Checkpoint) 
     path = tmp / f"jobs-{os.getpid()}-{time.monotonic_ns()}.json"
     path.write_text(json.dumps(todo))
     with subprocess.Popen(
-        [str(python), str(RUNNER), "fit", "--jobs", str(path)], stdout=subprocess.PIPE, text=True
-    ) as runner:
-        assert runner.stdout is not None
-        for line in runner.stdout:
+        [str(python), str(runner), "fit", "--jobs", str(path)], stdout=subprocess.PIPE, text=True
+    ) as process:
+        assert process.stdout is not None
+        for line in process.stdout:
             if line.strip():
                 out.append(checkpoint.add(json.loads(line)))
-    if runner.returncode != 0:
-        raise SystemExit(f"peer runner failed (exit {runner.returncode}) on {path}")
+    if process.returncode != 0:
+        raise SystemExit(f"peer runner failed (exit {process.returncode}) on {path}")
     return out
 
 

@@ -168,33 +168,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def fit_dask_meta(
-    args: argparse.Namespace, client, path: Path, learner: str, config: str = "default"
-) -> dict:
-    import dask
-    import dask.dataframe as dd
-    from distributed import wait
-
+def dask_meta_learner(args: argparse.Namespace, client, learner: str, config: str = "default"):
+    """dask-meta's ``learner`` in ``config`` (see :data:`OURS`) and its ``fit`` keyword
+    arguments; ``args`` gives ``folds``, ``variants``, ``seed`` and ``plan``."""
     import dask_meta
-    from dask_meta.datasets import cate_names, feature_names
-    from dask_meta.planner import parallel_efficiency
 
-    ddf = dd.read_parquet(path)
-    features, cates = feature_names(ddf), cate_names(ddf)
     n_folds: int | dict[str, int] = args.folds
-    fit_kwargs = {}
+    fit_kwargs: dict = {}
     learner_kwargs: dict = {}
-    source = "lazy"
     if config != "default":
         n_folds = {k: args.folds if f is None else f for k, f in PEERS_FOLDS[learner].items()}
         if config == "peers-pairwise":
             n_folds |= PAIRWISE_FOLDS.get(learner, {})
         fit_kwargs["synchronize_cross_fitting"] = False
         learner_kwargs["enable_overall"] = PEERS_NO_OVERALL.get(learner, True)
-        if args.peers_input == "persisted":
-            ddf = client.persist(ddf)
-            wait(ddf)
-            source = "persisted"
     models = peers.model_kwargs(learner, *peers.base_models("lgbm100"))
     if config == "peers-pairwise":
         classifier = models["propensity_model_factory"](**models["propensity_model_params"])
@@ -210,15 +197,43 @@ def fit_dask_meta(
         plan=None if args.plan == "none" else args.plan,
         **learner_kwargs,
     )
+    return est, fit_kwargs
+
+
+def in_sample_mse(client, est, X, truth) -> list[float]:
+    """Per variant, the mean squared error of ``est``'s in-sample CATE of the lazy frame
+    ``X`` against the true CATE columns ``truth``, reduced on the cluster."""
+    import dask
+
+    cate = est.predict(X, is_oos=False)[:, :, 0]
+    # tuning off: one partition per file, as the prediction (docs/out-of-core.md)
+    with dask.config.set({"optimization.tune.active": False}):
+        true = truth.to_dask_array(lengths=True)
+    return [float(m) for m in client.compute(((cate - true) ** 2).mean(axis=0)).result()]
+
+
+def fit_dask_meta(
+    args: argparse.Namespace, client, path: Path, learner: str, config: str = "default"
+) -> dict:
+    import dask.dataframe as dd
+    from distributed import wait
+
+    from dask_meta.datasets import cate_names, feature_names
+    from dask_meta.planner import parallel_efficiency
+
+    ddf = dd.read_parquet(path)
+    features, cates = feature_names(ddf), cate_names(ddf)
+    source = "lazy"
+    if config != "default" and args.peers_input == "persisted":
+        ddf = client.persist(ddf)
+        wait(ddf)
+        source = "persisted"
+    est, fit_kwargs = dask_meta_learner(args, client, learner, config)
     start = time.perf_counter()
     est.fit(ddf[features], ddf["y"], ddf["w"], **fit_kwargs)
     fit_s = time.perf_counter() - start
-    cate = est.predict(ddf[features], is_oos=False)[:, :, 0]
-    # tuning off: one partition per file, as the prediction (docs/out-of-core.md)
-    with dask.config.set({"optimization.tune.active": False}):
-        truth = ddf[cates].to_dask_array(lengths=True)
-    mse = client.compute(((cate - truth) ** 2).mean(axis=0)).result()
-    rmse = [float(m) ** 0.5 for m in mse]
+    mse = in_sample_mse(client, est, ddf[features], ddf[cates])
+    rmse = [m**0.5 for m in mse]
     report = est.fit_report_
     return {
         "package": OURS[config],
