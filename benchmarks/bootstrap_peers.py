@@ -174,11 +174,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def configs(args: argparse.Namespace, learner: str) -> list[str]:
-    """dask-meta's configurations for ``learner``, in :data:`peers.OURS` order."""
+    """dask-meta's configurations for ``learner``, in :data:`peers.OURS` order (those of the
+    peers' work that apply to it: :data:`peers.PEER_CONFIGS`)."""
     wanted = set(args.configs or ())
     if args.configs is None:
         wanted = {peers.peer_config(learner, p.split("-")[0]) for p in args.peers}
-    return [c for c in peers.OURS if c in wanted]
+    usable = {"default", *peers.PEER_CONFIGS[learner]}
+    return [c for c in peers.OURS if c in wanted & usable]
 
 
 def write_data(args: argparse.Namespace, train: Path, test: Path) -> None:
