@@ -299,3 +299,16 @@ def test_a_partition_is_estimated_in_row_blocks_with_the_same_result(client, mon
         sums,
     )
     assert whole.shape == (300, 1, 2)
+
+
+def test_replicates_without_cross_fitting_share_the_bins_too(client):
+    """A T-learner with n_folds=1 trains each row once per fit: alone it bins its own rows,
+    but its bootstrap trains every row once per replicate, so the replicates share bins."""
+    X, y, w, _ = _data(n=600)
+    params = {"n_estimators": 3, "num_leaves": 5, "verbose": -1, "n_jobs": 1}
+    learner = TLearner(
+        False, 2, LGBMRegressor, nuisance_model_params=params, n_folds=1, client=client
+    )
+    assert learner.fit(X, y, w).fit_report_.attrs["shared_bins"] is False
+    boot = Bootstrap(learner, n_bootstraps=2, random_state=0).fit(X, y, w)
+    assert boot.fit_report_.attrs["shared_bins"] is True

@@ -109,9 +109,10 @@ def bins_worth_sharing(run: FitRun, entries: Sequence[ModelEntry]) -> set[str]:
     the training frame has.
 
     A shared Dataset bins every row of the frame once; without it each fit bins its own
-    rows. So it pays only where rows are trained on more than once: folds, or several
-    model kinds on the same rows. A T-learner without cross-fitting trains each row once,
-    and its fits bin their own rows instead (the "sklearn" fold strategy always does).
+    rows. So it pays only where rows are trained on more than once: folds, several model
+    kinds on the same rows, or a bootstrap's replicates. A T-learner without cross-fitting
+    trains each row once, and its fits bin their own rows instead (the "sklearn" fold
+    strategy always does).
     """
     learner = run.learner
     if learner.fold_strategy == "sklearn":
@@ -126,8 +127,9 @@ def bins_worth_sharing(run: FitRun, entries: Sequence[ModelEntry]) -> set[str]:
             continue
         split = run.assignment.refs[(e.kind, e.ordinal)]
         per_model = train_rows(split, run.assignment.fold_strata, cfe.n_folds)
-        rows[bins_key(run.token, cfe.estimator_factory, cfe.estimator_params, design)] += sum(
-            per_model[fold] for fold in cfe.fitted_folds
+        # a bootstrap trains the model once per replicate too, on the same Dataset
+        rows[bins_key(run.token, cfe.estimator_factory, cfe.estimator_params, design)] += (
+            sum(per_model[fold] for fold in cfe.fitted_folds) * run.n_fits
         )
     return {key for key, n in rows.items() if n > run.n_rows}
 
