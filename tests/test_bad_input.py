@@ -109,62 +109,134 @@ def test_recorder_sees_the_fit_jobs_of_a_valid_fit(client):
 # --- the treatment ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", INPUTS)
-def test_w_value_outside_the_variants(client, kind):
-    df = _frame()
-    df.loc[5, "w"] = 3
-    X, y, w = _inputs(df, kind)
-    with no_fit_submitted(), pytest.raises(ValueError, match=r"w has values .*outside 0\.\.2"):
-        _learner("DR", client=client).fit(X, y, w)
+def _set(column, rows, value, dtype=None):
+    """A change of the training frame: ``column`` at ``rows`` (labels) becomes ``value``."""
+
+    def change(df):
+        if dtype is not None:
+            df[column] = df[column].astype(dtype)
+        df.loc[rows, column] = value
+        return df
+
+    return change
 
 
-@pytest.mark.parametrize("kind", INPUTS)
-def test_missing_variant(client, kind):
-    df = _frame()
+def _merge_variant(df):
     df.loc[df["w"] == 1, "w"] = 2
-    X, y, w = _inputs(df, kind)
-    with no_fit_submitted(), pytest.raises(ValueError, match=r"w has values .*\[1\] are missing"):
-        _learner("X", client=client).fit(X, y, w)
+    return df
 
 
-@pytest.mark.parametrize("kind", INPUTS)
-def test_nan_in_w(client, kind):
-    df = _frame()
-    df["w"] = df["w"].astype(float)
-    df.loc[[3, 400], "w"] = np.nan
-    X, y, w = _inputs(df, kind)
-    with no_fit_submitted(), pytest.raises(ValueError, match=r"w has 2 missing values \(NaN\)"):
-        _learner("T", client=client).fit(X, y, w)
-
-
-@pytest.mark.parametrize("kind", INPUTS)
-def test_non_integer_float_w(client, kind):
-    df = _frame()
-    df["w"] = df["w"].astype(float)
-    df.loc[7, "w"] = 1.5
-    X, y, w = _inputs(df, kind)
-    with no_fit_submitted(), pytest.raises(ValueError, match=r"w has 1 non-integer values"):
-        _learner("T", client=client).fit(X, y, w)
-
-
-@pytest.mark.parametrize("kind", INPUTS)
-def test_inf_in_w(client, kind):
-    """An infinite treatment is named as such, not as the int64 it would be cast to."""
-    df = _frame()
-    df["w"] = df["w"].astype(float)
-    df.loc[9, "w"] = np.inf
-    X, y, w = _inputs(df, kind)
-    with no_fit_submitted(), pytest.raises(ValueError, match=r"w has 1 (infinite|non-integer)"):
-        _learner("T", client=client).fit(X, y, w)
-
-
-@pytest.mark.parametrize("kind", INPUTS)
-def test_string_w(client, kind):
-    df = _frame()
+def _string_w(df):
     df["w"] = df["w"].map({0: "control", 1: "a", 2: "b"})
-    X, y, w = _inputs(df, kind)
-    with no_fit_submitted(), pytest.raises(TypeError, match=r"w has dtype .*must be integers"):
-        _learner("T", client=client).fit(X, y, w)
+    return df
+
+
+def _three_classes(df):
+    df["y"] = np.arange(len(df)) % 3
+    return df
+
+
+def _variant_2_without_class_2(df):
+    df.loc[df.index[::7], "y"] = 2
+    df.loc[df["w"] == 2, "y"] = df.loc[df["w"] == 2, "y"].clip(upper=1)
+    return df
+
+
+#: mistakes in w and y: (change of the frame, learner, classification, error, message)
+FIT_DATA_ERRORS = {
+    "w-outside-variants": (
+        _set("w", 5, 3),
+        "DR",
+        False,
+        ValueError,
+        r"w has values .*outside 0\.\.2",
+    ),
+    "w-missing-variant": (
+        _merge_variant,
+        "X",
+        False,
+        ValueError,
+        r"w has values .*\[1\] are missing",
+    ),
+    "w-nan": (
+        _set("w", [3, 400], np.nan, float),
+        "T",
+        False,
+        ValueError,
+        r"w has 2 missing values \(NaN\)",
+    ),
+    "w-non-integer": (
+        _set("w", 7, 1.5, float),
+        "T",
+        False,
+        ValueError,
+        r"w has 1 non-integer values",
+    ),
+    # an infinite treatment is named as such, not as the int64 it would be cast to
+    "w-inf": (
+        _set("w", 9, np.inf, float),
+        "T",
+        False,
+        ValueError,
+        r"w has 1 (infinite|non-integer)",
+    ),
+    "w-strings": (_string_w, "T", False, TypeError, r"w has dtype .*must be integers"),
+    "y-nan": (
+        _set("y", [0, 10, 20], np.nan),
+        "R",
+        False,
+        ValueError,
+        r"y has 3 missing values \(NaN\)",
+    ),
+    "y-inf": (
+        _set("y", [11, 12], [np.inf, -np.inf]),
+        "DR",
+        False,
+        ValueError,
+        r"y has 2 infinite values",
+    ),
+    "y-one-class": (_set("y", slice(None), 1), "T", True, ValueError, r"only one class"),
+    "y-multiclass-X": (
+        _three_classes,
+        "X",
+        True,
+        ValueError,
+        r"does not support multiclass classification.*3 classes",
+    ),
+    "y-multiclass-R": (
+        _three_classes,
+        "R",
+        True,
+        ValueError,
+        r"does not support multiclass classification.*3 classes",
+    ),
+    "y-multiclass-DR": (
+        _three_classes,
+        "DR",
+        True,
+        ValueError,
+        r"does not support multiclass classification.*3 classes",
+    ),
+    # three classes overall, but variant 2 never sees class 2 (T supports multi-class)
+    "y-classes-differ": (
+        _variant_2_without_class_2,
+        "T",
+        True,
+        ValueError,
+        r"Variants 0 and 2 have seen different sets",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(FIT_DATA_ERRORS))
+@pytest.mark.parametrize("kind", INPUTS)
+def test_fit_refuses_bad_treatment_and_outcome_values(client, kind, case):
+    """Every mistake in w or y, as numpy, pandas and Dask input: the error fit raises, before
+    any fit job reaches the cluster."""
+    change, name, classification, error, match = FIT_DATA_ERRORS[case]
+    X, y, w = _inputs(change(_frame(classification=classification)), kind)
+    with no_fit_submitted(), pytest.raises(error, match=match):
+        _learner(name, classification=classification, client=client).fit(X, y, w)
 
 
 @settings(max_examples=10, deadline=None)
@@ -195,64 +267,6 @@ def test_generated_invalid_treatment_encodings(client, n_variants, mistake, seed
         expected = r"\[0\] are missing.*outside 0\.\."
     with no_fit_submitted(), pytest.raises(ValueError, match=rf"w has values .*{expected}"):
         _learner("T", n_variants=n_variants, client=client).fit(X, y, w)
-
-
-# --- the outcome --------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("kind", INPUTS)
-def test_nan_in_y(client, kind):
-    df = _frame()
-    df.loc[[0, 10, 20], "y"] = np.nan
-    X, y, w = _inputs(df, kind)
-    with no_fit_submitted(), pytest.raises(ValueError, match=r"y has 3 missing values \(NaN\)"):
-        _learner("R", client=client).fit(X, y, w)
-
-
-@pytest.mark.parametrize("kind", INPUTS)
-def test_inf_in_y(client, kind):
-    df = _frame()
-    df.loc[11, "y"] = np.inf
-    df.loc[12, "y"] = -np.inf
-    X, y, w = _inputs(df, kind)
-    with no_fit_submitted(), pytest.raises(ValueError, match=r"y has 2 infinite values"):
-        _learner("DR", client=client).fit(X, y, w)
-
-
-@pytest.mark.parametrize("kind", INPUTS)
-def test_one_outcome_class(client, kind):
-    df = _frame(classification=True)
-    df["y"] = 1
-    X, y, w = _inputs(df, kind)
-    with no_fit_submitted(), pytest.raises(ValueError, match=r"only one class"):
-        _learner("T", classification=True, client=client).fit(X, y, w)
-
-
-@pytest.mark.parametrize("kind", INPUTS)
-@pytest.mark.parametrize("name", ["X", "R", "DR"])
-def test_multiclass_unsupported(client, kind, name):
-    df = _frame(classification=True)
-    df["y"] = np.arange(len(df)) % 3
-    X, y, w = _inputs(df, kind)
-    with (
-        no_fit_submitted(),
-        pytest.raises(ValueError, match=r"does not support multiclass classification.*3 classes"),
-    ):
-        _learner(name, classification=True, client=client).fit(X, y, w)
-
-
-@pytest.mark.parametrize("kind", INPUTS)
-def test_different_classes_per_variant(client, kind):
-    """Three classes overall, but variant 2 never sees class 2 (T supports multi-class)."""
-    df = _frame(classification=True)
-    df.loc[df.index[::7], "y"] = 2
-    df.loc[df["w"] == 2, "y"] = df.loc[df["w"] == 2, "y"].clip(upper=1)
-    X, y, w = _inputs(df, kind)
-    with (
-        no_fit_submitted(),
-        pytest.raises(ValueError, match=r"Variants 0 and 2 have seen different sets"),
-    ):
-        _learner("T", classification=True, client=client).fit(X, y, w)
 
 
 def test_fold_lacking_a_class(client):
