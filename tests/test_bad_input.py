@@ -106,7 +106,7 @@ def test_recorder_sees_the_fit_jobs_of_a_valid_fit(client):
         _learner("T", client=client).fit(X, y, w)
 
 
-# --- the treatment ------------------------------------------------------------------------
+# --- the treatment and the outcome ---------------------------------------------------------
 
 
 def _set(column, rows, value, dtype=None):
