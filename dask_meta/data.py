@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,13 +113,15 @@ def dtype_family(dtype: Any) -> str:
     return "other"
 
 
-def _check_feature_dtypes(columns: Columns) -> None:
-    """Features are numbers, bools or categoricals: anything else fails inside the models
-    (strings are parsed at fit and break predict; datetimes fail numpy's promotion)."""
+def check_feature_dtypes(columns: Columns, used: Collection[Any]) -> None:
+    """The ``used`` features are numbers, bools or categoricals: anything else fails inside
+    the models (strings are parsed at fit and break predict; datetimes fail numpy's
+    promotion). Other columns of X (a text ``fold_key``) may be anything."""
     bad = [
         (name, dtype)
         for name, dtype in zip(columns.names, columns.dtypes, strict=True)
-        if dtype_family(pd.api.types.pandas_dtype(dtype)) not in ("numeric", "category")
+        if name in set(used)
+        and dtype_family(pd.api.types.pandas_dtype(dtype)) not in ("numeric", "category")
     ]
     if bad:
         shown = ", ".join(f"{name!r} ({dtype})" for name, dtype in bad)
@@ -185,7 +187,6 @@ def _x_in_memory(X: Any) -> tuple[pd.DataFrame, Columns]:
         _check_x_columns(X.columns)
         pdf = X.reset_index(drop=True)
         cols = Columns(tuple(X.columns), False, tuple(str(t) for t in X.dtypes))
-        _check_feature_dtypes(cols)
         return pdf, cols
     if isinstance(X, pd.Series):
         raise ValueError("X must be two-dimensional (a DataFrame or 2-D array), got a Series")
@@ -195,7 +196,6 @@ def _x_in_memory(X: Any) -> tuple[pd.DataFrame, Columns]:
     names = numpy_names(arr.shape[1])
     pdf = pd.DataFrame(arr, columns=list(names))
     cols = Columns(names, True, tuple(str(t) for t in pdf.dtypes))
-    _check_feature_dtypes(cols)
     return pdf, cols
 
 
@@ -203,7 +203,6 @@ def _dask_x(X: Any) -> tuple[dd.DataFrame, Columns]:
     if isinstance(X, dd.DataFrame):
         _check_x_columns(X.columns)
         cols = Columns(tuple(X.columns), False, tuple(str(t) for t in X.dtypes))
-        _check_feature_dtypes(cols)
         return X, cols
     if isinstance(X, dd.Series):
         raise ValueError("X must be two-dimensional (a Dask DataFrame or 2-D array), got a Series")
@@ -214,7 +213,6 @@ def _dask_x(X: Any) -> tuple[dd.DataFrame, Columns]:
         X = X.rechunk({1: -1})
     frame = dd.from_dask_array(X, columns=list(names))
     cols = Columns(names, True, tuple(str(t) for t in frame.dtypes))
-    _check_feature_dtypes(cols)
     return frame, cols
 
 

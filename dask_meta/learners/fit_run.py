@@ -23,7 +23,7 @@ from dask_meta._typing import Matrix, Vector
 from dask_meta.backends import THREAD_PARAMS, requested_threads
 from dask_meta.cluster import cluster_shape, resolve_client
 from dask_meta.crossfit import CrossFitEstimator
-from dask_meta.data import Frame, training_frame
+from dask_meta.data import Frame, check_feature_dtypes, training_frame
 from dask_meta.folds import Assignment, SplitRequest
 from dask_meta.learners.checks import (
     check_data,
@@ -158,6 +158,15 @@ class FitRun:
                 static_params[(stage, kind)], per_row[(stage, kind)] = row_params.split(params)
         data = training_frame(X, y, w, row_params.values)
         check_input_dtypes(data, learner.is_classification)
+        check_feature_dtypes(
+            data.columns,
+            {
+                c
+                for e in entries.values()
+                for m in e
+                for c in learner._design(m.kind, data.columns).columns
+            },
+        )
         if learner.fold_strategy == "hash" and learner.fold_key not in data.columns.names:
             raise ValueError(
                 f"fold_key={learner.fold_key!r} is not a column of X; X has "
