@@ -14,6 +14,7 @@ from dask_meta.learners import (
     XLearner,
     r_loss,
 )
+from dask_meta.loading import WorkerImportError
 from dask_meta.models import PairwisePropensityClassifier
 from dask_meta.persistence import load
 from dask_meta.plan import Plan
@@ -30,6 +31,7 @@ __all__ = [
     "RLearner",
     "SLearner",
     "TLearner",
+    "WorkerImportError",
     "XLearner",
     "close_embedded",
     "compare_plans",

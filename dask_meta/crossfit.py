@@ -38,6 +38,7 @@ from dask_meta.backends import (
 from dask_meta.cluster import cluster_shape, resolve_client
 from dask_meta.data import training_frame
 from dask_meta.folds import PartitionStats, SplitRef, SplitRequest
+from dask_meta.loading import callable_params, check_loadable, model_objects
 from dask_meta.planner import Job, Limits, Planner, fit_key, resolve_threads
 from dask_meta.prediction import map_predict
 from dask_meta.runtime import new_token
@@ -173,6 +174,11 @@ class CrossFitEstimator:
     def n_models(self) -> int:
         """How many models a fit trains (:attr:`fitted_folds`)."""
         return len(self.fitted_folds)
+
+    @property
+    def model_classes(self) -> set[type]:
+        """The classes of the fitted models (what a prediction sends besides their state)."""
+        return {type(m) for m in [*self._estimators, self._overall_estimator] if m is not None}
 
     @property
     def is_fitted(self) -> bool:
@@ -543,6 +549,11 @@ def fit_estimators(
     )
     row_params = RowParams(rows_in_memory(X))
     static, per_row = row_params.split(fit_params or {})
+    check_loadable(
+        client,
+        model_objects(f"the {kind} model", cfe.estimator_factory, cfe.estimator_params)
+        | callable_params(f"the fit params of the {kind} model", static),
+    )
     targets = {f"{PARAM_PREFIX}target_{i}__": (names[i], v) for i, v in enumerate(ys[1:], 1)}
     data = training_frame(X, ys[0], None, row_params.values | targets, y_name=names[0])
     target_columns = [Y_COL, *targets]

@@ -16,7 +16,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Literal
 
 import dask
 from dask.delayed import Delayed
@@ -105,9 +105,15 @@ def persist(client: Client, obj: Any) -> Any:
     return client.persist(obj)
 
 
-def run_on_workers(client: Client, func: Callable[..., Any], *args: Any) -> dict[str, Any]:
-    """``func(*args)`` once in every worker process (outside the task graph)."""
-    return client.run(func, *args)
+def run_on_workers(
+    client: Client,
+    func: Callable[..., Any],
+    *args: Any,
+    on_error: Literal["raise", "return"] = "raise",
+) -> dict[str, Any]:
+    """``func(*args)`` once in every worker process (outside the task graph); with
+    ``on_error="return"`` a worker's error is its answer instead of raised."""
+    return client.run(func, *args, on_error=on_error)
 
 
 def cancel(client: Client, futures: Sequence[Future]) -> None:

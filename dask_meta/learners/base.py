@@ -64,6 +64,7 @@ from dask_meta.learners.checks import check_input_dtypes, check_values
 from dask_meta.learners.fit_run import FitRun
 from dask_meta.learners.fitting import fit_stages
 from dask_meta.learners.tables import Derivation, ModelEntry, ModelSpecification
+from dask_meta.loading import check_loadable, class_objects, scorer_objects
 from dask_meta.plan import check_plan
 from dask_meta.planner import Limits
 from dask_meta.prediction import PartitionFn, Prediction, map_predict
@@ -565,6 +566,8 @@ class MetaLearner(ABC):
         check_items(plan.items)
         assert self._fit_context is not None
         client = self._predict_client()
+        used = {kind: scorers for kind, scorers in (scoring or {}).items() if kind in specs}
+        check_loadable(client, self._model_classes() | scorer_objects(used))
         # the values fit checks, where evaluate uses them (a cheap pass over y and w)
         data = training_frame(X, y, w)
         check_input_dtypes(data, self.is_classification)
@@ -677,11 +680,23 @@ class MetaLearner(ABC):
             )
         return explainer.shap_values(X, shap_explainer_factory, shap_explainer_params)
 
-    def _predict_client(self) -> Client:
+    def _running_client(self) -> Client | None:
         client = self.client or getattr(self, "_client", None)
-        if client is not None and getattr(client, "status", "closed") == "running":
-            return client
-        return resolve_client(None)
+        running = client is not None and getattr(client, "status", "closed") == "running"
+        return client if running else None
+
+    def _predict_client(self) -> Client:
+        return self._running_client() or resolve_client(None)
+
+    def _model_classes(self) -> dict[str, type]:
+        """The fitted models' classes, which every prediction sends (see :mod:`loading`)."""
+        cfes = {**self._nuisance_models, **self._treatment_models}
+        return {
+            name: cls
+            for kind, per_kind in cfes.items()
+            for cfe in per_kind
+            for name, cls in class_objects(f"the {kind} model", cfe.model_classes).items()
+        }
 
     def _map(
         self,
@@ -695,6 +710,8 @@ class MetaLearner(ABC):
         """``fn(X_part, folds_part, bundle)`` over X's partitions (see :func:`map_predict`)."""
         assert self._fit_context is not None
         client = self._predict_client() if not is_dask(X) else None
+        if (known := client or self._running_client()) is not None:
+            check_loadable(known, self._model_classes())
         return map_predict(X, self._fit_context, is_oos, fn, bundle, tail, client, name)
 
     def predict(self, X: Matrix, is_oos: bool, oos_method: str = OVERALL) -> Any:

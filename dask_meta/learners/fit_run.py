@@ -32,6 +32,7 @@ from dask_meta.learners.checks import (
     check_reused_data,
 )
 from dask_meta.learners.tables import ModelEntry
+from dask_meta.loading import callable_params, check_loadable, model_objects
 from dask_meta.plan import Calibration, Plan, PlanChoice
 from dask_meta.planner import Job, Limits, Planner, resolve_threads
 from dask_meta.resampling import Resample, with_row_ids
@@ -143,11 +144,14 @@ class FitRun:
         (``row_ids``: and each row's identity, which bootstrap replicates weigh rows by)."""
         client = resolve_client(learner.client)
         shape = cluster_shape(client)
+        shipped: dict[str, Any] = {}
         for stage_entries in entries.values():
             for e in stage_entries:
                 # a request no worker can meet fails here, before any data is read
-                params = learner._cfe(e.kind, e.ordinal).estimator_params
+                cfe = learner._cfe(e.kind, e.ordinal)
+                params = cfe.estimator_params
                 resolve_threads(requested_threads(params), shape, 1, f"the {e.kind} model")
+                shipped |= model_objects(f"the {e.kind} model", cfe.estimator_factory, params)
         if isinstance(learner.plan, Plan) and learner.plan.threads_per_model is not None:
             resolve_threads(learner.plan.threads_per_model, shape, 1, "plan.threads_per_model")
         row_params = RowParams(rows_in_memory(X))
@@ -156,6 +160,10 @@ class FitRun:
         for stage, per_kind in qualified.items():
             for kind, params in per_kind.items():
                 static_params[(stage, kind)], per_row[(stage, kind)] = row_params.split(params)
+                shipped |= callable_params(
+                    f"the fit params of the {kind} model", static_params[(stage, kind)]
+                )
+        check_loadable(client, shipped)
         data = training_frame(X, y, w, row_params.values)
         check_input_dtypes(data, learner.is_classification)
         check_feature_dtypes(
