@@ -322,6 +322,17 @@ def prediction_frame(X: Any, columns: Columns) -> Frame:
     """Normalise X for prediction and check it has the columns the models were fitted on."""
     frame = combine(X, {})
     got = frame.columns
+    check_columns(got, columns)
+    if not columns.as_numpy and got.names != columns.names:
+        frame = Frame(frame.frame[list(columns.names)], columns, frame.in_memory)
+    if columns.categories:
+        frame = Frame(_cast_categories(frame.frame, columns.categories), columns, frame.in_memory)
+    return frame
+
+
+def check_columns(got: Columns, columns: Columns) -> None:
+    """X's columns against the fit's: the container, then names (missing and unexpected
+    named), then each column's dtype family (:func:`dtype_family`)."""
     kind = {True: "an array", False: "a DataFrame"}
     if got.as_numpy != columns.as_numpy:
         raise ValueError(
@@ -336,10 +347,9 @@ def prediction_frame(X: Any, columns: Columns) -> Frame:
     unexpected = [c for c in got.names if c not in columns.names]
     if missing or unexpected:
         problems = [f"lacks the columns {missing}"] if missing else []
-        problems += [f"has the columns {unexpected}, which it was not"] if unexpected else []
+        problems += [f"has the columns {unexpected}, unknown to the fit"] if unexpected else []
         raise ValueError(
-            f"X {' and '.join(problems)} the learner was fitted on; it was fitted on "
-            f"{list(columns.names)}"
+            f"X {' and '.join(problems)}; the learner was fitted on {list(columns.names)}"
         )
     fitted = dict(zip(columns.names, columns.dtypes, strict=True))
     for name, dtype in zip(got.names, got.dtypes, strict=True):
@@ -350,11 +360,6 @@ def prediction_frame(X: Any, columns: Columns) -> Frame:
             raise TypeError(
                 f"X column {name!r} has dtype {dtype} but the learner was fitted on {then}"
             )
-    if not columns.as_numpy and got.names != columns.names:
-        frame = Frame(frame.frame[list(columns.names)], columns, frame.in_memory)
-    if columns.categories:
-        frame = Frame(_cast_categories(frame.frame, columns.categories), columns, frame.in_memory)
-    return frame
 
 
 # --- categorical columns whose categories differ between partitions ---------------------------

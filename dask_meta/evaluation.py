@@ -30,7 +30,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.metrics import get_scorer
 
 from dask_meta import runtime
-from dask_meta.data import Frame, partitions
+from dask_meta.data import Frame, check_columns, partitions
 from dask_meta.training import FitContext, check_partition
 
 NEG_RMSE = "neg_root_mean_squared_error"
@@ -336,12 +336,7 @@ def evaluate_data(
     """``evaluate()`` of X, y, w (``data``, as :func:`dask_meta.data.training_frame` builds
     it): checked against the fit (columns; for ``is_oos=False`` its partitions), then
     scored over partitions (:func:`evaluate_partitions`)."""
-    got = data.columns
-    if got.as_numpy != context.columns.as_numpy or set(got.names) != set(context.columns.names):
-        raise ValueError(
-            f"X has the columns {list(got.names)} but the learner was fitted on "
-            f"{list(context.columns.names)}"
-        )
+    check_columns(data.columns, context.columns)
     frame_parts = partitions(data.frame)
     fold_parts = None
     if not is_oos:

@@ -26,18 +26,21 @@ import pandas as pd
 from dask_meta import runtime
 from dask_meta._typing import Matrix
 from dask_meta.crossfit import CrossFitEstimator, fit_estimators
-from dask_meta.data import is_dask
+from dask_meta.data import Columns, check_columns, combine, is_dask
 
 
 class Explainer:
     """Explains CATE models: one fitted model per non-control variant (a plain estimator).
 
-    ``cate_models[k]`` predicts the CATE of variant ``k + 1`` against the control.
+    ``cate_models[k]`` predicts the CATE of variant ``k + 1`` against the control;
+    ``columns`` (if known) are the columns they were fitted on, which ``shap_values``
+    checks X against.
     """
 
-    def __init__(self, cate_models: list[Any]):
+    def __init__(self, cate_models: list[Any], columns: Columns | None = None):
         self.n_variants = len(cate_models) + 1
         self.cate_models = cate_models
+        self.columns = columns
 
     @classmethod
     def from_estimates(
@@ -82,7 +85,11 @@ class Explainer:
             kind="cate_model",
             target_names=[f"cate_estimates[:, {k}]" for k in range(n_effects)],
         )
-        return cls([cfe._overall_estimator for cfe in cfes])
+        context = cfes[0]._context
+        return cls(
+            [cfe._overall_estimator for cfe in cfes],
+            None if context is None else context.columns,
+        )
 
     def feature_importances(
         self,
@@ -135,6 +142,8 @@ class Explainer:
         Dask arrays computed per partition on the workers (the models travel once).
         """
         params = dict(shap_explainer_params or {})
+        if self.columns is not None:
+            check_columns(combine(X, {}).columns, self.columns)
         if not is_dask(X):
             return [
                 shap_explainer_factory(model=model, **params).shap_values(X)

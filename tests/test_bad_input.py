@@ -601,52 +601,98 @@ def test_in_sample_predict_other_length_dask(fitted, client):
         learner.predict(dd.from_pandas(df, npartitions=2)[FEATURES], is_oos=False)
 
 
-@pytest.mark.parametrize(
-    ("make_X", "error", "match"),
-    [
-        (
-            lambda df: df[["f0", "f1", "y"]],
-            ValueError,
-            r"X lacks the columns \['f2'\] and has the columns \['y'\], which it was not "
-            r"the learner was fitted on; it was fitted on \['f0', 'f1', 'f2'\]",
+class ZeroExplainer:
+    """A SHAP-style explainer (``model=``) whose values are all zero."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def shap_values(self, X):
+        return np.zeros((len(X), X.shape[1]))
+
+
+@pytest.fixture(scope="module")
+def fitted_dr(client):
+    """A fitted DR-learner and its training frame, per input kind (every entry point of X)."""
+    df = _frame()
+    return {
+        kind: (_learner("DR", client=client).fit(*_inputs(df, kind)), df)
+        for kind in ("numpy", "pandas", "dask")
+    }
+
+
+#: every entry point that takes X of a fitted learner: ``call(learner, X, y, w)``
+ENTRY_POINTS = {
+    "predict": lambda m, X, y, w: m.predict(X, is_oos=True),
+    "predict_nuisance": lambda m, X, y, w: m.predict_nuisance(
+        X, "variant_outcome_model", 0, is_oos=True
+    ),
+    "predict_treatment": lambda m, X, y, w: m.predict_treatment(
+        X, "treatment_model", 0, is_oos=True
+    ),
+    "evaluate": lambda m, X, y, w: m.evaluate(X, y, w, is_oos=True),
+    "average_treatment_effect": lambda m, X, y, w: m.average_treatment_effect(X, y, w, is_oos=True),
+    "shap_values": lambda m, X, y, w: m.shap_values(X, ZeroExplainer),
+}
+
+#: X unlike the training data: (make X from the training frame, error, message)
+SCHEMA_ERRORS = {
+    "missing-and-extra": (
+        lambda df: df[["f0", "f1", "y"]],
+        ValueError,
+        r"X lacks the columns \['f2'\] and has the columns \['y'\], unknown to the fit; "
+        r"the learner was fitted on \['f0', 'f1', 'f2'\]",
+    ),
+    "missing": (lambda df: df[["f0", "f1"]], ValueError, r"X lacks the columns \['f2'\]; the"),
+    "extra": (
+        lambda df: df[[*FEATURES, "y"]],
+        ValueError,
+        r"X has the columns \['y'\], unknown to the fit",
+    ),
+    "array": (
+        lambda df: df[FEATURES].to_numpy(),
+        ValueError,
+        r"X is an array but the learner was fitted on a DataFrame with the columns",
+    ),
+    "text": (
+        lambda df: df[FEATURES].astype({"f1": str}),
+        TypeError,
+        r"X column 'f1' has dtype (object|str|string)\S* but the learner was fitted on float",
+    ),
+    "category": (
+        lambda df: df[FEATURES].astype({"f1": "category"}),
+        TypeError,
+        r"X column 'f1' has dtype category but the learner was fitted on float64",
+    ),
+    "multiindex": (
+        lambda df: df[FEATURES].set_axis(
+            pd.MultiIndex.from_tuples([("a", c) for c in FEATURES]), axis=1
         ),
-        (lambda df: df[["f0", "f1"]], ValueError, r"X lacks the columns \['f2'\] the learner"),
-        (lambda df: df[[*FEATURES, "y"]], ValueError, r"X has the columns \['y'\], which it"),
-        (
-            lambda df: df[FEATURES].to_numpy(),
-            ValueError,
-            r"X is an array but the learner was fitted on a DataFrame with the columns",
-        ),
-        (
-            lambda df: df[FEATURES].astype({"f1": str}),
-            TypeError,
-            r"X column 'f1' has dtype (object|str|string)\S* but the learner was fitted on float",
-        ),
-        (
-            lambda df: df[FEATURES].astype({"f1": "category"}),
-            TypeError,
-            r"X column 'f1' has dtype category but the learner was fitted on float64",
-        ),
-        (
-            lambda df: df[FEATURES].set_axis(
-                pd.MultiIndex.from_tuples([("a", c) for c in FEATURES]), axis=1
-            ),
-            ValueError,
-            r"X has MultiIndex columns",
-        ),
-    ],
-    ids=["missing-and-extra", "missing", "extra", "array", "text", "category", "multiindex"],
-)
+        ValueError,
+        r"X has MultiIndex columns",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(SCHEMA_ERRORS))
+@pytest.mark.parametrize("entry", list(ENTRY_POINTS))
 @pytest.mark.parametrize("kind", ["pandas", "dask"])
-def test_predict_checks_the_training_schema(fitted, kind, make_X, error, match):
+def test_every_entry_point_checks_the_training_schema(fitted_dr, kind, entry, case):
     """Names first (missing and unexpected columns), then dtypes against the training
-    schema, before any prediction runs."""
-    learner, _, df = fitted["dask"]
-    X = make_X(df)
-    if kind == "dask" and isinstance(X, pd.DataFrame):
-        X = dd.from_pandas(X, npartitions=3)
+    schema, before any work: predict compared the column count only, the ATE said "X must
+    have the columns the learner was fitted on", shap_values took any X."""
+    make_X, error, match = SCHEMA_ERRORS[case]
+    learner, df = fitted_dr["pandas"]
+    X, y, w = make_X(df), df["y"], df["w"]
+    if kind == "dask":
+        y, w = (dd.from_pandas(v, npartitions=3) for v in (y, w))
+        X = (
+            dd.from_pandas(X, npartitions=3)
+            if isinstance(X, pd.DataFrame)
+            else dd.from_pandas(pd.DataFrame(X), npartitions=3).to_dask_array(lengths=True)
+        )
     with pytest.raises(error, match=match):
-        learner.predict(X, is_oos=True)
+        ENTRY_POINTS[entry](learner, X, y, w)
 
 
 def test_predict_on_arrays_checks_the_column_count(fitted):
@@ -1115,24 +1161,27 @@ def test_wrong_length_predictions_name_the_model_and_fold(client, is_oos, which)
 # --- evaluate: the values fit checks -------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("change", "match"),
-    [
-        (lambda y, w: (y, w + 1), r"w has values \[1, 2, 3\]; expected 0\.\.n_variants-1"),
-        (lambda y, w: (np.where(w == 1, np.nan, y), w), r"y has \d+ missing values \(NaN\)"),
-        (lambda y, w: (np.where(w == 2, np.inf, y), w), r"y has \d+ infinite values"),
-        (lambda y, w: (y, np.where(w == 0, np.nan, w)), r"w has \d+ missing values"),
-    ],
-    ids=["w-out-of-range", "y-nan", "y-inf", "w-nan"],
-)
+#: y and w that fit refuses: (change (y, w), message)
+VALUE_ERRORS = {
+    "w-out-of-range": (lambda y, w: (y, w + 1), r"w has values \[1, 2, 3\]; expected 0\.\.n_"),
+    "y-nan": (lambda y, w: (np.where(w == 1, np.nan, y), w), r"y has \d+ missing values \(NaN\)"),
+    "y-inf": (lambda y, w: (np.where(w == 2, np.inf, y), w), r"y has \d+ infinite values"),
+    "w-nan": (lambda y, w: (y, np.where(w == 0, np.nan, w)), r"w has \d+ missing values"),
+}
+
+
+@pytest.mark.parametrize("case", list(VALUE_ERRORS))
+@pytest.mark.parametrize("entry", ["evaluate", "average_treatment_effect"])
 @pytest.mark.parametrize("kind", ["numpy", "dask"])
-def test_evaluate_checks_values_as_fit_does(fitted, kind, change, match):
-    """evaluate gave scores of NaN for these; now the ValueError fit raises."""
-    learner, _, df = fitted["numpy" if kind == "numpy" else "dask"]
+def test_entry_points_of_y_and_w_check_their_values_as_fit_does(fitted_dr, kind, entry, case):
+    """evaluate gave scores of NaN for these and the ATE an estimate: now the ValueError
+    fit raises."""
+    change, match = VALUE_ERRORS[case]
+    learner, df = fitted_dr[kind]
     y, w = change(df["y"].to_numpy(), df["w"].to_numpy().astype(float))
     X, y_in, w_in = _inputs(df.assign(y=y, w=w), kind)
     with pytest.raises(ValueError, match=match):
-        learner.evaluate(X, y_in, w_in, is_oos=True)
+        ENTRY_POINTS[entry](learner, X, y_in, w_in)
 
 
 def test_evaluate_accepts_held_out_data_without_every_variant(fitted):

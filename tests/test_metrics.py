@@ -373,40 +373,71 @@ def no_expensive_pass(monkeypatch):
         monkeypatch.setattr(f"dask_meta.metrics.{module}._binned", fail)
 
 
-def test_bad_input_in_memory(no_expensive_pass):
+#: (call(y, cate, w), message): raised by the cheap first pass, before any sort or binning
+BAD_METRIC_INPUT = [
+    (lambda y, cate, w: qini_auc_score(y[:-1], cate, w), r"equally long.*'y': 199"),
+    (lambda y, cate, w: qini_auc_score(y, cate, w + (w == 1)), r"w has values \[0, 2\]"),
+    (
+        lambda y, cate, w: qini_auc_score(y, cate, np.r_[np.full(10, 2), w[10:]]),
+        r"w has values \[0, 1, 2\].*variant=k",
+    ),
+    (
+        lambda y, cate, w: qini_auc_score(y, np.where(np.arange(200) == 3, np.nan, cate), w),
+        r"cate has 1 missing values",
+    ),
+    (
+        lambda y, cate, w: uplift_curve(np.where(np.arange(200) < 2, np.nan, y), cate, w),
+        r"y has 2 missing values",
+    ),
+    (
+        lambda y, cate, w: policy_value(y, cate, w, propensity=np.linspace(0, 1, 200)),
+        r"propensity has values in \[0, 1\]",
+    ),
+    (lambda y, cate, w: policy_value(y, cate, w, propensity=1.0), r"strictly between 0 and 1"),
+    (lambda y, cate, w: qini_auc_score(y, cate, w, variant=3), r"no rows of variant 3"),
+    (lambda y, cate, w: qini_auc_score(y, cate, w, method="fast"), r"method must be one of"),
+    (lambda y, cate, w: qini_auc_score(y, cate, w, variant=0), r"variant must be"),
+    (lambda y, cate, w: qini_auc_score(y, np.stack([cate, cate], 1), w), r"name the variant"),
+    (lambda y, cate, w: qini_curve(y, cate, w, bins=[1.0, 0.5], method="binned"), r"increasing"),
+    (lambda y, cate, w: uplift_by_percentile(y, cate, w, bins=200), r"bins=200 must be smaller"),
+    (lambda y, cate, w: policy_value(y, cate, w, mu0=cate), r"both mu0 and mu1"),
+    (lambda y, cate, w: dr_loss(cate, y, w), r"needs \['mu0', 'mu1', 'propensity'\]"),
+    (lambda y, cate, w: uplift_curve(np.where(w == 1, np.inf, y), cate, w), r"y has \d+ infinite"),
+    (
+        lambda y, cate, w: qini_auc_score(y, np.where(np.arange(200) == 0, -np.inf, cate), w),
+        r"cate has 1 infinite values",
+    ),
+]
+BAD_METRIC_IDS = [
+    "y-short",
+    "w-codes-skip-1",
+    "w-not-binary",
+    "cate-nan",
+    "y-nan",
+    "propensity-0-1",
+    "propensity-constant-1",
+    "variant-without-rows",
+    "method-unknown",
+    "variant-0",
+    "cate-2d-without-variant",
+    "bins-decreasing",
+    "bins-too-many",
+    "mu0-without-mu1",
+    "dr-loss-without-nuisances",
+    "y-inf",
+    "cate-inf",
+]
+
+
+@pytest.mark.parametrize(("call", "match"), BAD_METRIC_INPUT, ids=BAD_METRIC_IDS)
+def test_bad_input_in_memory(no_expensive_pass, call, match):
     y, cate, w = make_data(n=200)
-    cases = [
-        (lambda: qini_auc_score(y[:-1], cate, w), r"equally long.*'y': 199"),
-        (lambda: qini_auc_score(y, cate, w + (w == 1)), r"w has values \[0, 2\]"),
-        (
-            lambda: qini_auc_score(y, cate, np.r_[np.full(10, 2), w[10:]]),
-            r"w has values \[0, 1, 2\].*variant=k",
-        ),
-        (
-            lambda: qini_auc_score(y, np.where(np.arange(200) == 3, np.nan, cate), w),
-            r"cate has 1 missing values",
-        ),
-        (
-            lambda: uplift_curve(np.where(np.arange(200) < 2, np.nan, y), cate, w),
-            r"y has 2 missing values",
-        ),
-        (
-            lambda: policy_value(y, cate, w, propensity=np.linspace(0, 1, 200)),
-            r"propensity has values in \[0, 1\]",
-        ),
-        (lambda: policy_value(y, cate, w, propensity=1.0), r"strictly between 0 and 1"),
-        (lambda: qini_auc_score(y, cate, w, variant=3), r"no rows of variant 3"),
-        (lambda: qini_auc_score(y, cate, w, method="fast"), r"method must be one of"),
-        (lambda: qini_auc_score(y, cate, w, variant=0), r"variant must be"),
-        (lambda: qini_auc_score(y, np.stack([cate, cate], 1), w), r"name the variant"),
-        (lambda: qini_curve(y, cate, w, bins=[1.0, 0.5], method="binned"), r"increasing"),
-        (lambda: uplift_by_percentile(y, cate, w, bins=200), r"bins=200 must be smaller"),
-        (lambda: policy_value(y, cate, w, mu0=cate), r"both mu0 and mu1"),
-        (lambda: dr_loss(cate, y, w), r"needs \['mu0', 'mu1', 'propensity'\]"),
-    ]
-    for call, match in cases:
-        with pytest.raises(ValueError, match=match):
-            call()
+    with pytest.raises(ValueError, match=match):
+        call(y, cate, w)
+
+
+def test_dask_input_with_in_memory_input_is_refused(no_expensive_pass):
+    y, cate, w = make_data(n=200)
     with pytest.raises(TypeError, match="Dask collections"):
         qini_auc_score(da.from_array(y), cate, w)
 

@@ -40,7 +40,7 @@ from dask_meta.crossfit import (
     model_partition,
     validate_oos_method,
 )
-from dask_meta.data import is_dask, training_frame
+from dask_meta.data import Frame, check_columns, is_dask, training_frame
 from dask_meta.evaluation import (
     Evaluated,
     PartitionPlan,
@@ -568,11 +568,18 @@ class MetaLearner(ABC):
         client = self._predict_client()
         used = {kind: scorers for kind, scorers in (scoring or {}).items() if kind in specs}
         check_loadable(client, self._model_classes() | scorer_objects(used))
-        # the values fit checks, where evaluate uses them (a cheap pass over y and w)
+        data = self._labelled_frame(X, y, w, client)
+        return evaluate_data(client, data, bool(is_oos), self._fit_context, plan)
+
+    def _labelled_frame(self, X: Matrix, y: Vector, w: Vector, client: Client) -> Frame:
+        """X, y and w of ``evaluate`` and the ATE: X against the fit's columns and dtypes,
+        then the values fit checks in y and w (a cheap pass over them)."""
+        assert self._fit_context is not None
         data = training_frame(X, y, w)
+        check_columns(data.columns, self._fit_context.columns)
         check_input_dtypes(data, self.is_classification)
         check_values(self, scan(client, data.frame, self.is_classification), every_variant=False)
-        return evaluate_data(client, data, bool(is_oos), self._fit_context, plan)
+        return data
 
     def _evaluation_plan(
         self, is_oos: bool, oos_method: str, scoring: dict[str, list[Any]]
@@ -640,7 +647,8 @@ class MetaLearner(ABC):
                 "and cate_model_factory need to be defined."
             )
         self._require_treatment_fitted()
-        return Explainer(overall_models(self._treatment_models[TREATMENT_MODEL]))
+        columns = None if self._fit_context is None else self._fit_context.columns
+        return Explainer(overall_models(self._treatment_models[TREATMENT_MODEL]), columns)
 
     def feature_importances(
         self,

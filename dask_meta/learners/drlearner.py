@@ -24,7 +24,6 @@ from dask_meta._constants import (
 )
 from dask_meta._typing import Matrix, Vector
 from dask_meta.crossfit import ModelPrediction, model_partition
-from dask_meta.data import training_frame
 from dask_meta.evaluation import PartitionPlan, predict_rows
 from dask_meta.learners._common import (
     EPSILON,
@@ -331,13 +330,7 @@ class DRLearner(ConditionalAverageOutcomes, MetaLearner):
             )
         if not isinstance(is_oos, bool | np.bool_):
             raise TypeError(f"is_oos must be a bool, got {is_oos!r}")
-        frame = training_frame(X, y, w)
-        names = self._fit_context.columns.names
-        if (
-            frame.columns.names != names
-            or frame.columns.as_numpy != self._fit_context.columns.as_numpy
-        ):
-            raise ValueError("X must have the columns the learner was fitted on")
+        frame = self._labelled_frame(X, y, w, self._predict_client())
         # the rows outside a model's split are predicted by its overall model
         outcomes = OutcomeModels(
             models=tuple(self._nuisance_models[VARIANT_OUTCOME_MODEL]),

@@ -27,6 +27,7 @@ class _Summary:
     n_rows: int = 0
     n_used: int = 0
     nan: dict[str, int] = field(default_factory=dict)
+    inf: dict[str, int] = field(default_factory=dict)
     w_values: frozenset[float] = frozenset()
     y_binary: bool = True
     e_min: float = math.inf
@@ -39,9 +40,12 @@ class _Summary:
 
 def _merge_summaries(*summaries: _Summary) -> _Summary:
     nan: dict[str, int] = {}
+    inf: dict[str, int] = {}
     for s in summaries:
         for r, k in s.nan.items():
             nan[r] = nan.get(r, 0) + k
+        for r, k in s.inf.items():
+            inf[r] = inf.get(r, 0) + k
     w_values = frozenset().union(*(s.w_values for s in summaries))
     if len(w_values) > _MAX_W_VALUES:
         w_values = frozenset(sorted(w_values)[: _MAX_W_VALUES + 1])
@@ -49,6 +53,7 @@ def _merge_summaries(*summaries: _Summary) -> _Summary:
         n_rows=sum(s.n_rows for s in summaries),
         n_used=sum(s.n_used for s in summaries),
         nan=nan,
+        inf=inf,
         w_values=w_values,
         y_binary=all(s.y_binary for s in summaries),
         e_min=min(s.e_min for s in summaries),
@@ -73,6 +78,11 @@ def _used_rows(part: pd.DataFrame, variant: int | None) -> tuple[np.ndarray, np.
 
 def _summarise(part: pd.DataFrame, variant: int | None, sample_size: int = 0) -> _Summary:
     nan = {r: int(part[r].isna().sum()) for r in part.columns}
+    inf = {
+        r: int(np.isinf(part[r].to_numpy(dtype=float, na_value=np.nan)).sum())
+        for r in part.columns
+        if pd.api.types.is_numeric_dtype(part[r].dtype)
+    }
     used, _ = _used_rows(part, variant)
     n_used = int(used.sum())
     w_values: frozenset[float] = frozenset()
@@ -103,6 +113,7 @@ def _summarise(part: pd.DataFrame, variant: int | None, sample_size: int = 0) ->
         len(part),
         n_used,
         nan,
+        inf,
         w_values,
         y_binary,
         e_min,
@@ -135,6 +146,12 @@ def _validate(
             raise ValueError(
                 f"{names[role]} has {count} missing values (NaN) among {summary.n_rows} rows; "
                 "drop or impute them first"
+            )
+    for role, count in summary.inf.items():
+        if count:
+            raise ValueError(
+                f"{names[role]} has {count} infinite values among {summary.n_rows} rows; "
+                "every value must be finite"
             )
     if _W in names:
         values = sorted(summary.w_values)
