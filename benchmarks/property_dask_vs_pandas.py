@@ -62,6 +62,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--examples", type=int, default=2000, help="hypothesis examples")
     parser.add_argument("--seed", type=int, default=0, help="hypothesis' random seed")
+    parser.add_argument(
+        "--minutes",
+        type=float,
+        default=None,
+        help="stop drawing examples after this many minutes (the run records how many ran)",
+    )
     parser.add_argument("--results", type=Path, default=RESULTS)
     return parser.parse_args(argv)
 
@@ -213,6 +219,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     by_layout: Counter[str] = Counter()
     mismatches: list[dict[str, Any]] = []
     started = time.perf_counter()
+    budget = None if args.minutes is None else 60 * args.minutes
+
+    def summary() -> dict[str, Any]:
+        return {
+            "examples": sum(tally.values()),
+            "seconds": round(time.perf_counter() - started, 1),
+            "outcomes": dict(tally.most_common()),
+            "learners": dict(by_learner),
+            "layouts": dict(by_layout),
+            "mismatches": mismatches,
+        }
 
     with local_client(1, 2) as client:
 
@@ -225,6 +242,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         @given(st.data())
         def example(data: Any) -> None:
+            if budget is not None and time.perf_counter() - started > budget:
+                return  # out of time: the remaining examples end at once, uncounted
             df, features, info = make_frame(data.draw, st)
             floats_only = all(d in ("float64", "float32") for d in info["dtypes"])
             Xd, yd, wd, layout = dask_layout(data.draw, st, df, features, floats_only)
@@ -250,6 +269,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 print(f"MISMATCH {mismatches[-1]}", file=sys.stderr, flush=True)
             done = sum(tally.values())
             if done % 100 == 0:
+                checkpoint = args.results.with_suffix(".partial.json")
+                checkpoint.write_text(json.dumps(summary(), indent=1, default=str) + "\n")
                 print(
                     f"[property] {done} examples, {time.perf_counter() - started:.0f} s: "
                     f"{dict(tally.most_common(6))}",
@@ -260,14 +281,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             example()
-    return {
-        "examples": sum(tally.values()),
-        "seconds": round(time.perf_counter() - started, 1),
-        "outcomes": dict(tally.most_common()),
-        "learners": dict(by_learner),
-        "layouts": dict(by_layout),
-        "mismatches": mismatches,
-    }
+    return summary()
 
 
 def compare(pandas_result: tuple[str, Any], dask_result: tuple[str, Any]) -> str:
