@@ -218,6 +218,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     by_learner: Counter[str] = Counter()
     by_layout: Counter[str] = Counter()
     mismatches: list[dict[str, Any]] = []
+    #: the first example of each error both inputs raised, with its traceback
+    error_examples: dict[str, dict[str, Any]] = {}
     started = time.perf_counter()
     budget = None if args.minutes is None else 60 * args.minutes
 
@@ -229,6 +231,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "learners": dict(by_learner),
             "layouts": dict(by_layout),
             "mismatches": mismatches,
+            "error_examples": error_examples,
         }
 
     with local_client(1, 2) as client:
@@ -255,6 +258,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             by_layout[layout] += 1
             outcome = compare(pandas_result, dask_result)
             tally[outcome] += 1
+            if outcome.startswith("same error") and outcome not in error_examples:
+                error_examples[outcome] = {
+                    "learner": name,
+                    "layout": layout,
+                    **info,
+                    "pandas": describe(pandas_result),
+                }
             if outcome.startswith("mismatch"):
                 mismatches.append(
                     {
@@ -322,7 +332,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     args.results.write_text(json.dumps(record, indent=1, default=str) + "\n")
     runs = json.loads(RUNS.read_text()) if RUNS.exists() else []
-    runs.append({k: v for k, v in record.items() if k != "mismatches"})
+    runs.append({k: v for k, v in record.items() if k not in ("mismatches", "error_examples")})
     runs[-1]["mismatches"] = len(result["mismatches"])
     RUNS.write_text(json.dumps(runs, indent=1) + "\n")
     print(f"\n{result['examples']} examples in {result['seconds']} s\n")

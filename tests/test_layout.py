@@ -18,7 +18,7 @@ import pytest
 from conftest import make_linear_data
 from distributed import Client, LocalCluster
 from lightgbm import LGBMRegressor
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LinearRegression, LogisticRegression
 
 from dask_meta import DRLearner, TLearner
 
@@ -219,3 +219,48 @@ def test_cate_does_not_depend_on_buffer_alignment(two_workers_one_thread, is_oos
     for _ in range(3):
         got = client.compute(learner.predict(shifted, is_oos=is_oos), sync=True)
         _assert_identical(got, expected, f"CATE (is_oos={is_oos}) on unaligned partitions")
+
+
+@pytest.mark.parametrize(
+    "nullable",
+    [
+        pd.array([1.5, None, -0.5, 2.0] * 75, dtype="Float64"),
+        pd.array([True, None, False, True] * 75, dtype="boolean"),
+        pd.array([3, None, -1, 0] * 75, dtype="Int64"),
+    ],
+    ids=["Float64", "boolean", "Int64"],
+)
+def test_nullable_columns_with_missing_values(client, nullable):
+    """pandas' nullable columns with missing values: in memory and on Dask the same CATE
+    as the column in float64 with NaN (LightGBM reads the missing values), and
+    scikit-learn's models name the NaN."""
+    rng = np.random.default_rng(0)
+    n = len(nullable)
+    X = pd.DataFrame({"a": nullable, "b": rng.normal(size=n)})
+    w = pd.Series(np.arange(n) % 2)
+    y = pd.Series(X["b"] + w + rng.normal(size=n))
+    as_floats = X.astype({"a": "float64"})
+
+    def learner(factory):
+        params = {"n_estimators": 5, "verbose": -1} if factory is LGBMRegressor else None
+        return TLearner(
+            False,
+            2,
+            factory,
+            nuisance_model_params=params,
+            n_folds=2,
+            client=client,
+            fold_strategy="sklearn",
+        )
+
+    expected = learner(LGBMRegressor).fit(as_floats, y, w).predict(as_floats, is_oos=True)
+    for X_in, y_in, w_in in [
+        (X, y, w),
+        tuple(dd.from_pandas(v, npartitions=3) for v in (X, y, w)),
+    ]:
+        fitted = learner(LGBMRegressor).fit(X_in, y_in, w_in)
+        np.testing.assert_allclose(np.asarray(fitted.predict(X_in, is_oos=True)), expected)
+        # fitted on the nullable column, predicting on plain floats is the same schema
+        np.testing.assert_allclose(fitted.predict(as_floats, is_oos=True), expected)
+        with pytest.raises(Exception, match="Input X contains NaN"):
+            learner(LinearRegression).fit(X_in, y_in, w_in)
