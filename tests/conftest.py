@@ -2,9 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import numpy as np
 import pytest
 from distributed import Client, LocalCluster
+
+
+@contextmanager
+def own_client(workers: int = 2, threads: int = 1) -> Iterator[Client]:
+    """A client of a LocalCluster of its own, ``threads`` declared: for tests that kill or
+    break its workers, or need another shape than the session's."""
+    with (
+        LocalCluster(
+            n_workers=workers,
+            threads_per_worker=threads,
+            resources={"threads": threads},
+            dashboard_address=":0",
+            processes=True,
+        ) as cluster,
+        Client(cluster, set_as_default=False) as client,
+    ):
+        yield client
 
 
 @pytest.fixture(scope="session")

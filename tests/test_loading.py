@@ -18,7 +18,7 @@ import cloudpickle
 import numpy as np
 import pandas as pd
 import pytest
-from distributed import Client, LocalCluster
+from conftest import own_client
 from sklearn.linear_model import LinearRegression, LogisticRegression
 
 from dask_meta import CrossFitEstimator, DRLearner, TLearner, WorkerImportError
@@ -45,17 +45,8 @@ LIMIT = 60
 
 
 @pytest.fixture(scope="module")
-def own_client():
-    with (
-        LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            resources={"threads": 1},
-            dashboard_address=":0",
-            processes=True,
-        ) as cluster,
-        Client(cluster, set_as_default=False) as client,
-    ):
+def lone_client():
+    with own_client() as client:
         yield client
 
 
@@ -104,9 +95,9 @@ def within_limit(call):
     return outcome
 
 
-def test_a_base_model_class_the_workers_cannot_import_is_a_clear_error(own_client, path_module):
+def test_a_base_model_class_the_workers_cannot_import_is_a_clear_error(lone_client, path_module):
     X, y, w = data()
-    outcome = within_limit(lambda: t_learner(path_module.PathRegressor, own_client).fit(X, y, w))
+    outcome = within_limit(lambda: t_learner(path_module.PathRegressor, lone_client).fit(X, y, w))
     error = outcome.get("error")
     assert isinstance(error, WorkerImportError), error
     message = str(error)
@@ -115,29 +106,29 @@ def test_a_base_model_class_the_workers_cannot_import_is_a_clear_error(own_clien
     assert f"No module named {path_module.__name__!r}" in message
     assert f"client.upload_file({path_module.__file__!r})" in message
     # the cluster kept its workers: the next fit in the process works
-    assert len(own_client.scheduler_info()["workers"]) == 2
-    fitted = t_learner(LinearRegression, own_client).fit(X, y, w)
+    assert len(lone_client.scheduler_info()["workers"]) == 2
+    fitted = t_learner(LinearRegression, lone_client).fit(X, y, w)
     assert fitted.predict(X, is_oos=False).shape == (len(X), 1, 1)
 
 
-def test_the_fix_the_error_names_makes_the_fit_work(own_client, path_module):
+def test_the_fix_the_error_names_makes_the_fit_work(lone_client, path_module):
     X, y, w = data()
-    learner = t_learner(path_module.PathRegressor, own_client)
+    learner = t_learner(path_module.PathRegressor, lone_client)
     assert isinstance(within_limit(lambda: learner.fit(X, y, w)).get("error"), WorkerImportError)
-    own_client.upload_file(path_module.__file__)
+    lone_client.upload_file(path_module.__file__)
     # the upload imports the file again here too (the scheduler is in this process): take the
     # class from the module now under its name, as a user's next import would
     uploaded = sys.modules[path_module.__name__].PathRegressor
-    learner = t_learner(uploaded, own_client).fit(X, y, w)
-    reference = t_learner(LinearRegression, own_client).fit(X, y, w)
+    learner = t_learner(uploaded, lone_client).fit(X, y, w)
+    reference = t_learner(LinearRegression, lone_client).fit(X, y, w)
     np.testing.assert_allclose(
         learner.predict(X, is_oos=True), reference.predict(X, is_oos=True), rtol=1e-12
     )
 
 
-def test_a_scorer_the_workers_cannot_import_is_a_clear_error(own_client, path_module):
+def test_a_scorer_the_workers_cannot_import_is_a_clear_error(lone_client, path_module):
     X, y, w = data()
-    learner = t_learner(LinearRegression, own_client).fit(X, y, w)
+    learner = t_learner(LinearRegression, lone_client).fit(X, y, w)
     scoring = {"variant_outcome_model": [path_module.path_scorer]}
     outcome = within_limit(lambda: learner.evaluate(X, y, w, is_oos=False, scoring=scoring))
     error = outcome.get("error")
@@ -150,7 +141,7 @@ def test_a_scorer_the_workers_cannot_import_is_a_clear_error(own_client, path_mo
     )
 
 
-def test_a_fit_param_callback_the_workers_cannot_import_is_a_clear_error(own_client, path_module):
+def test_a_fit_param_callback_the_workers_cannot_import_is_a_clear_error(lone_client, path_module):
     X, y, w = data()
     learner = DRLearner(
         False,
@@ -159,7 +150,7 @@ def test_a_fit_param_callback_the_workers_cannot_import_is_a_clear_error(own_cli
         LinearRegression,
         LogisticRegression,
         n_folds=2,
-        client=own_client,
+        client=lone_client,
     )
     fit_params = {"treatment": {"treatment_model": {"callbacks": [path_module.stop_early]}}}
     outcome = within_limit(lambda: learner.fit(X, y, w, fit_params=fit_params))
@@ -168,21 +159,21 @@ def test_a_fit_param_callback_the_workers_cannot_import_is_a_clear_error(own_cli
     assert "the fit params of the treatment_model model: callbacks" in str(error)
 
 
-def test_a_lone_cross_fit_estimator_checks_its_model(own_client, path_module):
+def test_a_lone_cross_fit_estimator_checks_its_model(lone_client, path_module):
     X, y, _ = data()
-    cfe = CrossFitEstimator(2, path_module.PathRegressor, client=own_client)
+    cfe = CrossFitEstimator(2, path_module.PathRegressor, client=lone_client)
     outcome = within_limit(lambda: cfe.fit(X, y))
     assert isinstance(outcome.get("error"), WorkerImportError), outcome.get("error")
     assert not cfe.is_fitted
 
 
 def test_a_fitted_model_whose_class_the_workers_cannot_import_is_refused_at_predict(
-    own_client, path_module
+    lone_client, path_module
 ):
     # a fitted learner predicting where its models' module is missing (loaded from disk on
     # another cluster, say): here one of its fold models is replaced by such a model
     X, y, w = data()
-    learner = t_learner(LinearRegression, own_client).fit(X, y, w)
+    learner = t_learner(LinearRegression, lone_client).fit(X, y, w)
     cfe = learner._nuisance_models["variant_outcome_model"][0]
     cfe._estimators[0] = path_module.PathRegressor().fit(X, y)
     for call in (
@@ -194,7 +185,7 @@ def test_a_fitted_model_whose_class_the_workers_cannot_import_is_refused_at_pred
         assert f"{path_module.__name__}.PathRegressor" in str(outcome["error"])
 
 
-def test_unpicklable_params_are_named_before_anything_is_sent(own_client):
+def test_unpicklable_params_are_named_before_anything_is_sent(lone_client):
     X, y, w = data()
     learner = TLearner(
         False,
@@ -202,7 +193,7 @@ def test_unpicklable_params_are_named_before_anything_is_sent(own_client):
         LinearRegression,
         nuisance_model_params={"copy_X": threading.Lock()},
         n_folds=2,
-        client=own_client,
+        client=lone_client,
     )
     with pytest.raises(TypeError, match="the params of the variant_outcome_model model"):
         learner.fit(X, y, w)

@@ -6,8 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import make_linear_data
-from distributed import Client, LocalCluster
+from conftest import make_linear_data, own_client
 from lightgbm import LGBMClassifier, LGBMRegressor
 from sklearn.linear_model import LinearRegression
 
@@ -235,16 +234,7 @@ def test_bad_plan_values(kwargs, message):
 @pytest.fixture(scope="module")
 def one_by_two():
     """One worker with two threads: the auto plan has a real choice to make."""
-    with (
-        LocalCluster(
-            n_workers=1,
-            threads_per_worker=2,
-            resources={"threads": 2},
-            dashboard_address=":0",
-            processes=True,
-        ) as cluster,
-        Client(cluster, set_as_default=False) as c,
-    ):
+    with own_client(workers=1, threads=2) as c:
         yield c
 
 

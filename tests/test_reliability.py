@@ -21,8 +21,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from _models import FoldFitError, SlowRegressor
-from conftest import make_linear_data
-from distributed import Client, LocalCluster
+from conftest import make_linear_data, own_client
+from distributed import Client
 from distributed.scheduler import KilledWorker
 from lightgbm import LGBMClassifier, LGBMRegressor
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -77,14 +77,7 @@ def client():
                 "distributed.client.scheduler-info-interval": "1 hour",
             }
         ),
-        LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            resources={"threads": 1},
-            dashboard_address=":0",
-            processes=True,
-        ) as cluster,
-        Client(cluster, set_as_default=False) as c,
+        own_client() as c,
     ):
         yield c
 
