@@ -62,12 +62,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--examples", type=int, default=2000, help="hypothesis examples")
     parser.add_argument("--seed", type=int, default=0, help="hypothesis' random seed")
-    parser.add_argument(
-        "--minutes",
-        type=float,
-        default=None,
-        help="stop drawing examples after this many minutes (the run records how many ran)",
-    )
     parser.add_argument("--results", type=Path, default=RESULTS)
     return parser.parse_args(argv)
 
@@ -221,7 +215,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     #: the first example of each error both inputs raised, with its traceback
     error_examples: dict[str, dict[str, Any]] = {}
     started = time.perf_counter()
-    budget = None if args.minutes is None else 60 * args.minutes
 
     def summary() -> dict[str, Any]:
         return {
@@ -245,8 +238,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         @given(st.data())
         def example(data: Any) -> None:
-            if budget is not None and time.perf_counter() - started > budget:
-                return  # out of time: the remaining examples end at once, uncounted
             df, features, info = make_frame(data.draw, st)
             floats_only = all(d in ("float64", "float32") for d in info["dtypes"])
             Xd, yd, wd, layout = dask_layout(data.draw, st, df, features, floats_only)
