@@ -96,6 +96,17 @@ class WrongLengthRegressor(RegressorMixin, BaseEstimator):
         return np.asarray(self.model_.predict(X))[:-1]
 
 
+class PredictFailsRegressor(RegressorMixin, BaseEstimator):
+    """A linear regression whose ``predict`` raises its own error (a broken user model)."""
+
+    def fit(self, X, y, sample_weight=None):
+        self.model_ = LinearRegression().fit(X, y, sample_weight=sample_weight)
+        return self
+
+    def predict(self, X):
+        raise RuntimeError("this model cannot predict")
+
+
 def fail_on_partition(part, partition_info=None):
     """A map_partitions function that raises in partition 2 (a write failing part way)."""
     if partition_info is not None and partition_info["number"] == 2:

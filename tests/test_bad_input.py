@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse
-from _models import NoSampleWeightRegressor, WrongLengthRegressor
+from _models import NoSampleWeightRegressor, PredictFailsRegressor, WrongLengthRegressor
 from conftest import make_linear_data
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -166,6 +166,7 @@ def predictors(client, fitted):
     classes = (y > np.median(y)).astype(int)
     no_overall = CrossFitEstimator(2, LinearRegression, enable_overall=False, client=client)
     wrong_length = TLearner(False, 2, WrongLengthRegressor, n_folds=2, client=client)
+    fails = TLearner(False, 2, PredictFailsRegressor, n_folds=2, client=client)
     out = {
         "T-numpy": fitted["numpy"][:2],
         "T-dask": fitted["dask"][:2],
@@ -173,6 +174,7 @@ def predictors(client, fitted):
         "no-cross-fitting": (_learner("T", n_folds=1, client=client).fit(X, y, w), X),
         "R": (_learner("R", n_variants=2, client=client).fit(X, y, (w > 0).astype(int)), X),
         "wrong-length": (wrong_length.fit(X2, y2, w2), X2),
+        "fails": (fails.fit(X2, y2, w2), X2),
         "CFE-classifier": (
             CrossFitEstimator(2, LogisticRegression, client=client).fit(X, y > 0),
             X,
@@ -1083,6 +1085,21 @@ PREDICT_ERRORS = {
             ValueError(
                 rf"the variant_outcome_model 0's {which} \(WrongLengthRegressor\.predict\) "
                 r"returned an array of shape \(\d+,\) for \d+ rows"
+            ),
+        )
+        for label, is_oos, which in [
+            ("oos", True, "overall model"),
+            ("in-sample", False, "fold [01] model"),
+        ]
+    },
+    # a base model's own error at predict time keeps its message and gains a note naming it
+    **{
+        ("fails", f"{label}-predictions"): (
+            lambda m, X, is_oos=is_oos: m.predict(X, is_oos=is_oos),
+            RuntimeError(
+                r"this model cannot predict\n"
+                rf"dask_meta: while predicting with the variant_outcome_model [01]'s {which} "
+                r"\(PredictFailsRegressor\.predict\) on \d+ rows"
             ),
         )
         for label, is_oos, which in [

@@ -18,9 +18,16 @@ from dask_meta.backends.threads import THREADED_MODULES
 def _model_output(
     model: Any, X: Any, method: str, n_outputs: int, name: str, fold: int | None
 ) -> np.ndarray:
-    out = np.asarray(getattr(model, method)(X), dtype=float)
+    which = "overall model" if fold is None else f"fold {fold} model"
+    try:
+        out = np.asarray(getattr(model, method)(X), dtype=float)
+    except Exception as exc:  # the base model's own error, told which model raised it
+        exc.add_note(
+            f"dask_meta: while predicting with the {name}'s {which} "
+            f"({type(model).__name__}.{method}) on {len(X)} rows"
+        )
+        raise
     if out.size != len(X) * n_outputs or (out.ndim > 0 and out.shape[0] != len(X)):
-        which = "overall model" if fold is None else f"fold {fold} model"
         raise ValueError(
             f"the {name}'s {which} ({type(model).__name__}.{method}) returned an array of "
             f"shape {out.shape} for {len(X)} rows; expected ({len(X)},)"
