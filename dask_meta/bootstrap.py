@@ -3,8 +3,8 @@
 ``Bootstrap(learner, n_bootstraps=100, random_state=0).fit(X, y, w)`` fits a copy of the
 learner on the data (the point estimate) and ``n_bootstraps`` copies on Poisson bootstrap
 weights (:mod:`dask_meta.resampling`: every row weighs a Poisson(1) count drawn from its
-identity, so nothing is resampled or moved), all in one planner run
-(:mod:`dask_meta.learners.replicates`). Then:
+identity, so nothing is resampled or moved; rows of count 0 are skipped), all in one planner
+run (:mod:`dask_meta.learners.replicates`). Then:
 
 - :meth:`Bootstrap.predict_interval` gives ``(lower, upper)`` of the CATE per row, in a last
   axis of size 2 (a lazy Dask array for Dask input, one task per partition predicting every
@@ -50,27 +50,25 @@ class Replicates:
     bundles: tuple[Any, ...]
     width: int
 
+    def predict_one(self, fit: int, X: pd.DataFrame, folds: pd.DataFrame | None) -> np.ndarray:
+        """``(n, width)``: fit ``fit``'s CATE of the rows (0: the point fit)."""
+        if folds is not None:
+            folds = folds.reset_index(drop=True)
+        estimate = self.fns[fit](X, folds, self.bundles[fit])
+        return np.asarray(estimate, dtype=float).reshape(len(X), self.width)
+
     def predict(self, X: pd.DataFrame, folds: pd.DataFrame | None) -> np.ndarray:
         """``(n, len(fns), width)``: every fit's CATE of the partition's rows."""
-        return np.stack(
-            [
-                np.asarray(fn(X, folds, bundle), dtype=float).reshape(len(X), self.width)
-                for fn, bundle in zip(self.fns, self.bundles, strict=True)
-            ],
-            axis=1,
-        )
+        return np.stack([self.predict_one(f, X, folds) for f in range(len(self.fns))], axis=1)
 
-    def blocks(
-        self, X: pd.DataFrame, folds: pd.DataFrame | None
-    ) -> Iterator[tuple[np.ndarray, pd.DataFrame | None]]:
-        """:meth:`predict` of the partition's rows in blocks of :data:`ROW_BLOCK` (with
-        each block's folds): a partition's estimates of every replicate at once would
-        take ``8 x rows x fits x width`` bytes."""
+    def blocks(self, X: pd.DataFrame, folds: pd.DataFrame | None) -> Iterator[np.ndarray]:
+        """:meth:`predict` of the partition's rows in blocks of :data:`ROW_BLOCK`: a
+        partition's estimates of every replicate at once would take ``8 x rows x fits x
+        width`` bytes."""
         for start in range(0, max(len(X), 1), ROW_BLOCK):
             rows = slice(start, start + ROW_BLOCK)
             block = X.iloc[rows].reset_index(drop=True)
-            block_folds = None if folds is None else folds.iloc[rows].reset_index(drop=True)
-            yield self.predict(block, block_folds), block_folds
+            yield self.predict(block, None if folds is None else folds.iloc[rows])
 
 
 @dataclass(frozen=True)
@@ -100,24 +98,31 @@ def interval_partition(X: pd.DataFrame, folds: pd.DataFrame | None, bundle: Inte
     return np.concatenate(
         [
             bounds(cate[:, 0], cate[:, 1:], bundle.alpha, bundle.method, axis=1)
-            for cate, _ in bundle.replicates.blocks(X, folds)
+            for cate in bundle.replicates.blocks(X, folds)
         ]
     )
 
 
 def ate_partition(X: pd.DataFrame, folds: pd.DataFrame | None, bundle: AteSums) -> np.ndarray:
     """``(fits, width + 1)``: per fit, the sum of count x CATE and of the counts over the
-    partition's rows (count 1 for the point fit, the replicate's Poisson counts else)."""
-    fits = len(bundle.replicates.fns)
-    sums = np.zeros((fits, bundle.replicates.width + 1))
-    for cate, block_folds in bundle.replicates.blocks(X, folds):
-        assert block_folds is not None
+    partition's rows (count 1 for the point fit, the replicate's Poisson counts else).
+
+    A replicate predicts only its rows of positive count (about 63% of them): the others
+    weigh nothing in its sums."""
+    assert folds is not None
+    replicates = bundle.replicates
+    sums = np.zeros((len(replicates.fns), replicates.width + 1))
+    for start in range(0, len(X), ROW_BLOCK):
+        block = X.iloc[start : start + ROW_BLOCK].reset_index(drop=True)
+        block_folds = folds.iloc[start : start + ROW_BLOCK].reset_index(drop=True)
         ids = block_folds[ROW_ID_COL].to_numpy()
-        counts = np.stack(
-            [np.ones(len(ids)), *(Resample(seed).counts(ids) for seed in bundle.seeds)], axis=1
-        )
-        sums[:, :-1] += np.einsum("nf,nfk->fk", counts, cate)
-        sums[:, -1] += counts.sum(axis=0)
+        weights = [np.ones(len(ids)), *(Resample(seed).counts(ids) for seed in bundle.seeds)]
+        for f, counts in enumerate(weights):
+            drawn = np.flatnonzero(counts)
+            rows = block.iloc[drawn].reset_index(drop=True)
+            cate = replicates.predict_one(f, rows, block_folds.iloc[drawn])
+            sums[f, :-1] += counts[drawn] @ cate
+            sums[f, -1] += counts.sum()
     return sums
 
 

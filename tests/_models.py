@@ -22,7 +22,7 @@ class SlowRegressor(RegressorMixin, BaseEstimator):
     ``fit_report_`` are long enough to compare (it is work being simulated, not a wait for
     something). ``fail_rows``: raise :class:`FoldFitError` when fitted on exactly that many
     rows, which singles out one fold model of one estimator; ``fail_weighted``: raise it when
-    some rows weigh 0 (a bootstrap replicate's fits).
+    some rows weigh more than 1 (a bootstrap replicate's fits).
     """
 
     def __init__(
@@ -40,8 +40,8 @@ class SlowRegressor(RegressorMixin, BaseEstimator):
     def fit(self, X, y, sample_weight=None):
         if self.fail_rows is not None and len(X) == self.fail_rows:
             raise FoldFitError(f"SlowRegressor was told to fail on {len(X)} rows")
-        if self.fail_weighted and sample_weight is not None and np.any(sample_weight == 0):
-            # a bootstrap replicate's fit (some rows weigh 0), never the point fit
+        if self.fail_weighted and sample_weight is not None and np.any(sample_weight > 1):
+            # a bootstrap replicate's fit (rows drawn more than once), never the point fit
             raise FoldFitError("SlowRegressor was told to fail on weighted rows")
         if self.delay or self.delay_per_row:
             time.sleep(self.delay + self.delay_per_row * len(X))

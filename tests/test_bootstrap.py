@@ -43,6 +43,24 @@ def _learner(name, client, n_variants=2, **kwargs):
     )
 
 
+def _assert_trained_on_drawn_rows(report, replicate, counts, w):
+    """The replicate's overall models trained on the rows of positive count only: a model
+    of all rows on the drawn rows, a variant's outcome model on its variant's drawn rows."""
+    overall = report[report["fold"] == "overall"].set_index(["model_kind", "ordinal"])
+    point = overall[overall["replicate"] == -1]["rows"]
+    rows = overall[overall["replicate"] == replicate]["rows"]
+    assert sorted(rows.index) == sorted(point.index)
+    drawn, checked = counts > 0, 0
+    for (kind, ordinal), n in rows.items():
+        if point[kind, ordinal] == len(w):
+            assert n == drawn.sum(), kind
+            checked += 1
+        elif kind == "variant_outcome_model":
+            assert n == (drawn & (w == ordinal)).sum(), (kind, ordinal)
+            checked += 1
+    assert checked > 0
+
+
 @pytest.mark.parametrize("name", ["S", "T", "X", "DR"])
 def test_a_replicate_is_the_learner_fitted_with_its_counts_as_sample_weight(client, name):
     """Replicate r equals the learner fitted with ``fit_params={"sample_weight": counts}``,
@@ -57,6 +75,7 @@ def test_a_replicate_is_the_learner_fitted_with_its_counts_as_sample_weight(clie
     for r, learner in enumerate(boot.replicates_):
         counts = Resample(boot.seeds_[r]).counts(np.arange(len(X)))
         assert (counts == 0).any() and (counts > 1).any()
+        _assert_trained_on_drawn_rows(boot.fit_report_, r, counts, w.to_numpy())
         weighted = _learner(name, client).fit(X, y, w, fit_params={"sample_weight": counts})
         for is_oos in (False, True):
             np.testing.assert_allclose(
@@ -181,6 +200,9 @@ def test_lightgbm_replicates_share_the_binned_dataset(client):
     boot = Bootstrap(learner, n_bootstraps=3, random_state=1).fit(X, y, w)
     assert boot.fit_report_.attrs["shared_bins"] is True
     assert len(boot.fit_report_) == 4 * 12  # point fit and 3 replicates, 12 fits each
+    for r, seed in enumerate(boot.seeds_):  # subsets of the drawn rows of the one Dataset
+        counts = Resample(seed).counts(np.arange(len(X)))
+        _assert_trained_on_drawn_rows(boot.fit_report_, r, counts, w.to_numpy())
     interval = boot.predict_interval(X.iloc[:20], is_oos=True)
     assert np.isfinite(interval).all() and (interval[..., 0] <= interval[..., 1]).all()
 
@@ -226,16 +248,19 @@ def test_bad_arguments_get_clear_errors(client):
 def test_streaming_replicates_read_each_partition_once_and_equal_weighted_fits(client):
     """dask-ml Incremental base models: every replicate's outcome models join one streaming
     chain per estimator (one read of a partition for all of them), and each replicate
-    still equals the learner fitted with its counts as sample_weight."""
+    equals the learner fitted on the rows drawn at least once, with their counts as
+    sample_weight (the folds hashed from a key, so that the drawn rows keep their folds;
+    SGD steps on zero-weight rows too, so dropping them is the resampling bootstrap)."""
     from dask_ml.wrappers import Incremental
     from sklearn.linear_model import SGDRegressor
 
     from dask_meta.planner import Limits, fuse_streams
 
     Xp, y, w, _ = _data(n=900)
-    X = dd.from_pandas(Xp, npartitions=3)
-    y, w = dd.from_pandas(y, npartitions=3), dd.from_pandas(w, npartitions=3)
+    frame = Xp.assign(y=y, w=w, key=[f"row{i}" for i in range(len(Xp))])
+    data = dd.from_pandas(frame, npartitions=3)
     params = {"estimator": SGDRegressor(random_state=0), "random_state": 1}
+    columns = [*FEATURES, "key"]
 
     def learner():
         return TLearner(
@@ -245,17 +270,28 @@ def test_streaming_replicates_read_each_partition_once_and_equal_weighted_fits(c
             nuisance_model_params=params,
             n_folds=2,
             random_state=0,
+            fold_strategy="hash",
+            fold_key="key",
+            feature_set=FEATURES,
             client=client,
         )
 
-    boot = Bootstrap(learner(), n_bootstraps=2, random_state=6).fit(X, y, w)
+    boot = Bootstrap(learner(), n_bootstraps=2, random_state=6).fit(
+        data[columns], data["y"], data["w"]
+    )
     assert sorted(boot.fit_report_["replicate"].unique()) == [-1, 0, 1]
-    counts = Resample(boot.seeds_[1]).counts(np.arange(len(Xp)))
-    weights = dd.from_pandas(pd.Series(counts), npartitions=3)
-    weighted = learner().fit(X, y, w, fit_params={"sample_weight": weights})
+    ids = pd.util.hash_pandas_object(frame["key"], index=False).to_numpy()
+    counts = Resample(boot.seeds_[1]).counts(ids)
+    assert (counts == 0).any() and (counts > 1).any()
+    counted = dd.from_pandas(frame.assign(count=counts), npartitions=3)
+    drawn = counted[counted["count"] > 0]
+    weighted = learner().fit(
+        drawn[columns], drawn["y"], drawn["w"], fit_params={"sample_weight": drawn["count"]}
+    )
+    X = data[columns]
     np.testing.assert_allclose(
-        client.compute(boot.replicates_[1].predict(X, is_oos=False), sync=True),
-        client.compute(weighted.predict(X, is_oos=False), sync=True),
+        client.compute(boot.replicates_[1].predict(X, is_oos=True), sync=True),
+        client.compute(weighted.predict(X, is_oos=True), sync=True),
         rtol=1e-12,
     )
     # how the planner fuses: one chain per estimator for the point fit and every replicate,

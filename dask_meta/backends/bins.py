@@ -195,7 +195,7 @@ def label_columns(spec: FitSpec) -> set[str]:
     columns = {W_COL, spec.target, *spec.row_params.values()}
     if spec.rows.fold_col is not None:
         columns.add(spec.rows.fold_col)
-    if spec.resample is not None:
+    if spec.rows.resample is not None:
         columns.add(ROW_ID_COL)
     return columns
 

@@ -74,7 +74,7 @@ def calibrate_fit(
     X, y, fit_params = training_arrays(spec, frame)
     order = np.random.default_rng(seed).permutation(len(frame))
     per_row = {name: len(frame) for name in spec.row_params}
-    if spec.resample is not None:
+    if spec.rows.resample is not None:
         per_row["sample_weight"] = len(frame)
     timed_params, scale = calibration_params(spec.factory, spec.params)
     pairwise = is_pairwise(spec.factory)

@@ -46,7 +46,7 @@ def collection_rows(spec: FitSpec, part: pd.DataFrame, *extra: pd.DataFrame) -> 
 def row_fit_params(spec: FitSpec) -> dict[str, str]:
     """Per-row fit parameters of a collection job and the columns that carry them (a
     bootstrap replicate's counts as ``sample_weight``)."""
-    names = [*spec.row_params, *(["sample_weight"] if spec.resample is not None else [])]
+    names = [*spec.row_params, *(["sample_weight"] if spec.rows.resample is not None else [])]
     return {name: f"__dask_meta_fit_{name}__" for name in dict.fromkeys(names)}
 
 

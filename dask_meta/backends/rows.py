@@ -55,7 +55,8 @@ def row_fit_params(
 ) -> dict[str, Any]:
     """The fit parameters of a job's rows (``positions`` of ``frame``, default all): its
     static ones, the per-row ones from their columns, and a bootstrap replicate's counts
-    as ``sample_weight`` (times the given one)."""
+    as ``sample_weight`` (times the given one; its selection kept the rows of positive
+    count)."""
 
     def column(name: str) -> np.ndarray:
         values = frame[name].to_numpy()
@@ -64,8 +65,8 @@ def row_fit_params(
     fit_params = dict(spec.fit_params)
     for name, source in spec.row_params.items():
         fit_params[name] = column(source)
-    if spec.resample is not None:
-        counts = spec.resample.counts(column(ROW_ID_COL))
+    if spec.rows.resample is not None:
+        counts = spec.rows.resample.counts(column(ROW_ID_COL))
         given = fit_params.get("sample_weight")
         fit_params["sample_weight"] = (
             counts if given is None else counts * np.asarray(given, dtype=float)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dask_meta._constants import NOT_IN_SPLIT, W_COL
+from dask_meta._constants import NOT_IN_SPLIT, ROW_ID_COL, W_COL
 from dask_meta.resampling import Resample
 
 LOCAL = "local"
@@ -131,11 +131,16 @@ class RowSelection:
     ``fold_col``/``fold``: for a fold model, drop the rows of fold ``fold`` and the rows
     outside the split (fold id -1); for the overall model (``fold=None``) keep every row of
     the split.
+    ``resample``: a bootstrap replicate's fit keeps the rows drawn at least once (a positive
+    Poisson count, from the rows' identities), and each weighs its count (times any
+    ``sample_weight``): the resampling bootstrap's training set, without the rows it would
+    not draw.
     """
 
     variants: tuple[int, ...] | None = None
     fold_col: str | None = None
     fold: int | None = None
+    resample: Resample | None = None
 
     def mask(self, frame: pd.DataFrame) -> np.ndarray:
         keep = np.ones(len(frame), dtype=bool)
@@ -146,6 +151,8 @@ class RowSelection:
             keep &= folds != NOT_IN_SPLIT
             if self.fold is not None:
                 keep &= folds != self.fold
+        if self.resample is not None:
+            keep &= self.resample.counts(frame[ROW_ID_COL].to_numpy()) > 0
         return keep
 
 
@@ -169,9 +176,6 @@ class FitSpec:
     classes: np.ndarray | None = None
     #: key of the shared binned LightGBM Dataset this fit trains on (None: its own data)
     bins: str | None = None
-    #: a bootstrap replicate's fit: its rows weigh their Poisson counts (times any
-    #: ``sample_weight``), drawn from the training frame's row identities
-    resample: Resample | None = None
 
 
 @dataclass

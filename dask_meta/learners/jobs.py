@@ -199,7 +199,8 @@ def entry_jobs(
     for job in jobs:
         job.backend = backend
         job.meta = (run.assignment.frame._meta, extra_meta)
-        job.spec = dataclasses.replace(job.spec, classes=classes, bins=bins, resample=run.resample)
+        rows = dataclasses.replace(job.spec.rows, resample=run.resample)
+        job.spec = dataclasses.replace(job.spec, classes=classes, bins=bins, rows=rows)
         job.replicate = run.replicate
     weigh(run, cfe, jobs)
     return jobs, cfe
