@@ -568,17 +568,25 @@ class MetaLearner(ABC):
         client = self._predict_client()
         used = {kind: scorers for kind, scorers in (scoring or {}).items() if kind in specs}
         check_loadable(client, self._model_classes() | scorer_objects(used))
-        data = self._labelled_frame(X, y, w, client)
+        # a model of one variant's rows has no score without them (metalearners raises)
+        data = self._labelled_frame(X, y, w, client, self._models_per_variant)
         return evaluate_data(client, data, bool(is_oos), self._fit_context, plan)
 
-    def _labelled_frame(self, X: Matrix, y: Vector, w: Vector, client: Client) -> Frame:
+    #: whether some base models train on (and are scored on) one variant's rows
+    _models_per_variant = True
+
+    def _labelled_frame(
+        self, X: Matrix, y: Vector, w: Vector, client: Client, every_variant: bool
+    ) -> Frame:
         """X, y and w of ``evaluate`` and the ATE: X against the fit's columns and dtypes,
-        then the values fit checks in y and w (a cheap pass over them)."""
+        then the values fit checks in y and w (a cheap pass over them), with
+        ``every_variant`` present if asked."""
         assert self._fit_context is not None
         data = training_frame(X, y, w)
         check_columns(data.columns, self._fit_context.columns)
         check_input_dtypes(data, self.is_classification)
-        check_values(self, scan(client, data.frame, self.is_classification), every_variant=False)
+        stats = scan(client, data.frame, self.is_classification)
+        check_values(self, stats, every_variant=every_variant)
         return data
 
     def _evaluation_plan(

@@ -330,7 +330,8 @@ class DRLearner(ConditionalAverageOutcomes, MetaLearner):
             )
         if not isinstance(is_oos, bool | np.bool_):
             raise TypeError(f"is_oos must be a bool, got {is_oos!r}")
-        frame = self._labelled_frame(X, y, w, self._predict_client())
+        # the estimate of variant k averages over its rows
+        frame = self._labelled_frame(X, y, w, self._predict_client(), every_variant=True)
         # the rows outside a model's split are predicted by its overall model
         outcomes = OutcomeModels(
             models=tuple(self._nuisance_models[VARIANT_OUTCOME_MODEL]),

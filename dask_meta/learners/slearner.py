@@ -121,6 +121,8 @@ def s_evaluation_rows(
 class SLearner(MetaLearner):
     """S-learner (Kuenzel et al. 2019): one model of the outcome given X and the treatment."""
 
+    _models_per_variant = False  # its one model is scored on rows of any variants
+
     @classmethod
     def nuisance_model_specifications(cls) -> dict[str, ModelSpecification]:
         return {
