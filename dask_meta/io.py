@@ -136,14 +136,15 @@ def write_predictions(
     context = learner._fit_context
     assert context is not None
     features = list(context.columns.names)
+    # X may carry more columns (a row id to keep): predict from the fitted features only
+    wider = isinstance(X, dd.DataFrame | pd.DataFrame) and set(features) < set(X.columns)
     if isinstance(X, dd.DataFrame):
-        # X may carry more columns (a row id to keep): predict from the fitted features only
-        source: Any = X[features] if set(features) <= set(X.columns) else X
+        source: Any = X[features] if wider else X
     elif is_dask(X):
         source = X
     else:
         # split in-memory X exactly as fit did and keep it on the cluster: a lazy Frame
-        frame = prediction_frame(X, context.columns)
+        frame = prediction_frame(cast(Any, X)[features] if wider else X, context.columns)
         source = dataclasses.replace(frame, in_memory=False)
     prediction = learner.predict(source, is_oos=is_oos, oos_method=oos_method)
     _, n_effects, n_outputs = prediction.shape

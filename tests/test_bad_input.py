@@ -28,7 +28,15 @@ from hypothesis import strategies as st
 from lightgbm import LGBMClassifier, LGBMRegressor
 from sklearn.linear_model import LinearRegression, LogisticRegression
 
-from dask_meta import CrossFitEstimator, DRLearner, RLearner, SLearner, TLearner, XLearner
+from dask_meta import (
+    CrossFitEstimator,
+    DRLearner,
+    RLearner,
+    SLearner,
+    TLearner,
+    XLearner,
+    write_predictions,
+)
 from dask_meta.planner import Planner
 
 FEATURES = ["f0", "f1", "f2"]
@@ -1189,6 +1197,38 @@ def test_every_entry_point_checks_the_training_schema(fitted_dr, kind, entry, ca
         )
     with pytest.raises(error, match=match):
         ENTRY_POINTS[entry](learner, X, y, w)
+
+
+@pytest.mark.parametrize("case", [c for c in SCHEMA_ERRORS if "extra" not in c])
+@pytest.mark.parametrize("kind", ["pandas", "dask"])
+def test_write_predictions_checks_the_training_schema_and_writes_nothing(
+    fitted_dr, kind, case, tmp_path
+):
+    """write_predictions refuses X as predict does, and leaves no directory behind.
+    (Extra columns are its documented exception: they are rows' ids to ``keep``.)"""
+    make_X, error, match = SCHEMA_ERRORS[case]
+    learner, df = fitted_dr["pandas"]
+    X = make_X(df)
+    if kind == "dask":
+        X = (
+            dd.from_pandas(X, npartitions=3)
+            if isinstance(X, pd.DataFrame)
+            else dd.from_pandas(pd.DataFrame(X), npartitions=3).to_dask_array(lengths=True)
+        )
+    with pytest.raises(error, match=match):
+        write_predictions(learner, X, tmp_path / "out", is_oos=True)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("kind", ["pandas", "dask"])
+def test_write_predictions_selects_the_features_of_a_wider_x(fitted_dr, kind, tmp_path):
+    learner, df = fitted_dr["pandas"]
+    X = df[[*FEATURES, "y"]]
+    if kind == "dask":
+        X = dd.from_pandas(X, npartitions=3)
+    write_predictions(learner, X, tmp_path / "out", is_oos=True)
+    written = pd.read_parquet(tmp_path / "out").to_numpy()
+    np.testing.assert_allclose(written, learner.predict(df[FEATURES], is_oos=True)[:, :, 0])
 
 
 #: y and w that fit refuses: (change (y, w), message)
