@@ -8,10 +8,8 @@ workers, one file per partition of X, so that nothing but the write's status com
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
-import posixpath
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, cast
 
@@ -24,6 +22,7 @@ from dask_meta import runtime
 from dask_meta._constants import OVERALL
 from dask_meta._typing import Matrix
 from dask_meta.data import _NO_TUNING, is_dask, partitions, prediction_frame
+from dask_meta.staging import StagedDirectory
 
 if TYPE_CHECKING:
     from dask_meta.learners.base import MetaLearner
@@ -132,7 +131,7 @@ def write_predictions(
     kept = _keep_list(keep, X)
     # the learner's own errors first: not fitted, bad is_oos / oos_method
     learner._check_predict(is_oos, oos_method)
-    target = _Target.claim(path, storage_options, overwrite)
+    target = StagedDirectory.claim(path, storage_options, overwrite)
     context = learner._fit_context
     assert context is not None
     features = list(context.columns.names)
@@ -196,43 +195,3 @@ def write_predictions(
             raise
     target.commit()
     return os.fspath(path)
-
-
-@dataclasses.dataclass
-class _Target:
-    """An output directory written all or nothing: into a hidden sibling, then moved."""
-
-    fs: Any
-    root: str
-    staging: str
-    staging_url: str
-
-    @classmethod
-    def claim(cls, path: Any, storage_options: dict[str, Any] | None, overwrite: bool) -> _Target:
-        from fsspec.core import url_to_fs
-
-        if not isinstance(overwrite, bool):
-            raise TypeError(f"overwrite must be True or False, got {overwrite!r}")
-        url = os.fspath(path)
-        fs, root = url_to_fs(url, **(storage_options or {}))
-        root = root.rstrip("/")
-        if fs.exists(root) and not overwrite and (not fs.isdir(root) or fs.ls(root)):
-            raise FileExistsError(
-                f"{url} exists and is not empty; pass overwrite=True to replace it whole, or "
-                "choose another path"
-            )
-        parent, name = posixpath.split(root)
-        staging = posixpath.join(parent, f".{name}.dask-meta-{runtime.new_token()}")
-        protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
-        staging_url = staging if "file" in protocols else fs.unstrip_protocol(staging)
-        return cls(fs, root, staging, staging_url)
-
-    def abandon(self) -> None:
-        with contextlib.suppress(Exception):
-            if self.fs.exists(self.staging):
-                self.fs.rm(self.staging, recursive=True)
-
-    def commit(self) -> None:
-        if self.fs.exists(self.root):
-            self.fs.rm(self.root, recursive=True)
-        self.fs.mv(self.staging, self.root, recursive=True)

@@ -67,6 +67,7 @@ from dask_meta.data import Columns, partitions
 from dask_meta.folds import SplitRef, SplitRequest
 from dask_meta.plan import Plan
 from dask_meta.registry import is_learner, is_learner_class
+from dask_meta.staging import StagedDirectory
 from dask_meta.training import FitContext
 
 FORMAT = "dask-meta-learner"
@@ -382,8 +383,10 @@ def save(
     ``trusted=True`` lets models that skops cannot store be pickled (loading them then needs
     ``load(..., trusted=True)``). ``folds`` writes the fold assignment of the training data
     from the workers, so that the loaded learner predicts in-sample (``is_oos=False``) as
-    this one does (module docstring). An existing non-empty directory is refused unless
-    ``overwrite=True`` (it is then cleared first). If saving fails, nothing is left behind.
+    this one does (module docstring). The save is all or nothing: the files go to a hidden
+    sibling directory, which replaces ``path`` once complete; if saving fails, the sibling
+    is removed and ``path`` is as it was. An existing non-empty ``path`` is refused unless
+    ``overwrite=True``, which replaces it whole.
     Returns ``path`` as a string.
     """
     if not is_learner(learner):
@@ -413,22 +416,11 @@ def save(
     ]
     writer.modules.add(type(learner).__module__)
 
-    fs, root = _fs(path, storage_options)
-    stale: set[str] = set()
-    if fs.exists(root):
-        if not fs.isdir(root):
-            raise FileExistsError(f"{path} exists and is not a directory")
-        if fs.ls(root):
-            if not overwrite:
-                raise FileExistsError(
-                    f"{path} exists and is not empty; pass overwrite=True to replace it"
-                )
-            # files of the old save are replaced, or removed once the new one is complete
-            # (not before: a learner loaded from this path reads its fold files while saving)
-            stale = {_relative(fs, root, f) for f in fs.find(root)}
-            if MANIFEST in stale:
-                fs.rm_file(f"{root}/{MANIFEST}")
-    fs.makedirs(root, exist_ok=True)
+    # every file goes to a hidden sibling, which replaces ``path`` once complete: a failure
+    # leaves ``path`` as it was (a learner loaded from ``path`` reads its fold files from
+    # there while they are copied)
+    target = StagedDirectory.claim(path, storage_options, overwrite)
+    fs, root = target.fs, target.staging
     try:
         checksums: dict[str, dict[str, Any]] = {}
         for name, data in writer.files.items():
@@ -466,14 +458,10 @@ def save(
         manifest["checksum"] = manifest_checksum(manifest)
         text = json.dumps(manifest, indent=1, allow_nan=False)
         fs.pipe_file(f"{root}/{MANIFEST}", text.encode())
-        for name in sorted(stale - set(checksums) - {MANIFEST}):
-            fs.rm_file(f"{root}/{name}")
     except BaseException:
-        try:
-            fs.rm(root, recursive=True)
-        except Exception:  # pragma: no cover - best effort clean-up
-            pass
+        target.abandon()
         raise
+    target.commit()
     return os.fspath(path)
 
 

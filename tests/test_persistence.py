@@ -289,6 +289,34 @@ def test_pickle_only_when_trusted(data, default_client, tmp_path):
     )
 
 
+def test_a_failed_save_leaves_the_older_save_as_it_was(data, default_client, tmp_path, monkeypatch):
+    """save writes into a hidden sibling: a failure part way (after the models are written,
+    while the fold files are) leaves the directory it would replace intact and no sibling
+    behind. (Before, the old save was modified in place, then removed.)"""
+    from dask_meta import persistence
+
+    train, _ = data
+    learner = _fit(_learner("T"), train)
+    root = tmp_path / "model"
+    learner.save(root)
+    before = {p.relative_to(root): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("the fold files could not be written")
+
+    monkeypatch.setattr(persistence, "_save_folds", fail)
+    with pytest.raises(RuntimeError, match="could not be written"):
+        learner.save(root, overwrite=True)
+    after = {p.relative_to(root): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    assert after == before
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]
+    X = train[FEATURES]
+    loaded = dask_meta.load(root)
+    assert np.array_equal(
+        loaded.predict(X, is_oos=False).compute(), learner.predict(X, is_oos=False).compute()
+    )
+
+
 def test_save_refuses_unfitted_learners_and_existing_directories(data, default_client, tmp_path):
     train, _ = data
     with pytest.raises(ValueError, match="not fitted yet"):
