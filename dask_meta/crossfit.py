@@ -395,8 +395,11 @@ class CrossFitEstimator:
         y: Vector,
         fit_params: dict | None = None,
         n_jobs_cross_fitting: int | None = None,
+        cv: Any = None,
     ) -> CrossFitEstimator:
-        """Fit the fold models and the overall model through the planner."""
+        """Fit the fold models and the overall model through the planner (``cv``:
+        metalearners' argument, its default ``None`` only)."""
+        check_cv(cv)
         fit_single(self, X, y, fit_params=fit_params, n_jobs_cross_fitting=n_jobs_cross_fitting)
         return self
 
@@ -488,6 +491,15 @@ def assemble(
 
 
 # --- fitting estimators on their own (CrossFitEstimator.fit, the explainer's surrogates) ------
+
+
+def check_cv(cv: Any) -> None:
+    """metalearners' ``cv`` (index lists per fold): only its default, None, is taken."""
+    if cv is not None:
+        raise ValueError(
+            "cv is not supported by dask_meta; folds come from fold_strategy "
+            "('partition', 'hash' or 'sklearn')"
+        )
 
 
 def fit_single(

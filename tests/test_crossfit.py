@@ -253,3 +253,18 @@ def test_oos_prediction_independent_of_buffer_alignment(regression, client):
         assert np.array_equal(got, expected), (
             f"{name}: max difference {np.abs(got - expected).max():.3g}"
         )
+
+
+def test_fit_takes_metalearners_default_cv_none(regression, client):
+    """``fit(X, y, cv=None)`` is metalearners' default call: the same fit as without it.
+    Index lists are refused, before any work, naming fold_strategy."""
+    X, y, fitted = regression
+    with client.as_current():
+        cfe = CrossFitEstimator(
+            N_FOLDS, LinearRegression, {}, True, SEED, fold_strategy="sklearn", client=client
+        ).fit(X, y, cv=None)
+        expected = fitted.predict(X, is_oos=False)
+        np.testing.assert_array_equal(cfe.predict(X, is_oos=False), expected)
+        split = list(KFold(N_FOLDS).split(X))
+        with pytest.raises(ValueError, match=r"cv is not supported.*fold_strategy"):
+            CrossFitEstimator(N_FOLDS, LinearRegression, client=client).fit(X, y, cv=split)

@@ -36,6 +36,7 @@ from dask_meta.cluster import ClusterShape, resolve_client
 from dask_meta.crossfit import (
     CrossFitEstimator,
     ModelPrediction,
+    check_cv,
     fit_single,
     model_partition,
     validate_oos_method,
@@ -842,11 +843,7 @@ class MetaLearner(ABC):
         n_jobs_cross_fitting: int | None,
         cv: Any,
     ) -> None:
-        if cv is not None:
-            raise ValueError(
-                "cv is not supported by dask_meta; folds come from fold_strategy "
-                "('partition', 'hash' or 'sklearn')"
-            )
+        check_cv(cv)
         cardinality = self._cardinality(kind)
         if not isinstance(ordinal, int) or not 0 <= ordinal < cardinality:
             raise ValueError(f"model_ord for {kind} must be in 0..{cardinality - 1}, got {ordinal}")
