@@ -148,7 +148,16 @@ def _check_x_columns(columns: Any) -> None:
         raise ValueError("X has duplicate column names")
 
 
+def from_polars(value: Any) -> Any:
+    """A polars DataFrame or Series as pandas (names and dtypes kept, categoricals as
+    pandas categoricals, as pandas input would be); anything else as it is."""
+    if type(value).__module__.startswith("polars") and hasattr(value, "to_pandas"):
+        return value.to_pandas()
+    return value
+
+
 def _vector_in_memory(v: Any, name: str, n: int) -> np.ndarray | pd.Series:
+    v = from_polars(v)
     if is_dask(v):
         raise TypeError(
             f"{name} is a Dask collection but X is in memory; pass both as Dask collections "
@@ -183,6 +192,7 @@ def reject_sparse(value: Any, name: str) -> None:
 
 def _x_in_memory(X: Any) -> tuple[pd.DataFrame, Columns]:
     reject_sparse(X, "X")
+    X = from_polars(X)
     if isinstance(X, pd.DataFrame):
         _check_x_columns(X.columns)
         pdf = X.reset_index(drop=True)

@@ -70,13 +70,13 @@ def shares_bins(factory: type, params: dict[str, Any], design: Design) -> bool:
     """Whether fits of this model can train on subsets of one shared binned Dataset.
 
     LightGBM's sklearn regressors and classifiers (also inside a
-    ``PairwisePropensityClassifier``) on DataFrame designs; a model that needs raw feature
-    values after binning (``linear_tree``) builds its own.
+    ``PairwisePropensityClassifier``), on DataFrame designs and numpy ones (numpy input)
+    alike, so that the same data give the same models in either container; a model that
+    needs raw feature values after binning (``linear_tree``) builds its own.
     """
     model = binned_model(factory, params)
     return (
         model is not None
-        and not design.as_numpy
         and design.transform is None
         and len(design.columns) > 0
         and not model[1].get("linear_tree", False)
@@ -224,13 +224,20 @@ def fit_binned(
     fit_params = row_fit_params(spec, frame, positions)
     params = fit_params_with_threads(spec.factory, spec.params, spec.thread_param, spec.threads)
     model = spec.factory(**params)
-    # the features are in the subsets already: fit sees their names only
+    # the features are in the subsets already: fit sees their names only (a DataFrame
+    # design), or an array of the subset's shape that takes no memory (a numpy design:
+    # LightGBM checks a numpy X against the labels' length)
     names = spec.design.matrix(template if template is not None else frame.iloc[:0])
+
+    def features(n_rows: int) -> Any:
+        if isinstance(names, pd.DataFrame):
+            return names
+        return np.broadcast_to(np.zeros((1, names.shape[1])), (n_rows, names.shape[1]))
 
     def fit_subset(estimator: Any, rows: np.ndarray, label: np.ndarray, kwargs: dict) -> None:
         _pending_subset.value = dataset.subset(rows).construct()
         try:
-            estimator.fit(names, label, **kwargs)
+            estimator.fit(features(len(label)), label, **kwargs)
         finally:
             _pending_subset.value = None
 
@@ -238,7 +245,7 @@ def fit_binned(
         if is_pairwise(spec.factory):  # one subset per pair, of this fit's rows
             weight = fit_params.pop("sample_weight", None)
             model.fit_pairs(
-                names,
+                features(len(y)),
                 y,
                 lambda pair, rows, label, kwargs: fit_subset(pair, positions[rows], label, kwargs),
                 weight,
