@@ -37,7 +37,7 @@ def test_the_embedded_cluster_is_restarted_when_it_has_lost_its_workers():
     close_embedded()
     try:
         first = embedded_client()
-        cluster = cluster_module._embedded[0]  # type: ignore[index]
+        cluster = cluster_module._embedded.cluster  # type: ignore[union-attr]
         cluster.scale(0)
         deadline = time.monotonic() + 30
         while first.scheduler_info(n_workers=-1)["workers"] and time.monotonic() < deadline:

@@ -17,6 +17,7 @@ import pandas as pd
 
 from dask_meta._constants import NUISANCE, TREATMENT
 from dask_meta._typing import Matrix, Vector
+from dask_meta.cluster import describe
 from dask_meta.learners.arguments import parse_fit_params
 from dask_meta.learners.fit_run import Entries, FitRun
 from dask_meta.learners.jobs import collect, plan_jobs
@@ -96,6 +97,8 @@ def run_report(run: FitRun) -> pd.DataFrame:
     report.attrs["task_seconds"] = run.planner.task_seconds()
     report.attrs["shared_bins"] = run.shared_bins
     report.attrs["persisted"] = run.persisted
+    if run.planner.shape is not None:
+        report.attrs["cluster"] = describe(run.client, run.planner.shape)
     if run.plan_choice is not None:
         report.attrs["plan"] = run.plan_choice.as_dict()
     return report
