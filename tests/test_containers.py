@@ -95,3 +95,28 @@ def test_polars_keeps_names_and_categoricals(client):
     red = colours == "red"
     cate = out["pandas"][0][:, 0, 0]
     assert cate[red].mean() > cate[~red].mean() + 1.0
+
+
+def test_polars_explains_as_pandas(client):
+    """The explainer of a learner fitted on polars: SHAP values of its treatment models on a
+    polars X, and surrogate models fitted on a polars X, equal those of pandas."""
+    import shap
+
+    X, y, w, _ = make_linear_data(n=1_000, d=3, n_variants=2, seed=2)
+    frame = pd.DataFrame(X, columns=["a", "b", "c"])
+    out = {}
+    for kind, Xk, yk, wk in [
+        ("pandas", frame, pd.Series(y), pd.Series(w)),
+        ("polars", pl.from_pandas(frame), pl.Series(y), pl.Series(w)),
+    ]:
+        learner = _learner("DR", client, 2).fit(Xk, yk, wk)
+        cate = learner.predict(Xk, is_oos=False)
+        surrogate = learner.explainer(Xk, cate, LGBMRegressor, PARAMS)
+        out[kind] = (
+            learner.explainer().shap_values(Xk, shap.TreeExplainer),
+            surrogate.feature_importances(feature_names=["a", "b", "c"]),
+        )
+    for got, expected in zip(out["polars"][0], out["pandas"][0], strict=True):
+        np.testing.assert_array_equal(got, expected)
+    for got, expected in zip(out["polars"][1], out["pandas"][1], strict=True):
+        pd.testing.assert_series_equal(got, expected)
