@@ -407,6 +407,18 @@ BAD_METRIC_INPUT = [
         lambda y, cate, w: qini_auc_score(y, np.where(np.arange(200) == 0, -np.inf, cate), w),
         r"cate has 1 infinite values",
     ),
+    # the R-loss: outcome estimates 0, propensities 0.5 unless the case changes them
+    (
+        lambda y, cate, w: r_loss(cate, 0 * y, 0 * y + 0.5, np.where(w == 1, np.nan, y), w),
+        r"outcomes has \d+ missing values",
+    ),
+    (lambda y, cate, w: r_loss(cate, 0 * y, 0 * y + 1.2, y, w), r"propensity_scores has values"),
+    (lambda y, cate, w: r_loss(cate, 0 * y[1:], 0 * y + 0.5, y, w), r"equally long"),
+    (lambda y, cate, w: r_loss(cate, 0 * y, 0 * y + 0.5, y, w + (w == 1)), r"name the variant"),
+    (
+        lambda y, cate, w: r_loss(cate, 0 * y, 0 * y + 0.5, y, w, outcome_residuals=y),
+        r"pass either outcome_residuals and treatment_residuals",
+    ),
 ]
 BAD_METRIC_IDS = [
     "y-short",
@@ -426,6 +438,11 @@ BAD_METRIC_IDS = [
     "dr-loss-without-nuisances",
     "y-inf",
     "cate-inf",
+    "r-loss-y-nan",
+    "r-loss-propensity-out-of-range",
+    "r-loss-short",
+    "r-loss-w-not-binary",
+    "r-loss-residuals-and-estimates",
 ]
 
 
