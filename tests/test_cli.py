@@ -413,3 +413,22 @@ def test_demo_runs_from_the_console_script():
     ]
     assert len(rmse) == 2 and all(0 < r < 5 for r in rmse)
     assert "dashboard: http" in done.stdout
+
+
+def test_predict_checks_the_data_against_the_training_schema(fitted, cluster, tmp_path):
+    """New data without a feature the learner was fitted on: one error line naming it, exit
+    code 2 (a bad job, found from the parquet's schema before any cluster work), and no
+    output written."""
+    root = fitted["root"]
+    new = pd.read_parquet(root / "new").drop(columns=["x3"])
+    new.to_parquet(tmp_path / "new.parquet", index=False)
+    out = tmp_path / "cate"
+    code, _, err = run_cli(
+        "predict", "-c", str(root / "job.toml"), "--scheduler", cluster.scheduler_address,
+        "--data", str(tmp_path / "new.parquet"), "--output", str(out),
+    )  # fmt: skip
+    lines = err.strip().splitlines()
+    assert code == 2, err
+    assert len(lines) == 1 and lines[0].startswith("dask-meta predict: error: "), err
+    assert "column 'x3' is not in" in lines[0]
+    assert not out.exists()
