@@ -21,17 +21,12 @@ def warm_up() -> None:
 def local_client(workers: int, threads: int, memory_limit: str | None = None) -> Iterator[Any]:
     """A warmed-up client of a LocalCluster of ``workers`` x ``threads``, each worker with a
     ``threads`` resource (the planner's base-model threads) and a dashboard on a free port."""
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
-    limit = {} if memory_limit is None else {"memory_limit": memory_limit}
+    from dask_meta.cluster import start_local_cluster
+
     with (
-        LocalCluster(
-            n_workers=workers,
-            threads_per_worker=threads,
-            resources={"threads": threads},
-            dashboard_address=":0",
-            **limit,
-        ) as cluster,
+        start_local_cluster(workers, threads, memory_limit) as cluster,
         Client(cluster) as client,
     ):
         client.run(warm_up)

@@ -211,8 +211,8 @@ def unguarded_script() -> bool:
     ``if __name__ == "__main__":`` block: a spawned worker process would run that code again
     while importing the script, and could not start.
 
-    ``False`` without a main script (Jupyter, ``python -c``, an interactive session) and
-    for calls from other threads; ``True`` if the script's source cannot be read.
+    ``False`` without a main script (Jupyter, ``python -c``, the interactive interpreter)
+    and for calls from other threads; ``True`` if the script's source cannot be read.
     """
     main = sys.modules.get("__main__")
     path = getattr(main, "__file__", None)

@@ -285,11 +285,6 @@ class _Writer:
         return {"__crossfit__": encoded}
 
 
-def _relative(fs: Any, root: str, path: str) -> str:
-    full = fs._strip_protocol(path).rstrip("/")
-    return full[len(root) :].lstrip("/")
-
-
 def _stem(where: str) -> str:
     """A file name stem from an attribute path: ``_nuisance_models.kind.0`` ->
     ``nuisance_models-kind-0``."""

@@ -7,7 +7,9 @@ from contextlib import contextmanager
 
 import numpy as np
 import pytest
-from distributed import Client, LocalCluster
+from distributed import Client
+
+from dask_meta.cluster import start_local_cluster
 
 
 @contextmanager
@@ -15,13 +17,7 @@ def own_client(workers: int = 2, threads: int = 1) -> Iterator[Client]:
     """A client of a LocalCluster of its own, ``threads`` declared: for tests that kill or
     break its workers, or need another shape than the session's."""
     with (
-        LocalCluster(
-            n_workers=workers,
-            threads_per_worker=threads,
-            resources={"threads": threads},
-            dashboard_address=":0",
-            processes=True,
-        ) as cluster,
+        start_local_cluster(workers, threads) as cluster,
         Client(cluster, set_as_default=False) as client,
     ):
         yield client
@@ -29,13 +25,7 @@ def own_client(workers: int = 2, threads: int = 1) -> Iterator[Client]:
 
 @pytest.fixture(scope="session")
 def cluster():
-    with LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        resources={"threads": 1},
-        dashboard_address=":0",
-        processes=True,
-    ) as c:
+    with start_local_cluster(2, 1) as c:
         yield c
 
 
