@@ -36,7 +36,7 @@ from dask_meta.backends import (
     wrapped_estimator,
 )
 from dask_meta.cluster import cluster_shape, resolve_client
-from dask_meta.data import training_frame
+from dask_meta.data import on_cluster, training_frame
 from dask_meta.folds import PartitionStats, SplitRef, SplitRequest
 from dask_meta.loading import callable_params, check_loadable, model_objects
 from dask_meta.planner import Job, Limits, Planner, fit_key, resolve_threads
@@ -567,7 +567,9 @@ def fit_estimators(
         | callable_params(f"the fit params of the {kind} model", static),
     )
     targets = {f"{PARAM_PREFIX}target_{i}__": (names[i], v) for i, v in enumerate(ys[1:], 1)}
-    data = training_frame(X, ys[0], None, row_params.values | targets, y_name=names[0])
+    data = on_cluster(
+        training_frame(X, ys[0], None, row_params.values | targets, y_name=names[0]), client
+    )
     target_columns = [Y_COL, *targets]
     classification = cfe.is_classifier
     seed = (

@@ -25,6 +25,7 @@ import pandas as pd
 from dask.dataframe.dask_expr._expr import are_co_aligned
 from dask.dataframe.utils import has_known_categories
 
+from dask_meta import runtime
 from dask_meta._constants import RESERVED_PREFIX, ROWS_PER_PARTITION, W_COL, Y_COL
 
 
@@ -312,6 +313,14 @@ def combine(X: Any, vectors: dict[str, tuple[str, Any]]) -> Frame:
         align_dataframes=False,
     )
     return Frame(frame, cols, in_memory=False)
+
+
+def on_cluster(frame: Frame, client: Any) -> Frame:
+    """``frame`` with in-memory input sent to the cluster once (:func:`runtime.upload`), so
+    the passes over it (the scan, the fits, the predictions) do not each carry the data."""
+    if not frame.in_memory or client is None:
+        return frame
+    return dataclasses.replace(frame, frame=runtime.upload(client, frame.frame))
 
 
 def training_frame(

@@ -21,7 +21,7 @@ import pandas as pd
 from dask_meta import runtime
 from dask_meta._constants import OVERALL
 from dask_meta._typing import Matrix
-from dask_meta.data import _NO_TUNING, is_dask, partitions, prediction_frame
+from dask_meta.data import _NO_TUNING, is_dask, on_cluster, partitions, prediction_frame
 from dask_meta.staging import StagedDirectory
 
 if TYPE_CHECKING:
@@ -144,7 +144,7 @@ def write_predictions(
     else:
         # split in-memory X exactly as fit did and keep it on the cluster: a lazy Frame
         frame = prediction_frame(cast(Any, X)[features] if wider else X, context.columns)
-        source = dataclasses.replace(frame, in_memory=False)
+        source = dataclasses.replace(on_cluster(frame, learner._predict_client()), in_memory=False)
     prediction = learner.predict(source, is_oos=is_oos, oos_method=oos_method)
     _, n_effects, n_outputs = prediction.shape
     columns = prediction_columns(name, n_effects + 1, n_outputs, learner.is_classification)

@@ -21,7 +21,7 @@ from distributed import Client
 
 from dask_meta import runtime
 from dask_meta.backends import aligned
-from dask_meta.data import Frame, partitions, prediction_frame
+from dask_meta.data import Frame, on_cluster, partitions, prediction_frame
 from dask_meta.training import FitContext, check_partition
 
 PartitionFn = Callable[[pd.DataFrame, pd.DataFrame | None, Any], np.ndarray]
@@ -83,7 +83,7 @@ def map_predict(
     prediction). For ``is_oos=False`` ``fn`` also gets the partition's fold frame, and each
     partition is checked against the training data (length and fingerprint).
     """
-    frame = X if isinstance(X, Frame) else prediction_frame(X, context.columns)
+    frame = X if isinstance(X, Frame) else on_cluster(prediction_frame(X, context.columns), client)
     # unique per call: a key shared by two predictions would silently return the other's result
     token = runtime.new_token()
     models = dask.delayed(bundle, name=runtime.task_key("models", token), traverse=False)
@@ -151,7 +151,7 @@ def sum_in_sample(
     """The sum over the training partitions of ``fn(X_part, folds_part, bundle)`` (an array
     of one shape in every partition): in-sample statistics computed where the data live,
     only the per-partition sums come back."""
-    frame = X if isinstance(X, Frame) else prediction_frame(X, context.columns)
+    frame = X if isinstance(X, Frame) else on_cluster(prediction_frame(X, context.columns), client)
     x_parts = partitions(frame.frame)
     if len(x_parts) != len(context.lengths):
         raise ValueError(

@@ -105,6 +105,20 @@ def persist(client: Client, obj: Any) -> Any:
     return client.persist(obj)
 
 
+def upload(client: Client, frame: Any) -> Any:
+    """Send a collection built from the client's memory (pandas or numpy input) to the
+    cluster once: the collection comes back backed by futures, and later graphs refer to
+    them instead of embedding the data again.
+
+    The data travel inside the graph on purpose, not scattered: the scheduler keeps each
+    partition's task, so a lost worker's partitions are recomputed as for any Dask input
+    (scattered data would be lost with its worker). Dask's "Sending large graph" warning,
+    whose advice is for data embedded again and again, is therefore not raised here.
+    """
+    with dask.config.set({"distributed.admin.large-graph-warning-threshold": "1 PiB"}):
+        return client.persist(frame)
+
+
 def run_on_workers(
     client: Client,
     func: Callable[..., Any],

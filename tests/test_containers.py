@@ -7,6 +7,10 @@ models train on the same shared bins, and polars frames keep their names and dty
 
 from __future__ import annotations
 
+import warnings
+
+import dask
+import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 import polars as pl
@@ -120,3 +124,35 @@ def test_polars_explains_as_pandas(client):
         np.testing.assert_array_equal(got, expected)
     for got, expected in zip(out["polars"][1], out["pandas"][1], strict=True):
         pd.testing.assert_series_equal(got, expected)
+
+
+@pytest.mark.parametrize("kind", ["numpy", "pandas", "parquet"])
+def test_default_fit_predict_and_evaluate_warn_nothing(client, tmp_path, kind):
+    """In-memory input goes to the cluster once, inside one graph (so the scheduler can
+    recompute a lost worker's partitions), not with every pass over it: no "Sending large
+    graph" warning with its threshold below the data's size (above the fitted models',
+    which a prediction's graph carries), and no other warning from a default fit, its
+    predictions and its scores. Before, every scan, persist and prediction carried the data
+    and warned."""
+    X, y, w, _ = make_linear_data(n=40_000, d=6, n_variants=2, seed=1)
+    frame = pd.DataFrame(X, columns=[f"x{i}" for i in range(X.shape[1])])
+    if kind == "parquet":
+        frame.assign(y=y, w=w).to_parquet(tmp_path / "data.parquet")
+        ddf = dd.read_parquet(tmp_path / "data.parquet")
+        data = (ddf[list(frame.columns)], ddf["y"], ddf["w"])
+    else:
+        data = _containers(X, y, w)[kind]
+    assert frame.memory_usage().sum() > 1.5 * 2**20
+    with (
+        dask.config.set({"distributed.admin.large-graph-warning-threshold": "1 MiB"}),
+        warnings.catch_warnings(record=True) as caught,
+    ):
+        warnings.simplefilter("always")
+        learner = TLearner(False, 2, LGBMRegressor, nuisance_model_params=PARAMS, client=client)
+        learner.fit(*data)
+        in_sample = learner.predict(data[0], is_oos=False)
+        learner.predict(data[0], is_oos=True)
+        learner.evaluate(*data, is_oos=False)
+        if kind == "parquet":
+            in_sample.compute()
+    assert [str(c.message) for c in caught] == []

@@ -41,7 +41,7 @@ from dask_meta.crossfit import (
     model_partition,
     validate_oos_method,
 )
-from dask_meta.data import Frame, check_columns, is_dask, training_frame
+from dask_meta.data import Frame, check_columns, is_dask, on_cluster, training_frame
 from dask_meta.evaluation import (
     Evaluated,
     PartitionPlan,
@@ -586,6 +586,7 @@ class MetaLearner(ABC):
         data = training_frame(X, y, w)
         check_columns(data.columns, self._fit_context.columns)
         check_input_dtypes(data, self.is_classification)
+        data = on_cluster(data, client)
         stats = scan(client, data.frame, self.is_classification)
         check_values(self, stats, every_variant=every_variant)
         return data

@@ -23,7 +23,7 @@ from dask_meta._typing import Matrix, Vector
 from dask_meta.backends import THREAD_PARAMS, requested_threads
 from dask_meta.cluster import cluster_shape, resolve_client
 from dask_meta.crossfit import CrossFitEstimator
-from dask_meta.data import Frame, check_feature_dtypes, training_frame
+from dask_meta.data import Frame, check_feature_dtypes, on_cluster, training_frame
 from dask_meta.folds import Assignment, SplitRequest
 from dask_meta.learners.checks import (
     check_data,
@@ -164,7 +164,7 @@ class FitRun:
                     f"the fit params of the {kind} model", static_params[(stage, kind)]
                 )
         check_loadable(client, shipped)
-        data = training_frame(X, y, w, row_params.values)
+        data = on_cluster(training_frame(X, y, w, row_params.values), client)
         check_input_dtypes(data, learner.is_classification)
         check_feature_dtypes(
             data.columns,
