@@ -22,6 +22,7 @@ from lightgbm import LGBMClassifier, LGBMRegressor
 from onnxmltools import convert_lightgbm
 from onnxmltools.convert.common.data_types import FloatTensorType as LightGBMFloat
 from skl2onnx import convert_sklearn
+from skl2onnx.common.data_types import DoubleTensorType
 from skl2onnx.common.data_types import FloatTensorType as SklearnFloat
 from sklearn.linear_model import LinearRegression, LogisticRegression
 
@@ -169,6 +170,37 @@ def test_a_multiclass_t_learner_gives_every_class(client):
     assert tau.shape == (len(X), 1, 3)
     np.testing.assert_allclose(tau, ml.predict(X, is_oos=True), rtol=RTOL, atol=ATOL)
     np.testing.assert_allclose(tau.sum(axis=2), 0, atol=ATOL)  # probabilities' differences
+
+
+def test_models_converted_in_double_precision_give_a_double_graph(client):
+    """Any float type the converted models share (metalearners' X-learner graph adds a float32
+    constant, so it takes float32 models only): here float64 within 1e-10."""
+    X, y, w = make_data(3, False)
+    ml = XLearner(
+        False,
+        3,
+        LinearRegression,
+        LinearRegression,
+        LogisticRegression,
+        n_folds=2,
+        client=client,
+    ).fit(X, y, w)
+    converted = {
+        kind: [
+            convert_sklearn(
+                model,
+                initial_types=[("X", DoubleTensorType([None, N_FEATURES]))],
+                options={"zipmap": False} if kind == "propensity_model" else None,
+            )
+            for model in models
+        ]
+        for kind, models in ml._necessary_onnx_models().items()
+    }
+    graph = build(ml, converted)
+    session = rt.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
+    (tau,) = session.run(["tau"], {"X": X})
+    assert tau.dtype == np.float64
+    np.testing.assert_allclose(tau, ml.predict(X, is_oos=True), rtol=0, atol=1e-10)
 
 
 def test_build_onnx_warns_that_it_is_experimental(client):

@@ -232,7 +232,11 @@ class OnnxExport:
     def _necessary_onnx_models(self: Any) -> dict[str, list[Any]]:
         """The overall base models (each fitted on all of its rows) that the ONNX graph of
         the CATE needs, by model kind, on the client: convert each of them to ONNX, all on
-        the same input, and pass them in the same structure to ``_build_onnx``."""
+        the same input, and pass them in the same structure to ``_build_onnx``.
+
+        A learner built with ``enable_overall`` False for one of these kinds has no overall
+        models to export: a ValueError says to build it with ``enable_overall`` True for that
+        kind and fit again."""
         necessary = {}
         for kind in self._onnx_kinds:
             cfes = [self._cfe(kind, k) for k in range(self._cardinality(kind))]
@@ -255,8 +259,9 @@ class OnnxExport:
     ) -> Any:
         """The CATE as one ONNX model (an ``onnx.ModelProto``).
 
-        !!! warning
-            An experimental feature, as in metalearners: not subject to deprecation cycles.
+        Warning:
+            An experimental feature, as in metalearners (it warns so): not subject to
+            deprecation cycles.
 
         ``models`` holds the base models of ``_necessary_onnx_models()`` converted to ONNX
         (classifiers with ``zipmap=False``), by kind and in the same order, all with the same
