@@ -26,6 +26,7 @@ from skl2onnx.common.data_types import DoubleTensorType
 from skl2onnx.common.data_types import FloatTensorType as SklearnFloat
 from sklearn.linear_model import LinearRegression, LogisticRegression
 
+import dask_meta
 from dask_meta import DRLearner, RLearner, SLearner, TLearner, XLearner
 
 RTOL, ATOL = 1e-4, 1e-5
@@ -201,6 +202,13 @@ def test_models_converted_in_double_precision_give_a_double_graph(client):
     (tau,) = session.run(["tau"], {"X": X})
     assert tau.dtype == np.float64
     np.testing.assert_allclose(tau, ml.predict(X, is_oos=True), rtol=0, atol=1e-10)
+
+
+def test_a_loaded_learner_exports_the_same_graph(client, tmp_path):
+    ml, X = fitted("DR", 3, True, client)
+    ml.save(tmp_path / "model")
+    loaded = dask_meta.load(tmp_path / "model")
+    np.testing.assert_array_equal(run(export(loaded), X), run(export(ml), X))
 
 
 def test_build_onnx_warns_that_it_is_experimental(client):
