@@ -49,7 +49,8 @@ case "$cmd" in
     # metalearners 0.13.0 pins scikit-learn < 1.8 and imports narwhals and polars without
     # declaring them: it gets its own virtualenv, with dask-meta installed beside it.
     venv .venv-parity
-    .venv-parity/bin/python -m pip install -q "metalearners==0.13.0" "scikit-learn<1.8" narwhals polars -e ".[test]"
+    .venv-parity/bin/python -m pip install -q "metalearners==0.13.0" "scikit-learn<1.8" narwhals polars \
+      onnx spox onnxruntime skl2onnx onnxmltools -e ".[test]"
     exec .venv-parity/bin/python -m pytest tests/parity "$@"
     ;;
   lint)

@@ -35,6 +35,7 @@ from dask_meta.learners._common import (
 )
 from dask_meta.learners.base import MetaLearner
 from dask_meta.learners.fit_run import FitRun
+from dask_meta.learners.onnx_export import OnnxExport, OnnxGraph, Value
 from dask_meta.learners.tables import Derivation, ModelEntry, ModelSpecification, derived_entry
 from dask_meta.learners.tlearner import (
     ConditionalAverageOutcomes,
@@ -169,7 +170,7 @@ def check_min_propensity(value: Any) -> float:
     return float(value)
 
 
-class DRLearner(ConditionalAverageOutcomes, MetaLearner):
+class DRLearner(OnnxExport, ConditionalAverageOutcomes, MetaLearner):
     """DR-learner: outcome models per variant, a propensity model, AIPW pseudo-outcomes.
 
     Beyond metalearners' arguments, ``min_propensity`` (default 1e-9, metalearners' fixed
@@ -312,6 +313,12 @@ class DRLearner(ConditionalAverageOutcomes, MetaLearner):
         return Prediction(
             treatment_cate_partition, effects, (self.n_variants - 1, n_out), "drlearner-cate"
         )
+
+    _onnx_kinds = (TREATMENT_MODEL,)
+
+    def _onnx_cate(self, graph: OnnxGraph) -> list[Value]:
+        """ONNX: tau_k(x), treatment model k's prediction."""
+        return [graph.effect(tau_k) for tau_k in graph.outputs(TREATMENT_MODEL)]
 
     def average_treatment_effect(
         self, X: Matrix, y: Vector, w: Vector, is_oos: bool

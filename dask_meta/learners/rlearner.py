@@ -38,6 +38,7 @@ from dask_meta.learners._common import (
 )
 from dask_meta.learners.base import MetaLearner
 from dask_meta.learners.fit_run import FitRun
+from dask_meta.learners.onnx_export import OnnxExport, OnnxGraph, Value
 from dask_meta.learners.tables import Derivation, ModelEntry, ModelSpecification, derived_entry
 from dask_meta.metrics.losses import r_loss as r_loss  # dask_meta.r_loss: one implementation
 from dask_meta.prediction import Prediction
@@ -148,7 +149,7 @@ def r_evaluation_rows(frame: pd.DataFrame, folds: pd.DataFrame | None, bundle: R
     return rows + losses
 
 
-class RLearner(MetaLearner):
+class RLearner(OnnxExport, MetaLearner):
     """R-learner: propensity and outcome models, one weighted treatment model per variant."""
 
     _synchronizes = True
@@ -282,6 +283,12 @@ class RLearner(MetaLearner):
             (self.n_variants - 1, n_out),
             "rlearner-cate",
         )
+
+    _onnx_kinds = (TREATMENT_MODEL,)
+
+    def _onnx_cate(self, graph: OnnxGraph) -> list[Value]:
+        """ONNX: tau_k(x), treatment model k's prediction."""
+        return [graph.effect(tau_k) for tau_k in graph.outputs(TREATMENT_MODEL)]
 
     def predict_conditional_average_outcomes(
         self, X: Matrix, is_oos: bool, oos_method: str = OVERALL

@@ -278,6 +278,19 @@ class SLearner(MetaLearner):
         tail = (self.n_variants - 1, n_out)
         return Prediction(s_cate_partition, outcomes, tail, "slearner-cate")
 
+    # metalearners: no ONNX export for the S-learner, whose one model reads the treatment as
+    # a feature encoded for that model (one-hot columns or a categorical)
+    _NO_ONNX = (
+        "The SLearner does not implement this method: ONNX export is for the T-, X-, R- and "
+        "DR-learner (docs/saving-loading.md, Export to ONNX)."
+    )
+
+    def _necessary_onnx_models(self) -> dict[str, list[Any]]:
+        raise ValueError(self._NO_ONNX)
+
+    def _build_onnx(self, models: Any, output_name: str = "tau") -> Any:
+        raise ValueError(self._NO_ONNX)
+
     def predict_nuisance(
         self,
         X: Matrix,

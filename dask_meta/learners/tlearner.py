@@ -18,6 +18,7 @@ from dask_meta.backends import Design
 from dask_meta.crossfit import CrossFitEstimator
 from dask_meta.evaluation import Evaluated, PartitionPlan, predict_rows
 from dask_meta.learners.base import MetaLearner, check_oos_for, n_outputs_of
+from dask_meta.learners.onnx_export import OnnxExport, OnnxGraph, Value
 from dask_meta.learners.tables import ModelEntry, ModelSpecification
 from dask_meta.prediction import Prediction
 
@@ -111,7 +112,7 @@ class ConditionalAverageOutcomes:
         return self._map(X, is_oos, cao_partition, outcomes, tail, "cao")
 
 
-class TLearner(ConditionalAverageOutcomes, MetaLearner):
+class TLearner(OnnxExport, ConditionalAverageOutcomes, MetaLearner):
     """T-learner (Kuenzel et al. 2019): ``n_variants`` outcome models, one per variant."""
 
     @classmethod
@@ -144,6 +145,13 @@ class TLearner(ConditionalAverageOutcomes, MetaLearner):
         outcomes = self._outcome_models(oos_method)
         tail = (self.n_variants - 1, n_outputs_of(self, VARIANT_OUTCOME_MODEL))
         return Prediction(t_cate_partition, outcomes, tail, "tlearner-cate")
+
+    _onnx_kinds = (VARIANT_OUTCOME_MODEL,)
+
+    def _onnx_cate(self, graph: OnnxGraph) -> list[Value]:
+        """ONNX: tau_k = mu_k - mu_0 (of every class's probability for classification)."""
+        mu = graph.outputs(VARIANT_OUTCOME_MODEL)
+        return [mu_k - mu[0] for mu_k in mu[1:]]
 
     def _evaluation_plan(
         self, is_oos: bool, oos_method: str, scoring: dict[str, list[Any]]

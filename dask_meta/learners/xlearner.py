@@ -28,6 +28,7 @@ from dask_meta.evaluation import PartitionPlan, predict_rows
 from dask_meta.learners._common import effect_outputs, positive_class, prediction_rows
 from dask_meta.learners.base import MetaLearner
 from dask_meta.learners.fit_run import FitRun
+from dask_meta.learners.onnx_export import OnnxExport, OnnxGraph, Value
 from dask_meta.learners.tables import Derivation, ModelEntry, ModelSpecification, derived_entry
 from dask_meta.learners.tlearner import (
     ConditionalAverageOutcomes,
@@ -144,7 +145,7 @@ def x_evaluation_rows(frame: pd.DataFrame, folds: pd.DataFrame | None, bundle: X
     return rows + treated_rows + control_rows
 
 
-class XLearner(ConditionalAverageOutcomes, MetaLearner):
+class XLearner(OnnxExport, ConditionalAverageOutcomes, MetaLearner):
     """X-learner: outcome models per variant, imputed effects, effect models, propensity."""
 
     _synchronizes = True
@@ -271,3 +272,16 @@ class XLearner(ConditionalAverageOutcomes, MetaLearner):
         )
         n_out = 2 if self.is_classification else 1
         return Prediction(x_cate_partition, cate, (self.n_variants - 1, n_out), "xlearner-cate")
+
+    _onnx_kinds = (PROPENSITY_MODEL, CONTROL_EFFECT_MODEL, TREATMENT_EFFECT_MODEL)
+
+    def _onnx_cate(self, graph: OnnxGraph) -> list[Value]:
+        """ONNX: tau_k = g_k tau_0k + (1 - g_k) tau_1k with g_k = e_k / (e_0 + e_k)."""
+        (e,) = graph.outputs(PROPENSITY_MODEL)
+        tau_0 = graph.outputs(CONTROL_EFFECT_MODEL)
+        tau_1 = graph.outputs(TREATMENT_EFFECT_MODEL)
+        cate = []
+        for k in range(1, self.n_variants):
+            g = e.column(k) / (e.column(0) + e.column(k))
+            cate.append(graph.effect(g * tau_0[k - 1] + (1 - g) * tau_1[k - 1]))
+        return cate
