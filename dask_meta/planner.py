@@ -660,7 +660,11 @@ class Planner:
 
     def report_frame(self) -> pd.DataFrame:
         frame = pd.DataFrame(self.report, columns=REPORT_COLUMNS)
-        return frame.sort_values("start", kind="stable").reset_index(drop=True)
+        frame = frame.sort_values("start", kind="stable").reset_index(drop=True)
+        if self.shape is not None:
+            # the threads of each worker: the lanes of a timeline of the fits
+            frame.attrs["worker_threads"] = {w.address: w.nthreads for w in self.shape.workers}
+        return frame
 
 
 def _fits(job: Job) -> int:
