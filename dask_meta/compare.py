@@ -20,7 +20,7 @@ import pandas as pd
 from dask_meta import runtime
 from dask_meta._typing import Matrix, Vector
 from dask_meta.cluster import cluster_shape, resolve_client
-from dask_meta.plan import AUTO, Plan, check_plan
+from dask_meta.plan import AUTO, RULE, Plan, check_plan
 from dask_meta.planner import parallel_efficiency
 
 COLUMNS = [
@@ -81,7 +81,7 @@ class _PeakMemory:
 
 def default_plans(max_threads: int) -> list[Any]:
     """The planner's rule, the cost model, and the corners of the explicit settings."""
-    plans: list[Any] = [None, AUTO]
+    plans: list[Any] = [RULE, AUTO]
     for threads in dict.fromkeys((1, max_threads)):
         plans.append(Plan(threads_per_model=threads))
     plans.append(
@@ -130,7 +130,9 @@ def compare_plans(
 ) -> pd.DataFrame:
     """Fit ``learner``'s configuration once per plan on the same rows; one table row each.
 
-    ``plans``: ``None`` (the planner's rule), ``"auto"`` or :class:`dask_meta.Plan` objects
+    ``plans``: ``"rule"`` (the planner's rule), ``"auto"``, ``None`` (the default: the cost
+    model from :data:`dask_meta.plan.AUTO_FROM_ROWS` training rows) or
+    :class:`dask_meta.Plan` objects
     (default: the rule, auto, one thread per model, a whole worker per model, and a whole
     worker per model with one fit at a time). ``sample``: the fraction of rows to fit on
     (``None``: all). ``warm_up`` fits the first plan once, untimed, so that worker imports

@@ -41,6 +41,11 @@ from typing import Any
 from dask_meta.cluster import ClusterShape
 
 AUTO = "auto"
+RULE = "rule"
+#: with the default ``plan=None`` the cost model plans every fit of at least this many
+#: training rows: its calibration (a few seconds, once per cluster and base-model class)
+#: is small against such fits; smaller fits take the planner's rule, which costs nothing
+AUTO_FROM_ROWS = 100_000
 
 #: rows of the calibration fits, each size timed with one thread and with a worker's threads
 #: (fewer rows when the partition is smaller)
@@ -93,12 +98,18 @@ class Plan:
 
 def check_plan(plan: Any) -> None:
     """Constructor-time validation of a learner's ``plan`` argument."""
-    if plan is None or plan == AUTO or isinstance(plan, Plan):
+    if plan is None or plan in (AUTO, RULE) or isinstance(plan, Plan):
         return
     raise ValueError(
-        f"plan must be None (the planner's rule), 'auto' (a cost model chooses) or a "
+        f"plan must be None (the cost model from {AUTO_FROM_ROWS:,} training rows, else the "
+        "planner's rule), 'auto' (the cost model), 'rule' (the planner's rule) or a "
         f"dask_meta.Plan, got {plan!r}"
     )
+
+
+def uses_cost_model(plan: Any, n_rows: int) -> bool:
+    """Whether a fit of ``n_rows`` training rows is planned by the cost model."""
+    return plan == AUTO or (plan is None and n_rows >= AUTO_FROM_ROWS)
 
 
 @dataclass(frozen=True)
@@ -451,11 +462,12 @@ def default_choice(
         "that may run at once"
     )
     return PlanChoice(
-        source="default",
+        source=RULE,
         threads_per_model=threads,
         n_jobs_cross_fitting=limits[0],
         n_jobs_base_learners=limits[1],
-        reason=f"the planner's rule (plan=None): {rule}; models whose params set their "
+        reason=f"the planner's rule (plan='rule', or plan=None below {AUTO_FROM_ROWS:,} "
+        f"training rows): {rule}; models whose params set their "
         "threads keep them",
     )
 

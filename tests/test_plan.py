@@ -15,6 +15,7 @@ from dask_meta.backends import CALIBRATION_ROUNDS, calibration_params
 from dask_meta.cluster import ClusterShape, WorkerShape
 from dask_meta.learners.plan_choice import _reused
 from dask_meta.plan import (
+    AUTO_FROM_ROWS,
     Calibration,
     PlannedJob,
     choose,
@@ -431,12 +432,31 @@ def test_default_rule_gives_a_lone_fit_the_whole_worker(one_by_two):
         False, 2, LGBMRegressor, nuisance_model_params=LGBM, n_folds=2, client=one_by_two
     )
     learner.fit(X, y, w)
-    assert learner.fit_report_.attrs["plan"]["source"] == "default"
+    assert learner.fit_report_.attrs["plan"]["source"] == "rule"
     assert set(learner.fit_report_["threads"]) == {1}
     # one fit at a time: it may use both threads (the limits, not only the fit count, decide)
     learner.fit(X, y, w, n_jobs_cross_fitting=1, n_jobs_base_learners=1)
     assert set(learner.fit_report_["threads"]) == {2}
     assert "divided among 1 fits" in learner.fit_report_.attrs["plan"]["reason"]
+
+
+def test_default_plan_is_the_cost_model_from_a_size_on(one_by_two):
+    """plan=None: the rule below AUTO_FROM_ROWS training rows (nothing to calibrate), the
+    cost model from there on, which its reason says; plan="rule" keeps the rule."""
+    rng = np.random.default_rng(3)
+    n = AUTO_FROM_ROWS
+    X = pd.DataFrame(rng.normal(size=(n, 3)), columns=["a", "b", "c"])
+    w = pd.Series(rng.integers(0, 2, n))
+    y = X["a"] + w * X["b"] + pd.Series(rng.normal(size=n))
+    sources = {}
+    for plan, rows in [(None, n), (None, n - 1), ("rule", n)]:
+        learner = TLearner(False, 2, LinearRegression, n_folds=2, client=one_by_two, plan=plan)
+        learner.fit(X.iloc[:rows], y.iloc[:rows], w.iloc[:rows])
+        sources[(plan, rows)] = learner.fit_report_.attrs["plan"]
+    assert sources[(None, n)]["source"] == "auto"
+    assert sources[(None, n)]["reason"].startswith(f"plan=None and {n:,} training rows")
+    assert sources[(None, n - 1)]["source"] == "rule"
+    assert sources[("rule", n)]["source"] == "rule"
 
 
 def test_plan_threads_larger_than_a_worker_fail_before_any_fit(client):
@@ -453,13 +473,13 @@ def test_compare_plans_table(one_by_two):
     learner = _dr(one_by_two, None)
     table = compare_plans(learner, X, y, w, sample=0.5)
     assert list(table["plan"]) == [
-        "None",
+        "rule",
         "auto",
         "Plan(threads_per_model=1, n_jobs_cross_fitting=None, n_jobs_base_learners=None)",
         "Plan(threads_per_model=2, n_jobs_cross_fitting=None, n_jobs_base_learners=None)",
         "Plan(threads_per_model=2, n_jobs_cross_fitting=1, n_jobs_base_learners=1)",
     ]
-    assert list(table["source"]) == ["default", "auto", "explicit", "explicit", "explicit"]
+    assert list(table["source"]) == ["rule", "auto", "explicit", "explicit", "explicit"]
     assert list(table["threads_per_model"])[2:] == [1, 2, 2]
     # 2 variants, 2 folds: propensity 3 + outcomes 2 x 3 + treatment 3 fits
     assert (table["fits"] == 12).all()

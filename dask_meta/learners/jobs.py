@@ -48,7 +48,7 @@ from dask_meta.learners.derive import (
 from dask_meta.learners.fit_run import Entries, FitRun, weigh
 from dask_meta.learners.plan_choice import choose_plan
 from dask_meta.learners.tables import Derivation, ModelEntry, derived_columns
-from dask_meta.plan import AUTO
+from dask_meta.plan import uses_cost_model
 from dask_meta.planner import Deferred, Job, resolve_threads
 from dask_meta.training import sorted_values
 
@@ -79,7 +79,7 @@ def plan_jobs(
         cfe_jobs, cfe = entry_jobs(run, e, run.parts)
         run.owners[(e.kind, e.ordinal)] = (cfe, cfe_jobs)
         jobs.extend(cfe_jobs)
-    if learner.plan == AUTO:
+    if uses_cost_model(learner.plan, run.training.n_rows):
         if planned is None:
             choose_plan(run, entries, auto=True, built=jobs)
         else:

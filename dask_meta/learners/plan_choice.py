@@ -21,6 +21,7 @@ from dask_meta.crossfit import train_rows
 from dask_meta.learners.fit_run import Entries, FitRun, model_name
 from dask_meta.plan import (
     AUTO,
+    AUTO_FROM_ROWS,
     CALIBRATION_ROWS,
     Calibration,
     Plan,
@@ -79,8 +80,14 @@ def choose_plan(
         run.planner.limits = Limits(*limits)
         run.plan_threads = int(choice.threads_per_model or 1)
         run.plan_threads_by_kind = dict(choice.threads_by_kind)
+        reason = choice.reason
+        if learner.plan is None:
+            reason = (
+                f"plan=None and {run.training.n_rows:,} training rows (at least "
+                f"{AUTO_FROM_ROWS:,}): the cost model; {reason}"
+            )
         run.plan_choice = dataclasses.replace(
-            choice, n_jobs_cross_fitting=limits[0], n_jobs_base_learners=limits[1]
+            choice, n_jobs_cross_fitting=limits[0], n_jobs_base_learners=limits[1], reason=reason
         )
         return
     plan = learner.plan if isinstance(learner.plan, Plan) else None
