@@ -88,6 +88,7 @@ TRUSTED_TYPES: frozenset[str] = frozenset(
         "dask_ml.linear_model.glm.LogisticRegression",
         "dask_ml.linear_model.glm.PoissonRegression",
         "dask_meta.backends.NumpyInput",
+        "dask_meta.utils.FixedBinaryPropensity",
     }
 )
 
