@@ -36,7 +36,7 @@ from dask_meta.backends import (
     wrapped_estimator,
 )
 from dask_meta.cluster import cluster_shape, resolve_client
-from dask_meta.data import training_frame
+from dask_meta.data import is_dask, training_frame
 from dask_meta.folds import PartitionStats, SplitRef, SplitRequest
 from dask_meta.loading import callable_params, check_loadable, model_objects
 from dask_meta.planner import Job, Limits, Planner, fit_key, resolve_threads
@@ -118,6 +118,8 @@ class CrossFitEstimator:
         self._n_classes: int | None = None
         self.classes_: np.ndarray | None = None
         self.fit_report_: pd.DataFrame | None = None
+        #: training rows no fold of ``cv`` held out (they have no in-sample prediction)
+        self._unheld_rows = 0
 
     # sklearn's is_classifier / is_regressor read this
     @property
@@ -300,6 +302,7 @@ class CrossFitEstimator:
         if not isinstance(is_oos, bool | np.bool_):
             raise TypeError(f"is_oos must be a bool, got {is_oos!r}")
         if not is_oos:
+            check_in_sample(self)
             if self.n_folds == 1:
                 warnings.warn(
                     "Cross-fitting is deactivated. Using overall model for in sample predictions.",
@@ -328,6 +331,8 @@ class CrossFitEstimator:
             assert self._split is not None
             if self.n_folds > 1:
                 fold_ids = self._split.fold_ids(folds)
+                if (fold_ids >= len(self._estimators)).any():
+                    check_in_sample(self)
         return predict_block(
             self._estimators,
             self._overall_estimator,
@@ -397,16 +402,31 @@ class CrossFitEstimator:
         n_jobs_cross_fitting: int | None = None,
         cv: Any = None,
     ) -> CrossFitEstimator:
-        """Fit the fold models and the overall model through the planner (``cv``:
-        metalearners' argument, its default ``None`` only)."""
-        check_cv(cv)
-        fit_single(self, X, y, fit_params=fit_params, n_jobs_cross_fitting=n_jobs_cross_fitting)
+        """Fit the fold models and the overall model through the planner.
+
+        ``cv`` (in-memory X): one ``(train_indices, test_indices)`` pair per fold instead of
+        ``fold_strategy``'s folds (see :func:`cv_fold_ids`).
+        """
+        fit_single(
+            self, X, y, fit_params=fit_params, n_jobs_cross_fitting=n_jobs_cross_fitting, cv=cv
+        )
         return self
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["client"] = None
         return state
+
+
+def check_in_sample(cfe: CrossFitEstimator) -> None:
+    """Raise if some training rows were held out by no fold of ``cv`` (no in-sample model)."""
+    unheld = getattr(cfe, "_unheld_rows", 0)  # saved before cv was taken: 0
+    if unheld:
+        raise ValueError(
+            f"in-sample prediction (is_oos=False) of {getattr(cfe, '_name', 'the model')} "
+            f"needs every training row in the test rows of one fold, but {unheld} rows are "
+            "in no test set of the cv it was fitted with; use is_oos=True for them"
+        )
 
 
 @dataclass(frozen=True)
@@ -493,13 +513,85 @@ def assemble(
 # --- fitting estimators on their own (CrossFitEstimator.fit, the explainer's surrogates) ------
 
 
-def check_cv(cv: Any) -> None:
-    """metalearners' ``cv`` (index lists per fold): only its default, None, is taken."""
-    if cv is not None:
+def cv_fold_ids(cv: Any, X: Any, y: Any, n_folds: int) -> tuple[np.ndarray, int] | None:
+    """metalearners' ``cv`` as a fold id per row, and how many rows no fold holds out.
+
+    ``cv`` is one ``(train_indices, test_indices)`` pair per fold (or a scikit-learn splitter,
+    whose ``split(X, y)`` gives them), for in-memory X. Fold ``k`` trains on exactly its
+    train rows, which must be the rows outside its test rows (the splits of KFold,
+    StratifiedKFold, GroupKFold...), and in-sample prediction gives each row the model of the
+    fold that holds it out. Rows in no test set are in every fold's training rows (the id
+    ``n_folds``); in-sample prediction then raises, as metalearners does. ``None``: no
+    cross-fitting (``n_folds`` = 1), where metalearners ignores ``cv``.
+    """
+    if is_dask(X):
         raise ValueError(
-            "cv is not supported by dask_meta; folds come from fold_strategy "
-            "('partition', 'hash' or 'sklearn')"
+            "cv (index lists per fold) needs in-memory X (numpy, pandas, polars or "
+            "scipy.sparse); for Dask input choose the folds with fold_strategy "
+            "('partition', 'sklearn', or 'hash' with fold_key=<a row-id column of X>)"
         )
+    n = rows_in_memory(X)
+    assert n is not None
+    if n_folds == 1:
+        return None
+    splitter = hasattr(cv, "split") and not isinstance(cv, str | bytes)
+    if isinstance(cv, str | bytes | dict) or not (hasattr(cv, "__iter__") or splitter):
+        raise TypeError(
+            "cv must be a list of (train_indices, test_indices) pairs, one per fold, got "
+            f"{type(cv).__name__}"
+        )
+    folds = list(cv.split(X, np.asarray(y)) if splitter else cv)
+    if len(folds) != n_folds:
+        raise ValueError(
+            f"cv has {len(folds)} folds but n_folds is {n_folds}; pass one "
+            "(train_indices, test_indices) pair per fold"
+        )
+    ids = np.full(n, n_folds, dtype=np.int64)
+    for k, pair in enumerate(folds):
+        if not isinstance(pair, list | tuple) or len(pair) != 2:
+            raise TypeError(f"cv[{k}] must be a (train_indices, test_indices) pair, got {pair!r}")
+        train, test = (_fold_rows(part, n, f"cv[{k}][{i}]") for i, part in enumerate(pair))
+        held = ids[test] != n_folds
+        if held.any() or len(np.unique(test)) != len(test):
+            row = int(test[held][0]) if held.any() else int(test[0])
+            raise ValueError(
+                f"row {row} is in the test rows of more than one fold of cv (fold {k} and "
+                f"{int(ids[row]) if held.any() else k}); dask_meta takes cv whose test rows "
+                "do not overlap"
+            )
+        ids[test] = k
+        outside = np.ones(n, dtype=bool)
+        outside[test] = False
+        in_train = np.zeros(n, dtype=bool)
+        in_train[train] = True
+        if len(train) != int(outside.sum()) or not np.array_equal(in_train, outside):
+            raise ValueError(
+                f"the train rows of fold {k} of cv are not the rows outside its test rows "
+                f"({len(train)} train rows, {int(outside.sum())} outside the test rows); "
+                "dask_meta trains each fold model on every row it does not hold out, as "
+                "KFold, StratifiedKFold or GroupKFold splits do"
+            )
+    return ids, int((ids == n_folds).sum())
+
+
+def _fold_rows(part: Any, n: int, name: str) -> np.ndarray:
+    """One side of a fold of cv as row positions (integers, or a boolean mask of X's rows)."""
+    rows = np.asarray(part)
+    if rows.ndim != 1:
+        raise ValueError(f"{name} must be a 1-d array of row positions, got shape {rows.shape}")
+    if rows.dtype == bool:
+        if len(rows) != n:
+            raise ValueError(f"{name} is a boolean mask of {len(rows)} rows but X has {n}")
+        return np.flatnonzero(rows)
+    if rows.size and not np.issubdtype(rows.dtype, np.integer):
+        raise TypeError(f"{name} must hold integer row positions, got dtype {rows.dtype}")
+    rows = rows.astype(np.int64)
+    if rows.size and (rows.min() < 0 or rows.max() >= n):
+        raise ValueError(
+            f"{name} holds row positions outside 0..{n - 1} (min {rows.min()}, max "
+            f"{rows.max()}); X has {n} rows"
+        )
+    return rows
 
 
 def fit_single(
@@ -512,8 +604,10 @@ def fit_single(
     feature_set: Any = None,
     kind: str = "model",
     ordinal: int = 0,
+    cv: Any = None,
 ) -> CrossFitEstimator:
-    """Fit one cross-fit estimator on (X, y) through the planner (all rows, its own CV)."""
+    """Fit one cross-fit estimator on (X, y) through the planner (all rows, its own CV, or
+    the folds of ``cv``)."""
     fit_estimators(
         [cfe],
         X,
@@ -523,6 +617,7 @@ def fit_single(
         feature_set=feature_set,
         kind=kind,
         ordinals=[ordinal],
+        cv=cv,
     )
     return cfe
 
@@ -538,13 +633,14 @@ def fit_estimators(
     kind: str = "model",
     ordinals: Sequence[int] | None = None,
     target_names: Sequence[str] | None = None,
+    cv: Any = None,
 ) -> None:
     """Fit cross-fit estimators of one configuration on X, each on its own target, in one run.
 
     X is read once: one training frame holds X and every target, and all the estimators'
     jobs go through one planner. ``cfes[i]`` is fitted on ``ys[i]``; several targets are for
     regressors only (e.g. one CATE surrogate per variant). ``target_names`` name the targets
-    in errors (default ``y``).
+    in errors (default ``y``). ``cv``: index lists per fold (:func:`cv_fold_ids`).
     """
     if len(cfes) != len(ys) or not cfes:
         raise ValueError("fit_estimators needs one target per estimator")
@@ -555,6 +651,7 @@ def fit_estimators(
         raise ValueError("several targets in one fit are supported for regressors only")
     if fit_params is not None and not isinstance(fit_params, dict):
         raise TypeError(f"fit_params must be a dict or None, got {type(fit_params).__name__}")
+    given_ids = cv_fold_ids(cv, X, ys[0], cfe.n_folds) if cv is not None else None
     client = resolve_client(cfe.client)
     resolve_threads(
         requested_threads(cfe.estimator_params), cluster_shape(client), 1, f"the {kind} model"
@@ -589,7 +686,12 @@ def fit_estimators(
             raise ValueError(f"{names[0]} has {y_nan} missing values (NaN)")
 
     folds = FoldSettings(cfe.fold_strategy, cfe.fold_key, seed, cfe.random_state, classification)
-    data, stats, assignment = assign_folds(client, data, requests, folds, check_outcome)
+    given = (
+        None
+        if given_ids is None
+        else {(kind, ordinal): (given_ids[0], cfe.n_folds) for ordinal in ordinals}
+    )
+    data, stats, assignment = assign_folds(client, data, requests, folds, check_outcome, given)
     split = assignment.refs[(kind, ordinals[0])]
     if classification and cfe.n_folds > 1:
         classes = {s[1] for s in strata_of_fold(split, assignment.fold_strata, None)}
@@ -659,6 +761,7 @@ def fit_estimators(
     report = planner.report_frame()
     for each in cfes:
         each.fit_report_ = report
+        each._unheld_rows = 0 if given_ids is None else given_ids[1]
 
 
 def _non_finite_counts(part: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:

@@ -38,7 +38,15 @@ from dask_meta.data import (
     unknown_categoricals,
     with_categories,
 )
-from dask_meta.folds import Assignment, PartitionStats, SplitRequest, assign, hash_specs_for, scan
+from dask_meta.folds import (
+    Assignment,
+    PartitionStats,
+    SplitRequest,
+    assign,
+    assign_given,
+    hash_specs_for,
+    scan,
+)
 from dask_meta.planner import Planner
 
 
@@ -200,8 +208,12 @@ def assign_folds(
     requests: dict[Hashable, SplitRequest],
     folds: FoldSettings,
     check: Callable[[list[PartitionStats]], None],
+    given: dict[Hashable, tuple[np.ndarray, int]] | None = None,
 ) -> tuple[Frame, list[PartitionStats], Assignment]:
     """The first pass over the data, ``check`` of its statistics, then the fold columns.
+
+    ``given``: fold ids per row for some owners (``cv=`` index lists, see
+    :func:`dask_meta.folds.assign_given`), which replace ``requests`` and the strategy.
 
     Categorical columns whose categories differ between partitions get the union of them
     in every partition: a fit's rows concatenate into one categorical column, with the same
@@ -213,13 +225,19 @@ def assign_folds(
         data.frame,
         folds.classification,
         fold_key=folds.fold_key,
-        hash_specs=hash_specs_for(requests, folds.seed) if folds.strategy == "hash" else (),
-        keep_arrays=folds.strategy == "sklearn",
+        hash_specs=(
+            hash_specs_for(requests, folds.seed)
+            if folds.strategy == "hash" and given is None
+            else ()
+        ),
+        keep_arrays=folds.strategy == "sklearn" or given is not None,
         categorical=categorical,
     )
     check(stats)
     if categorical:
         data = with_categories(data, [s.categories for s in stats])
+    if given is not None:
+        return data, stats, assign_given(data.frame, stats, given, folds.classification)
     assignment = assign(
         folds.strategy,
         data.frame,

@@ -36,7 +36,6 @@ from dask_meta.cluster import ClusterShape, resolve_client
 from dask_meta.crossfit import (
     CrossFitEstimator,
     ModelPrediction,
-    check_cv,
     fit_single,
     model_partition,
     validate_oos_method,
@@ -843,7 +842,6 @@ class MetaLearner(ABC):
         n_jobs_cross_fitting: int | None,
         cv: Any,
     ) -> None:
-        check_cv(cv)
         cardinality = self._cardinality(kind)
         if not isinstance(ordinal, int) or not 0 <= ordinal < cardinality:
             raise ValueError(f"model_ord for {kind} must be in 0..{cardinality - 1}, got {ordinal}")
@@ -857,6 +855,7 @@ class MetaLearner(ABC):
             feature_set=self.feature_set[kind],
             kind=kind,
             ordinal=ordinal,
+            cv=cv,
         )
         models = self._nuisance_models if kind in self._nuisance_models else self._treatment_models
         models[kind][ordinal] = cfe

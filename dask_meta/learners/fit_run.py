@@ -239,7 +239,12 @@ def split_requests(
                 continue
             # reused: a prefitted model or one of an earlier fit_all_nuisance
             assert cfe._split is not None
-            if cfe._split.request is None or cfe.fold_strategy != learner.fold_strategy:
+            if cfe._split.request is None:
+                raise ValueError(
+                    f"the fitted {kind} model was fitted with cv= index lists, whose folds "
+                    "this fit cannot draw again; fit it with the learner's folds (without cv)"
+                )
+            if cfe.fold_strategy != learner.fold_strategy:
                 raise ValueError(
                     f"the fitted {kind} model was fitted with fold_strategy="
                     f"{cfe.fold_strategy!r}; this learner uses {learner.fold_strategy!r}. "
