@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from distributed import Client, Future
-from sklearn.base import is_classifier, is_regressor
+from sklearn.base import BaseEstimator, is_classifier, is_regressor
 
 from dask_meta._constants import MEAN, MEDIAN, NUISANCE, OOS_METHODS, OVERALL, PARAM_PREFIX, Y_COL
 from dask_meta._typing import Matrix, Vector
@@ -37,6 +37,7 @@ from dask_meta.backends import (
 )
 from dask_meta.cluster import cluster_shape, resolve_client
 from dask_meta.data import is_dask, training_frame
+from dask_meta.factories import check_factory, flatten
 from dask_meta.folds import PartitionStats, SplitRef, SplitRequest
 from dask_meta.loading import callable_params, check_loadable, model_objects
 from dask_meta.planner import Job, Limits, Planner, fit_key, resolve_threads
@@ -81,7 +82,7 @@ class CrossFitEstimator:
     def __init__(
         self,
         n_folds: int,
-        estimator_factory: type,
+        estimator_factory: Any,
         estimator_params: dict | None = None,
         enable_overall: bool = True,
         random_state: int | None = None,
@@ -97,14 +98,12 @@ class CrossFitEstimator:
                 "CrossFitting is deactivated as 'n_folds' is set to 1, but 'enable_overall' is "
                 "set to 'False'. Set 'enable_overall' to True to deactivate cross-fitting."
             )
-        if not isinstance(estimator_factory, type):
-            raise TypeError(
-                "estimator_factory must be an estimator class such as lightgbm.LGBMRegressor, "
-                f"got {estimator_factory!r}"
-            )
+        check_factory(estimator_factory, "estimator_factory")
         self.n_folds = int(n_folds)
-        self.estimator_factory = estimator_factory
-        self.estimator_params = dict(estimator_params or {})
+        # a partial of a class is that class with merged params (the same estimators)
+        self.estimator_factory, self.estimator_params = flatten(
+            estimator_factory, dict(estimator_params or {})
+        )
         self.enable_overall = enable_overall
         self.random_state = random_state
         self.fold_strategy = fold_strategy
@@ -127,7 +126,13 @@ class CrossFitEstimator:
         return _estimator_type(self.estimator_factory, self.estimator_params)
 
     def __sklearn_tags__(self) -> Any:
-        return self.estimator_factory().__sklearn_tags__()
+        instance = _instance(self.estimator_factory, self.estimator_params)
+        try:
+            return instance.__sklearn_tags__()
+        except AttributeError:  # a duck-typed estimator: sklearn's defaults, with its type
+            tags = BaseEstimator().__sklearn_tags__()
+            tags.estimator_type = self._estimator_type
+            return tags
 
     @property
     def is_classifier(self) -> bool:
@@ -448,31 +453,45 @@ def model_partition(
     )
 
 
-def _estimator_type(factory: type, params: dict[str, Any] | None = None) -> str | None:
-    """'classifier' / 'regressor' / None for an estimator class, without deprecated paths.
+def _estimator_type(factory: Any, params: dict[str, Any] | None = None) -> str | None:
+    """'classifier' / 'regressor' / None for an estimator factory, without deprecated paths.
 
-    A streaming wrapper (dask-ml ``Incremental``) has the type of the estimator it wraps.
+    A factory that is not a class (a function, a partial) is called once, with its params,
+    to see what it builds. A streaming wrapper (dask-ml ``Incremental``) has the type of the
+    estimator it wraps; a duck-typed estimator without scikit-learn tags is a classifier if
+    it has ``predict_proba``.
     """
-    if backend_of(factory) == STREAM:
-        return _estimator_type(type(wrapped_estimator(factory, params or {})))
-    if factory.__module__.startswith("dask_ml.linear_model"):
-        # dask-ml's GLMs carry no sklearn tags under scikit-learn >= 1.6
-        return "classifier" if factory.__name__ == "LogisticRegression" else "regressor"
-    instance = None
-    # with its params first: a meta-estimator's class may need them (its ``estimator``)
+    if isinstance(factory, type):
+        if backend_of(factory) == STREAM:
+            return _estimator_type(type(wrapped_estimator(factory, params or {})))
+        if factory.__module__.startswith("dask_ml.linear_model"):
+            # dask-ml's GLMs carry no sklearn tags under scikit-learn >= 1.6
+            return "classifier" if factory.__name__ == "LogisticRegression" else "regressor"
+    instance = _instance(factory, params)
+    if instance is not None:
+        try:
+            if is_classifier(instance):
+                return "classifier"
+            if is_regressor(instance):
+                return "regressor"
+        except AttributeError:  # no sklearn tags (a duck-typed estimator)
+            pass
+    # estimators without sklearn tags (dask-ml's GLMs) still declare the old attribute
+    declared = getattr(instance if instance is not None else factory, "_estimator_type", None)
+    if declared is None and hasattr(instance, "predict_proba"):
+        return "classifier"
+    return declared
+
+
+def _instance(factory: Any, params: dict[str, Any] | None) -> Any:
+    """An estimator built by ``factory``: with its params first (a meta-estimator's class may
+    need them, its ``estimator``), else without; None if neither works."""
     for kwargs in ({**(params or {})}, {}):
         try:
-            instance = factory(**kwargs)
-            break
+            return factory(**kwargs)
         except Exception:
             continue
-    if instance is not None:
-        if is_classifier(instance):
-            return "classifier"
-        if is_regressor(instance):
-            return "regressor"
-    # estimators without sklearn tags (dask-ml's GLMs) still declare the old attribute
-    return getattr(instance if instance is not None else factory, "_estimator_type", None)
+    return None
 
 
 def train_rows(split: SplitRef, fold_strata: Counter, n_folds: int) -> dict[int | None, int]:
@@ -686,7 +705,7 @@ def fit_estimators(
             raise ValueError(f"{names[0]} has {y_nan} missing values (NaN)")
 
     folds = FoldSettings(cfe.fold_strategy, cfe.fold_key, seed, cfe.random_state, classification)
-    given = (
+    given: dict[Hashable, tuple[np.ndarray, int]] | None = (
         None
         if given_ids is None
         else {(kind, ordinal): (given_ids[0], cfe.n_folds) for ordinal in ordinals}

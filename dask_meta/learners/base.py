@@ -51,6 +51,7 @@ from dask_meta.evaluation import (
     validate_scoring,
 )
 from dask_meta.explain import Explainer, check_explainer_arguments, overall_models
+from dask_meta.factories import check_factory
 from dask_meta.folds import scan, validate_strategy
 from dask_meta.learners.arguments import (
     check_enable_overall,
@@ -293,11 +294,7 @@ class MetaLearner(ABC):
         self.fit_report_: pd.DataFrame | None = None
 
     def _new_cfe(self, kind: str, factory: Any, params: dict) -> CrossFitEstimator:
-        if not isinstance(factory, type):
-            raise TypeError(
-                f"the factory for {kind} must be an estimator class (e.g. "
-                f"lightgbm.LGBMRegressor), got {factory!r}"
-            )
+        check_factory(factory, f"the factory for {kind}")
         return CrossFitEstimator(
             n_folds=self.n_folds[kind],
             estimator_factory=factory,
