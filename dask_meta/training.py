@@ -31,10 +31,10 @@ from dask_meta.data import (
     Columns,
     Frame,
     is_dask,
+    n_rows_in_memory,
     narrow,
     partition_fingerprint,
     partitions,
-    reject_sparse,
     unknown_categoricals,
     with_categories,
 )
@@ -125,8 +125,7 @@ def rows_in_memory(X: Any) -> int | None:
     """The number of rows of in-memory X (None for Dask input, whose length is lazy)."""
     if is_dask(X):
         return None
-    reject_sparse(X, "X")
-    return len(X)
+    return n_rows_in_memory(X)
 
 
 def _is_row_param(value: Any, n_rows: int | None) -> bool:

@@ -600,17 +600,31 @@ FIT_SHAPE_ERRORS = {
         _fit(kinds=DASK, inputs=_dask_arrays_and_pandas_w),
         TypeError(r"w must be a Dask Series or array"),
     ),
-    "X-sparse-matrix": (
+    "X-dask-array-of-sparse-chunks": (
+        _fit(
+            kinds=("scipy",),
+            n_variants=2,
+            inputs=lambda df, kind: (
+                da.from_array(
+                    scipy.sparse.csr_matrix(np.eye(20, 3)), chunks=(10, 3), asarray=False
+                ),
+                da.zeros(20, chunks=10),
+                da.arange(20, chunks=10) % 2,
+            ),
+        ),
+        TypeError("X is a Dask array of scipy sparse chunks"),
+    ),
+    "X-sparse-wrong-length-w": (
         _fit(
             kinds=("scipy",),
             n_variants=2,
             inputs=lambda df, kind: (
                 scipy.sparse.csr_matrix(np.eye(20, 3)),
                 np.zeros(20),
-                np.arange(20) % 2,
+                np.arange(19) % 2,
             ),
         ),
-        TypeError("X is a scipy sparse csr_matrix: dask-meta takes dense"),
+        ValueError("w has 19 rows but X has 20"),
     ),
     "X-one-dimensional": (
         _fit(kinds=NUMPY, inputs=lambda df, kind: (df["f0"].to_numpy(), df["y"], df["w"])),
