@@ -230,20 +230,18 @@ def _sparse_frame(X: Any, vectors: dict[str, tuple[str, Any]]) -> Frame:
     if n == 0:
         raise ValueError("X has no rows")
     names = numpy_names(X.shape[1])
-    values = {
-        column: 0 if v is None else np.asarray(_vector_in_memory(v, arg, n))
+    # an absent vector is a constant 0 column, as in the dense path
+    values: dict[str, np.ndarray] = {
+        column: np.zeros(n, dtype=np.int64)
+        if v is None
+        else np.asarray(_vector_in_memory(v, arg, n))
         for column, (arg, v) in vectors.items()
     }
     meta = pd.DataFrame({name: np.array([], dtype=X.dtype) for name in names})
     for column, v in values.items():
-        meta[column] = np.asarray(v).take([], axis=0) if np.ndim(v) else np.array([], dtype=int)
+        meta[column] = v[:0]
     parts = [
-        SparseRows(
-            X[a:b],
-            a,
-            names,
-            {c: v[a:b] if np.ndim(v) else np.full(b - a, v) for c, v in values.items()},
-        )
+        SparseRows(X[a:b], a, names, {c: v[a:b] for c, v in values.items()})
         for a, b in row_bounds(n)
     ]
     frame = dd.from_map(dense_partition, parts, meta=meta, enforce_metadata=False)
