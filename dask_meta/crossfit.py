@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from distributed import Client, Future
-from sklearn.base import is_classifier, is_regressor
+from sklearn.base import BaseEstimator, is_classifier, is_regressor
 
 from dask_meta._constants import MEAN, MEDIAN, NUISANCE, OOS_METHODS, OVERALL, PARAM_PREFIX, Y_COL
 from dask_meta._typing import Matrix, Vector
@@ -36,7 +36,8 @@ from dask_meta.backends import (
     wrapped_estimator,
 )
 from dask_meta.cluster import cluster_shape, resolve_client
-from dask_meta.data import on_cluster, training_frame
+from dask_meta.data import is_dask, on_cluster, training_frame
+from dask_meta.factories import check_factory, flatten
 from dask_meta.folds import PartitionStats, SplitRef, SplitRequest
 from dask_meta.loading import callable_params, check_loadable, model_objects
 from dask_meta.planner import Job, Limits, Planner, fit_key, resolve_threads
@@ -81,7 +82,7 @@ class CrossFitEstimator:
     def __init__(
         self,
         n_folds: int,
-        estimator_factory: type,
+        estimator_factory: Any,
         estimator_params: dict | None = None,
         enable_overall: bool = True,
         random_state: int | None = None,
@@ -97,14 +98,12 @@ class CrossFitEstimator:
                 "CrossFitting is deactivated as 'n_folds' is set to 1, but 'enable_overall' is "
                 "set to 'False'. Set 'enable_overall' to True to deactivate cross-fitting."
             )
-        if not isinstance(estimator_factory, type):
-            raise TypeError(
-                "estimator_factory must be an estimator class such as lightgbm.LGBMRegressor, "
-                f"got {estimator_factory!r}"
-            )
+        check_factory(estimator_factory, "estimator_factory")
         self.n_folds = int(n_folds)
-        self.estimator_factory = estimator_factory
-        self.estimator_params = dict(estimator_params or {})
+        # a partial of a class is that class with merged params (the same estimators)
+        self.estimator_factory, self.estimator_params = flatten(
+            estimator_factory, dict(estimator_params or {})
+        )
         self.enable_overall = enable_overall
         self.random_state = random_state
         self.fold_strategy = fold_strategy
@@ -118,6 +117,8 @@ class CrossFitEstimator:
         self._n_classes: int | None = None
         self.classes_: np.ndarray | None = None
         self.fit_report_: pd.DataFrame | None = None
+        #: training rows no fold of ``cv`` held out (they have no in-sample prediction)
+        self._unheld_rows = 0
 
     # sklearn's is_classifier / is_regressor read this
     @property
@@ -125,7 +126,13 @@ class CrossFitEstimator:
         return _estimator_type(self.estimator_factory, self.estimator_params)
 
     def __sklearn_tags__(self) -> Any:
-        return self.estimator_factory().__sklearn_tags__()
+        instance = _instance(self.estimator_factory, self.estimator_params)
+        try:
+            return instance.__sklearn_tags__()
+        except AttributeError:  # a duck-typed estimator: sklearn's defaults, with its type
+            tags = BaseEstimator().__sklearn_tags__()
+            tags.estimator_type = self._estimator_type
+            return tags
 
     @property
     def is_classifier(self) -> bool:
@@ -300,6 +307,7 @@ class CrossFitEstimator:
         if not isinstance(is_oos, bool | np.bool_):
             raise TypeError(f"is_oos must be a bool, got {is_oos!r}")
         if not is_oos:
+            check_in_sample(self)
             if self.n_folds == 1:
                 warnings.warn(
                     "Cross-fitting is deactivated. Using overall model for in sample predictions.",
@@ -328,6 +336,8 @@ class CrossFitEstimator:
             assert self._split is not None
             if self.n_folds > 1:
                 fold_ids = self._split.fold_ids(folds)
+                if (fold_ids >= len(self._estimators)).any():
+                    check_in_sample(self)
         return predict_block(
             self._estimators,
             self._overall_estimator,
@@ -397,16 +407,31 @@ class CrossFitEstimator:
         n_jobs_cross_fitting: int | None = None,
         cv: Any = None,
     ) -> CrossFitEstimator:
-        """Fit the fold models and the overall model through the planner (``cv``:
-        metalearners' argument, its default ``None`` only)."""
-        check_cv(cv)
-        fit_single(self, X, y, fit_params=fit_params, n_jobs_cross_fitting=n_jobs_cross_fitting)
+        """Fit the fold models and the overall model through the planner.
+
+        ``cv`` (in-memory X): one ``(train_indices, test_indices)`` pair per fold instead of
+        ``fold_strategy``'s folds (see :func:`cv_fold_ids`).
+        """
+        fit_single(
+            self, X, y, fit_params=fit_params, n_jobs_cross_fitting=n_jobs_cross_fitting, cv=cv
+        )
         return self
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["client"] = None
         return state
+
+
+def check_in_sample(cfe: CrossFitEstimator) -> None:
+    """Raise if some training rows were held out by no fold of ``cv`` (no in-sample model)."""
+    unheld = getattr(cfe, "_unheld_rows", 0)  # saved before cv was taken: 0
+    if unheld:
+        raise ValueError(
+            f"in-sample prediction (is_oos=False) of {getattr(cfe, '_name', 'the model')} "
+            f"needs every training row in the test rows of one fold, but {unheld} rows are "
+            "in no test set of the cv it was fitted with; use is_oos=True for them"
+        )
 
 
 @dataclass(frozen=True)
@@ -428,31 +453,45 @@ def model_partition(
     )
 
 
-def _estimator_type(factory: type, params: dict[str, Any] | None = None) -> str | None:
-    """'classifier' / 'regressor' / None for an estimator class, without deprecated paths.
+def _estimator_type(factory: Any, params: dict[str, Any] | None = None) -> str | None:
+    """'classifier' / 'regressor' / None for an estimator factory, without deprecated paths.
 
-    A streaming wrapper (dask-ml ``Incremental``) has the type of the estimator it wraps.
+    A factory that is not a class (a function, a partial) is called once, with its params,
+    to see what it builds. A streaming wrapper (dask-ml ``Incremental``) has the type of the
+    estimator it wraps; a duck-typed estimator without scikit-learn tags is a classifier if
+    it has ``predict_proba``.
     """
-    if backend_of(factory) == STREAM:
-        return _estimator_type(type(wrapped_estimator(factory, params or {})))
-    if factory.__module__.startswith("dask_ml.linear_model"):
-        # dask-ml's GLMs carry no sklearn tags under scikit-learn >= 1.6
-        return "classifier" if factory.__name__ == "LogisticRegression" else "regressor"
-    instance = None
-    # with its params first: a meta-estimator's class may need them (its ``estimator``)
+    if isinstance(factory, type):
+        if backend_of(factory) == STREAM:
+            return _estimator_type(type(wrapped_estimator(factory, params or {})))
+        if factory.__module__.startswith("dask_ml.linear_model"):
+            # dask-ml's GLMs carry no sklearn tags under scikit-learn >= 1.6
+            return "classifier" if factory.__name__ == "LogisticRegression" else "regressor"
+    instance = _instance(factory, params)
+    if instance is not None:
+        try:
+            if is_classifier(instance):
+                return "classifier"
+            if is_regressor(instance):
+                return "regressor"
+        except AttributeError:  # no sklearn tags (a duck-typed estimator)
+            pass
+    # estimators without sklearn tags (dask-ml's GLMs) still declare the old attribute
+    declared = getattr(instance if instance is not None else factory, "_estimator_type", None)
+    if declared is None and hasattr(instance, "predict_proba"):
+        return "classifier"
+    return declared
+
+
+def _instance(factory: Any, params: dict[str, Any] | None) -> Any:
+    """An estimator built by ``factory``: with its params first (a meta-estimator's class may
+    need them, its ``estimator``), else without; None if neither works."""
     for kwargs in ({**(params or {})}, {}):
         try:
-            instance = factory(**kwargs)
-            break
+            return factory(**kwargs)
         except Exception:
             continue
-    if instance is not None:
-        if is_classifier(instance):
-            return "classifier"
-        if is_regressor(instance):
-            return "regressor"
-    # estimators without sklearn tags (dask-ml's GLMs) still declare the old attribute
-    return getattr(instance if instance is not None else factory, "_estimator_type", None)
+    return None
 
 
 def train_rows(split: SplitRef, fold_strata: Counter, n_folds: int) -> dict[int | None, int]:
@@ -493,13 +532,85 @@ def assemble(
 # --- fitting estimators on their own (CrossFitEstimator.fit, the explainer's surrogates) ------
 
 
-def check_cv(cv: Any) -> None:
-    """metalearners' ``cv`` (index lists per fold): only its default, None, is taken."""
-    if cv is not None:
+def cv_fold_ids(cv: Any, X: Any, y: Any, n_folds: int) -> tuple[np.ndarray, int] | None:
+    """metalearners' ``cv`` as a fold id per row, and how many rows no fold holds out.
+
+    ``cv`` is one ``(train_indices, test_indices)`` pair per fold (or a scikit-learn splitter,
+    whose ``split(X, y)`` gives them), for in-memory X. Fold ``k`` trains on exactly its
+    train rows, which must be the rows outside its test rows (the splits of KFold,
+    StratifiedKFold, GroupKFold...), and in-sample prediction gives each row the model of the
+    fold that holds it out. Rows in no test set are in every fold's training rows (the id
+    ``n_folds``); in-sample prediction then raises, as metalearners does. ``None``: no
+    cross-fitting (``n_folds`` = 1), where metalearners ignores ``cv``.
+    """
+    if is_dask(X):
         raise ValueError(
-            "cv is not supported by dask_meta; folds come from fold_strategy "
-            "('partition', 'hash' or 'sklearn')"
+            "cv (index lists per fold) needs in-memory X (numpy, pandas, polars or "
+            "scipy.sparse); for Dask input choose the folds with fold_strategy "
+            "('partition', 'sklearn', or 'hash' with fold_key=<a row-id column of X>)"
         )
+    n = rows_in_memory(X)
+    assert n is not None
+    if n_folds == 1:
+        return None
+    splitter = hasattr(cv, "split") and not isinstance(cv, str | bytes)
+    if isinstance(cv, str | bytes | dict) or not (hasattr(cv, "__iter__") or splitter):
+        raise TypeError(
+            "cv must be a list of (train_indices, test_indices) pairs, one per fold, got "
+            f"{type(cv).__name__}"
+        )
+    folds = list(cv.split(X, np.asarray(y)) if splitter else cv)
+    if len(folds) != n_folds:
+        raise ValueError(
+            f"cv has {len(folds)} folds but n_folds is {n_folds}; pass one "
+            "(train_indices, test_indices) pair per fold"
+        )
+    ids = np.full(n, n_folds, dtype=np.int64)
+    for k, pair in enumerate(folds):
+        if not isinstance(pair, list | tuple) or len(pair) != 2:
+            raise TypeError(f"cv[{k}] must be a (train_indices, test_indices) pair, got {pair!r}")
+        train, test = (_fold_rows(part, n, f"cv[{k}][{i}]") for i, part in enumerate(pair))
+        held = ids[test] != n_folds
+        if held.any() or len(np.unique(test)) != len(test):
+            row = int(test[held][0]) if held.any() else int(test[0])
+            raise ValueError(
+                f"row {row} is in the test rows of more than one fold of cv (fold {k} and "
+                f"{int(ids[row]) if held.any() else k}); dask_meta takes cv whose test rows "
+                "do not overlap"
+            )
+        ids[test] = k
+        outside = np.ones(n, dtype=bool)
+        outside[test] = False
+        in_train = np.zeros(n, dtype=bool)
+        in_train[train] = True
+        if len(train) != int(outside.sum()) or not np.array_equal(in_train, outside):
+            raise ValueError(
+                f"the train rows of fold {k} of cv are not the rows outside its test rows "
+                f"({len(train)} train rows, {int(outside.sum())} outside the test rows); "
+                "dask_meta trains each fold model on every row it does not hold out, as "
+                "KFold, StratifiedKFold or GroupKFold splits do"
+            )
+    return ids, int((ids == n_folds).sum())
+
+
+def _fold_rows(part: Any, n: int, name: str) -> np.ndarray:
+    """One side of a fold of cv as row positions (integers, or a boolean mask of X's rows)."""
+    rows = np.asarray(part)
+    if rows.ndim != 1:
+        raise ValueError(f"{name} must be a 1-d array of row positions, got shape {rows.shape}")
+    if rows.dtype == bool:
+        if len(rows) != n:
+            raise ValueError(f"{name} is a boolean mask of {len(rows)} rows but X has {n}")
+        return np.flatnonzero(rows)
+    if rows.size and not np.issubdtype(rows.dtype, np.integer):
+        raise TypeError(f"{name} must hold integer row positions, got dtype {rows.dtype}")
+    rows = rows.astype(np.int64)
+    if rows.size and (rows.min() < 0 or rows.max() >= n):
+        raise ValueError(
+            f"{name} holds row positions outside 0..{n - 1} (min {rows.min()}, max "
+            f"{rows.max()}); X has {n} rows"
+        )
+    return rows
 
 
 def fit_single(
@@ -512,8 +623,10 @@ def fit_single(
     feature_set: Any = None,
     kind: str = "model",
     ordinal: int = 0,
+    cv: Any = None,
 ) -> CrossFitEstimator:
-    """Fit one cross-fit estimator on (X, y) through the planner (all rows, its own CV)."""
+    """Fit one cross-fit estimator on (X, y) through the planner (all rows, its own CV, or
+    the folds of ``cv``)."""
     fit_estimators(
         [cfe],
         X,
@@ -523,6 +636,7 @@ def fit_single(
         feature_set=feature_set,
         kind=kind,
         ordinals=[ordinal],
+        cv=cv,
     )
     return cfe
 
@@ -538,13 +652,14 @@ def fit_estimators(
     kind: str = "model",
     ordinals: Sequence[int] | None = None,
     target_names: Sequence[str] | None = None,
+    cv: Any = None,
 ) -> None:
     """Fit cross-fit estimators of one configuration on X, each on its own target, in one run.
 
     X is read once: one training frame holds X and every target, and all the estimators'
     jobs go through one planner. ``cfes[i]`` is fitted on ``ys[i]``; several targets are for
     regressors only (e.g. one CATE surrogate per variant). ``target_names`` name the targets
-    in errors (default ``y``).
+    in errors (default ``y``). ``cv``: index lists per fold (:func:`cv_fold_ids`).
     """
     if len(cfes) != len(ys) or not cfes:
         raise ValueError("fit_estimators needs one target per estimator")
@@ -555,6 +670,7 @@ def fit_estimators(
         raise ValueError("several targets in one fit are supported for regressors only")
     if fit_params is not None and not isinstance(fit_params, dict):
         raise TypeError(f"fit_params must be a dict or None, got {type(fit_params).__name__}")
+    given_ids = cv_fold_ids(cv, X, ys[0], cfe.n_folds) if cv is not None else None
     client = resolve_client(cfe.client)
     resolve_threads(
         requested_threads(cfe.estimator_params), cluster_shape(client), 1, f"the {kind} model"
@@ -591,7 +707,12 @@ def fit_estimators(
             raise ValueError(f"{names[0]} has {y_nan} missing values (NaN)")
 
     folds = FoldSettings(cfe.fold_strategy, cfe.fold_key, seed, cfe.random_state, classification)
-    data, stats, assignment = assign_folds(client, data, requests, folds, check_outcome)
+    given: dict[Hashable, tuple[np.ndarray, int]] | None = (
+        None
+        if given_ids is None
+        else {(kind, ordinal): (given_ids[0], cfe.n_folds) for ordinal in ordinals}
+    )
+    data, stats, assignment = assign_folds(client, data, requests, folds, check_outcome, given)
     split = assignment.refs[(kind, ordinals[0])]
     if classification and cfe.n_folds > 1:
         classes = {s[1] for s in strata_of_fold(split, assignment.fold_strata, None)}
@@ -661,6 +782,7 @@ def fit_estimators(
     report = planner.report_frame()
     for each in cfes:
         each.fit_report_ = report
+        each._unheld_rows = 0 if given_ids is None else given_ids[1]
 
 
 def _non_finite_counts(part: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:

@@ -12,6 +12,7 @@ used: with Dask's per-partition index it is silently wrong.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
@@ -181,18 +182,75 @@ def _vector_in_memory(v: Any, name: str, n: int) -> np.ndarray | pd.Series:
     return arr
 
 
-def reject_sparse(value: Any, name: str) -> None:
-    """dask-meta takes dense data: say so for scipy sparse input (metalearners accepts csr)."""
-    if type(value).__module__.startswith("scipy.sparse"):
-        raise TypeError(
-            f"{name} is a scipy sparse {type(value).__name__}: dask-meta takes dense data "
-            "(numpy, pandas or Dask). Convert it with .toarray(), or keep it out of core as "
-            "a Dask array (dask.array.from_array(X.toarray(), chunks=...))."
-        )
+def is_sparse(value: Any) -> bool:
+    """Whether ``value`` is a scipy sparse matrix or array (csr, csc, coo...)."""
+    return type(value).__module__.startswith("scipy.sparse")
+
+
+def n_rows_in_memory(X: Any) -> int:
+    """The rows of in-memory X (sparse matrices have no ``len``)."""
+    return int(X.shape[0]) if is_sparse(X) else len(X)
+
+
+def row_bounds(n_rows: int) -> list[tuple[int, int]]:
+    """The rows of each partition of in-memory input: those of
+    ``dd.from_pandas(..., npartitions=_n_partitions(n_rows), sort=False)`` (even splits)."""
+    k = _n_partitions(n_rows)
+    size, extra = divmod(n_rows, k)
+    edges = np.cumsum([0] + [size + 1] * extra + [size] * (k - extra)).tolist()
+    return list(itertools.pairwise(edges))
+
+
+@dataclass(frozen=True)
+class SparseRows:
+    """One partition of sparse in-memory X: its rows (csr) and those of the vectors."""
+
+    X: Any
+    start: int
+    names: tuple[str, ...]
+    vectors: dict[str, Any]
+
+
+def dense_partition(rows: SparseRows) -> pd.DataFrame:
+    """A partition of sparse X made dense, with its vectors (runs on a worker): the same
+    frame as that partition of the dense matrix."""
+    index = pd.RangeIndex(rows.start, rows.start + rows.X.shape[0])
+    out = pd.DataFrame(rows.X.toarray(), columns=list(rows.names), index=index)
+    for column, values in rows.vectors.items():
+        out[column] = values
+    return out
+
+
+def _sparse_frame(X: Any, vectors: dict[str, tuple[str, Any]]) -> Frame:
+    """Sparse in-memory X as a Dask frame: row slices stay sparse on the client and are
+    made dense per partition on the workers, with the partitions of the dense path."""
+    if X.ndim != 2:
+        raise ValueError(f"X must be two-dimensional, got a sparse array of shape {X.shape}")
+    X = X.tocsr()  # row slices; no dense copy
+    n = int(X.shape[0])
+    if n == 0:
+        raise ValueError("X has no rows")
+    names = numpy_names(X.shape[1])
+    # an absent vector is a constant 0 column, as in the dense path
+    values: dict[str, np.ndarray] = {
+        column: np.zeros(n, dtype=np.int64)
+        if v is None
+        else np.asarray(_vector_in_memory(v, arg, n))
+        for column, (arg, v) in vectors.items()
+    }
+    meta = pd.DataFrame({name: np.array([], dtype=X.dtype) for name in names})
+    for column, v in values.items():
+        meta[column] = v[:0]
+    parts = [
+        SparseRows(X[a:b], a, names, {c: v[a:b] for c, v in values.items()})
+        for a, b in row_bounds(n)
+    ]
+    frame = dd.from_map(dense_partition, parts, meta=meta, enforce_metadata=False)
+    cols = Columns(names, True, tuple(str(meta[name].dtype) for name in names))
+    return Frame(frame, cols, in_memory=True)
 
 
 def _x_in_memory(X: Any) -> tuple[pd.DataFrame, Columns]:
-    reject_sparse(X, "X")
     X = from_polars(X)
     if isinstance(X, pd.DataFrame):
         _check_x_columns(X.columns)
@@ -211,6 +269,12 @@ def _x_in_memory(X: Any) -> tuple[pd.DataFrame, Columns]:
 
 
 def _dask_x(X: Any) -> tuple[dd.DataFrame, Columns]:
+    if isinstance(X, da.Array) and is_sparse(X._meta):
+        raise TypeError(
+            f"X is a Dask array of scipy sparse chunks ({type(X._meta).__name__}): dask-meta "
+            "takes sparse X in memory (a scipy.sparse matrix, made dense per partition on "
+            "the workers) or dense Dask chunks (X.map_blocks(lambda b: b.toarray()))"
+        )
     if isinstance(X, dd.DataFrame):
         _check_x_columns(X.columns)
         cols = Columns(tuple(X.columns), False, tuple(str(t) for t in X.dtypes))
@@ -271,6 +335,8 @@ def _concat_partition(
 
 def combine(X: Any, vectors: dict[str, tuple[str, Any]]) -> Frame:
     """Build the training frame from X and named vectors ``{column: (argument name, v)}``."""
+    if is_sparse(X):
+        return _sparse_frame(X, vectors)
     if not is_dask(X):
         pdf, cols = _x_in_memory(X)
         n = len(pdf)

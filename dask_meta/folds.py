@@ -461,8 +461,6 @@ def _assign_sklearn(
     identities: dict[tuple, str] = {}
     arrays: dict[str, np.ndarray] = {}
     refs: dict[Hashable, SplitRef] = {}
-    fold_strata: Counter = Counter()
-    strata = _strata(w, y if classification else None)
     for owner, r in requests.items():
         sd = _effective_seed(r, seed)
         identity = (r.variants, r.n_folds, r.stratify, sd)
@@ -470,13 +468,49 @@ def _assign_sklearn(
             column = f"{FOLD_PREFIX}{len(identities)}__"
             identities[identity] = column
             arrays[column] = _sklearn_folds(w, y, r, sd)
-            inside = arrays[column] != NOT_IN_SPLIT
-            fold_strata.update(
-                (column, int(f), s)
-                for f, s, i in zip(arrays[column].tolist(), strata, inside.tolist(), strict=True)
-                if i
-            )
         refs[owner] = SplitRef(identities[identity], r.variants, r.n_folds, r, sd)
+    return _with_fold_arrays(frame, stats, arrays, refs, classification)
+
+
+def assign_given(
+    frame: dd.DataFrame,
+    stats: list[PartitionStats],
+    given: dict[Hashable, tuple[np.ndarray, int]],
+    classification: bool,
+) -> Assignment:
+    """Fold columns given per row (``cv=`` index lists): owner -> (fold id of every row,
+    n_folds). A row's id is the fold that holds it out; ``n_folds`` marks rows no fold holds
+    out, which every fold model trains on. Such splits cannot be drawn again
+    (``SplitRef.request`` is None)."""
+    arrays: dict[str, np.ndarray] = {}
+    refs: dict[Hashable, SplitRef] = {}
+    for i, (owner, (ids, n_folds)) in enumerate(given.items()):
+        column = f"{FOLD_PREFIX}{i}__"
+        arrays[column] = np.asarray(ids, dtype=np.int16)
+        refs[owner] = SplitRef(column, None, n_folds)
+    return _with_fold_arrays(frame, stats, arrays, refs, classification)
+
+
+def _with_fold_arrays(
+    frame: dd.DataFrame,
+    stats: list[PartitionStats],
+    arrays: dict[str, np.ndarray],
+    refs: dict[Hashable, SplitRef],
+    classification: bool,
+) -> Assignment:
+    """The training frame with fold columns made on the client (one id per row, in row
+    order), and their rows per (column, fold, stratum)."""
+    w = np.concatenate([s.w for s in stats if s.w is not None])
+    y = np.concatenate([s.y for s in stats if s.y is not None])
+    strata = _strata(w, y if classification else None)
+    fold_strata: Counter = Counter()
+    for column, ids in arrays.items():
+        inside = ids != NOT_IN_SPLIT
+        fold_strata.update(
+            (column, int(f), s)
+            for f, s, i in zip(ids.tolist(), strata, inside.tolist(), strict=True)
+            if i
+        )
     starts = np.concatenate([[0], np.cumsum([s.n for s in stats])[:-1]]).tolist()
     specs = tuple((c, "", 0, 0) for c in arrays)
     with_folds = frame.map_partitions(

@@ -35,6 +35,7 @@ from dask_meta._typing import Matrix, Vector
 from dask_meta.backends import COLLECTION, backend_of
 from dask_meta.cluster import resolve_client
 from dask_meta.data import _NO_TUNING, combine, is_dask
+from dask_meta.factories import factory_name, flatten
 from dask_meta.learners.base import MetaLearner
 
 
@@ -116,7 +117,7 @@ class MetaLearnerGridSearch:
             per_kind = {
                 kind: list(
                     ParameterGrid(
-                        dict(self.param_grid.get(kind, {}).get(base_learners[kind].__name__, {}))
+                        dict(_grid_of(self.param_grid.get(kind, {}), base_learners[kind]))
                     )
                 )
                 for kind in self.models_to_fit
@@ -254,6 +255,15 @@ class MetaLearnerGridSearch:
         self._persisted = []
 
 
+def _grid_of(grids: Mapping[str, Any], factory: Any) -> Any:
+    """A factory's parameter grid: under its name (``partial(LGBMRegressor)`` for a partial),
+    else under the name of the class a partial wraps (``LGBMRegressor``)."""
+    name = factory_name(factory)
+    if name in grids:
+        return grids[name]
+    return grids.get(factory_name(flatten(factory, {})[0]), {})
+
+
 def _persist_once(client: Any, X: Any, y: Any, w: Any) -> tuple[tuple[Any, Any, Any], Any]:
     """(X, y, w) backed by one persisted frame, so the source is read once; in-memory as is."""
     if not is_dask(X):
@@ -282,11 +292,11 @@ def _format_results(results: Sequence[GSResult]) -> pd.DataFrame:
         )
         treatment_kinds = sorted(learner.treatment_model_specifications())
         for kind in nuisance_kinds:
-            row[kind] = learner.nuisance_model_factory[kind].__name__
+            row[kind] = factory_name(learner.nuisance_model_factory[kind])
             for param, value in learner.nuisance_model_params[kind].items():
                 row[f"{kind}_{param}"] = value
         for kind in treatment_kinds:
-            row[kind] = learner.treatment_model_factory[kind].__name__
+            row[kind] = factory_name(learner.treatment_model_factory[kind])
             for param, value in learner.treatment_model_params[kind].items():
                 row[f"{kind}_{param}"] = value
         row["fit_time"] = result.fit_time

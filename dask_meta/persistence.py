@@ -40,6 +40,7 @@ predicts out of sample only and ``is_oos=False`` raises an error saying why.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import importlib.metadata
@@ -64,6 +65,7 @@ import pandas as pd
 from dask_meta import runtime
 from dask_meta.crossfit import CrossFitEstimator
 from dask_meta.data import Columns, partitions
+from dask_meta.factories import flatten
 from dask_meta.folds import SplitRef, SplitRequest
 from dask_meta.plan import Plan
 from dask_meta.registry import is_learner, is_learner_class
@@ -88,6 +90,7 @@ TRUSTED_TYPES: frozenset[str] = frozenset(
         "dask_ml.linear_model.glm.LogisticRegression",
         "dask_ml.linear_model.glm.PoissonRegression",
         "dask_meta.backends.NumpyInput",
+        "dask_meta.utils.FixedBinaryPropensity",
     }
 )
 
@@ -235,6 +238,14 @@ class _Writer:
         if isinstance(value, type):
             self.modules.add(value.__module__)
             return {"__class__": f"{value.__module__}:{value.__qualname__}"}
+        if isinstance(value, functools.partial) and isinstance(flatten(value, {})[0], type):
+            # a factory such as partial(LGBMRegressor, n_estimators=5): its class and
+            # arguments, loaded as the class is (no pickle, the same trust)
+            return {
+                "__partial__": self.encode(value.func, where),
+                "args": self.encode(list(value.args), f"{where}.args"),
+                "keywords": self.encode(dict(value.keywords), f"{where}.keywords"),
+            }
         if isinstance(value, np.generic) and value.dtype.kind in "biuU":
             return {"__scalar__": value.item(), "dtype": str(value.dtype)}
         if isinstance(value, np.ndarray) and _plain_array(value):
@@ -586,6 +597,12 @@ class _Reader:
             return {self.decode(k): self.decode(v) for k, v in value["__dict__"]}
         if "__class__" in value:
             return self.cls(value["__class__"])
+        if "__partial__" in value:
+            return functools.partial(
+                self.decode(value["__partial__"]),
+                *self.decode(value["args"]),
+                **self.decode(value["keywords"]),
+            )
         if "__scalar__" in value:
             return np.dtype(value["dtype"]).type(value["__scalar__"])
         if "__ndarray__" in value:

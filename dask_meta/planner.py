@@ -54,6 +54,7 @@ from dask_meta.backends import (
 )
 from dask_meta.cluster import THREADS, ClusterShape, cluster_shape
 from dask_meta.data import partitions
+from dask_meta.factories import factory_name
 from dask_meta.progress import fit_progress
 from dask_meta.runtime import new_token, task_key
 
@@ -344,7 +345,7 @@ class Planner:
         kwargs: dict[str, Any] = {}
         if self.shape.declares_threads:
             kwargs["resources"] = {THREADS: threads}
-        key = task_key(f"calibrate-{spec.factory.__name__}", new_token())
+        key = task_key(f"calibrate-{factory_name(spec.factory)}", new_token())
         args = [spec, sizes, threads, seed, part, *extra]
         with span(self.label, "calibrate"):
             if any(isinstance(a, Delayed) for a in args):
@@ -636,7 +637,7 @@ class Planner:
         except Exception as exc:
             exc.add_note(
                 f"dask_meta: while fitting {describe(job)} "
-                f"({job.spec.factory.__name__} on the cluster)"
+                f"({factory_name(job.spec.factory)} on the cluster)"
             )
             raise
 

@@ -31,14 +31,22 @@ from dask_meta.data import (
     Columns,
     Frame,
     is_dask,
+    n_rows_in_memory,
     narrow,
     partition_fingerprint,
     partitions,
-    reject_sparse,
     unknown_categoricals,
     with_categories,
 )
-from dask_meta.folds import Assignment, PartitionStats, SplitRequest, assign, hash_specs_for, scan
+from dask_meta.folds import (
+    Assignment,
+    PartitionStats,
+    SplitRequest,
+    assign,
+    assign_given,
+    hash_specs_for,
+    scan,
+)
 from dask_meta.planner import Planner
 
 
@@ -117,8 +125,7 @@ def rows_in_memory(X: Any) -> int | None:
     """The number of rows of in-memory X (None for Dask input, whose length is lazy)."""
     if is_dask(X):
         return None
-    reject_sparse(X, "X")
-    return len(X)
+    return n_rows_in_memory(X)
 
 
 def _is_row_param(value: Any, n_rows: int | None) -> bool:
@@ -200,8 +207,12 @@ def assign_folds(
     requests: dict[Hashable, SplitRequest],
     folds: FoldSettings,
     check: Callable[[list[PartitionStats]], None],
+    given: dict[Hashable, tuple[np.ndarray, int]] | None = None,
 ) -> tuple[Frame, list[PartitionStats], Assignment]:
     """The first pass over the data, ``check`` of its statistics, then the fold columns.
+
+    ``given``: fold ids per row for some owners (``cv=`` index lists, see
+    :func:`dask_meta.folds.assign_given`), which replace ``requests`` and the strategy.
 
     Categorical columns whose categories differ between partitions get the union of them
     in every partition: a fit's rows concatenate into one categorical column, with the same
@@ -213,13 +224,19 @@ def assign_folds(
         data.frame,
         folds.classification,
         fold_key=folds.fold_key,
-        hash_specs=hash_specs_for(requests, folds.seed) if folds.strategy == "hash" else (),
-        keep_arrays=folds.strategy == "sklearn",
+        hash_specs=(
+            hash_specs_for(requests, folds.seed)
+            if folds.strategy == "hash" and given is None
+            else ()
+        ),
+        keep_arrays=folds.strategy == "sklearn" or given is not None,
         categorical=categorical,
     )
     check(stats)
     if categorical:
         data = with_categories(data, [s.categories for s in stats])
+    if given is not None:
+        return data, stats, assign_given(data.frame, stats, given, folds.classification)
     assignment = assign(
         folds.strategy,
         data.frame,

@@ -600,17 +600,31 @@ FIT_SHAPE_ERRORS = {
         _fit(kinds=DASK, inputs=_dask_arrays_and_pandas_w),
         TypeError(r"w must be a Dask Series or array"),
     ),
-    "X-sparse-matrix": (
+    "X-dask-array-of-sparse-chunks": (
+        _fit(
+            kinds=("scipy",),
+            n_variants=2,
+            inputs=lambda df, kind: (
+                da.from_array(
+                    scipy.sparse.csr_matrix(np.eye(20, 3)), chunks=(10, 3), asarray=False
+                ),
+                da.zeros(20, chunks=10),
+                da.arange(20, chunks=10) % 2,
+            ),
+        ),
+        TypeError("X is a Dask array of scipy sparse chunks"),
+    ),
+    "X-sparse-wrong-length-w": (
         _fit(
             kinds=("scipy",),
             n_variants=2,
             inputs=lambda df, kind: (
                 scipy.sparse.csr_matrix(np.eye(20, 3)),
                 np.zeros(20),
-                np.arange(20) % 2,
+                np.arange(19) % 2,
             ),
         ),
-        TypeError("X is a scipy sparse csr_matrix: dask-meta takes dense"),
+        ValueError("w has 19 rows but X has 20"),
     ),
     "X-one-dimensional": (
         _fit(kinds=NUMPY, inputs=lambda df, kind: (df["f0"].to_numpy(), df["y"], df["w"])),
@@ -908,9 +922,37 @@ def test_generated_thread_requests_beyond_the_cluster(client, threads, name, whi
 #: mistakes in the arguments of fit_nuisance, fit_treatment and fit_all_treatment of an
 #: unfitted DR-learner: (call(learner, X, y, w), expected error)
 SINGLE_MODEL_FIT_ERRORS = {
-    "cv": (
-        lambda m, X, y, w: m.fit_nuisance(X, y, "variant_outcome_model", 0, cv=[[0, 1]]),
-        ValueError(r"cv is not supported by dask_meta"),
+    "cv-fold-count": (
+        lambda m, X, y, w: m.fit_nuisance(X, y, "variant_outcome_model", 0, cv=[[[0], [1]]]),
+        ValueError(r"cv has 1 folds but n_folds is 2"),
+    ),
+    "cv-overlapping-test-rows": (
+        lambda m, X, y, w: m.fit_nuisance(
+            X, y, "variant_outcome_model", 0, cv=[(np.arange(2, N), [0, 1]), ([0, 1], [1])]
+        ),
+        ValueError(r"row 1 is in the test rows of more than one fold of cv"),
+    ),
+    "cv-train-rows-not-the-rest": (
+        lambda m, X, y, w: m.fit_nuisance(
+            X, y, "variant_outcome_model", 0, cv=[(np.arange(5, N), [0, 1]), ([0, 1], [2])]
+        ),
+        ValueError(r"the train rows of fold 0 of cv are not the rows outside its test rows"),
+    ),
+    "cv-out-of-range": (
+        lambda m, X, y, w: m.fit_nuisance(
+            X, y, "variant_outcome_model", 0, cv=[([N], [0]), ([0], [1])]
+        ),
+        ValueError(r"cv\[0\]\[0\] holds row positions outside"),
+    ),
+    "cv-dask-input": (
+        lambda m, X, y, w: m.fit_nuisance(
+            dd.from_pandas(pd.DataFrame(X, columns=FEATURES), npartitions=2),
+            dd.from_pandas(pd.Series(y), npartitions=2),
+            "variant_outcome_model",
+            0,
+            cv=[([1], [0]), ([0], [1])],
+        ),
+        ValueError(r"cv \(index lists per fold\) needs in-memory X.*fold_strategy"),
     ),
     "model_ord-out-of-range": (
         lambda m, X, y, w: m.fit_nuisance(X, y, "variant_outcome_model", 3),

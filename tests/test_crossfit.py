@@ -257,7 +257,7 @@ def test_oos_prediction_independent_of_buffer_alignment(regression, client):
 
 def test_fit_takes_metalearners_default_cv_none(regression, client):
     """``fit(X, y, cv=None)`` is metalearners' default call: the same fit as without it.
-    Index lists are refused, before any work, naming fold_strategy."""
+    Index lists with Dask input are refused, before any work, naming fold_strategy."""
     X, y, fitted = regression
     with client.as_current():
         cfe = CrossFitEstimator(
@@ -266,5 +266,9 @@ def test_fit_takes_metalearners_default_cv_none(regression, client):
         expected = fitted.predict(X, is_oos=False)
         np.testing.assert_array_equal(cfe.predict(X, is_oos=False), expected)
         split = list(KFold(N_FOLDS).split(X))
-        with pytest.raises(ValueError, match=r"cv is not supported.*fold_strategy"):
-            CrossFitEstimator(N_FOLDS, LinearRegression, client=client).fit(X, y, cv=split)
+        with pytest.raises(ValueError, match=r"cv \(index lists per fold\).*fold_strategy"):
+            CrossFitEstimator(N_FOLDS, LinearRegression, client=client).fit(
+                dd.from_pandas(X, npartitions=2),
+                dd.from_pandas(pd.Series(y), npartitions=2),
+                cv=split,
+            )

@@ -8,6 +8,7 @@ take the session's cluster with it).
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import sys
 import threading
@@ -30,6 +31,11 @@ from sklearn.linear_model import LinearRegression
 
 class PathRegressor(LinearRegression):
     """A regressor of a module the workers cannot import."""
+
+
+def make_path_regressor(**params):
+    """A factory function of a module the workers cannot import."""
+    return LinearRegression(**params)
 
 
 def path_scorer(estimator, X, y):
@@ -207,3 +213,21 @@ def test_a_worker_reports_what_does_not_unpickle(path_module):
     assert list(errors) == ["bad"]
     assert errors["bad"].module == path_module.__name__
     assert errors["bad"].error.startswith("ModuleNotFoundError")
+
+
+@pytest.mark.parametrize("kind", ["function", "partial"])
+def test_a_factory_the_workers_cannot_import_is_a_clear_error(lone_client, path_module, kind):
+    """Factories that are not classes are checked as classes are: a function, or a partial
+    of a class, from a module the workers cannot import."""
+    X, y, w = data()
+    factory = (
+        path_module.make_path_regressor
+        if kind == "function"
+        else functools.partial(path_module.PathRegressor, fit_intercept=False)
+    )
+    outcome = within_limit(lambda: t_learner(factory, lone_client).fit(X, y, w))
+    error = outcome.get("error")
+    assert isinstance(error, WorkerImportError), error
+    name = "make_path_regressor" if kind == "function" else "PathRegressor"
+    assert f"{path_module.__name__}.{name}" in str(error)
+    assert f"No module named {path_module.__name__!r}" in str(error)

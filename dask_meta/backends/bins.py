@@ -22,6 +22,7 @@ from dask_meta._constants import ROW_ID_COL, W_COL
 from dask_meta.backends.rows import row_fit_params
 from dask_meta.backends.specs import Design, FitSpec, is_pairwise
 from dask_meta.backends.threads import fit_params_with_threads, on_threads
+from dask_meta.factories import factory_name
 
 #: LightGBM parameters that only shape training, not the binned Dataset; models whose other
 #: parameters agree share one binned Dataset of the training frame per worker and fit
@@ -93,7 +94,7 @@ def bins_key(token: str, factory: type, params: dict[str, Any], design: Design) 
     :class:`~dask_meta.PairwisePropensityClassifier` (whose params list every default).
     """
     model = binned_model(factory, params)
-    assert model is not None, f"{factory.__name__} trains on no binned Dataset"
+    assert model is not None, f"{factory_name(factory)} trains on no binned Dataset"
     binning = sorted(
         (k, repr(v)) for k, v in dataset_params(*model).items() if k not in _TRAINING_ONLY_PARAMS
     )

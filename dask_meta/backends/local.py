@@ -18,6 +18,7 @@ from dask_meta.backends.bins import fit_binned, holds_dataset, label_columns
 from dask_meta.backends.rows import gather_rows, training_arrays
 from dask_meta.backends.specs import FitResult, FitSpec, RowSelection
 from dask_meta.backends.threads import fit_params_with_threads, on_threads, worker_address
+from dask_meta.factories import factory_name
 
 
 def fit_local(spec: FitSpec, n_parts: int, *parts: pd.DataFrame) -> FitResult:
@@ -44,14 +45,14 @@ def _fit_local(spec: FitSpec, n_parts: int, parts: Sequence[pd.DataFrame]) -> tu
         keep = spec.rows.mask(whole)
         if not keep.any():
             raise ValueError(
-                f"no training rows for {spec.factory.__name__} (target {spec.target}): the "
+                f"no training rows for {factory_name(spec.factory)} (target {spec.target}): the "
                 "selection of rows for this model is empty"
             )
         return fit_binned(spec, whole, keep, template=parts[0].iloc[:0]), int(keep.sum())
     frame = gather_rows(spec.rows, parts[:n_parts], parts[n_parts:])
     if len(frame) == 0:
         raise ValueError(
-            f"no training rows for {spec.factory.__name__} (target {spec.target}): the "
+            f"no training rows for {factory_name(spec.factory)} (target {spec.target}): the "
             "selection of rows for this model is empty"
         )
     X, y, fit_params = training_arrays(spec, frame)

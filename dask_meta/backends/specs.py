@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from dask_meta._constants import NOT_IN_SPLIT, ROW_ID_COL, W_COL
+from dask_meta.factories import factory_name, flatten
 from dask_meta.resampling import Resample
 
 LOCAL = "local"
@@ -25,7 +26,8 @@ COLLECTION = "collection"
 
 def backend_of(factory: type) -> str:
     """Which backend fits estimators of this class (see :mod:`dask_meta.backends`)."""
-    module, name = factory.__module__, factory.__name__
+    factory = flatten(factory, {})[0]  # a partial of a class: that class
+    module, name = str(getattr(factory, "__module__", "")), factory_name(factory)
     if module.startswith("dask_ml.wrappers") and name == "Incremental":
         return STREAM
     if module.startswith("lightgbm") and name.startswith("DaskLGBM"):
@@ -46,7 +48,7 @@ def wrapped_estimator(factory: type, params: dict[str, Any]) -> Any:
     estimator = params.get("estimator")
     if estimator is None or not hasattr(estimator, "partial_fit"):
         raise TypeError(
-            f"{factory.__name__} needs params={{'estimator': <estimator with partial_fit>}}, "
+            f"{factory_name(factory)} needs params={{'estimator': <estimator with partial_fit>}}, "
             f"got estimator={estimator!r}"
         )
     return estimator
@@ -65,7 +67,7 @@ def check_classes(factory: type, classes: np.ndarray, kind: str) -> None:
     binary_only = factory.__module__.startswith("dask_ml.linear_model")
     if binary_only and (len(classes) != 2 or set(classes.tolist()) != {0, 1}):
         raise ValueError(
-            f"the {kind} is dask-ml's {factory.__name__}, which learns two classes labelled 0 "
+            f"the {kind} is dask-ml's {factory_name(factory)}, which learns two classes labelled 0 "
             f"and 1 only, but its target has the classes {classes.tolist()}; use a multi-class "
             "classifier (e.g. Incremental(SGDClassifier(loss='log_loss')) or "
             "lightgbm.dask.DaskLGBMClassifier)"
@@ -80,7 +82,13 @@ def supports_sample_weight(factory: type, params: dict[str, Any] | None = None) 
         return "sample_weight" in inspect.signature(inner.partial_fit).parameters
     if backend == COLLECTION and factory.__module__.startswith("dask_ml"):
         return False  # dask-glm has no weights
-    return "sample_weight" in inspect.signature(factory.fit).parameters  # type: ignore[attr-defined]
+    fit = getattr(factory, "fit", None)
+    if fit is None:  # a function or another callable: the fit of what it builds
+        try:
+            fit = factory(**(params or {})).fit
+        except Exception:
+            return False
+    return "sample_weight" in inspect.signature(fit).parameters
 
 
 def is_categorical_aware(model: Any) -> bool:

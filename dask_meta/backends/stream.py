@@ -18,6 +18,7 @@ from threadpoolctl import threadpool_limits
 from dask_meta.backends.rows import gather_rows, training_arrays
 from dask_meta.backends.specs import FitResult, FitSpec, wrapped_estimator
 from dask_meta.backends.threads import on_threads, worker_address
+from dask_meta.factories import factory_name
 
 
 @dataclass
@@ -67,7 +68,7 @@ def stream_step(
         return state
     if state.n_rows == 0:
         raise ValueError(
-            f"no training rows for {spec.factory.__name__} (target {spec.target}): the "
+            f"no training rows for {factory_name(spec.factory)} (target {spec.target}): the "
             "selection of rows for this model is empty"
         )
     # classes the rows showed: partial_fit's `classes` argument lists all classes up front

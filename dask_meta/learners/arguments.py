@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 from dask_meta._constants import NUISANCE, PROPENSITY_MODEL, TREATMENT
-from dask_meta.crossfit import CrossFitEstimator, _estimator_type
+from dask_meta.crossfit import CrossFitEstimator, _estimator_type, _instance
+from dask_meta.factories import factory_name
 
 
 def model_dict(argument: Any, expected_names: Collection[str]) -> dict:
@@ -135,14 +136,24 @@ def check_model_types(learner: Any) -> None:
         if cfe_type == "classifier" and method == "predict":
             raise ValueError(
                 f"The {stage} model {kind} is supposed to be used with the predict method "
-                f"'predict' but {factory.__name__} is a classifier; pass a regressor."
+                f"'predict' but {factory_name(factory)} is a classifier; pass a regressor."
             )
         if cfe_type == "regressor" and method == "predict_proba":
             raise ValueError(
                 f"The {stage} model {kind} is supposed to be used with the predict method "
-                f"'predict_proba' but {factory.__name__} is not a classifier; pass a "
+                f"'predict_proba' but {factory_name(factory)} is not a classifier; pass a "
                 "classifier."
             )
+        if cfe_type is None:
+            # neither by its tags (a duck-typed estimator or a factory function): it must
+            # at least have the method the learner calls
+            instance = _instance(factory, cfe.estimator_params)
+            if instance is not None and not callable(getattr(instance, method, None)):
+                raise ValueError(
+                    f"The {stage} model {kind} is supposed to be used with the predict method "
+                    f"{method!r} but {factory_name(factory)} builds a "
+                    f"{type(instance).__name__}, which has no {method}."
+                )
 
 
 def init_args(learner: Any) -> dict[str, Any]:

@@ -36,7 +36,6 @@ from dask_meta.cluster import ClusterShape, resolve_client
 from dask_meta.crossfit import (
     CrossFitEstimator,
     ModelPrediction,
-    check_cv,
     fit_single,
     model_partition,
     validate_oos_method,
@@ -52,6 +51,7 @@ from dask_meta.evaluation import (
     validate_scoring,
 )
 from dask_meta.explain import Explainer, check_explainer_arguments, overall_models
+from dask_meta.factories import check_factory
 from dask_meta.folds import scan, validate_strategy
 from dask_meta.learners.arguments import (
     check_enable_overall,
@@ -294,11 +294,7 @@ class MetaLearner(ABC):
         self.fit_report_: pd.DataFrame | None = None
 
     def _new_cfe(self, kind: str, factory: Any, params: dict) -> CrossFitEstimator:
-        if not isinstance(factory, type):
-            raise TypeError(
-                f"the factory for {kind} must be an estimator class (e.g. "
-                f"lightgbm.LGBMRegressor), got {factory!r}"
-            )
+        check_factory(factory, f"the factory for {kind}")
         return CrossFitEstimator(
             n_folds=self.n_folds[kind],
             estimator_factory=factory,
@@ -844,7 +840,6 @@ class MetaLearner(ABC):
         n_jobs_cross_fitting: int | None,
         cv: Any,
     ) -> None:
-        check_cv(cv)
         cardinality = self._cardinality(kind)
         if not isinstance(ordinal, int) or not 0 <= ordinal < cardinality:
             raise ValueError(f"model_ord for {kind} must be in 0..{cardinality - 1}, got {ordinal}")
@@ -858,6 +853,7 @@ class MetaLearner(ABC):
             feature_set=self.feature_set[kind],
             kind=kind,
             ordinal=ordinal,
+            cv=cv,
         )
         models = self._nuisance_models if kind in self._nuisance_models else self._treatment_models
         models[kind][ordinal] = cfe

@@ -24,6 +24,7 @@ from dask_meta.backends import THREAD_PARAMS, requested_threads
 from dask_meta.cluster import cluster_shape, resolve_client
 from dask_meta.crossfit import CrossFitEstimator
 from dask_meta.data import Frame, check_feature_dtypes, on_cluster, training_frame
+from dask_meta.factories import factory_name
 from dask_meta.folds import Assignment, SplitRequest
 from dask_meta.learners.checks import (
     check_data,
@@ -239,7 +240,12 @@ def split_requests(
                 continue
             # reused: a prefitted model or one of an earlier fit_all_nuisance
             assert cfe._split is not None
-            if cfe._split.request is None or cfe.fold_strategy != learner.fold_strategy:
+            if cfe._split.request is None:
+                raise ValueError(
+                    f"the fitted {kind} model was fitted with cv= index lists, whose folds "
+                    "this fit cannot draw again; fit it with the learner's folds (without cv)"
+                )
+            if cfe.fold_strategy != learner.fold_strategy:
                 raise ValueError(
                     f"the fitted {kind} model was fitted with fold_strategy="
                     f"{cfe.fold_strategy!r}; this learner uses {learner.fold_strategy!r}. "
@@ -274,7 +280,7 @@ def split_requests(
 def model_name(factory: type, params: dict[str, Any]) -> str:
     """A base model's class and params without its thread count (one calibration each)."""
     shown = ", ".join(f"{k}={v!r}" for k, v in sorted(params.items()) if k not in THREAD_PARAMS)
-    return f"{factory.__name__}({shown})"
+    return f"{factory_name(factory)}({shown})"
 
 
 def weigh(run: FitRun, cfe: CrossFitEstimator, jobs: Sequence[Job]) -> None:

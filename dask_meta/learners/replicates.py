@@ -18,6 +18,7 @@ import pandas as pd
 from dask_meta._constants import NUISANCE, TREATMENT
 from dask_meta._typing import Matrix, Vector
 from dask_meta.backends import supports_sample_weight
+from dask_meta.factories import factory_name
 from dask_meta.learners.fit_run import Entries, FitRun
 from dask_meta.learners.fitting import (
     fit_entries,
@@ -45,7 +46,7 @@ def check_resamplable(learner: Any) -> None:
         if not supports_sample_weight(cfe.estimator_factory, cfe.estimator_params):
             raise TypeError(
                 f"the bootstrap weighs rows through sample_weight, but the {kind}'s "
-                f"{cfe.estimator_factory.__name__}.fit takes no sample_weight; use a base "
+                f"{factory_name(cfe.estimator_factory)}.fit takes no sample_weight; use a base "
                 "model that does (most scikit-learn estimators and LightGBM do)"
             )
 

@@ -28,6 +28,7 @@ from dask_meta._typing import Matrix
 from dask_meta.backends import supports_sample_weight
 from dask_meta.crossfit import ModelPrediction, model_partition
 from dask_meta.evaluation import R_LOSS, Evaluated, PartitionPlan, predict_rows
+from dask_meta.factories import factory_name
 from dask_meta.learners._common import (
     EPSILON,
     TreatmentModels,
@@ -187,7 +188,7 @@ class RLearner(OnnxExport, MetaLearner):
         if not supports_sample_weight(factory, params):
             raise ValueError(
                 f"{TREATMENT_MODEL}'s fit method does not support 'sample_weight' argument: "
-                f"{factory.__name__}.fit has no sample_weight, but the R-learner weights its "
+                f"{factory_name(factory)}.fit has no sample_weight, but the R-learner weights its "
                 "treatment models"
             )
         super()._validate_models()
