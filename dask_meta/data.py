@@ -23,6 +23,7 @@ import dask.array as da
 import dask.dataframe as dd
 import numpy as np
 import pandas as pd
+from dask.dataframe.dask_expr import new_collection
 from dask.dataframe.dask_expr._expr import are_co_aligned
 from dask.dataframe.utils import has_known_categories
 
@@ -89,6 +90,18 @@ class Frame:
     frame: dd.DataFrame
     columns: Columns
     in_memory: bool
+    #: in-memory input sent to the cluster (:func:`on_cluster`): ``frame`` as built on the
+    #: client, whose graph holds the data themselves instead of the cluster's futures
+    local: dd.DataFrame | None = None
+
+    def detached(self, derived: dd.DataFrame) -> dd.DataFrame:
+        """``derived`` (a lazy frame computed from ``frame``) on the data as built on the
+        client, for what outlives the fit and its cluster (a fitted learner's fold frame):
+        a pickled learner, or one predicting on another cluster, must not refer to this
+        cluster's futures."""
+        if self.local is None:
+            return derived
+        return new_collection(derived.expr.substitute(self.frame.expr, self.local.expr))
 
 
 def numpy_names(n: int) -> tuple[str, ...]:
@@ -386,7 +399,7 @@ def on_cluster(frame: Frame, client: Any) -> Frame:
     the passes over it (the scan, the fits, the predictions) do not each carry the data."""
     if not frame.in_memory or client is None:
         return frame
-    return dataclasses.replace(frame, frame=runtime.upload(client, frame.frame))
+    return dataclasses.replace(frame, frame=runtime.upload(client, frame.frame), local=frame.frame)
 
 
 def training_frame(

@@ -75,12 +75,12 @@ class FitContext:
 
 
 def fit_context(
-    columns: Columns, assignment: Assignment, lengths: Sequence[int], fingerprints: Sequence[int]
+    data: Frame, assignment: Assignment, lengths: Sequence[int], fingerprints: Sequence[int]
 ) -> FitContext:
     # a bootstrap's row identities too: its in-sample estimates weigh rows by their counts
     ids = [ROW_ID_COL] if ROW_ID_COL in assignment.frame.columns else []
     fold_frame = narrow(assignment.frame, [W_COL, *assignment.fold_columns, *ids])
-    return FitContext(columns, fold_frame, tuple(lengths), tuple(fingerprints))
+    return FitContext(data.columns, data.detached(fold_frame), tuple(lengths), tuple(fingerprints))
 
 
 def fingerprint_features(part: pd.DataFrame, names: tuple[Any, ...]) -> int:
@@ -305,5 +305,5 @@ def place(
     fingerprints = planner.gather_partitions(
         fingerprint_features, parts, "fingerprint", names=data.columns.names
     )
-    context = fit_context(data.columns, assignment, [s.n for s in stats], fingerprints)
+    context = fit_context(data, assignment, [s.n for s in stats], fingerprints)
     return TrainingData(data, stats, assignment, parts, context, persist)
