@@ -100,7 +100,7 @@ def test_one_bar_per_fit_in_the_lanes_of_its_worker(fitted, client):
     assert legend == ["nuisance", "treatment"]
     # the plan in the title
     plan = report.attrs["plan"]
-    assert plan["source"] == "default"
+    assert plan["source"] == "rule"
     title = fig.axes[0].get_title()
     assert "plan: default, 1 thread per model" in title
     assert "12 fits" in title
