@@ -420,6 +420,10 @@ class CrossFitEstimator:
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["client"] = None
+        # every prediction ships the estimator to the workers, which need no fold frame (a
+        # learner's own pickle keeps its context whole and relinks it on unpickling)
+        if state.get("_context") is not None:
+            state["_context"] = state["_context"].slim()
         return state
 
 

@@ -346,7 +346,7 @@ def evaluate_data(
                 f"{len(frame_parts)} partitions where the training data had "
                 f"{len(context.lengths)}; use is_oos=True for other data"
             )
-        fold_parts = partitions(context.fold_frame)
+        fold_parts = partitions(context.folds_for(client))
     return evaluate_partitions(client, frame_parts, fold_parts, context, plan)
 
 

@@ -485,7 +485,8 @@ def _save_folds(
     meta = context.fold_frame._meta
     token = runtime.new_token()
     names = [f"folds/{number}/part.{i:06d}.parquet" for i in range(len(context.lengths))]
-    parts = partitions(context.fold_frame)
+    client = learner._predict_client()
+    parts = partitions(context.folds_for(client))
     if len(parts) != len(names):
         raise ValueError(
             f"the fold assignment has {len(parts)} partitions where the training data had "
@@ -502,7 +503,7 @@ def _save_folds(
         for i, (part, name) in enumerate(zip(parts, names, strict=True))
     ]
     try:
-        written = runtime.gather_tasks(learner._predict_client(), tasks)
+        written = runtime.gather_tasks(client, tasks)
     except Exception as exc:
         exc.add_note(
             "dask_meta: writing the fold assignment reads the training data again from its "

@@ -107,7 +107,7 @@ def map_predict(
                 f"partitions where the training data had {expected}; use is_oos=True for "
                 "other data"
             )
-        fold_parts = partitions(context.fold_frame)
+        fold_parts = partitions(context.folds_for(client))
         for i, (part, folds) in enumerate(zip(x_parts, fold_parts, strict=True)):
             block = dask.delayed(_in_sample_block, pure=True)(
                 part,
@@ -172,6 +172,8 @@ def sum_in_sample(
             context.columns.names,
             dask_key_name=runtime.task_key(name, i, token),
         )
-        for i, (part, folds) in enumerate(zip(x_parts, partitions(context.fold_frame), strict=True))
+        for i, (part, folds) in enumerate(
+            zip(x_parts, partitions(context.folds_for(client)), strict=True)
+        )
     ]
     return np.sum(runtime.gather_tasks(client, tasks), axis=0)  # type: ignore[no-any-return]

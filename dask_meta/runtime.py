@@ -119,6 +119,13 @@ def upload(client: Client, frame: Any) -> Any:
         return client.persist(frame)
 
 
+def scheduler_address(client: Client | None) -> str | None:
+    """The address of ``client``'s scheduler (None without a client)."""
+    if client is None or client.scheduler is None:
+        return None
+    return str(client.scheduler.address)
+
+
 def run_on_workers(
     client: Client,
     func: Callable[..., Any],

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 from distributed import Client
 
+from dask_meta import runtime
 from dask_meta._constants import PARAM_PREFIX, ROW_ID_COL, W_COL
 from dask_meta.cluster import ClusterShape
 from dask_meta.data import (
@@ -61,26 +62,63 @@ class FitContext:
     """
 
     columns: Columns
-    fold_frame: dd.DataFrame
+    #: None in a slim context (:meth:`slim`)
+    fold_frame: dd.DataFrame | None
     lengths: tuple[int, ...]
     fingerprints: tuple[int, ...]
+    #: in-memory training data: the fold frame kept in the fit cluster's memory, with that
+    #: cluster's scheduler address, so that in-sample prediction there does not send the
+    #: training data again (``fold_frame`` holds them in its graph); not pickled
+    held: tuple[str | None, dd.DataFrame] | None = None
 
     @property
     def n_rows(self) -> int:
         return sum(self.lengths)
 
+    def folds_for(self, client: Any) -> dd.DataFrame:
+        """The fold frame to read on ``client``'s cluster: the one held there, if any."""
+        if self.held is not None and runtime.scheduler_address(client) == self.held[0]:
+            return self.held[1]
+        if self.fold_frame is None:
+            raise ValueError(
+                "in-sample prediction (is_oos=False) needs the fit's fold assignment, which a "
+                "pickled CrossFitEstimator does not carry (a pickled learner does): predict "
+                "in sample before pickling it, or save it with its save method"
+            )
+        return self.fold_frame
+
+    def slim(self) -> FitContext:
+        """Without the fold frame: what base models shipped to the workers carry (the fold
+        frame of in-memory training data holds the data)."""
+        return FitContext(self.columns, None, self.lengths, self.fingerprints)
+
     def __deepcopy__(self, memo: dict) -> FitContext:
         # immutable and shared by the estimators of a fit; its lazy frame cannot be deep-copied
         return self
 
+    def __getstate__(self) -> dict[str, Any]:
+        # another process, or another cluster: the fit cluster's futures mean nothing there
+        return {**self.__dict__, "held": None}
+
 
 def fit_context(
-    data: Frame, assignment: Assignment, lengths: Sequence[int], fingerprints: Sequence[int]
+    data: Frame,
+    assignment: Assignment,
+    lengths: Sequence[int],
+    fingerprints: Sequence[int],
+    client: Any = None,
 ) -> FitContext:
+    """How to find a training row's fold again; for in-memory data sent to ``client``'s
+    cluster, the fold columns are kept there too (:attr:`FitContext.held`)."""
     # a bootstrap's row identities too: its in-sample estimates weigh rows by their counts
     ids = [ROW_ID_COL] if ROW_ID_COL in assignment.frame.columns else []
     fold_frame = narrow(assignment.frame, [W_COL, *assignment.fold_columns, *ids])
-    return FitContext(data.columns, data.detached(fold_frame), tuple(lengths), tuple(fingerprints))
+    held = None
+    if data.local is not None and client is not None:
+        held = (runtime.scheduler_address(client), runtime.persist(client, fold_frame))
+    return FitContext(
+        data.columns, data.detached(fold_frame), tuple(lengths), tuple(fingerprints), held
+    )
 
 
 def fingerprint_features(part: pd.DataFrame, names: tuple[Any, ...]) -> int:
@@ -305,5 +343,5 @@ def place(
     fingerprints = planner.gather_partitions(
         fingerprint_features, parts, "fingerprint", names=data.columns.names
     )
-    context = fit_context(data, assignment, [s.n for s in stats], fingerprints)
+    context = fit_context(data, assignment, [s.n for s in stats], fingerprints, planner.client)
     return TrainingData(data, stats, assignment, parts, context, persist)

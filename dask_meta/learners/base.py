@@ -342,6 +342,17 @@ class MetaLearner(ABC):
         state.pop("_client", None)
         return state
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        # the cross-fit estimators pickle a slim context: give them the learner's whole one
+        cfes = {**self._nuisance_models, **self._treatment_models}
+        if self._fit_context is None:
+            return
+        for cfe in (cfe for per_kind in cfes.values() for cfe in per_kind):
+            context = cfe._context
+            if context is not None and context.fingerprints == self._fit_context.fingerprints:
+                cfe._context = self._fit_context
+
     # -- fitting ---------------------------------------------------------------------------
 
     def fit(
