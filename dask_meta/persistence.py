@@ -280,7 +280,9 @@ class _Writer:
         return {"__object__": stored["__model__"], "format": stored["format"]}
 
     def crossfit(self, cfe: Any, stem: str) -> dict[str, Any]:
-        state = dict(cfe.__getstate__())
+        # the whole context (``__getstate__`` ships a slim one to the workers): the saved
+        # fold assignment is its fold frame
+        state = dict(cfe.__getstate__(), _context=cfe._context)
         models = state.pop("_estimators")
         overall = state.pop("_overall_estimator")
         encoded = {k: self.encode(v, f"{stem}.{k}") for k, v in state.items()}
@@ -482,11 +484,12 @@ def _save_folds(
 ) -> dict[str, Any]:
     """Write a fit context's fold frame from the workers, one file per training partition."""
 
-    meta = context.fold_frame._meta
+    client = learner._predict_client()
+    fold_frame = context.folds_for(client)
+    meta = fold_frame._meta
     token = runtime.new_token()
     names = [f"folds/{number}/part.{i:06d}.parquet" for i in range(len(context.lengths))]
-    client = learner._predict_client()
-    parts = partitions(context.folds_for(client))
+    parts = partitions(fold_frame)
     if len(parts) != len(names):
         raise ValueError(
             f"the fold assignment has {len(parts)} partitions where the training data had "

@@ -102,7 +102,7 @@ def test_one_bar_per_fit_in_the_lanes_of_its_worker(fitted, client):
     plan = report.attrs["plan"]
     assert plan["source"] == "rule"
     title = fig.axes[0].get_title()
-    assert "plan: default, 1 thread per model" in title
+    assert "plan: rule, 1 thread per model" in title
     assert "12 fits" in title
     # the report itself gives the same figure
     assert len(_bars(plot_fit_timeline(report))) == 12
