@@ -260,7 +260,8 @@ CONSTRUCTION_ERRORS = {
     "plan": (
         _t(plan="fast"),
         ValueError(
-            r"plan must be None \(the planner's rule\), 'auto' \(a cost model chooses\) or a "
+            r"plan must be None \(the cost model from 100,000 training rows, else the planner's "
+            r"rule\), 'auto' \(the cost model\), 'rule' \(the planner's rule\) or a "
             r"dask_meta.Plan, got 'fast'"
         ),
     ),
