@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# dask-meta developer entry point: ./dev.sh demo | test | parity | lint | docs | bench
+# dask-meta developer entry point: ./dev.sh demo | test | parity | conformance | lint | docs | bench
 # Creates the virtualenvs it needs (Python >= 3.12) and installs into them.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -52,6 +52,15 @@ case "$cmd" in
     .venv-parity/bin/python -m pip install -q "metalearners==0.13.0" "scikit-learn<1.8" narwhals polars -e ".[test]"
     exec .venv-parity/bin/python -m pytest tests/parity "$@"
     ;;
+  conformance)
+    # metalearners 0.13.0's own test suite (its sdist, downloaded at run time), run on
+    # metalearners itself and then switched to dask-meta (benchmarks/conformance.py): the
+    # parity virtualenv, plus what those tests import (ONNX converters, XGBoost, glum, ...)
+    venv .venv-parity
+    .venv-parity/bin/python -m pip install -q "metalearners==0.13.0" "scikit-learn<1.8" narwhals polars -e ".[test]" \
+      onnx onnxruntime onnxmltools skl2onnx spox shap xgboost glum git-root matplotlib
+    exec .venv-parity/bin/python benchmarks/conformance.py "$@"
+    ;;
   lint)
     venv .venv
     .venv/bin/python -m pip install -q -e ".[dev]"
@@ -72,7 +81,7 @@ case "$cmd" in
     exec .venv/bin/python "benchmarks/${1:?which benchmark, e.g. tlearner_vs_metalearners}.py" "${@:2}"
     ;;
   *)
-    echo "usage: ./dev.sh demo | test | parity | lint | docs | bench NAME" >&2
+    echo "usage: ./dev.sh demo | test | parity | conformance | lint | docs | bench NAME" >&2
     exit 2
     ;;
 esac

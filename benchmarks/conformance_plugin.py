@@ -1,0 +1,170 @@
+"""pytest plugin of the conformance run (benchmarks/conformance.py): metalearners' own tests,
+optionally switched to dask-meta, with every test's outcome written to a JSON file.
+
+Loaded with ``-p conformance_plugin`` (``benchmarks/`` on ``PYTHONPATH``), it reads the
+environment:
+
+* ``CONFORMANCE_RESULTS``: where to write ``{test id: {outcome, message, seconds}}``;
+* ``CONFORMANCE_SWITCH=1``: before any test module is imported, each public class or
+  function that metalearners defines in a module (``metalearners.tlearner.TLearner``,
+  ``metalearners.utils.simplify_output``, ...) and that dask-meta provides under the same
+  name is replaced by dask-meta's, in that module and in the package ``metalearners``; the
+  rest (data generators, private helpers, constants) stays metalearners'. One LocalCluster
+  (2 workers x 1 thread) serves the whole run as the default client, which dask-meta's
+  learners use with ``client=None``;
+* ``CONFORMANCE_IMPORT_ROOT``: a directory whose ``tests`` package the workers import the
+  classes that metalearners' test modules define (appended to ``sys.path``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+# metalearners module -> where dask-meta may provide its names (first match wins); the
+# package dask_meta itself is tried last for every module
+MODULES: dict[str, tuple[str, ...]] = {
+    "metalearners.metalearner": ("dask_meta.metalearner", "dask_meta.learners.base"),
+    "metalearners.slearner": ("dask_meta.slearner", "dask_meta.learners.slearner"),
+    "metalearners.tlearner": ("dask_meta.tlearner", "dask_meta.learners.tlearner"),
+    "metalearners.xlearner": ("dask_meta.xlearner", "dask_meta.learners.xlearner"),
+    "metalearners.rlearner": ("dask_meta.rlearner", "dask_meta.learners.rlearner"),
+    "metalearners.drlearner": ("dask_meta.drlearner", "dask_meta.learners.drlearner"),
+    "metalearners.cross_fit_estimator": ("dask_meta.cross_fit_estimator", "dask_meta.crossfit"),
+    "metalearners.explainer": ("dask_meta.explainer", "dask_meta.explain"),
+    "metalearners.grid_search": ("dask_meta.grid_search",),
+    "metalearners.utils": ("dask_meta.utils",),
+}
+
+SWITCHED: dict[str, str] = {}  # "metalearners.x.Name" -> "dask_meta.y.Name"
+NOT_PROVIDED: list[str] = []  # metalearners' public names dask-meta lacks
+
+_state: dict[str, Any] = {"results": {}, "cluster": None, "client": None}
+
+
+def _import(name: str) -> Any:
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None
+
+
+def _dask_meta_object(candidates: tuple[str, ...], name: str) -> tuple[str, Any] | None:
+    for module_name in (*candidates, "dask_meta"):
+        module = _import(module_name)
+        value = getattr(module, name, None) if module is not None else None
+        if value is not None and getattr(value, "__module__", "").startswith("dask_meta"):
+            return module_name, value
+    return None
+
+
+def switch_to_dask_meta() -> None:
+    """Point metalearners' public classes and functions at dask-meta's."""
+    import metalearners
+
+    # every module first, so that none binds a name that another switch already replaced
+    modules = {name: importlib.import_module(name) for name in MODULES}
+    for module_name, candidates in MODULES.items():
+        module = modules[module_name]
+        for name, value in list(vars(module).items()):
+            defined_here = getattr(value, "__module__", None) == module_name
+            if name.startswith("_") or not defined_here:
+                continue
+            if not (inspect.isclass(value) or inspect.isfunction(value)):
+                continue
+            found = _dask_meta_object(candidates, name)
+            if found is None:
+                NOT_PROVIDED.append(f"{module_name}.{name}")
+                continue
+            source, replacement = found
+            setattr(module, name, replacement)
+            if getattr(metalearners, name, None) is value:
+                setattr(metalearners, name, replacement)
+            SWITCHED[f"{module_name}.{name}"] = f"{source}.{name}"
+
+
+def _start_client() -> None:
+    from distributed import Client
+
+    from dask_meta.cluster import start_local_cluster
+
+    cluster = start_local_cluster(2, 1, quiet_workers=True)
+    _state["cluster"] = cluster
+    _state["client"] = Client(cluster)  # the default client: learners with client=None
+
+
+# before the test modules (and metalearners' conftest) are imported: -p plugins are imported
+# first
+_IMPORT_ROOT = os.environ.get("CONFORMANCE_IMPORT_ROOT")
+if _IMPORT_ROOT and _IMPORT_ROOT not in sys.path:
+    sys.path.append(_IMPORT_ROOT)
+if os.environ.get("CONFORMANCE_SWITCH") == "1":
+    switch_to_dask_meta()
+
+
+def pytest_configure(config: Any) -> None:
+    if os.environ.get("CONFORMANCE_SWITCH") == "1":
+        _start_client()
+
+
+def pytest_report_header(config: Any) -> list[str]:
+    if os.environ.get("CONFORMANCE_SWITCH") != "1":
+        return ["conformance: metalearners itself"]
+    return [
+        f"conformance: switched to dask-meta: {', '.join(sorted(SWITCHED))}",
+        f"conformance: not provided by dask-meta: {', '.join(NOT_PROVIDED) or 'none'}",
+    ]
+
+
+def _message(report: Any) -> str:
+    longrepr = report.longrepr
+    if longrepr is None:
+        return ""
+    if isinstance(longrepr, tuple):  # a skip: (path, line, reason)
+        return str(longrepr[2])
+    crash = getattr(longrepr, "reprcrash", None)
+    if crash is not None:
+        return str(crash.message)
+    return str(longrepr).strip().splitlines()[-1] if str(longrepr).strip() else ""
+
+
+def pytest_runtest_logreport(report: Any) -> None:
+    results = _state["results"]
+    entry = results.setdefault(report.nodeid, {"outcome": "passed", "message": "", "seconds": 0.0})
+    entry["seconds"] = round(entry["seconds"] + report.duration, 3)
+    if hasattr(report, "wasxfail"):
+        entry["outcome"] = "xfailed" if report.skipped else "xpassed"
+    elif report.failed:
+        if entry["outcome"] not in ("failed", "error"):
+            entry["outcome"] = "failed" if report.when == "call" else "error"
+            entry["message"] = _message(report)[:2000]
+    elif report.skipped:
+        entry["outcome"] = "skipped"
+        entry["message"] = _message(report)[:500]
+
+
+def pytest_sessionfinish(session: Any, exitstatus: int) -> None:
+    path = os.environ.get("CONFORMANCE_RESULTS")
+    if not path:
+        return
+    document = {
+        "switched": SWITCHED,
+        "not_provided": NOT_PROVIDED,
+        "finished": time.time(),
+        "tests": _state["results"],
+    }
+    Path(path).write_text(json.dumps(document, indent=1) + "\n")
+
+
+def pytest_unconfigure(config: Any) -> None:
+    client, cluster = _state["client"], _state["cluster"]
+    if client is not None:
+        client.close()
+    if cluster is not None:
+        cluster.close()
