@@ -58,7 +58,7 @@ case "$cmd" in
     # parity virtualenv, plus what those tests import (ONNX converters, XGBoost, glum, ...)
     venv .venv-parity
     .venv-parity/bin/python -m pip install -q "metalearners==0.13.0" "scikit-learn<1.8" narwhals polars -e ".[test]" \
-      onnx onnxruntime onnxmltools skl2onnx spox shap xgboost glum git-root matplotlib
+      onnx onnxconverter-common onnxruntime onnxmltools skl2onnx spox shap xgboost glum git-root matplotlib
     exec .venv-parity/bin/python benchmarks/conformance.py "$@"
     ;;
   lint)

@@ -98,6 +98,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="reuse the cached metalearners half of the same selection and versions",
     )
+    parser.add_argument(
+        "--half",
+        choices=["both", "metalearners", "dask_meta", "compare"],
+        default="both",
+        help="metalearners: run and cache that half only; dask_meta: run that half against "
+        "the cached metalearners half; compare: run nothing, compare the cached halves",
+    )
     parser.add_argument("--cache", type=Path, default=CACHE)
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--record", action="store_true", help="append to conformance.runs.json")
@@ -155,11 +162,13 @@ def run_half(
     env["CONFORMANCE_SWITCH"] = "1" if switch else "0"
     env["CONFORMANCE_IMPORT_ROOT"] = str(args.cache / "import-root")
     env.setdefault("MPLBACKEND", "Agg")
+    env["PYTHONUNBUFFERED"] = "1"  # the log follows the run
     # -P: the sdist's source directory (the working directory) does not shadow the installed
     # metalearners
     command = [sys.executable, "-P", "-m", "pytest", *tests, "-p", "conformance_plugin"]
     command += ["-p", "no:cacheprovider", "-o", "addopts=", "--import-mode=importlib"]
     command += ["-q", "--timeout", str(args.timeout), "-W", "ignore::DeprecationWarning"]
+    command += ["--continue-on-collection-errors"]
     if args.keyword:
         command += ["-k", args.keyword]
     log = args.cache / f"{name}.log"
@@ -179,10 +188,13 @@ def baseline(source: Path, tests: list[str], args: argparse.Namespace) -> tuple[
     """The metalearners half's outcome: cached for the same selection and versions."""
     key = json.dumps([tests, args.keyword, versions()], sort_keys=True)
     cached = args.cache / f"baseline-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
-    if args.reuse_baseline and cached.exists():
+    if (args.reuse_baseline or args.half in ("dask_meta", "compare")) and cached.exists():
         document = json.loads(cached.read_text())
-        print(f"metalearners: reusing {cached} ({document['wall_s']:.0f} s when run)")
-        return document, document["wall_s"], True
+        seconds = document.get("wall_s", float("nan"))
+        print(f"metalearners: reusing {cached} ({seconds:.0f} s when run)")
+        return document, seconds, True
+    if args.half in ("dask_meta", "compare"):
+        raise SystemExit(f"no cached metalearners half for this selection: {cached}")
     seconds = run_half(source, tests, args, switch=False, out=cached)
     document = json.loads(cached.read_text())
     document["wall_s"] = seconds
@@ -318,10 +330,17 @@ def main(argv: list[str] | None = None) -> int:
     expected = load_expected(EXPECTED)
     source = fetch_sdist(args.cache)
     tests = selection(args)
-    ml, ml_wall, reused = baseline(source, tests, args)
     dm_out = args.cache / "dask_meta.json"
-    dm_wall = run_half(source, tests, args, switch=True, out=dm_out)
+    if args.half == "dask_meta":  # the baseline may still be running beside it
+        dm_wall = run_half(source, tests, args, switch=True, out=dm_out)
+    ml, ml_wall, reused = baseline(source, tests, args)
+    if args.half == "metalearners":
+        return 0
+    if args.half == "both":
+        dm_wall = run_half(source, tests, args, switch=True, out=dm_out)
     dm = json.loads(dm_out.read_text())
+    if args.half == "compare":
+        dm_wall = dm["wall_s"]
     comparison = compare(ml, dm, expected)
     print_report(comparison, ml_wall, dm_wall)
     commit = subprocess.run(

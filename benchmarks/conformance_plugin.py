@@ -45,7 +45,7 @@ MODULES: dict[str, tuple[str, ...]] = {
 SWITCHED: dict[str, str] = {}  # "metalearners.x.Name" -> "dask_meta.y.Name"
 NOT_PROVIDED: list[str] = []  # metalearners' public names dask-meta lacks
 
-_state: dict[str, Any] = {"results": {}, "cluster": None, "client": None}
+_state: dict[str, Any] = {"results": {}, "cluster": None, "client": None, "start": time.time()}
 
 
 def _import(name: str) -> Any:
@@ -149,6 +149,16 @@ def pytest_runtest_logreport(report: Any) -> None:
         entry["message"] = _message(report)[:500]
 
 
+def pytest_collectreport(report: Any) -> None:
+    if report.failed:  # a test module that could not be imported
+        message = str(report.longrepr).strip().splitlines()
+        _state["results"][report.nodeid] = {
+            "outcome": "error",
+            "message": (message[-1] if message else "")[:2000],
+            "seconds": 0.0,
+        }
+
+
 def pytest_sessionfinish(session: Any, exitstatus: int) -> None:
     path = os.environ.get("CONFORMANCE_RESULTS")
     if not path:
@@ -156,7 +166,7 @@ def pytest_sessionfinish(session: Any, exitstatus: int) -> None:
     document = {
         "switched": SWITCHED,
         "not_provided": NOT_PROVIDED,
-        "finished": time.time(),
+        "wall_s": round(time.time() - _state["start"], 1),
         "tests": _state["results"],
     }
     Path(path).write_text(json.dumps(document, indent=1) + "\n")
