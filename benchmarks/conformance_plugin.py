@@ -149,6 +149,27 @@ def pytest_runtest_logreport(report: Any) -> None:
         entry["message"] = _message(report)[:500]
 
 
+def _write(complete: bool) -> None:
+    path = os.environ.get("CONFORMANCE_RESULTS")
+    if not path:
+        return
+    document = {
+        "switched": SWITCHED,
+        "not_provided": NOT_PROVIDED,
+        "wall_s": round(time.time() - _state["start"], 1),
+        "complete": complete,
+        "tests": _state["results"],
+    }
+    Path(path).write_text(json.dumps(document, indent=1) + "\n")
+    _state["written"] = time.time()
+
+
+def pytest_runtest_logfinish(nodeid: str, location: Any) -> None:
+    # an interrupted run keeps what it has done: the outcomes are written every 30 seconds
+    if time.time() - _state.get("written", _state["start"]) > 30:
+        _write(complete=False)
+
+
 def pytest_collectreport(report: Any) -> None:
     if report.failed:  # a test module that could not be imported
         message = str(report.longrepr).strip().splitlines()
@@ -160,16 +181,7 @@ def pytest_collectreport(report: Any) -> None:
 
 
 def pytest_sessionfinish(session: Any, exitstatus: int) -> None:
-    path = os.environ.get("CONFORMANCE_RESULTS")
-    if not path:
-        return
-    document = {
-        "switched": SWITCHED,
-        "not_provided": NOT_PROVIDED,
-        "wall_s": round(time.time() - _state["start"], 1),
-        "tests": _state["results"],
-    }
-    Path(path).write_text(json.dumps(document, indent=1) + "\n")
+    _write(complete=True)
 
 
 def pytest_unconfigure(config: Any) -> None:
