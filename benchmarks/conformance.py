@@ -367,7 +367,10 @@ def main(argv: list[str] | None = None) -> int:
         "selection": tests,
         "wall_s": {"metalearners": round(ml_wall), "dask_meta": round(dm_wall)},
         "baseline_reused": reused,
-        "complete": {"metalearners": ml.get("complete", True), "dask_meta": dm.get("complete", True)},
+        "complete": {
+            "metalearners": ml.get("complete", True),
+            "dask_meta": dm.get("complete", True),
+        },
         "rows": comparison["rows"],
         "switched": dm["switched"],
         "not_provided": dm["not_provided"],
