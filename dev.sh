@@ -55,10 +55,13 @@ case "$cmd" in
   conformance)
     # metalearners 0.13.0's own test suite (its sdist, downloaded at run time), run on
     # metalearners itself and then switched to dask-meta (benchmarks/conformance.py): the
-    # parity virtualenv, plus what those tests import (ONNX converters, XGBoost, glum, ...)
+    # parity virtualenv, plus what those tests import (ONNX converters, XGBoost, glum, ...);
+    # the ONNX converters at the versions metalearners' pixi.toml pins (newer skl2onnx rejects
+    # the onnxconverter-common input types its tests pass)
     venv .venv-parity
     .venv-parity/bin/python -m pip install -q "metalearners==0.13.0" "scikit-learn<1.8" narwhals polars -e ".[test]" \
-      onnx onnxconverter-common onnxruntime onnxmltools skl2onnx spox shap xgboost glum git-root matplotlib
+      "onnx==1.17.*" onnxconverter-common onnxruntime "onnxmltools==1.12.*" "skl2onnx==1.18.*" \
+      spox shap xgboost glum git-root matplotlib
     exec .venv-parity/bin/python benchmarks/conformance.py "$@"
     ;;
   lint)
