@@ -5,11 +5,12 @@ Loaded with ``-p conformance_plugin`` (``benchmarks/`` on ``PYTHONPATH``), it re
 environment:
 
 * ``CONFORMANCE_RESULTS``: where to write ``{test id: {outcome, message, seconds}}``;
-* ``CONFORMANCE_SWITCH=1``: before any test module is imported, each public class or
-  function that metalearners defines in a module (``metalearners.tlearner.TLearner``,
-  ``metalearners.utils.simplify_output``, ...) and that dask-meta provides under the same
-  name is replaced by dask-meta's, in that module and in the package ``metalearners``; the
-  rest (data generators, private helpers, constants) stays metalearners'. One LocalCluster
+* ``CONFORMANCE_SWITCH=1``: each public class or function that metalearners defines in a
+  module (``metalearners.tlearner.TLearner``, ``metalearners.utils.simplify_output``, ...)
+  and that dask-meta provides under the same name is dask-meta's when the test modules
+  import it (from that module or from the package ``metalearners``); the rest (data
+  generators, private helpers, constants) stays metalearners'. metalearners' own modules are
+  not changed: its remaining code, and pickle, still see its own classes. One LocalCluster
   (2 workers x 1 thread) serves the whole run as the default client, which dask-meta's
   learners use with ``client=None``;
 * ``CONFORMANCE_IMPORT_ROOT``: a directory whose ``tests`` package the workers import the
@@ -18,12 +19,14 @@ environment:
 
 from __future__ import annotations
 
+import builtins
 import importlib
 import inspect
 import json
 import os
 import sys
 import time
+import types
 from pathlib import Path
 from typing import Any
 
@@ -64,14 +67,55 @@ def _dask_meta_object(candidates: tuple[str, ...], name: str) -> tuple[str, Any]
     return None
 
 
+class _SwitchedModule(types.ModuleType):
+    """What metalearners' test modules import for a metalearners module: the module, with
+    the names dask-meta provides replaced."""
+
+    def __init__(self, module: types.ModuleType, replacements: dict[str, Any]):
+        super().__init__(module.__name__)
+        self._conformance_module = module
+        self._conformance_replacements = replacements
+
+    def __getattr__(self, name: str) -> Any:
+        replacements = self.__dict__["_conformance_replacements"]
+        if name in replacements:
+            return replacements[name]
+        return getattr(self.__dict__["_conformance_module"], name)
+
+
+_SWITCHED_MODULES: dict[str, _SwitchedModule] = {}
+
+
+def _importing_test_code(globals_: Any) -> bool:
+    name = (globals_ or {}).get("__name__", "") or ""
+    return name == "tests" or name.startswith(("tests.", "conftest", "test_"))
+
+
+def _switching_import(name, globals=None, locals=None, fromlist=(), level=0):
+    module = _builtin_import(name, globals, locals, fromlist, level)
+    if level != 0 or not name.startswith("metalearners") or not _importing_test_code(globals):
+        return module
+    if fromlist:  # from metalearners.x import Name: the module named
+        return _SWITCHED_MODULES.get(name, module)
+    return _SWITCHED_MODULES.get("metalearners", module)  # import metalearners[.x]
+
+
+_builtin_import = builtins.__import__
+
+
 def switch_to_dask_meta() -> None:
-    """Point metalearners' public classes and functions at dask-meta's."""
+    """Point the names that metalearners' test code imports from metalearners at dask-meta's.
+
+    Only the test modules (and their conftest) see the switch, through their imports:
+    metalearners' own modules are left as they are, so that its remaining code, and pickle's
+    look-ups by module and name, still find metalearners' classes.
+    """
     import metalearners
 
-    # every module first, so that none binds a name that another switch already replaced
-    modules = {name: importlib.import_module(name) for name in MODULES}
+    package: dict[str, Any] = {}
     for module_name, candidates in MODULES.items():
-        module = modules[module_name]
+        module = importlib.import_module(module_name)
+        replacements: dict[str, Any] = {}
         for name, value in list(vars(module).items()):
             defined_here = getattr(value, "__module__", None) == module_name
             if name.startswith("_") or not defined_here:
@@ -83,10 +127,13 @@ def switch_to_dask_meta() -> None:
                 NOT_PROVIDED.append(f"{module_name}.{name}")
                 continue
             source, replacement = found
-            setattr(module, name, replacement)
+            replacements[name] = replacement
             if getattr(metalearners, name, None) is value:
-                setattr(metalearners, name, replacement)
+                package[name] = replacement
             SWITCHED[f"{module_name}.{name}"] = f"{source}.{name}"
+        _SWITCHED_MODULES[module_name] = _SwitchedModule(module, replacements)
+    _SWITCHED_MODULES["metalearners"] = _SwitchedModule(metalearners, package)
+    builtins.__import__ = _switching_import
 
 
 def _start_client() -> None:
