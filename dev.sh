@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# dask-meta developer entry point: ./dev.sh demo | test | parity | lint | docs | bench
+# dask-meta developer entry point: ./dev.sh demo | test | parity | conformance | lint | docs | bench
 # Creates the virtualenvs it needs (Python >= 3.12) and installs into them.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -53,6 +53,18 @@ case "$cmd" in
       onnx spox onnxruntime skl2onnx onnxmltools -e ".[test]"
     exec .venv-parity/bin/python -m pytest tests/parity "$@"
     ;;
+  conformance)
+    # metalearners 0.13.0's own test suite (its sdist, downloaded at run time), run on
+    # metalearners itself and then switched to dask-meta (benchmarks/conformance.py): the
+    # parity virtualenv, plus what those tests import (ONNX converters, XGBoost, glum, ...);
+    # the ONNX converters at the versions metalearners' pixi.toml pins (newer skl2onnx rejects
+    # the onnxconverter-common input types its tests pass)
+    venv .venv-parity
+    .venv-parity/bin/python -m pip install -q "metalearners==0.13.0" "scikit-learn<1.8" narwhals polars -e ".[test]" \
+      "onnx==1.17.*" onnxconverter-common onnxruntime "onnxmltools==1.12.*" "skl2onnx==1.18.*" \
+      spox shap xgboost glum git-root matplotlib
+    exec .venv-parity/bin/python benchmarks/conformance.py "$@"
+    ;;
   lint)
     venv .venv
     .venv/bin/python -m pip install -q -e ".[dev]"
@@ -73,7 +85,7 @@ case "$cmd" in
     exec .venv/bin/python "benchmarks/${1:?which benchmark, e.g. tlearner_vs_metalearners}.py" "${@:2}"
     ;;
   *)
-    echo "usage: ./dev.sh demo | test | parity | lint | docs | bench NAME" >&2
+    echo "usage: ./dev.sh demo | test | parity | conformance | lint | docs | bench NAME" >&2
     exit 2
     ;;
 esac
