@@ -4,7 +4,7 @@ metalearners' ``CrossFitEstimator`` takes ``enable_overall``; its learners alway
 True. dask-meta's learners take it per model kind: an R- or DR-learner's CATE never uses
 the overall nuisance models, so a fit without them gives the same CATE with fewer fits,
 and out-of-sample nuisance predictions then take ``oos_method="mean"`` or ``"median"``.
-Small linear data on the session LocalCluster (2 workers x 1 thread).
+Small linear data on the shared LocalCluster (2 workers x 1 thread).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ linear models by skl2onnx), the combined graph run in onnxruntime on the rows ``
 sees. ONNX runs in float32: the features are drawn float32-exact (a tree's split then goes
 the same way in both), and the graph's CATE must equal ``predict(X, is_oos=True)`` within
 rtol 1e-4 and atol 1e-5, float32 rounding of predictions of order 1 (metalearners' own tests
-allow atol 5e-2, rtol 1e-2). Small data on the session LocalCluster (2 workers x 1 thread).
+allow atol 5e-2, rtol 1e-2). Small data on the shared LocalCluster (2 workers x 1 thread).
 """
 
 from __future__ import annotations
@@ -124,8 +124,8 @@ def export(ml: Any, **kwargs: Any) -> onnx.ModelProto:
 
 
 def run(model: onnx.ModelProto, X: np.ndarray, output: str = "tau") -> np.ndarray:
-    session = rt.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    (result,) = session.run([output], {"X": X.astype(np.float32)})
+    inference = rt.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    (result,) = inference.run([output], {"X": X.astype(np.float32)})
     return result
 
 
@@ -198,8 +198,8 @@ def test_models_converted_in_double_precision_give_a_double_graph(client):
         for kind, models in ml._necessary_onnx_models().items()
     }
     graph = build(ml, converted)
-    session = rt.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
-    (tau,) = session.run(["tau"], {"X": X})
+    inference = rt.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
+    (tau,) = inference.run(["tau"], {"X": X})
     assert tau.dtype == np.float64
     np.testing.assert_allclose(tau, ml.predict(X, is_oos=True), rtol=0, atol=1e-10)
 

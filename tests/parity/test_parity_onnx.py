@@ -101,8 +101,8 @@ def build(learner: Any, models: dict) -> onnx.ModelProto:
 
 
 def run(model: onnx.ModelProto, X: np.ndarray) -> np.ndarray:
-    session = rt.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    (tau,) = session.run(["tau"], {"X": X.astype(np.float32)})
+    inference = rt.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    (tau,) = inference.run(["tau"], {"X": X.astype(np.float32)})
     return tau
 
 
