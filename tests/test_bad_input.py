@@ -768,7 +768,7 @@ FIT_ARGUMENT_ERRORS = {
                 kinds=("numpy", "dask"),
                 fit_kwargs=lambda kind, params=params: {"fit_params": params(kind)},
             ),
-            ValueError(r"fit_params passes sample_weight to the R-learner"),
+            ValueError(r"The parameter sample_weight of the R-learner's treatment model is set"),
         )
         for case, params in [
             ("R-sample_weight", lambda kind: {"sample_weight": _ones(kind)}),

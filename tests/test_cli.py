@@ -193,7 +193,7 @@ BAD_JOBS = [
     ("--set", "data.outcome=outcome", "column 'outcome' is not in"),
     ("--set", "data.features=['x0', 'x9']", "column 'x9' is not in"),
     ("--set", "data.path=/nonexistent/train", "/nonexistent/train does not exist"),
-    ("--set", "learner.plan='fastest'", "plan must be None (the cost model from 100,000 training rows"),
+    ("--set", "learner.plan='fastest'", "plan must be None (the cost model from 100,000"),
     ("--set", "learner.plan={threads_per_model=0}",
      "learner.plan: threads_per_model must be None, -1 or a positive int, got 0"),
     ("--set", "learner.plan={threads=2}", "learner.plan: "),

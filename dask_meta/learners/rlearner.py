@@ -196,9 +196,9 @@ class RLearner(OnnxExport, MetaLearner):
     def _validate_fit_params(self, qualified: dict[str, dict[str, dict]]) -> None:
         if SAMPLE_WEIGHT in qualified[TREATMENT][TREATMENT_MODEL]:
             raise ValueError(
-                f"fit_params passes {SAMPLE_WEIGHT} to the R-learner's treatment model, but the "
-                "R-learner sets it itself (the squared treatment residuals); pass it only to "
-                "nuisance models (qualified form: {'nuisance': {kind: {...}}})"
+                f"The parameter {SAMPLE_WEIGHT} of the R-learner's treatment model is set by the "
+                "R-learner itself (the squared treatment residuals), but fit_params passes it; "
+                "pass it only to nuisance models (qualified form: {'nuisance': {kind: {...}}})"
             )
 
     def _nuisance_entries(self, synchronize: bool) -> list[ModelEntry]:
