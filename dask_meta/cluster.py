@@ -179,7 +179,7 @@ def local_client(cluster: LocalCluster, *, set_as_default: bool = True) -> Clien
 def connect_scheduler(address: str, *, timeout: str = "30s", wait: float = 60) -> Client:
     """A client of the running scheduler at ``address``, once a worker has joined it
     (``TimeoutError`` after ``wait`` seconds without one)."""
-    client = Client(address, timeout=timeout)
+    client = Client(address, timeout=timeout, set_as_default=False)
     client.wait_for_workers(1, timeout=wait)
     return client
 

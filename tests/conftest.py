@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import dask
 import numpy as np
 import pytest
 from distributed import Client
@@ -64,3 +65,15 @@ def _close_embedded_cluster():
     from dask_meta import close_embedded
 
     close_embedded()
+
+
+@pytest.fixture(autouse=True)
+def _scheduler_setting_of_the_session():
+    """Each test leaves Dask's ``scheduler`` setting as it found it. A client set as the
+    default records the setting it replaces and restores it when closed; two such clients
+    closed out of order leave "dask.distributed" behind with no client, and every later
+    eager Dask call in the run fails with "no Client active"."""
+    before = dask.config.get("scheduler", None)
+    yield
+    if dask.config.get("scheduler", None) != before:
+        dask.config.set(scheduler=before)

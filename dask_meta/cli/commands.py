@@ -87,7 +87,7 @@ def connect(job: dict[str, Any], report: str | None) -> Iterator[Any]:
         )
         memory = job_value(job, "cluster", "memory_limit", "auto")
         cluster = start_local_cluster(workers, threads, memory, quiet_workers=True)
-        client = local_client(cluster)
+        client = local_client(cluster, set_as_default=False)
         where = f"LocalCluster {workers} worker(s) x {threads} threads"
     try:
         print(f"dask-meta: {where}; dashboard: {dashboard_link(client)}", flush=True)
@@ -264,7 +264,7 @@ def demo(args: argparse.Namespace) -> int:
     from dask_meta.datasets import cate_names, feature_names, make_experiment
 
     cluster = start_local_cluster(args.workers, args.threads)
-    client = local_client(cluster)
+    client = local_client(cluster, set_as_default=False)
     try:
         # eager Dask calls (the row counts of to_dask_array) run on this cluster too
         with runtime.as_current(client):
