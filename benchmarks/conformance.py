@@ -138,23 +138,29 @@ def fetch_sdist(cache: Path) -> Path:
     """metalearners' sdist, extracted, as a git repository (its conftest finds its data with
     ``git rev-parse --show-toplevel``)."""
     source = cache / f"metalearners-{VERSION}"
-    if (source / "tests").is_dir() and (source / ".git").is_dir():
-        return source
-    cache.mkdir(parents=True, exist_ok=True)
-    archive = cache / f"metalearners-{VERSION}.tar.gz"
-    if not archive.exists():
-        download = [sys.executable, "-m", "pip", "download", f"metalearners=={VERSION}"]
-        download += ["--no-binary", ":all:", "--no-deps", "-q", "-d", str(cache)]
-        subprocess.run(download, check=True)
-    with tarfile.open(archive) as tar:
-        tar.extractall(cache, filter="data")
-    subprocess.run(["git", "init", "-q", str(source)], check=True)
-    # the workers import classes that the test modules define from this directory's tests/
-    (cache / "import-root").mkdir(exist_ok=True)
-    link = cache / "import-root" / "tests"
-    if not link.exists():
-        link.symlink_to(source / "tests")
+    if not ((source / "tests").is_dir() and (source / ".git").is_dir()):
+        cache.mkdir(parents=True, exist_ok=True)
+        archive = cache / f"metalearners-{VERSION}.tar.gz"
+        if not archive.exists():
+            download = [sys.executable, "-m", "pip", "download", f"metalearners=={VERSION}"]
+            download += ["--no-binary", ":all:", "--no-deps", "-q", "-d", str(cache)]
+            subprocess.run(download, check=True)
+        with tarfile.open(archive) as tar:
+            tar.extractall(cache, filter="data")
+        subprocess.run(["git", "init", "-q", str(source)], check=True)
+    write_import_root(cache, source)
     return source
+
+
+def write_import_root(cache: Path, source: Path) -> None:
+    """A regular package ``tests`` whose path is the sdist's ``tests/``: the workers import
+    the classes that the test modules define from it. A directory without ``__init__.py``
+    would lose to any installed regular ``tests`` package (onnxmltools 1.12 installs one)."""
+    package = cache / "import-root" / "tests"
+    if package.is_symlink():
+        package.unlink()
+    package.mkdir(parents=True, exist_ok=True)
+    (package / "__init__.py").write_text(f"__path__ = [{str(source / 'tests')!r}]\n")
 
 
 def selection(args: argparse.Namespace) -> list[str]:

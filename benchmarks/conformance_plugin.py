@@ -14,7 +14,7 @@ environment:
   (2 workers x 1 thread) serves the whole run as the default client, which dask-meta's
   learners use with ``client=None``;
 * ``CONFORMANCE_IMPORT_ROOT``: a directory whose ``tests`` package the workers import the
-  classes that metalearners' test modules define (appended to ``sys.path``).
+  classes that metalearners' test modules define (first on ``sys.path``).
 """
 
 from __future__ import annotations
@@ -151,7 +151,8 @@ def _start_client() -> None:
 # first
 _IMPORT_ROOT = os.environ.get("CONFORMANCE_IMPORT_ROOT")
 if _IMPORT_ROOT and _IMPORT_ROOT not in sys.path:
-    sys.path.append(_IMPORT_ROOT)
+    # first: some packages (onnxmltools 1.12) install a top-level ``tests`` package
+    sys.path.insert(0, _IMPORT_ROOT)
 if os.environ.get("CONFORMANCE_SWITCH") == "1":
     switch_to_dask_meta()
 

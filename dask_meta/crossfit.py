@@ -117,6 +117,10 @@ class CrossFitEstimator:
         self._n_classes: int | None = None
         self.classes_: np.ndarray | None = None
         self.fit_report_: pd.DataFrame | None = None
+        #: the learner calls ``predict_proba`` on these models (a propensity model, or an
+        #: outcome model of a classification learner): classes and probability columns, even
+        #: if the estimator does not say it is a classifier (a duck-typed one)
+        self._probabilities = False
         #: training rows no fold of ``cv`` held out (they have no in-sample prediction)
         self._unheld_rows = 0
 
@@ -136,11 +140,40 @@ class CrossFitEstimator:
 
     @property
     def is_classifier(self) -> bool:
-        return self._estimator_type == "classifier"
+        return self._estimator_type == "classifier" or self._probabilities
+
+    # equal by value, as metalearners' dataclass is: the same init parameters and the same
+    # fitted models (fitted models compare as themselves, by identity)
+    def _value(self) -> tuple:
+        classes = None if self.classes_ is None else tuple(np.asarray(self.classes_).tolist())
+        return (
+            self.n_folds,
+            self.estimator_factory,
+            self.estimator_params,
+            self.enable_overall,
+            self.random_state,
+            self.fold_strategy,
+            self.fold_key,
+            self.client,
+            self._probabilities,
+            self._estimators,
+            self._overall_estimator,
+            self._split,
+            self._n_classes,
+            classes,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, CrossFitEstimator)
+        return self._value() == other._value()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable and equal by value
 
     def clone(self) -> CrossFitEstimator:
         """A new unfitted estimator with the same init parameters."""
-        return CrossFitEstimator(
+        clone = CrossFitEstimator(
             n_folds=self.n_folds,
             estimator_factory=self.estimator_factory,
             estimator_params=self.estimator_params,
@@ -150,6 +183,8 @@ class CrossFitEstimator:
             fold_key=self.fold_key,
             client=self.client,
         )
+        clone._probabilities = self._probabilities
+        return clone
 
     def set_params(self, **params: Any) -> CrossFitEstimator:
         """Set init parameters (only those of ``__init__``); clears a previous fit."""
@@ -167,7 +202,9 @@ class CrossFitEstimator:
         if unknown:
             raise ValueError(f"unknown parameters {sorted(unknown)}; allowed: {sorted(allowed)}")
         merged = {name: getattr(self, name) for name in allowed} | params
+        probabilities = self._probabilities
         self.__init__(**merged)  # type: ignore[misc]
+        self._probabilities = probabilities
         return self
 
     @property

@@ -98,7 +98,7 @@ def map_predict(
             block = dask.delayed(_oos_block, pure=True)(
                 part, fn, models, anchor, tail, dask_key_name=runtime.task_key(name, i, token)
             )
-            blocks.append(da.from_delayed(block, shape=(np.nan, *tail), dtype=float))
+            blocks.append((block, (np.nan, *tail)))
     else:
         expected = len(context.lengths)
         if len(x_parts) != expected:
@@ -122,11 +122,14 @@ def map_predict(
                 context.columns.names,
                 dask_key_name=runtime.task_key(name, i, token),
             )
-            blocks.append(da.from_delayed(block, shape=(context.lengths[i], *tail), dtype=float))
-    result = da.concatenate(blocks, axis=0) if len(blocks) > 1 else blocks[0]
+            blocks.append((block, (context.lengths[i], *tail)))
     if frame.in_memory:
-        return np.asarray(runtime.compute_now(result, client))
-    return result
+        # the blocks themselves: dask.array's linear fusion fails on some graphs of a
+        # client-built fold frame ("Cannot fuse tasks with multiple outputs")
+        whole = dask.delayed(np.concatenate)([block for block, _ in blocks], axis=0)
+        return np.asarray(runtime.compute_now(whole, client))
+    arrays = [da.from_delayed(block, shape=shape, dtype=float) for block, shape in blocks]
+    return da.concatenate(arrays, axis=0) if len(arrays) > 1 else arrays[0]
 
 
 def _in_sample_sums(

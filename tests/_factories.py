@@ -49,3 +49,13 @@ class RegressorBuilder:
 
     def __call__(self, **params):
         return LinearRegression(**params)
+
+
+class UntypedClassifier(DuckClassifier):
+    """A classifier that names a type of its own and records no ``classes_``."""
+
+    _estimator_type = "Neutral"
+
+    def fit(self, X, y, sample_weight=None):
+        self.model_ = LogisticRegression(C=self.C).fit(np.asarray(X), y)
+        return self

@@ -272,3 +272,21 @@ def test_fit_takes_metalearners_default_cv_none(regression, client):
                 dd.from_pandas(pd.Series(y), npartitions=2),
                 cv=split,
             )
+
+
+def test_equal_by_value_as_metalearners_dataclass(regression, client):
+    """Two estimators built alike are equal (metalearners' is a dataclass); a fit makes them
+    differ; ``init_args`` rebuild a learner whose estimators equal the original's."""
+    from dask_meta import DRLearner, RLearner, SLearner, TLearner, XLearner
+
+    X, y, _ = regression
+    a = CrossFitEstimator(3, LinearRegression, random_state=1, client=client)
+    b = CrossFitEstimator(3, LinearRegression, random_state=1, client=client)
+    assert a == b and a != CrossFitEstimator(3, LinearRegression, random_state=2)
+    a.fit(X, y)
+    assert a != b
+    assert a == a
+    for learner in (SLearner, TLearner, XLearner, RLearner, DRLearner):
+        ml = learner(True, 2, LogisticRegression, LinearRegression, LogisticRegression)
+        rebuilt = learner(**ml.init_args)
+        assert rebuilt.__dict__ == ml.__dict__

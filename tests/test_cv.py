@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import polars as pl
 import pytest
+from scipy.sparse import csr_matrix
 from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.model_selection import GroupKFold, KFold
 
@@ -36,7 +37,7 @@ def _reference(X, y, cv, factory=LinearRegression, method="predict"):
     return out
 
 
-@pytest.mark.parametrize("kind", ["numpy", "pandas", "polars"])
+@pytest.mark.parametrize("kind", ["numpy", "pandas", "polars", "csr"])
 def test_fold_models_train_on_the_given_rows(client, kind):
     X, y, _ = _data()
     cv = list(KFold(N_FOLDS, shuffle=True, random_state=5).split(X))
@@ -44,6 +45,7 @@ def test_fold_models_train_on_the_given_rows(client, kind):
         "numpy": (X, y),
         "pandas": (pd.DataFrame(X, columns=list("abc")), pd.Series(y)),
         "polars": (pl.DataFrame(X, schema=list("abc")), pl.Series(y)),
+        "csr": (csr_matrix(X), y),
     }[kind]
     cfe = CrossFitEstimator(N_FOLDS, LinearRegression, client=client).fit(*data, cv=cv)
     for model, (train, _) in zip(cfe._estimators, cv, strict=True):
@@ -53,6 +55,8 @@ def test_fold_models_train_on_the_given_rows(client, kind):
         cfe.predict(data[0], is_oos=True, oos_method="overall"),
         LinearRegression().fit(X, y).predict(X),
     )
+    folds_mean = np.mean([m.predict(X) for m in cfe._estimators], axis=0)
+    np.testing.assert_allclose(cfe.predict(data[0], is_oos=True, oos_method="mean"), folds_mean)
 
 
 def test_splitter_and_boolean_masks(client):
@@ -148,3 +152,12 @@ def test_reusing_a_cv_fitted_nuisance_model_is_a_clear_error(client):
     dr.fit_nuisance(X, w, "propensity_model", 0, cv=list(KFold(N_FOLDS).split(X)))
     with pytest.raises(ValueError, match="propensity_model model was fitted with cv="):
         dr.fit_all_treatment(X, y, w)
+
+
+def test_sparse_in_sample_without_a_client():
+    """Sparse X, ``cv=`` and no client: the in-sample prediction computes (dask.array's
+    linear fusion once failed on this graph)."""
+    X, y, _ = _data()
+    cv = list(KFold(N_FOLDS, shuffle=True, random_state=5).split(X))
+    cfe = CrossFitEstimator(N_FOLDS, LinearRegression).fit(csr_matrix(X), y, cv=cv)
+    np.testing.assert_allclose(cfe.predict(csr_matrix(X), is_oos=False), _reference(X, y, cv))

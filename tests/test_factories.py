@@ -8,12 +8,18 @@ import functools
 
 import numpy as np
 import pytest
-from _factories import DuckClassifier, DuckRegressor, RegressorBuilder, make_linear_regression
+from _factories import (
+    DuckClassifier,
+    DuckRegressor,
+    RegressorBuilder,
+    UntypedClassifier,
+    make_linear_regression,
+)
 from lightgbm import LGBMClassifier, LGBMRegressor
 from sklearn.linear_model import LinearRegression, LogisticRegression
 
 import dask_meta
-from dask_meta import CrossFitEstimator, TLearner, XLearner
+from dask_meta import CrossFitEstimator, DRLearner, RLearner, TLearner, XLearner
 from dask_meta.grid_search import MetaLearnerGridSearch
 
 LGBM = {"n_estimators": 5, "verbose": -1, "min_child_samples": 5}
@@ -142,6 +148,31 @@ def test_duck_typed_classifier_as_propensity_model(client):
     np.testing.assert_allclose(
         ours.predict(X, is_oos=False), ref.predict(X, is_oos=False), rtol=1e-10
     )
+
+
+@pytest.mark.parametrize("learner", [RLearner, DRLearner])
+def test_untyped_classifier_as_propensity_model(client, learner):
+    """A propensity model that says neither classifier nor regressor and records no classes
+    gives probabilities all the same, as in metalearners."""
+    X, y, w = _data()
+    fitted = {
+        propensity: learner(
+            False,
+            2,
+            LinearRegression,
+            LinearRegression,
+            propensity,
+            n_folds=2,
+            random_state=1,
+            client=client,
+        ).fit(X, y, w)
+        for propensity in (UntypedClassifier, LogisticRegression)
+    }
+    ours, ref = fitted[UntypedClassifier], fitted[LogisticRegression]
+    np.testing.assert_allclose(
+        ours.predict(X, is_oos=False), ref.predict(X, is_oos=False), rtol=1e-8
+    )
+    assert ours._nuisance_models["propensity_model"][0].classes_.tolist() == [0, 1]
 
 
 @pytest.mark.parametrize(

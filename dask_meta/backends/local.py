@@ -29,7 +29,9 @@ def fit_local(spec: FitSpec, n_parts: int, *parts: pd.DataFrame) -> FitResult:
     """
     start = time.time()
     model, n_rows = on_threads(spec.threads, _fit_local, spec, n_parts, parts)
-    classes = np.asarray(model.classes_) if spec.is_classifier else None
+    classes = None
+    if spec.is_classifier:  # a duck-typed model used for probabilities may not record them
+        classes = np.asarray(getattr(model, "classes_", spec.classes))
     return FitResult(model, n_rows, worker_address(), start, time.time(), classes)
 
 

@@ -295,7 +295,7 @@ class MetaLearner(ABC):
 
     def _new_cfe(self, kind: str, factory: Any, params: dict) -> CrossFitEstimator:
         check_factory(factory, f"the factory for {kind}")
-        return CrossFitEstimator(
+        cfe = CrossFitEstimator(
             n_folds=self.n_folds[kind],
             estimator_factory=factory,
             estimator_params=params,
@@ -305,6 +305,9 @@ class MetaLearner(ABC):
             fold_key=self.fold_key,
             client=self.client,
         )
+        specs = self.nuisance_model_specifications() | self.treatment_model_specifications()
+        cfe._probabilities = specs[kind].predict_method(self) == "predict_proba"
+        return cfe
 
     def _validate_models(self) -> None:
         """Regressors where ``predict`` is used, classifiers where ``predict_proba`` is."""
