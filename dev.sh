@@ -24,6 +24,12 @@ find_python() {
   return 1
 }
 
+# ONNX converters for the parity virtualenv, at the versions metalearners' pixi.toml pins
+# (newer skl2onnx rejects the onnxconverter-common input types its tests pass); onnxmltools
+# 1.12 imports pkg_resources, which setuptools 81 removed
+ONNX_PINNED=("onnx==1.17.*" onnxconverter-common onnxruntime "onnxmltools==1.12.*" "skl2onnx==1.18.*"
+  spox "setuptools<81")
+
 venv() {  # venv DIR: create once
   local dir=$1
   if [ ! -x "$dir/bin/python" ]; then
@@ -50,19 +56,16 @@ case "$cmd" in
     # declaring them: it gets its own virtualenv, with dask-meta installed beside it.
     venv .venv-parity
     .venv-parity/bin/python -m pip install -q "metalearners==0.13.0" "scikit-learn<1.8" narwhals polars \
-      onnx spox onnxruntime skl2onnx onnxmltools -e ".[test]"
+      "${ONNX_PINNED[@]}" -e ".[test]"
     exec .venv-parity/bin/python -m pytest tests/parity "$@"
     ;;
   conformance)
     # metalearners 0.13.0's own test suite (its sdist, downloaded at run time), run on
     # metalearners itself and then switched to dask-meta (benchmarks/conformance.py): the
-    # parity virtualenv, plus what those tests import (ONNX converters, XGBoost, glum, ...);
-    # the ONNX converters at the versions metalearners' pixi.toml pins (newer skl2onnx rejects
-    # the onnxconverter-common input types its tests pass)
+    # parity virtualenv, plus what those tests import (XGBoost, glum, shap, ...)
     venv .venv-parity
     .venv-parity/bin/python -m pip install -q "metalearners==0.13.0" "scikit-learn<1.8" narwhals polars -e ".[test]" \
-      "onnx==1.17.*" onnxconverter-common onnxruntime "onnxmltools==1.12.*" "skl2onnx==1.18.*" \
-      spox shap xgboost glum git-root matplotlib
+      "${ONNX_PINNED[@]}" shap xgboost glum git-root matplotlib
     exec .venv-parity/bin/python benchmarks/conformance.py "$@"
     ;;
   lint)
