@@ -559,11 +559,51 @@ def narrow(frame: dd.DataFrame, columns: Sequence[Any]) -> dd.DataFrame:
     return frame[list(columns)]
 
 
-def partition_fingerprint(part: pd.DataFrame) -> int:
-    """A checksum of a partition's values (row order matters), to recognise training data."""
+def partition_fingerprint(part: pd.DataFrame, start: int = 0) -> int:
+    """A checksum of a partition's values (row order matters), to recognise training data.
+
+    Rows weigh by their position: the checksum of rows ``start:`` of a partition, computed
+    with that ``start``, adds up (modulo 2**64) with those of the other row ranges to the
+    partition's checksum.
+    """
     if len(part) == 0:
         return 0
     h = pd.util.hash_pandas_object(part, index=False).to_numpy()
-    weights = np.arange(1, len(h) + 1, dtype=np.uint64)
+    weights = np.arange(start + 1, start + len(h) + 1, dtype=np.uint64)
     with np.errstate(over="ignore"):
         return int((h * weights).sum(dtype=np.uint64))
+
+
+#: rows below which a partition is not cut into pieces
+MIN_PIECE_ROWS = 20_000
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Rows ``[n * index // count, n * (index + 1) // count)`` of partition ``number`` (of
+    ``n`` rows): a large partition is read or predicted in ``count`` tasks side by side."""
+
+    number: int
+    index: int = 0
+    count: int = 1
+
+    def rows(self, n: int) -> slice:
+        return slice(n * self.index // self.count, n * (self.index + 1) // self.count)
+
+
+def piece_counts(n_parts: int, threads: int, lengths: tuple[int, ...] | None) -> list[int]:
+    """How many pieces each partition is cut into: with fewer partitions than the cluster's
+    threads, large ones are cut so that every thread works (a parquet file of one row group
+    is one partition of a million rows). ``lengths``: the partitions' rows, when known;
+    otherwise each is assumed large enough."""
+    if threads <= 1 or n_parts >= threads:
+        return [1] * n_parts
+    if lengths is None:
+        return [-(-threads // n_parts)] * n_parts
+    share = max(MIN_PIECE_ROWS, -(-sum(lengths) // threads))
+    return [max(1, min(threads, round(n / share))) for n in lengths]
+
+
+def rows_of(part: pd.DataFrame, piece: Piece) -> pd.DataFrame:
+    """A piece of a partition (runs on a worker)."""
+    return part.iloc[piece.rows(len(part))]

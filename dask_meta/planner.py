@@ -53,7 +53,7 @@ from dask_meta.backends import (
     timed_task,
 )
 from dask_meta.cluster import THREADS, ClusterShape, cluster_shape
-from dask_meta.data import partitions
+from dask_meta.data import Piece, partitions, rows_of
 from dask_meta.factories import factory_name
 from dask_meta.progress import fit_progress
 from dask_meta.runtime import new_token, task_key
@@ -273,6 +273,30 @@ class Planner:
             futures = runtime.compute(self.client, parts)
         self._owned.extend(futures)
         return list(futures)
+
+    def cut_partitions(
+        self, parts: Sequence[Future], counts: Sequence[int], name: str
+    ) -> list[Future]:
+        """Persisted partitions cut into pieces of rows (``counts[i]`` of partition ``i``),
+        in row order: the passes over a few large partitions run as several tasks. The
+        pieces replace the cut partitions in what this run owns; their lineage keeps them."""
+        cut = {id(part) for part, count in zip(parts, counts, strict=True) if count > 1}
+        if not cut:
+            return list(parts)
+        token = new_token()
+        pieces: list[Future] = []
+        for i, (part, count) in enumerate(zip(parts, counts, strict=True)):
+            if count == 1:
+                pieces.append(part)
+                continue
+            for j in range(count):
+                key = task_key(name, i, j, token)
+                pieces.append(
+                    runtime.submit(self.client, rows_of, part, Piece(i, j, count), key=key)
+                )
+        self._owned = [f for f in self._owned if id(f) not in cut]
+        self._owned.extend(p for p in pieces if id(p) not in {id(q) for q in parts})
+        return pieces
 
     def map_partitions(
         self, func: Callable[..., Any], *columns: Sequence[Any], name: str, **kwargs: Any

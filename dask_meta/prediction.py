@@ -21,8 +21,16 @@ from distributed import Client
 
 from dask_meta import runtime
 from dask_meta.backends import aligned
-from dask_meta.data import Frame, on_cluster, partitions, prediction_frame
-from dask_meta.training import FitContext, check_partition
+from dask_meta.data import (
+    Frame,
+    Piece,
+    on_cluster,
+    partition_fingerprint,
+    partitions,
+    piece_counts,
+    prediction_frame,
+)
+from dask_meta.training import FitContext, check_fingerprint, check_length, check_partition
 
 PartitionFn = Callable[[pd.DataFrame, pd.DataFrame | None, Any], np.ndarray]
 
@@ -40,9 +48,24 @@ class Prediction:
     name: str
 
 
+@dataclass(frozen=True)
+class TrainingCheck:
+    """What recognises the training data: each partition's length and fingerprint."""
+
+    lengths: tuple[int, ...]
+    fingerprints: tuple[int, ...]
+    names: tuple[Any, ...]
+
+
 def _oos_block(
-    X: pd.DataFrame, fn: PartitionFn, bundle: Any, anchor: Any, tail: tuple[int, ...]
+    X: pd.DataFrame,
+    fn: PartitionFn,
+    bundle: Any,
+    anchor: Any,
+    tail: tuple[int, ...],
+    piece: Piece,
 ) -> np.ndarray:
+    X = X.iloc[piece.rows(len(X))]
     out = np.asarray(fn(aligned(X.reset_index(drop=True)), None, bundle), dtype=float)
     return out.reshape((len(X), *tail))
 
@@ -54,16 +77,32 @@ def _in_sample_block(
     bundle: Any,
     anchor: Any,
     tail: tuple[int, ...],
-    number: int,
-    lengths: tuple[int, ...],
-    fingerprints: tuple[int, ...],
-    names: tuple[Any, ...],
-) -> np.ndarray:
-    check_partition(X, number, lengths, fingerprints, names)
+    piece: Piece,
+    check: TrainingCheck,
+) -> tuple[np.ndarray, int]:
+    """A piece's predictions and its part of the partition's fingerprint."""
+    check_length(len(X), piece.number, check.lengths)
+    rows = piece.rows(len(X))
+    X = X.iloc[rows]
+    fingerprint = partition_fingerprint(X[list(check.names)], start=rows.start)
     out = np.asarray(
-        fn(X.reset_index(drop=True), folds.reset_index(drop=True), bundle), dtype=float
+        fn(X.reset_index(drop=True), folds.iloc[rows].reset_index(drop=True), bundle),
+        dtype=float,
     )
-    return out.reshape((len(X), *tail))
+    return out.reshape((len(X), *tail)), fingerprint
+
+
+def _join_pieces(blocks: list[np.ndarray]) -> np.ndarray:
+    return blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=0)
+
+
+def _join_in_sample(
+    pieces: list[tuple[np.ndarray, int]], number: int, check: TrainingCheck
+) -> np.ndarray:
+    """A partition's in-sample predictions, once its pieces add up to its fingerprint."""
+    fingerprint = sum(f for _, f in pieces) % 2**64
+    check_fingerprint(fingerprint, number, check.fingerprints)
+    return _join_pieces([block for block, _ in pieces])
 
 
 def map_predict(
@@ -75,13 +114,18 @@ def map_predict(
     tail: tuple[int, ...],
     client: Client | None,
     name: str,
+    threads_of: Client | None = None,
 ) -> np.ndarray | da.Array:
     """Apply ``fn`` to every partition of X; Dask in -> lazy Dask array, in-memory -> numpy.
 
     ``fn(X_part, folds_part_or_None, bundle)`` returns ``(n, prod(tail))`` floats; the result
     has shape ``(n, *tail)``, one chunk per partition of X (sizes known for in-sample
     prediction). For ``is_oos=False`` ``fn`` also gets the partition's fold frame, and each
-    partition is checked against the training data (length and fingerprint).
+    partition is checked against the training data (length and fingerprint). With fewer
+    partitions than the cluster's threads, a large partition is predicted in pieces side by
+    side (:func:`piece_counts`) and joined into its chunk; ``threads_of`` is the client
+    whose cluster's threads count (default ``client``; a lazy result of Dask input is
+    computed by whichever client computes it).
     """
     frame = X if isinstance(X, Frame) else on_cluster(prediction_frame(X, context.columns), client)
     # unique per call: a key shared by two predictions would silently return the other's result
@@ -92,12 +136,29 @@ def map_predict(
     # "Cannot fuse tasks with multiple outputs".
     anchor = dask.delayed(token, name=runtime.task_key("anchor", token), traverse=False)
     x_parts = partitions(frame.frame)
+    sizer = threads_of or client
+    threads = runtime.total_threads(sizer) if sizer is not None else 1
     blocks = []
     if is_oos:
+        counts = piece_counts(len(x_parts), threads, None)
         for i, part in enumerate(x_parts):
-            block = dask.delayed(_oos_block, pure=True)(
-                part, fn, models, anchor, tail, dask_key_name=runtime.task_key(name, i, token)
-            )
+            pieces = [
+                dask.delayed(_oos_block, pure=True)(
+                    part,
+                    fn,
+                    models,
+                    anchor,
+                    tail,
+                    Piece(i, j, counts[i]),
+                    dask_key_name=runtime.task_key(name, i, j, token),
+                )
+                for j in range(counts[i])
+            ]
+            block = pieces[0]
+            if len(pieces) > 1:
+                block = dask.delayed(_join_pieces, pure=True)(
+                    pieces, dask_key_name=runtime.task_key(f"{name}-join", i, token)
+                )
             blocks.append((block, (np.nan, *tail)))
     else:
         expected = len(context.lengths)
@@ -107,20 +168,26 @@ def map_predict(
                 f"partitions where the training data had {expected}; use is_oos=True for "
                 "other data"
             )
+        check = TrainingCheck(context.lengths, context.fingerprints, context.columns.names)
+        counts = piece_counts(len(x_parts), threads, context.lengths)
         fold_parts = partitions(context.folds_for(client))
         for i, (part, folds) in enumerate(zip(x_parts, fold_parts, strict=True)):
-            block = dask.delayed(_in_sample_block, pure=True)(
-                part,
-                folds,
-                fn,
-                models,
-                anchor,
-                tail,
-                i,
-                context.lengths,
-                context.fingerprints,
-                context.columns.names,
-                dask_key_name=runtime.task_key(name, i, token),
+            pieces = [
+                dask.delayed(_in_sample_block, pure=True)(
+                    part,
+                    folds,
+                    fn,
+                    models,
+                    anchor,
+                    tail,
+                    Piece(i, j, counts[i]),
+                    check,
+                    dask_key_name=runtime.task_key(name, i, j, token),
+                )
+                for j in range(counts[i])
+            ]
+            block = dask.delayed(_join_in_sample, pure=True)(
+                pieces, i, check, dask_key_name=runtime.task_key(f"{name}-join", i, token)
             )
             blocks.append((block, (context.lengths[i], *tail)))
     if frame.in_memory:

@@ -36,6 +36,7 @@ from dask_meta.data import (
     narrow,
     partition_fingerprint,
     partitions,
+    piece_counts,
     unknown_categoricals,
     with_categories,
 )
@@ -134,13 +135,23 @@ def check_partition(
     names: tuple[Any, ...],
 ) -> None:
     """Raise unless partition ``number`` of X is that partition of the training data."""
-    if len(X) != lengths[number]:
+    check_length(len(X), number, lengths)
+    check_fingerprint(partition_fingerprint(X[list(names)]), number, fingerprints)
+
+
+def check_length(n_rows: int, number: int, lengths: tuple[int, ...]) -> None:
+    """Raise unless partition ``number`` of X has as many rows as the training data's."""
+    if n_rows != lengths[number]:
         raise ValueError(
             f"is_oos=False needs exactly the training data, but partition {number} of X has "
-            f"{len(X)} rows where the training data had {lengths[number]}; use is_oos=True "
+            f"{n_rows} rows where the training data had {lengths[number]}; use is_oos=True "
             "for other data"
         )
-    if partition_fingerprint(X[list(names)]) != fingerprints[number]:
+
+
+def check_fingerprint(fingerprint: int, number: int, fingerprints: tuple[int, ...]) -> None:
+    """Raise unless partition ``number`` of X has the training data's fingerprint."""
+    if fingerprint != fingerprints[number]:
         raise ValueError(
             f"is_oos=False needs exactly the training data, but partition {number} of X holds "
             "other values than the training data (fingerprint mismatch); use is_oos=True for "
@@ -343,5 +354,11 @@ def place(
     fingerprints = planner.gather_partitions(
         fingerprint_features, parts, "fingerprint", names=data.columns.names
     )
-    context = fit_context(data, assignment, [s.n for s in stats], fingerprints, planner.client)
+    lengths = [s.n for s in stats]
+    context = fit_context(data, assignment, lengths, fingerprints, planner.client)
+    if persist and planner.shape is not None:
+        # a few large partitions (a parquet file of one row group): the fit's passes over
+        # the rows (in-sample predictions, derived targets) run on every thread
+        counts = piece_counts(len(parts), planner.shape.total_threads, tuple(lengths))
+        parts = planner.cut_partitions(parts, counts, "training-pieces")
     return TrainingData(data, stats, assignment, parts, context, persist)

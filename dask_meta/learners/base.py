@@ -740,7 +740,8 @@ class MetaLearner(ABC):
         client = self._predict_client() if not is_dask(X) else None
         if (known := client or self._running_client()) is not None:
             check_loadable(known, self._model_classes())
-        return map_predict(X, self._fit_context, is_oos, fn, bundle, tail, client, name)
+        context = self._fit_context
+        return map_predict(X, context, is_oos, fn, bundle, tail, client, name, threads_of=known)
 
     def predict(self, X: Matrix, is_oos: bool, oos_method: str = OVERALL) -> Any:
         """The CATE of every variant against variant 0: ``(n, n_variants - 1, n_outputs)``.
