@@ -433,7 +433,10 @@ def _variant_2_without_class_2(df):
 FIT_DATA_ERRORS = {
     "w-outside-variants": (
         _fit(_set("w", 5, 3), "DR"),
-        ValueError(r"w has values .*outside 0\.\.2"),
+        ValueError(
+            r"^Number of variants present in the treatment are different than the number "
+            r"specified at instantiation: w has values .*outside 0\.\.2"
+        ),
     ),
     "w-missing-variant": (
         _fit(_merge_variant, "X"),
@@ -1276,7 +1279,11 @@ def test_write_predictions_selects_the_features_of_a_wider_x(fitted_dr, kind, tm
 
 #: y and w that fit refuses: (change (y, w), message)
 VALUE_ERRORS = {
-    "w-out-of-range": (lambda y, w: (y, w + 1), r"w has values \[1, 2, 3\]; expected 0\.\.n_"),
+    "w-out-of-range": (
+        lambda y, w: (y, w + 1),
+        r"^Treatment variant should be encoded with values 0\.\.2 and all variants should be "
+        r"present: w has values \[1, 2, 3\]; expected 0\.\.n_",
+    ),
     "y-nan": (lambda y, w: (np.where(w == 1, np.nan, y), w), r"y has \d+ missing values \(NaN\)"),
     "y-inf": (lambda y, w: (np.where(w == 2, np.inf, y), w), r"y has \d+ infinite values"),
     "w-nan": (lambda y, w: (y, np.where(w == 0, np.nan, w)), r"w has \d+ missing values"),

@@ -98,8 +98,17 @@ def check_values(learner: Any, stats: Sequence[PartitionStats], every_variant: b
         if extra:
             detail.append(f"values {extra} are outside 0..{n_variants - 1}")
         present = " with every variant present" if every_variant else ""
+        # metalearners' first words, then which values are wrong
+        if every_variant and len(found) != n_variants:
+            lead = (
+                "Number of variants present in the treatment are different than the number "
+                "specified at instantiation"
+            )
+        else:
+            lead = f"Treatment variant should be encoded with values 0..{n_variants - 1}"
+            lead += " and all variants should be present" if every_variant else ""
         raise ValueError(
-            f"w has values {sorted_values(found)}; expected 0..n_variants-1 = "
+            f"{lead}: w has values {sorted_values(found)}; expected 0..n_variants-1 = "
             f"{sorted(expected)}{present} ({'; '.join(detail)})"
         )
 
