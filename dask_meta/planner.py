@@ -285,17 +285,18 @@ class Planner:
             return list(parts)
         token = new_token()
         pieces: list[Future] = []
+        created: list[Future] = []
         for i, (part, count) in enumerate(zip(parts, counts, strict=True)):
             if count == 1:
                 pieces.append(part)
                 continue
             for j in range(count):
                 key = task_key(name, i, j, token)
-                pieces.append(
+                created.append(
                     runtime.submit(self.client, rows_of, part, Piece(i, j, count), key=key)
                 )
-        self._owned = [f for f in self._owned if id(f) not in cut]
-        self._owned.extend(p for p in pieces if id(p) not in {id(q) for q in parts})
+                pieces.append(created[-1])
+        self._owned = [f for f in self._owned if id(f) not in cut] + created
         return pieces
 
     def map_partitions(

@@ -29,6 +29,7 @@ from dask_meta.data import (
     partitions,
     piece_counts,
     prediction_frame,
+    rows_of,
 )
 from dask_meta.training import FitContext, check_fingerprint, check_length, check_partition
 
@@ -48,15 +49,6 @@ class Prediction:
     name: str
 
 
-@dataclass(frozen=True)
-class TrainingCheck:
-    """What recognises the training data: each partition's length and fingerprint."""
-
-    lengths: tuple[int, ...]
-    fingerprints: tuple[int, ...]
-    names: tuple[Any, ...]
-
-
 def _oos_block(
     X: pd.DataFrame,
     fn: PartitionFn,
@@ -65,7 +57,7 @@ def _oos_block(
     tail: tuple[int, ...],
     piece: Piece,
 ) -> np.ndarray:
-    X = X.iloc[piece.rows(len(X))]
+    X = rows_of(X, piece)
     out = np.asarray(fn(aligned(X.reset_index(drop=True)), None, bundle), dtype=float)
     return out.reshape((len(X), *tail))
 
@@ -78,13 +70,14 @@ def _in_sample_block(
     anchor: Any,
     tail: tuple[int, ...],
     piece: Piece,
-    check: TrainingCheck,
+    check: FitContext,
 ) -> tuple[np.ndarray, int]:
-    """A piece's predictions and its part of the partition's fingerprint."""
+    """A piece's predictions and its part of the partition's fingerprint (``check``: the
+    fit's slim context, which knows the training partitions' lengths and fingerprints)."""
     check_length(len(X), piece.number, check.lengths)
     rows = piece.rows(len(X))
     X = X.iloc[rows]
-    fingerprint = partition_fingerprint(X[list(check.names)], start=rows.start)
+    fingerprint = partition_fingerprint(X[list(check.columns.names)], start=rows.start)
     out = np.asarray(
         fn(X.reset_index(drop=True), folds.iloc[rows].reset_index(drop=True), bundle),
         dtype=float,
@@ -97,7 +90,7 @@ def _join_pieces(blocks: list[np.ndarray]) -> np.ndarray:
 
 
 def _join_in_sample(
-    pieces: list[tuple[np.ndarray, int]], number: int, check: TrainingCheck
+    pieces: list[tuple[np.ndarray, int]], number: int, check: FitContext
 ) -> np.ndarray:
     """A partition's in-sample predictions, once its pieces add up to its fingerprint."""
     fingerprint = sum(f for _, f in pieces) % 2**64
@@ -168,7 +161,7 @@ def map_predict(
                 f"partitions where the training data had {expected}; use is_oos=True for "
                 "other data"
             )
-        check = TrainingCheck(context.lengths, context.fingerprints, context.columns.names)
+        check = context.slim()
         counts = piece_counts(len(x_parts), threads, context.lengths)
         fold_parts = partitions(context.folds_for(client))
         for i, (part, folds) in enumerate(zip(x_parts, fold_parts, strict=True)):
