@@ -6,11 +6,13 @@ One command, one machine, the same generated data and base models for everyone:
     .venv/bin/python benchmarks/peers.py --rows 100000 --learners T DR
 
 * Data: ``dask_meta.datasets.make_experiment`` (20 covariates, ``--variants`` variants, default
-  3, linear effects), written to parquet once per size from the cluster.
+  3, linear effects), written to parquet once per size: by default by pandas, as one file
+  (one row group up to a million rows, as a user's own file often is), or with ``--write
+  cluster`` from the cluster, one file per partition.
 * Base models: ``LGBMRegressor(n_estimators=100, verbose=-1)`` for every outcome and effect
   model, ``LGBMClassifier`` with the same params for propensities; each package lets
-  LightGBM use its default threads, except dask-meta, whose plan (``--plan``, default
-  ``auto``) chooses them.
+  LightGBM use its default threads, except dask-meta, whose plan chooses them (``--plan``:
+  by default dask-meta's default, not given).
 * Folds: ``--folds`` (default 5) for every cross-fitting package: metalearners and dask-meta
   (``n_folds``), EconML's ``DRLearner``/``NonParamDML`` (``cv``) and CausalML's R-learner
   (``n_fold``); EconML's and CausalML's S/T/X learners do not cross-fit.
@@ -19,10 +21,12 @@ One command, one machine, the same generated data and base models for everyone:
   metalearners in ``.venv-parity`` with its default parallelism (its fastest configuration
   here, see ``learners_vs_metalearners.py`` for its whole grid), EconML and CausalML in
   ``.venv-peers`` (``accuracy.py`` creates it).
-* dask-meta is fitted with metalearners' folds (``--configs default``: every model kind
-  cross-fitted, the numbers metalearners gives, from the lazily read parquet) and, for the
-  like-for-like comparison with EconML and CausalML, doing their work
-  (:func:`peer_config` says which fit each peer is compared with):
+* dask-meta is fitted with metalearners' folds (every model kind cross-fitted, the numbers
+  metalearners gives) with its default arguments from the lazily read parquet (``--configs
+  default``) and from pandas read before the timer starts (``pandas``), and with
+  ``plan="auto"`` from the lazily read parquet (``auto``); and, for the like-for-like
+  comparison with EconML and CausalML, doing their work (:func:`peer_config` says which fit
+  each peer is compared with):
 
   * ``peers-folds`` (:data:`PEERS_FOLDS`): only the model kinds that the peers cross-fit are
     cross-fitted, the others are fitted once on all their rows (their T and X learners fit
@@ -39,8 +43,12 @@ One command, one machine, the same generated data and base models for everyone:
   (``--peers-input persisted``, the default: the parquet persisted on the cluster, not
   timed; ``lazy`` times the read too).
 * Reported: fit wall time, its ratio to dask-meta's (for EconML and CausalML also to
-  dask-meta's doing their work), and the RMSE of the in-sample CATE
-  against the true one (over all variants). EconML's ``NonParamDML`` takes one binary
+  dask-meta's doing their work), the wall time of the in-sample prediction (for dask-meta
+  computed into the client's memory, where the peers return theirs), the RMSE of the
+  in-sample CATE against the true one (over all variants), and the warnings dask-meta's fit
+  and prediction print. A second table gives dask-meta's metalearners work as ratios to
+  metalearners' fit and prediction times, against the targets :data:`FIT_TARGETS` (fit) and
+  1 (prediction). EconML's ``NonParamDML`` takes one binary
   treatment, so its R-learner is "n/a" with 3 variants. CausalML is given propensity scores
   from the same propensity model (their computation counts in its fit time).
 
@@ -72,9 +80,15 @@ PACKAGES = ("dask-meta", "metalearners", "econml", "causalml")
 #: dask-meta's package name in the results, per ``--configs`` value
 OURS = {
     "default": "dask-meta",
+    "pandas": "dask-meta, pandas input",
+    "auto": "dask-meta, plan auto",
     "peers-folds": "dask-meta, peers' folds",
     "peers-pairwise": "dask-meta, peers' folds, pairwise propensity",
 }
+#: the configurations that fit metalearners' learner (every model kind cross-fitted)
+METALEARNERS_WORK = ("default", "pandas", "auto")
+#: fit time / metalearners' of dask-meta's defaults, per learner (the moonshot is 0.5)
+FIT_TARGETS = {"S": 0.75, "T": 0.75, "X": 0.6, "R": 0.6, "DR": 0.6}
 #: per learner, the folds of each model kind that EconML and CausalML use (``None``: the
 #: benchmark's ``--folds``); fitted with ``synchronize_cross_fitting=False``
 PEERS_FOLDS: dict[str, dict[str, int | None]] = {
@@ -124,6 +138,9 @@ PEER_CONFIGS: dict[str, tuple[str, ...]] = {
 }
 
 
+PEER_CONFIGS_ALL = ("peers-folds", "peers-pairwise")
+
+
 def peer_config(learner: str, peer: str) -> str:
     """The dask-meta configuration that does the same work as ``peer``'s ``learner``."""
     return "peers-pairwise" if peer in PAIRWISE_PEERS.get(learner, ()) else "peers-folds"
@@ -142,14 +159,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--peers", nargs="*", default=list(PACKAGES[1:]), choices=PACKAGES[1:], help="peers to run"
     )
     parser.add_argument(
-        "--plan", default="auto", choices=("auto", "none"), help="dask-meta's plan argument"
+        "--plan",
+        default="default",
+        choices=("default", "auto", "none"),
+        help="dask-meta's plan argument (default: not given) but in the 'auto' configuration",
+    )
+    parser.add_argument(
+        "--write",
+        default="pandas",
+        choices=("pandas", "cluster"),
+        help="how the data reach parquet: one file written by pandas (one row group of up to "
+        "a million rows, what a user's own file often is) or one file per partition of the "
+        "generator, written from the cluster",
     )
     parser.add_argument(
         "--configs",
         nargs="+",
         default=list(OURS),
         choices=tuple(OURS),
-        help="dask-meta's configurations: metalearners' folds (default) and the peers' work",
+        help="dask-meta's configurations: metalearners' work with the defaults on lazy "
+        "parquet (default) and on pandas (pandas), with plan='auto' (auto), and the peers' work",
     )
     parser.add_argument(
         "--peers-input",
@@ -176,7 +205,7 @@ def dask_meta_learner(args: argparse.Namespace, client, learner: str, config: st
     n_folds: int | dict[str, int] = args.folds
     fit_kwargs: dict = {}
     learner_kwargs: dict = {}
-    if config != "default":
+    if config in PEER_CONFIGS_ALL:
         n_folds = {k: args.folds if f is None else f for k, f in PEERS_FOLDS[learner].items()}
         if config == "peers-pairwise":
             n_folds |= PAIRWISE_FOLDS.get(learner, {})
@@ -187,6 +216,9 @@ def dask_meta_learner(args: argparse.Namespace, client, learner: str, config: st
         classifier = models["propensity_model_factory"](**models["propensity_model_params"])
         models["propensity_model_factory"] = dask_meta.PairwisePropensityClassifier
         models["propensity_model_params"] = {"estimator": classifier}
+    plan = "auto" if config == "auto" else args.plan
+    if plan != "default":  # else not given: the learner's default
+        learner_kwargs["plan"] = None if plan == "none" else plan
     est = getattr(dask_meta, f"{learner}Learner")(
         is_classification=False,
         n_variants=args.variants,
@@ -194,7 +226,6 @@ def dask_meta_learner(args: argparse.Namespace, client, learner: str, config: st
         n_folds=n_folds,
         random_state=args.seed,
         client=client,
-        plan=None if args.plan == "none" else args.plan,
         **learner_kwargs,
     )
     return est, fit_kwargs
@@ -215,7 +246,14 @@ def in_sample_mse(client, est, X, truth) -> list[float]:
 def fit_dask_meta(
     args: argparse.Namespace, client, path: Path, learner: str, config: str = "default"
 ) -> dict:
+    """One fit of dask-meta in ``config`` and its in-sample prediction, each timed, with the
+    warnings they print. The prediction is computed into memory, as metalearners returns
+    it, and scored against the true CATE there."""
+    import warnings
+
     import dask.dataframe as dd
+    import numpy as np
+    import pandas as pd
     from distributed import wait
 
     from dask_meta.datasets import cate_names, feature_names
@@ -223,27 +261,41 @@ def fit_dask_meta(
 
     ddf = dd.read_parquet(path)
     features, cates = feature_names(ddf), cate_names(ddf)
+    truth = pd.read_parquet(path, columns=cates).to_numpy()
     source = "lazy"
-    if config != "default" and args.peers_input == "persisted":
+    X, y, w = ddf[features], ddf["y"], ddf["w"]
+    if config == "pandas":
+        frame = pd.read_parquet(path, columns=[*features, "y", "w"])
+        X, y, w = frame[features], frame["y"], frame["w"]
+        source = "pandas"
+    elif config in PEER_CONFIGS_ALL and args.peers_input == "persisted":
         ddf = client.persist(ddf)
         wait(ddf)
+        X, y, w = ddf[features], ddf["y"], ddf["w"]
         source = "persisted"
     est, fit_kwargs = dask_meta_learner(args, client, learner, config)
-    start = time.perf_counter()
-    est.fit(ddf[features], ddf["y"], ddf["w"], **fit_kwargs)
-    fit_s = time.perf_counter() - start
-    mse = in_sample_mse(client, est, ddf[features], ddf[cates])
-    rmse = [m**0.5 for m in mse]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        start = time.perf_counter()
+        est.fit(X, y, w, **fit_kwargs)
+        fit_s = time.perf_counter() - start
+        start = time.perf_counter()
+        cate = est.predict(X, is_oos=False)
+        cate = np.asarray(cate if isinstance(cate, np.ndarray) else cate.compute())
+        predict_s = time.perf_counter() - start
+    rmse = np.sqrt(((cate[:, :, 0] - truth) ** 2).mean(axis=0))
     report = est.fit_report_
     return {
         "package": OURS[config],
         "learner": learner,
         "fit_s": fit_s,
-        "pehe_in": float(sum(mse) / len(mse)) ** 0.5,
-        "rmse_in": rmse,
+        "predict_s": predict_s,
+        "pehe_in": float(np.sqrt((rmse**2).mean())),
+        "rmse_in": [float(r) for r in rmse],
         "efficiency": parallel_efficiency(report, sum(client.nthreads().values()), fit_s),
         "plan": report.attrs.get("plan", {}),
         "input": source,
+        "warnings": [f"{c.category.__name__}: {c.message}" for c in caught],
     }
 
 
@@ -255,6 +307,7 @@ def table(results: list[dict], rows_list: list[int], learners: list[str]) -> str
         "fit s",
         "ratio to dask-meta",
         "peer / dask-meta doing its work",
+        "in-sample predict s",
         "RMSE",
         "note",
     ]
@@ -267,7 +320,7 @@ def table(results: list[dict], rows_list: list[int], learners: list[str]) -> str
             for r in mine:
                 if "not_available" in r:
                     note = r["not_available"]
-                    body.append([f"{n:,}", learner, r["package"], "n/a", "", "", "", note])
+                    body.append([f"{n:,}", learner, r["package"], "n/a", "", "", "", "", note])
                     continue
                 ratio = f"{r['fit_s'] / dm['fit_s']:.2f}" if dm else ""
                 like = ""
@@ -280,8 +333,10 @@ def table(results: list[dict], rows_list: list[int], learners: list[str]) -> str
                     note = (
                         f"{r.get('input', 'lazy')} input, plan {r['plan'].get('source')}: "
                         f"{r['plan'].get('threads_per_model')} thread(s)/model, "
-                        f"efficiency {r['efficiency']:.2f}"
+                        f"efficiency {r['efficiency']:.2f}, "
+                        f"{len(r.get('warnings', []))} warnings"
                     )
+                predict = f"{r['predict_s']:.1f}" if r.get("predict_s") is not None else ""
                 body.append(
                     [
                         f"{n:,}",
@@ -290,11 +345,64 @@ def table(results: list[dict], rows_list: list[int], learners: list[str]) -> str
                         f"{r['fit_s']:.1f}",
                         ratio,
                         like,
+                        predict,
                         f"{r['pehe_in']:.4f}",
                         note,
                     ]
                 )
     return accuracy._format(heads, body)
+
+
+def against_metalearners(results: list[dict], rows_list: list[int], learners: list[str]) -> str:
+    """dask-meta's metalearners work (defaults on lazy parquet and on pandas, plan auto)
+    as ratios to metalearners' fit and in-sample prediction times, and the targets."""
+    heads = ["rows", "learner", "configuration", "fit / ml", "target", "predict / ml", "RMSE / ml"]
+    body = []
+    verdicts = {"fit": True, "predict": True, "warnings": True}
+    for n in rows_list:
+        for learner in learners:
+            mine = {r["package"]: r for r in results if r["rows"] == n and r["learner"] == learner}
+            ml = mine.get("metalearners")
+            if ml is None or "fit_s" not in ml:
+                continue
+            for config in METALEARNERS_WORK:
+                r = mine.get(OURS[config])
+                if r is None:
+                    continue
+                fit = r["fit_s"] / ml["fit_s"]
+                predict = r["predict_s"] / ml["predict_s"] if ml.get("predict_s") else None
+                worst = max(a / b for a, b in zip(r["rmse_in"], ml["rmse_in"], strict=True))
+                target = FIT_TARGETS[learner] if config != "auto" else None
+                if target is not None:
+                    verdicts["fit"] &= fit <= target
+                    verdicts["warnings"] &= not r.get("warnings")
+                verdicts["predict"] &= predict is not None and predict <= 1.0
+                body.append(
+                    [
+                        f"{n:,}",
+                        learner,
+                        OURS[config],
+                        f"{fit:.2f}",
+                        f"<= {target}" if target is not None else "",
+                        f"{predict:.2f}" if predict is not None else "n/a",
+                        f"{worst:.3f}",
+                    ]
+                )
+    lines = [accuracy._format(heads, body), ""]
+    lines.append(
+        "target: dask-meta's defaults (lazy parquet and pandas) fit within the target ratio of "
+        f"metalearners' fit time: {'PASS' if verdicts['fit'] else 'FAIL'}"
+    )
+    lines.append(
+        "target: in-sample prediction no slower than metalearners' in every configuration: "
+        f"{'PASS' if verdicts['predict'] else 'FAIL'}"
+    )
+    lines.append(
+        "target: no warning from a fit and prediction with the defaults: "
+        f"{'PASS' if verdicts['warnings'] else 'FAIL'}"
+    )
+    lines.append("RMSE / ml: the worst variant's in-sample RMSE ratio (one fit each, one seed)")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -325,10 +433,13 @@ def main(argv: list[str] | None = None) -> int:
             path = tmp / f"experiment-{n}.parquet"
             with local_client(1, cores) as client:
                 data = make_experiment(n, 20, args.variants, seed=args.seed)
-                data.to_parquet(path, write_index=False)
+                if args.write == "pandas":
+                    data.compute().to_parquet(path, index=False)
+                else:
+                    data.to_parquet(path, write_index=False)
                 for learner in args.learners:
                     for config in args.configs:
-                        if config != "default" and config not in PEER_CONFIGS[learner]:
+                        if config in PEER_CONFIGS_ALL and config not in PEER_CONFIGS[learner]:
                             continue
                         if any(
                             (r["rows"], r["learner"], r["package"]) == (n, learner, OURS[config])
@@ -369,6 +480,7 @@ def main(argv: list[str] | None = None) -> int:
 def save(args: argparse.Namespace, cores: int, load: tuple, results: list[dict]) -> str:
     """Write what is measured so far (a long run that stops keeps its finished rows)."""
     text = table(results, args.rows, args.learners)
+    text += "\n\n" + against_metalearners(results, args.rows, args.learners)
     document = {
         "benchmark": "peers",
         "args": vars(args),

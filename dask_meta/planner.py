@@ -346,15 +346,8 @@ class Planner:
             return runtime.gather_tasks(self.client, tasks)
 
     def scatter(self, obj: Any) -> Future:
-        """Put one small object (fitted models) on the cluster once.
-
-        As a task that returns it, not ``client.scatter``: scattered data has no lineage,
-        so losing the worker that holds it would fail every task that needs it, while a
-        task's result is recomputed elsewhere.
-        """
-        future = runtime.submit(
-            self.client, _identity, obj, key=task_key("models", new_token()), pure=False
-        )
+        """Put one object (fitted models) on the cluster once (:func:`runtime.put`)."""
+        future = runtime.put(self.client, obj, task_key("models", new_token()))
         self._owned.append(future)
         return future
 

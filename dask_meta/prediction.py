@@ -98,6 +98,16 @@ def _join_in_sample(
     return _join_pieces([block for block, _ in pieces])
 
 
+def _models_node(bundle: Any, client: Client | None, token: str) -> Any:
+    """The fitted models that a prediction's tasks read: sent once to the cluster of the
+    client that computes it (:func:`runtime.put`, no "Sending large graph" warning however
+    many models there are), or inside the graph, for any scheduler, without one."""
+    key = runtime.task_key("prediction-models", token)
+    if client is None:
+        return dask.delayed(bundle, name=key, traverse=False)
+    return runtime.put(client, bundle, key)
+
+
 def map_predict(
     X: Any,
     context: FitContext,
@@ -123,7 +133,10 @@ def map_predict(
     frame = X if isinstance(X, Frame) else on_cluster(prediction_frame(X, context.columns), client)
     # unique per call: a key shared by two predictions would silently return the other's result
     token = runtime.new_token()
-    models = dask.delayed(bundle, name=runtime.task_key("models", token), traverse=False)
+    # the client that computes the result: ``client`` for in-memory X, else (a lazy result)
+    # the current one, if any
+    computing = client if frame.in_memory else runtime.computing_client()
+    models = _models_node(bundle, computing, token)
     # A second small dependency keeps dask's linear fusion away from the models node: with a
     # single dependent partition (one partition, or a culled slice) dask 2026.8 fails with
     # "Cannot fuse tasks with multiple outputs".
@@ -163,7 +176,8 @@ def map_predict(
             )
         check = context.slim()
         counts = piece_counts(len(x_parts), threads, context.lengths)
-        fold_parts = partitions(context.folds_for(client))
+        # the fold columns held on the computing client's cluster, if that is the fit's
+        fold_parts = partitions(context.folds_for(computing))
         for i, (part, folds) in enumerate(zip(x_parts, fold_parts, strict=True)):
             pieces = [
                 dask.delayed(_in_sample_block, pure=True)(
@@ -222,7 +236,7 @@ def sum_in_sample(
             f"training data had {len(context.lengths)}"
         )
     token = runtime.new_token()
-    models = dask.delayed(bundle, name=runtime.task_key("models", token), traverse=False)
+    models = _models_node(bundle, client, token)
     tasks = [
         dask.delayed(_in_sample_sums, pure=True)(
             part,

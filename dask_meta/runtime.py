@@ -119,11 +119,37 @@ def upload(client: Client, frame: Any) -> Any:
         return client.persist(frame)
 
 
+def _identity(obj: Any) -> Any:
+    return obj
+
+
+def put(client: Client, obj: Any, key: str) -> Future:
+    """One object of the client's memory (fitted models) on the cluster, once: later tasks
+    refer to the future instead of each carrying the object.
+
+    As the result of a task that returns it, not ``client.scatter``: scattered data has no
+    lineage, so losing the worker that holds it would fail every task that needs it, while
+    a task's result is recomputed elsewhere. Sent once on purpose, so Dask's "Sending large
+    graph" warning is not raised (as for :func:`upload`).
+    """
+    with dask.config.set({"distributed.admin.large-graph-warning-threshold": "1 PiB"}):
+        return client.submit(_identity, obj, key=key, pure=False)
+
+
 def scheduler_address(client: Client | None) -> str | None:
     """The address of ``client``'s scheduler (None without a client)."""
     if client is None or client.scheduler is None:
         return None
     return str(client.scheduler.address)
+
+
+def computing_client() -> Client | None:
+    """The client that computes a lazy collection's ``.compute()`` here: the current or
+    default one (None: Dask's local scheduler)."""
+    try:
+        return Client.current(allow_global=True)
+    except ValueError:
+        return None
 
 
 def run_on_workers(

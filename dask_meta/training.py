@@ -67,9 +67,10 @@ class FitContext:
     fold_frame: dd.DataFrame | None
     lengths: tuple[int, ...]
     fingerprints: tuple[int, ...]
-    #: in-memory training data: the fold frame kept in the fit cluster's memory, with that
-    #: cluster's scheduler address, so that in-sample prediction there does not send the
-    #: training data again (``fold_frame`` holds them in its graph); not pickled
+    #: the fold frame kept in the fit cluster's memory, with that cluster's scheduler
+    #: address, when the training data fit in memory: in-sample prediction there neither
+    #: sends in-memory training data again (``fold_frame`` holds them in its graph) nor reads
+    #: and assigns a parquet data set's folds again; not pickled
     held: tuple[str | None, dd.DataFrame] | None = None
 
     @property
@@ -102,24 +103,43 @@ class FitContext:
         return {**self.__dict__, "held": None}
 
 
+def fold_columns(assignment: Assignment) -> list[str]:
+    """The columns that find a training row's fold again: w, the folds' columns and a
+    bootstrap's row identities (its in-sample estimates weigh rows by their counts)."""
+    ids = [ROW_ID_COL] if ROW_ID_COL in assignment.frame.columns else []
+    return [W_COL, *assignment.fold_columns, *ids]
+
+
 def fit_context(
     data: Frame,
     assignment: Assignment,
     lengths: Sequence[int],
     fingerprints: Sequence[int],
     client: Any = None,
+    held_parts: Sequence[Any] | None = None,
 ) -> FitContext:
-    """How to find a training row's fold again; for in-memory data sent to ``client``'s
-    cluster, the fold columns are kept there too (:attr:`FitContext.held`)."""
-    # a bootstrap's row identities too: its in-sample estimates weigh rows by their counts
-    ids = [ROW_ID_COL] if ROW_ID_COL in assignment.frame.columns else []
-    fold_frame = narrow(assignment.frame, [W_COL, *assignment.fold_columns, *ids])
+    """How to find a training row's fold again. When the training frame is on ``client``'s
+    cluster, the fold columns are kept there too (:attr:`FitContext.held`), a few bytes a
+    row: ``held_parts``, their partitions' futures, or for in-memory data sent there, the
+    fold frame persisted."""
+    columns = fold_columns(assignment)
+    fold_frame = narrow(assignment.frame, columns)
     held = None
-    if data.local is not None and client is not None:
+    if client is not None and held_parts is not None:
+        held_frame = dd.from_delayed(
+            list(held_parts), meta=fold_frame._meta, divisions=fold_frame.divisions
+        )
+        held = (runtime.scheduler_address(client), held_frame)
+    elif client is not None and data.local is not None:
         held = (runtime.scheduler_address(client), runtime.persist(client, fold_frame))
     return FitContext(
         data.columns, data.detached(fold_frame), tuple(lengths), tuple(fingerprints), held
     )
+
+
+def select_columns(part: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """A partition's ``columns`` (runs on a worker)."""
+    return part[columns]
 
 
 def fingerprint_features(part: pd.DataFrame, names: tuple[Any, ...]) -> int:
@@ -355,7 +375,15 @@ def place(
         fingerprint_features, parts, "fingerprint", names=data.columns.names
     )
     lengths = [s.n for s in stats]
-    context = fit_context(data, assignment, lengths, fingerprints, planner.client)
+    held_parts = None
+    if persist:
+        # the fold columns of the persisted partitions, for in-sample prediction after the
+        # fit: not read and assigned from source again
+        columns = fold_columns(assignment)
+        held_parts = planner.map_partitions(
+            select_columns, parts, name="fold-frame", columns=columns
+        )
+    context = fit_context(data, assignment, lengths, fingerprints, planner.client, held_parts)
     if persist and planner.shape is not None:
         # a few large partitions (a parquet file of one row group): the fit's passes over
         # the rows (in-sample predictions, derived targets) run on every thread

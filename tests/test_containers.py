@@ -156,3 +156,69 @@ def test_default_fit_predict_and_evaluate_warn_nothing(client, tmp_path, kind):
         if kind == "parquet":
             in_sample.compute()
     assert [str(c.message) for c in caught] == []
+
+
+def test_in_sample_prediction_of_parquet_reads_it_once(client, tmp_path):
+    """A training frame kept in the cluster's memory keeps its fold columns there too: the
+    in-sample prediction of a parquet data set, computed on that cluster, reads X's row
+    groups and nothing else (before, it read the file again for the fit's treatment and fold
+    columns, a second read as long as the first). Data larger than memory
+    (``persist=False``) read them again, as all else, and so does a prediction computed
+    without a client (Dask's local scheduler cannot read the cluster's memory); all give the
+    same CATE."""
+    X, y, w, _ = make_linear_data(n=3_000, d=4, n_variants=2, seed=3)
+    frame = pd.DataFrame(X, columns=[f"x{i}" for i in range(X.shape[1])])
+    frame.assign(y=y, w=w).to_parquet(tmp_path / "data.parquet", row_group_size=1_000)
+    ddf = dd.read_parquet(tmp_path / "data.parquet", split_row_groups=True)
+    assert ddf.npartitions == 3
+    features = ddf[list(frame.columns)]
+
+    def reads(cate):
+        return len([k for k in dict(cate.__dask_graph__()) if "read_parquet" in str(k)])
+
+    learners, cates = {}, {}
+    with client.as_current():
+        for persist in (True, False):
+            learners[persist] = _learner("T", client, 2, persist=persist)
+            learners[persist].fit(features, ddf["y"], ddf["w"])
+            in_sample = learners[persist].predict(features, is_oos=False)
+            assert reads(in_sample) == (3 if persist else 6)
+            cates[persist] = in_sample.compute()
+    np.testing.assert_array_equal(cates[True], cates[False])
+    # no current client: the lazy result is computed by Dask's local scheduler
+    in_sample = learners[True].predict(features, is_oos=False)
+    assert reads(in_sample) == 6
+    with dask.config.set(scheduler="sync"):
+        np.testing.assert_array_equal(in_sample.compute(), cates[True])
+
+
+def test_predictions_send_the_fitted_models_once(client, tmp_path):
+    """A prediction's tasks read the fitted models from the cluster that computes it, where
+    they are sent once, as a task's result: no "Sending large graph" warning from a
+    learner whose models are larger than the threshold (the X-learner's 30 models at 1M rows
+    and 100 trees were 12.6 MiB, more than Dask's 10 MiB), in or out of sample, with
+    in-memory input or a lazy result computed on the cluster."""
+    import pickle
+
+    X, y, w, _ = make_linear_data(n=4_000, d=4, n_variants=3, seed=2)
+    frame = pd.DataFrame(X, columns=[f"x{i}" for i in range(X.shape[1])])
+    frame.assign(y=y, w=w).to_parquet(tmp_path / "data.parquet")
+    ddf = dd.read_parquet(tmp_path / "data.parquet")
+    learner = _learner("X", client, 3).fit(frame, y, w)
+    threshold = 64 * 2**10
+    assert len(pickle.dumps(learner)) > 4 * threshold
+    lazy = _learner("X", client, 3).fit(ddf[list(frame.columns)], ddf["y"], ddf["w"])
+    with (
+        dask.config.set({"distributed.admin.large-graph-warning-threshold": threshold}),
+        warnings.catch_warnings(record=True) as caught,
+        client.as_current(),
+    ):
+        warnings.simplefilter("always")
+        expected = {is_oos: learner.predict(frame, is_oos=is_oos) for is_oos in (False, True)}
+        got = {
+            is_oos: lazy.predict(ddf[list(frame.columns)], is_oos=is_oos).compute()
+            for is_oos in (False, True)
+        }
+    assert [str(c.message) for c in caught] == []
+    for is_oos in (False, True):
+        np.testing.assert_array_equal(got[is_oos], expected[is_oos])
