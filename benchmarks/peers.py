@@ -389,6 +389,8 @@ def against_metalearners(results: list[dict], rows_list: list[int], learners: li
                         f"{worst:.3f}",
                     ]
                 )
+    if not body:
+        return "no metalearners fit beside dask-meta's metalearners work in this run: no targets"
     lines = [accuracy._format(heads, body), ""]
     lines.append(
         "target: dask-meta's defaults (lazy parquet and pandas) fit within the target ratio of "
