@@ -76,10 +76,6 @@ REPORT_COLUMNS = [
 ]
 
 
-def _identity(obj: Any) -> Any:
-    return obj
-
-
 def fit_key(kind: str, ordinal: int, fold: int | None, token: str) -> str:
     fold_label = "overall" if fold is None else f"fold{fold}"
     return task_key(f"fit-{kind}", ordinal, fold_label, token)
@@ -265,7 +261,7 @@ class Planner:
         """
         token = new_token()
         parts = [
-            dask.delayed(_identity, pure=False)(part, dask_key_name=task_key(name, i, token))
+            dask.delayed(runtime.identity, pure=False)(part, dask_key_name=task_key(name, i, token))
             for i, part in enumerate(partitions(frame))
         ]
         logger.info("%s: keeping the %s in the cluster's memory", self.label, name)

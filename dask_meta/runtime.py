@@ -119,7 +119,9 @@ def upload(client: Client, frame: Any) -> Any:
         return client.persist(frame)
 
 
-def _identity(obj: Any) -> Any:
+def identity(obj: Any) -> Any:
+    """The object itself: a task whose result is its argument (a partition or models kept
+    on the cluster, with their lineage)."""
     return obj
 
 
@@ -133,7 +135,7 @@ def put(client: Client, obj: Any, key: str) -> Future:
     graph" warning is not raised (as for :func:`upload`).
     """
     with dask.config.set({"distributed.admin.large-graph-warning-threshold": "1 PiB"}):
-        return client.submit(_identity, obj, key=key, pure=False)
+        return client.submit(identity, obj, key=key, pure=False)
 
 
 def scheduler_address(client: Client | None) -> str | None:

@@ -573,17 +573,26 @@ def test_sklearn_folds_bin_every_fit_on_its_own_rows(client):
     )
 
 
-@pytest.mark.parametrize(("n_folds", "shared"), [(1, False), (2, True)])
-def test_bins_are_shared_only_where_rows_are_trained_on_more_than_once(client, n_folds, shared):
+@pytest.mark.parametrize(
+    ("n_folds", "sample", "shared"), [(1, None, False), (2, None, True), (1, 500, True)]
+)
+def test_bins_are_shared_where_one_dataset_costs_less(client, n_folds, sample, shared):
     """A T-learner without cross-fitting trains each row once (each variant's model on its
-    own rows): binning all rows once would save nothing, so each fit bins its own rows.
-    With two folds every row is trained on by a fold model and the overall model."""
+    own rows): on no more rows than LightGBM's sample for the bin bounds, binning all rows
+    once would save nothing, so each fit bins its own rows. With two folds every row is
+    trained on by a fold model and the overall model. With variants larger than the bounds'
+    sample (``subsample_for_bin``), one Dataset searches the bounds once instead of three
+    times."""
     Xd, yd, wd, X, _, w, _ = _frames()
+    params = {"n_estimators": 10, "verbose": -1}
+    if sample is not None:
+        params["subsample_for_bin"] = sample
+        assert (w == 1).sum() > sample
     learner = TLearner(
         False,
         3,
         nuisance_model_factory=LGBMRegressor,
-        nuisance_model_params={"n_estimators": 10, "verbose": -1},
+        nuisance_model_params=params,
         n_folds=n_folds,
         random_state=0,
         client=client,
@@ -591,10 +600,25 @@ def test_bins_are_shared_only_where_rows_are_trained_on_more_than_once(client, n
     assert learner.fit_report_.attrs["shared_bins"] is shared
     model = learner._nuisance_models["variant_outcome_model"][1]._overall_estimator
     infos = model.booster_.dump_model()["feature_infos"]
-    own = LGBMRegressor(n_estimators=1, verbose=-1).fit(
+    own = LGBMRegressor(**{**params, "n_estimators": 1}).fit(
         pd.DataFrame(X[w == 1], columns=Xd.columns), X[w == 1, 0]
     )
     assert (infos == own.booster_.dump_model()["feature_infos"]) is not shared
+
+
+def test_binning_cost_counts_the_search_of_the_bounds_once_per_dataset():
+    """One Dataset of all rows against one per variant: the same rows put in their bins,
+    the bounds searched once instead of three times once the variants outgrow the sample."""
+    from dask_meta.backends import bin_sample_rows, binning_cost
+
+    assert bin_sample_rows(LGBMRegressor, {}) == 200_000
+    assert bin_sample_rows(LGBMRegressor, {"subsample_for_bin": 500}) == 500
+    assert bin_sample_rows(LGBMRegressor, {"bin_construct_sample_cnt": 700}) == 700
+    # small data: cost proportional to the rows, one Dataset saves nothing
+    assert binning_cost(3_000, 200_000) == pytest.approx(3 * binning_cost(1_000, 200_000))
+    # large data: one Dataset of 1M rows costs less than three of a third each
+    assert binning_cost(1_000_000, 200_000) < 3 * binning_cost(333_334, 200_000)
+    assert binning_cost(1_000_000, 200_000) > binning_cost(333_334, 200_000)
 
 
 def test_pairwise_propensity_pairs_train_on_subsets_of_the_shared_bins(client, monkeypatch):

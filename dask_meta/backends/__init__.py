@@ -25,7 +25,13 @@ This package only re-exports the names the rest of dask-meta imports from it.
 """
 
 from dask_meta.backends.bins import _bins as _bins  # the per-worker cache, read by tests
-from dask_meta.backends.bins import bins_key, drop_bins, shares_bins
+from dask_meta.backends.bins import (
+    bin_sample_rows,
+    binning_cost,
+    bins_key,
+    drop_bins,
+    shares_bins,
+)
 from dask_meta.backends.calibration import CALIBRATION_ROUNDS, calibrate_fit, calibration_params
 from dask_meta.backends.collection import (
     NumpyInput,
@@ -73,6 +79,8 @@ __all__ = [
     "RowSelection",
     "aligned",
     "backend_of",
+    "bin_sample_rows",
+    "binning_cost",
     "bins_key",
     "calibrate_fit",
     "calibration_params",

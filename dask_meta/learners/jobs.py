@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -29,6 +28,8 @@ from dask_meta.backends import (
     STREAM,
     FitResult,
     backend_of,
+    bin_sample_rows,
+    binning_cost,
     bins_key,
     check_classes,
     requested_threads,
@@ -105,19 +106,21 @@ def _take_plan(run: FitRun, planned: FitRun) -> None:
 
 
 def bins_worth_sharing(run: FitRun, entries: Sequence[ModelEntry]) -> set[str]:
-    """The shared binned Datasets (their keys) whose fits train on more rows in all than
-    the training frame has.
+    """The shared binned Datasets (their keys) that cost less to build than the Datasets
+    their fits would build of their own rows (:func:`binning_cost`).
 
-    A shared Dataset bins every row of the frame once; without it each fit bins its own
-    rows. So it pays only where rows are trained on more than once: folds, several model
-    kinds on the same rows, or a bootstrap's replicates. A T-learner without cross-fitting
-    trains each row once, and its fits bin their own rows instead (the "sklearn" fold
-    strategy always does).
+    A shared Dataset bins every row of the frame once and searches the bin bounds once;
+    without it each fit bins its own rows and searches its own bounds. So it pays where rows
+    are trained on more than once (folds, several model kinds on the same rows, a
+    bootstrap's replicates) and where several fits of large data would each search bounds
+    (a T-learner's variant models without cross-fitting, on more rows than the bounds'
+    sample). The "sklearn" fold strategy always bins every fit on its own rows.
     """
     learner = run.learner
     if learner.fold_strategy == "sklearn":
         return set()
-    rows: Counter[str] = Counter()
+    own: dict[str, float] = {}
+    samples: dict[str, int] = {}
     for e in entries:
         cfe = learner._cfe(e.kind, e.ordinal)
         design = learner._design(e.kind, run.data.columns)
@@ -127,11 +130,13 @@ def bins_worth_sharing(run: FitRun, entries: Sequence[ModelEntry]) -> set[str]:
             continue
         split = run.assignment.refs[(e.kind, e.ordinal)]
         per_model = train_rows(split, run.assignment.fold_strata, cfe.n_folds)
+        key = bins_key(run.token, cfe.estimator_factory, cfe.estimator_params, design)
+        sample = samples[key] = bin_sample_rows(cfe.estimator_factory, cfe.estimator_params)
         # a bootstrap trains the model once per replicate too, on the same Dataset
-        rows[bins_key(run.token, cfe.estimator_factory, cfe.estimator_params, design)] += (
-            sum(per_model[fold] for fold in cfe.fitted_folds) * run.n_fits
+        own[key] = own.get(key, 0.0) + run.n_fits * sum(
+            binning_cost(per_model[fold], sample) for fold in cfe.fitted_folds
         )
-    return {key for key, n in rows.items() if n > run.n_rows}
+    return {key for key, cost in own.items() if cost > binning_cost(run.n_rows, samples[key])}
 
 
 def entry_jobs(
