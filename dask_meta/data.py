@@ -559,19 +559,42 @@ def narrow(frame: dd.DataFrame, columns: Sequence[Any]) -> dd.DataFrame:
     return frame[list(columns)]
 
 
-def partition_fingerprint(part: pd.DataFrame, start: int = 0) -> int:
+def partition_fingerprint(
+    part: pd.DataFrame, start: int = 0, columns: Sequence[Any] | None = None
+) -> int:
     """A checksum of a partition's values (row order matters), to recognise training data.
 
+    Each row's hash is pandas' ``hash_pandas_object`` of the row (of ``columns``, default
+    all), computed column by column: the columns are not copied into a frame of their own.
     Rows weigh by their position: the checksum of rows ``start:`` of a partition, computed
     with that ``start``, adds up (modulo 2**64) with those of the other row ranges to the
     partition's checksum.
     """
+    names = list(part.columns if columns is None else columns)
     if len(part) == 0:
         return 0
-    h = pd.util.hash_pandas_object(part, index=False).to_numpy()
+    h = _row_hashes(part, names)
     weights = np.arange(start + 1, start + len(h) + 1, dtype=np.uint64)
     with np.errstate(over="ignore"):
         return int((h * weights).sum(dtype=np.uint64))
+
+
+def _row_hashes(part: pd.DataFrame, names: list[Any]) -> np.ndarray:
+    """``pd.util.hash_pandas_object(part[names], index=False)``, one column at a time: the
+    hashes of the columns combined as pandas combines them (CPython's tuple hash)."""
+    n = len(part)
+    if not names:
+        return np.full(n, 0x345678 + 97531, dtype=np.uint64)
+    out = np.full(n, 0x345678, dtype=np.uint64)
+    mult = np.uint64(1000003)
+    with np.errstate(over="ignore"):
+        for i, name in enumerate(names):
+            out ^= pd.util.hash_pandas_object(part[name], index=False).to_numpy()
+            out *= mult
+            inverse = len(names) - i
+            mult += np.uint64(82520 + inverse + inverse)
+        out += np.uint64(97531)
+    return out
 
 
 #: rows below which a partition is not cut into pieces

@@ -77,7 +77,7 @@ def _in_sample_block(
     check_length(len(X), piece.number, check.lengths)
     rows = piece.rows(len(X))
     X = X.iloc[rows]
-    fingerprint = partition_fingerprint(X[list(check.columns.names)], start=rows.start)
+    fingerprint = partition_fingerprint(X, start=rows.start, columns=check.columns.names)
     out = np.asarray(
         fn(X.reset_index(drop=True), folds.iloc[rows].reset_index(drop=True), bundle),
         dtype=float,

@@ -144,7 +144,7 @@ def select_columns(part: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
 
 def fingerprint_features(part: pd.DataFrame, names: tuple[Any, ...]) -> int:
     """A partition's fingerprint: a hash of its feature values (runs on a worker)."""
-    return partition_fingerprint(part[list(names)])
+    return partition_fingerprint(part, columns=names)
 
 
 def check_partition(
@@ -156,7 +156,7 @@ def check_partition(
 ) -> None:
     """Raise unless partition ``number`` of X is that partition of the training data."""
     check_length(len(X), number, lengths)
-    check_fingerprint(partition_fingerprint(X[list(names)]), number, fingerprints)
+    check_fingerprint(partition_fingerprint(X, columns=names), number, fingerprints)
 
 
 def check_length(n_rows: int, number: int, lengths: tuple[int, ...]) -> None:

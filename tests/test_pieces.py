@@ -33,6 +33,46 @@ def test_piece_counts():
     assert piece_counts(1, 1, None) == [1]
 
 
+def _pandas_checksum(frame: pd.DataFrame, start: int = 0) -> int:
+    """The fingerprint's definition, with pandas' hash of whole rows."""
+    h = pd.util.hash_pandas_object(frame, index=False).to_numpy()
+    weights = np.arange(start + 1, start + len(h) + 1, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        return int((h * weights).sum(dtype=np.uint64))
+
+
+def test_fingerprint_hashes_rows_as_pandas_does_without_copying_the_columns():
+    """Column by column, the fingerprint is pandas' row hash of the chosen columns, for
+    every kind of column, and the checksums of row ranges add up to the partition's."""
+    rng = np.random.default_rng(0)
+    n = 500
+    frame = pd.DataFrame(
+        {
+            "f64": rng.normal(size=n),
+            "f32": rng.normal(size=n).astype("float32"),
+            "i64": rng.integers(-5, 5, n),
+            "cat": pd.Categorical(rng.choice(["x", "y", "z"], n)),
+            "obj": rng.choice(["p", "q"], n).astype(object),
+            "bool": rng.random(n) > 0.5,
+            "nullable": pd.array(rng.integers(0, 3, n), dtype="Int64"),
+        }
+    )
+    frame.loc[3, "nullable"] = pd.NA
+    assert data.partition_fingerprint(frame) == _pandas_checksum(frame)
+    names = ("cat", "f64", "nullable")
+    assert data.partition_fingerprint(frame, columns=names) == _pandas_checksum(frame[list(names)])
+    # the column order counts
+    assert data.partition_fingerprint(frame, columns=names[::-1]) != data.partition_fingerprint(
+        frame, columns=names
+    )
+    pieces = [
+        data.partition_fingerprint(frame.iloc[a:b], start=a, columns=names)
+        for a, b in ((0, 170), (170, 333), (333, n))
+    ]
+    assert sum(pieces) % 2**64 == data.partition_fingerprint(frame, columns=names)
+    assert data.partition_fingerprint(frame.iloc[:0], columns=names) == 0
+
+
 def _data(n=600, seed=0):
     rng = np.random.default_rng(seed)
     X = pd.DataFrame(rng.normal(size=(n, 3)), columns=["a", "b", "c"])
