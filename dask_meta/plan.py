@@ -314,7 +314,19 @@ def simulate(
 
 
 def memory_per_fit(job: PlannedJob) -> float:
-    return float(job.rows) * (job.columns + 2) * BYTES_PER_VALUE
+    return fit_bytes(job.rows, job.columns)
+
+
+def fit_bytes(rows: int, columns: int) -> float:
+    """The memory a fit of ``rows`` rows of ``columns`` features takes, about."""
+    return float(rows) * (columns + 2) * BYTES_PER_VALUE
+
+
+def one_worker_holds(shape: ClusterShape | None, rows: int, columns: int) -> bool:
+    """Whether a fit of ``rows`` rows fits in the smallest worker's share for fits
+    (unknown memory limits: yes)."""
+    limits = [w.memory_limit for w in shape.workers if w.memory_limit > 0] if shape else []
+    return not limits or fit_bytes(rows, columns) <= MEMORY_SHARE * min(limits)
 
 
 def fits_in_memory(

@@ -606,6 +606,25 @@ def test_bins_are_shared_where_one_dataset_costs_less(client, n_folds, sample, s
     assert (infos == own.booster_.dump_model()["feature_infos"]) is not shared
 
 
+def test_bins_of_variants_are_not_shared_where_no_worker_holds_the_whole_frame(client, monkeypatch):
+    """A T-learner's variant models share the bins of all rows only where one worker can
+    hold the whole frame: each fit would otherwise hold its own variant's rows only."""
+    from dask_meta.learners import jobs
+
+    monkeypatch.setattr(jobs, "one_worker_holds", lambda shape, rows, columns: False)
+    Xd, yd, wd, *_ = _frames()
+    learner = TLearner(
+        False,
+        3,
+        nuisance_model_factory=LGBMRegressor,
+        nuisance_model_params={"n_estimators": 10, "verbose": -1, "subsample_for_bin": 500},
+        n_folds=1,
+        random_state=0,
+        client=client,
+    ).fit(Xd, yd, wd)
+    assert learner.fit_report_.attrs["shared_bins"] is False
+
+
 def test_binning_cost_counts_the_search_of_the_bounds_once_per_dataset():
     """One Dataset of all rows against one per variant: the same rows put in their bins,
     the bounds searched once instead of three times once the variants outgrow the sample."""

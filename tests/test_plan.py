@@ -509,3 +509,20 @@ def test_compare_plans_repeats_keep_each_plans_fastest_run(one_by_two):
     for bad in (0, 1.5, True, "2"):
         with pytest.raises(ValueError, match="repeats must be a whole number of fits per plan"):
             compare_plans(learner, X, y, w, plans=[one], repeats=bad)
+
+
+def test_one_worker_holds_a_fit_within_its_share_of_the_smallest_worker():
+    from dask_meta.plan import BYTES_PER_VALUE, MEMORY_SHARE, one_worker_holds
+
+    rows, columns = 1_000_000, 20
+    need = rows * (columns + 2) * BYTES_PER_VALUE
+    big = int(need / MEMORY_SHARE) + 1
+    shape = ClusterShape(
+        (WorkerShape("tcp://a", 1, 1, big), WorkerShape("tcp://b", 1, 1, big // 2))
+    )
+    assert not one_worker_holds(shape, rows, columns)  # the smaller worker decides
+    assert one_worker_holds(shape, rows // 2, columns)
+    assert one_worker_holds(ClusterShape((WorkerShape("tcp://a", 1, 1, big),)), rows, columns)
+    # unknown memory limits: no reason to refuse
+    assert one_worker_holds(ClusterShape((WorkerShape("tcp://a", 1, 1, 0),)), rows, columns)
+    assert one_worker_holds(None, rows, columns)

@@ -49,7 +49,7 @@ from dask_meta.learners.derive import (
 from dask_meta.learners.fit_run import Entries, FitRun, weigh
 from dask_meta.learners.plan_choice import choose_plan
 from dask_meta.learners.tables import Derivation, ModelEntry, derived_columns
-from dask_meta.plan import uses_cost_model
+from dask_meta.plan import one_worker_holds, uses_cost_model
 from dask_meta.planner import Deferred, Job, resolve_threads
 from dask_meta.training import sorted_values
 
@@ -112,18 +112,23 @@ def bins_worth_sharing(run: FitRun, entries: Sequence[ModelEntry]) -> set[str]:
     A shared Dataset bins every row of the frame once and searches the bin bounds once;
     without it each fit bins its own rows and searches its own bounds. So it pays where rows
     are trained on more than once (folds, several model kinds on the same rows, a
-    bootstrap's replicates) and where several fits of large data would each search bounds
-    (a T-learner's variant models without cross-fitting, on more rows than the bounds'
-    sample). The costs compared are one worker's: on a cluster of several workers each
-    worker that fits these models builds the shared Dataset, side by side, where the fits'
-    own Datasets would be spread over them: about the same wall time for a T-learner's
-    variant models, less where rows are trained on more than once. The "sklearn" fold strategy
-    always bins every fit on its own rows.
+    bootstrap's replicates), and where several fits of more rows than the bounds' sample
+    would each search bounds (a T-learner's variant models without cross-fitting): there
+    only if one worker holds the whole frame (:func:`one_worker_holds`), since each fit
+    would otherwise hold its own rows only.
+
+    The costs compared are one worker's: on a cluster of several workers each worker that
+    fits these models builds the shared Dataset, side by side, where the fits' own Datasets
+    would be spread over them (about the same wall time for a T-learner's variant models,
+    less where rows are trained on more than once). The "sklearn" fold strategy always bins
+    every fit on its own rows.
     """
     learner = run.learner
     if learner.fold_strategy == "sklearn":
         return set()
     own: dict[str, float] = {}
+    trained: dict[str, int] = {}
+    holds: dict[str, bool] = {}
     samples: dict[str, int] = {}
     for e in entries:
         cfe = learner._cfe(e.kind, e.ordinal)
@@ -140,7 +145,16 @@ def bins_worth_sharing(run: FitRun, entries: Sequence[ModelEntry]) -> set[str]:
         own[key] = own.get(key, 0.0) + run.n_fits * sum(
             binning_cost(per_model[fold], sample) for fold in cfe.fitted_folds
         )
-    return {key for key, cost in own.items() if cost > binning_cost(run.n_rows, samples[key])}
+        trained[key] = trained.get(key, 0) + run.n_fits * sum(
+            per_model[fold] for fold in cfe.fitted_folds
+        )
+        holds[key] = one_worker_holds(run.planner.shape, run.n_rows, len(design.columns))
+    return {
+        key
+        for key, cost in own.items()
+        if cost > binning_cost(run.n_rows, samples[key])
+        and (trained[key] > run.n_rows or holds[key])
+    }
 
 
 def entry_jobs(
