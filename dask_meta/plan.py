@@ -322,10 +322,15 @@ def fit_bytes(rows: int, columns: int) -> float:
     return float(rows) * (columns + 2) * BYTES_PER_VALUE
 
 
+def _memory_limits(shape: ClusterShape | None) -> list[int]:
+    """The workers' memory limits that are known (a limit of 0 is none)."""
+    return [w.memory_limit for w in shape.workers if w.memory_limit > 0] if shape else []
+
+
 def one_worker_holds(shape: ClusterShape | None, rows: int, columns: int) -> bool:
     """Whether a fit of ``rows`` rows fits in the smallest worker's share for fits
     (unknown memory limits: yes)."""
-    limits = [w.memory_limit for w in shape.workers if w.memory_limit > 0] if shape else []
+    limits = _memory_limits(shape)
     return not limits or fit_bytes(rows, columns) <= MEMORY_SHARE * min(limits)
 
 
@@ -333,7 +338,7 @@ def fits_in_memory(
     jobs: Sequence[PlannedJob], shape: ClusterShape, threads: int, max_in_flight: int | None
 ) -> bool:
     """Whether the largest fits, as many side by side as a worker runs, fit its memory."""
-    limits = [w.memory_limit for w in shape.workers if w.memory_limit > 0]
+    limits = _memory_limits(shape)
     if not limits or not jobs:
         return True
     per_worker = max(c // threads for c in _capacities(shape))
