@@ -114,9 +114,6 @@ class CrossFitEstimator:
         self._overall_estimator: Any = None
         self._split: SplitRef | None = None
         self._context: FitContext | None = None
-        #: the method and fold-frame columns of the predictions of each fold model's held-out
-        #: rows, kept by the fit that trained them (in-sample prediction reads them)
-        self._held_out: tuple[str, tuple[str, ...]] | None = None
         self._n_classes: int | None = None
         self.classes_: np.ndarray | None = None
         self.fit_report_: pd.DataFrame | None = None
@@ -372,14 +369,12 @@ class CrossFitEstimator:
     ) -> np.ndarray:
         """Predict one in-memory block ``(n, n_outputs)``; in-sample where ``folds`` says so."""
         fold_ids = None
-        held = None
         if folds is not None:
             assert self._split is not None
             if self.n_folds > 1:
                 fold_ids = self._split.fold_ids(folds)
                 if (fold_ids >= len(self._estimators)).any():
                     check_in_sample(self)
-                held = self._held_out_values(folds, method)
         return predict_block(
             self._estimators,
             self._overall_estimator,
@@ -390,16 +385,7 @@ class CrossFitEstimator:
             self._n_outputs(method),
             # saved before models had names: "model"
             getattr(self, "_name", "model"),
-            held,
         )
-
-    def _held_out_values(self, folds: pd.DataFrame, method: str) -> np.ndarray | None:
-        """The fold models' own predictions of ``method`` on their held-out rows, where the
-        fold frame carries them (the fit cluster's, after a fit that kept them)."""
-        held = getattr(self, "_held_out", None)  # saved before fits kept them: None
-        if held is None or held[0] != method or held[1][0] not in folds.columns:
-            return None
-        return folds[list(held[1])].to_numpy(dtype=float)
 
     def _predict(self, X: Any, is_oos: bool, method: str, oos_method: str | None) -> Any:
         oos = self.check_predict_args(is_oos, method, oos_method)

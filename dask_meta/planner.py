@@ -47,12 +47,10 @@ from dask_meta.backends import (
     fit_collection,
     fit_local,
     fused_stream_step,
-    held_out_piece,
     pop_task_seconds,
     stream_order,
     stream_step,
     timed_task,
-    without_held_out,
 )
 from dask_meta.cluster import THREADS, ClusterShape, cluster_shape
 from dask_meta.data import Piece, partitions, rows_of
@@ -343,18 +341,6 @@ class Planner:
         with span(self.label, "data", name):
             return runtime.gather_tasks(self.client, tasks)
 
-    def held_out_pieces(self, key: str, n_pieces: int) -> list[Future]:
-        """The held-out predictions of the finished fit ``key`` (a fold model's, see
-        ``FitSpec.held_out``), one future per training piece. They outlive the run: the
-        caller keeps them, and their lineage (the fit) recomputes them on a lost worker."""
-        source = self.futures[key]
-        return [
-            runtime.submit(
-                self.client, held_out_piece, source, j, key=task_key("held-out-piece", key, j)
-            )
-            for j in range(n_pieces)
-        ]
-
     def scatter(self, obj: Any) -> Future:
         """Put one object (fitted models) on the cluster once (:func:`runtime.put`)."""
         future = runtime.put(self.client, obj, task_key("models", new_token()))
@@ -447,9 +433,6 @@ class Planner:
         results: dict[str, FitResult] = {}
         #: future -> (job, time submitted, index of the next stream step, worker placed on)
         in_flight: dict[Future, tuple[Job, float, int, str | None]] = {}
-        #: the results of fits that keep held-out predictions, without them, on their way to
-        #: the client -> (job, the fit's own future, time submitted)
-        stripping: dict[Future, tuple[Job, Future, float]] = {}
         per_group: Counter[tuple[Any, ...]] = Counter()
         threads_in_flight = 0
         #: threads of local fits in flight per worker they were placed on
@@ -528,13 +511,8 @@ class Planner:
         try:
             build_ready()
             fill()
-            while in_flight or stripping:
+            while in_flight:
                 future = next(ac)
-                if future in stripping:
-                    job, fitted, submitted = stripping.pop(future)
-                    finish(job, self._raise_for(job, future), fitted, submitted)
-                    fill()
-                    continue
                 job, submitted, step, worker = in_flight.pop(future)
                 if job.backend == STREAM and step < len(job.parts):
                     if future.status == "error":
@@ -547,21 +525,6 @@ class Planner:
                 threads_in_flight -= job.spec.threads
                 if worker is not None:
                     placed[worker] -= job.spec.threads
-                if job.spec.held_out is not None and future.status == "finished":
-                    # the fit keeps its held-out predictions on the cluster: the client
-                    # gathers its result without them, from a task ahead of every fit
-                    light = runtime.submit(
-                        self.client,
-                        without_held_out,
-                        future,
-                        key=f"{job.key}-result",
-                        priority=DERIVE_PRIORITY,
-                        pure=False,
-                    )
-                    stripping[light] = (job, future, submitted)
-                    ac.add(light)
-                    fill()
-                    continue
                 result = self._raise_for(job, future)
                 if job.members:
                     for i, (member, member_result) in enumerate(
@@ -578,7 +541,7 @@ class Planner:
                 )
         except BaseException:
             progress.close(failed=True)
-            runtime.cancel(self.client, [*in_flight, *stripping])
+            runtime.cancel(self.client, list(in_flight))
             self.cancel_all()
             raise
         progress.close()

@@ -27,7 +27,6 @@ from distributed import Client
 
 from dask_meta import runtime
 from dask_meta._constants import PARAM_PREFIX, ROW_ID_COL, W_COL
-from dask_meta.backends import RowSelection
 from dask_meta.cluster import ClusterShape
 from dask_meta.data import (
     Columns,
@@ -44,7 +43,6 @@ from dask_meta.data import (
 from dask_meta.folds import (
     Assignment,
     PartitionStats,
-    SplitRef,
     SplitRequest,
     assign,
     assign_given,
@@ -351,10 +349,6 @@ class TrainingData:
     parts: list[Any]
     context: FitContext
     persisted: bool
-    #: the held fold frame's partitions (futures; None when nothing is held) and the
-    #: number of pieces each training partition was cut into
-    held_parts: list[Any] | None = None
-    piece_counts: tuple[int, ...] = ()
 
     @property
     def n_rows(self) -> int:
@@ -390,75 +384,9 @@ def place(
             select_columns, parts, name="fold-frame", columns=columns
         )
     context = fit_context(data, assignment, lengths, fingerprints, planner.client, held_parts)
-    counts = [1] * len(parts)
     if persist and planner.shape is not None:
         # a few large partitions (a parquet file of one row group): the fit's passes over
         # the rows (in-sample predictions, derived targets) run on every thread
         counts = piece_counts(len(parts), planner.shape.total_threads, tuple(lengths))
         parts = planner.cut_partitions(parts, counts, "training-pieces")
-    return TrainingData(data, stats, assignment, parts, context, persist, held_parts, tuple(counts))
-
-
-@dataclass(frozen=True)
-class HeldOutColumns:
-    """Where one cross-fit estimator's kept in-sample predictions go in the held fold
-    frame: its split (which rows each fold model held out), the folds whose fits kept them
-    and one column per output."""
-
-    split: SplitRef
-    folds: tuple[int, ...]
-    names: tuple[str, ...]
-
-
-def with_held_out(
-    part: pd.DataFrame,
-    pieces: Sequence[Sequence[Sequence[np.ndarray]]],
-    columns: Sequence[HeldOutColumns],
-) -> pd.DataFrame:
-    """A held fold-frame partition with the kept predictions of its rows (runs on a worker).
-
-    ``pieces[e][k]`` are the predictions that fold ``columns[e].folds[k]``'s fit made of
-    its held-out rows in each of this partition's training pieces, in row order; rows that
-    fit did not hold out are NaN.
-    """
-    added = {}
-    for spec, per_fold in zip(columns, pieces, strict=True):
-        values = np.full((len(part), len(spec.names)), np.nan)
-        for fold, arrays in zip(spec.folds, per_fold, strict=True):
-            mask = RowSelection(spec.split.variants, spec.split.fold_col, fold).held_out_mask(part)
-            kept = [a for a in arrays if len(a)]
-            got = np.concatenate(kept) if kept else np.empty((0, len(spec.names)))
-            if got.shape != (int(mask.sum()), len(spec.names)):
-                raise RuntimeError(
-                    f"the fold {fold} fit kept predictions of shape {got.shape} for the "
-                    f"{int(mask.sum())} rows it held out of this partition ({spec.names[0]})"
-                )
-            values[mask] = got
-        added.update({name: values[:, j] for j, name in enumerate(spec.names)})
-    return part.assign(**added)
-
-
-def add_held_out(
-    planner: Planner,
-    training: TrainingData,
-    columns: Sequence[HeldOutColumns],
-    fits: Sequence[Sequence[str]],
-) -> None:
-    """Add the in-sample predictions that fold fits kept (``fits[e]``: the keys of
-    ``columns[e]``'s fits) to the fold frame held on the cluster, so that in-sample
-    prediction there reads them instead of predicting those rows again."""
-    assert training.held_parts is not None and training.context.held is not None
-    counts = training.piece_counts
-    starts = np.concatenate([[0], np.cumsum(counts)]).astype(int)
-    kept = {key: planner.held_out_pieces(key, int(starts[-1])) for keys in fits for key in keys}
-    per_partition = [
-        [[kept[key][starts[i] : starts[i + 1]] for key in keys] for keys in fits]
-        for i in range(len(counts))
-    ]
-    parts = planner.map_partitions(
-        with_held_out, training.held_parts, per_partition, name="held-out", columns=list(columns)
-    )
-    address, frame = training.context.held
-    meta = frame._meta.assign(**{name: np.float64(0) for spec in columns for name in spec.names})
-    held = dd.from_delayed(parts, meta=meta.iloc[:0], divisions=frame.divisions)
-    training.context.held = (address, held)
+    return TrainingData(data, stats, assignment, parts, context, persist)

@@ -39,15 +39,8 @@ LGBM_SMALL = {"n_estimators": 5, "num_leaves": 4, "min_child_samples": 5, "verbo
 
 
 def _fit_tasks(client) -> list[str]:
-    """The fit tasks the scheduler runs, waits to run or holds results of. Not those only
-    remembered (state "released", no data) as the lineage of what a fitted learner keeps
-    on the cluster: its fold fits' predictions of their held-out rows."""
     return client.run_on_scheduler(
-        lambda dask_scheduler: [
-            str(k)
-            for k, ts in dask_scheduler.tasks.items()
-            if "dask_meta-fit" in str(k) and ts.state != "released"
-        ]
+        lambda dask_scheduler: [str(k) for k in dask_scheduler.tasks if "dask_meta-fit" in str(k)]
     )
 
 

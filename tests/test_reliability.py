@@ -313,11 +313,9 @@ def test_lost_worker_holding_training_partitions(client, dr_data, undisturbed, w
 
 
 def _fold_columns_held(dask_worker) -> list[str]:
-    """The fold columns of a fit (``dask_meta-fold-frame-*``, or with the fold fits'
-    predictions of their held-out rows, ``dask_meta-held-out-*``) that one worker holds."""
+    """The fold columns of a fit (``dask_meta-fold-frame-*``) that one worker holds."""
     keys = dask_worker.data.keys()
-    prefixes = ("dask_meta-fold-frame-", "dask_meta-held-out-")
-    return [k for k in keys if isinstance(k, str) and k.startswith(prefixes)]
+    return [k for k in keys if isinstance(k, str) and k.startswith("dask_meta-fold-frame-")]
 
 
 def test_lost_worker_holding_the_fold_columns(client, dr_data, undisturbed):

@@ -40,7 +40,7 @@ from dask_meta.backends.collection import (
     lightgbm_float32,
 )
 from dask_meta.backends.local import fit_local
-from dask_meta.backends.predict import held_out_piece, predict_block, without_held_out
+from dask_meta.backends.predict import predict_block
 from dask_meta.backends.rows import aligned
 from dask_meta.backends.specs import (
     COLLECTION,
@@ -91,7 +91,6 @@ __all__ = [
     "fit_local",
     "fit_params_with_threads",
     "fused_stream_step",
-    "held_out_piece",
     "is_categorical_aware",
     "lightgbm_float32",
     "on_threads",
@@ -104,6 +103,5 @@ __all__ = [
     "supports_sample_weight",
     "thread_param_name",
     "timed_task",
-    "without_held_out",
     "wrapped_estimator",
 ]

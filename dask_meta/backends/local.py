@@ -1,8 +1,7 @@
 """The local backend: one base model fitted inside one task, on all the rows of its job.
 
 The task holds ``spec.threads`` threads; the job's rows must fit in one worker's memory.
-LightGBM fits that share bins train on the worker's binned Dataset (:mod:`.bins`). A fold
-model whose in-sample predictions a learner's CATE reads also predicts its held-out rows.
+LightGBM fits that share bins train on the worker's binned Dataset (:mod:`.bins`).
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from dask_meta.backends.bins import fit_binned, holds_dataset, label_columns
-from dask_meta.backends.predict import predict_held_out
 from dask_meta.backends.rows import gather_rows, training_arrays
 from dask_meta.backends.specs import FitResult, FitSpec, RowSelection
 from dask_meta.backends.threads import fit_params_with_threads, on_threads, worker_address
@@ -34,18 +32,7 @@ def fit_local(spec: FitSpec, n_parts: int, *parts: pd.DataFrame) -> FitResult:
     classes = None
     if spec.is_classifier:  # a duck-typed model used for probabilities may not record them
         classes = np.asarray(getattr(model, "classes_", spec.classes))
-    held_out = None
-    if spec.held_out is not None:
-        # the fold model's in-sample predictions, made while its rows are at hand
-        held_out = on_threads(spec.threads, _predict_held_out, spec, model, parts[:n_parts])
-    return FitResult(model, n_rows, worker_address(), start, time.time(), classes, held_out)
-
-
-def _predict_held_out(
-    spec: FitSpec, model: Any, parts: Sequence[pd.DataFrame]
-) -> list[np.ndarray] | None:
-    with threadpool_limits(limits=spec.threads):
-        return predict_held_out(spec, model, parts)
+    return FitResult(model, n_rows, worker_address(), start, time.time(), classes)
 
 
 def _fit_local(spec: FitSpec, n_parts: int, parts: Sequence[pd.DataFrame]) -> tuple[Any, int]:

@@ -1,11 +1,9 @@
 """Prediction with cross-fitted models: a block of rows, in-sample rows by the fold model that
-did not see them, out-of-sample rows by the overall model or the fold models' mean or median;
-and a fold model's predictions of its held-out rows, made by its fit task."""
+did not see them, out-of-sample rows by the overall model or the fold models' mean or median."""
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,7 +12,6 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from dask_meta._constants import MEAN, MEDIAN, NOT_IN_SPLIT, OVERALL
-from dask_meta.backends.specs import FitResult, FitSpec
 from dask_meta.backends.threads import THREADED_MODULES
 
 
@@ -39,49 +36,6 @@ def _model_output(
     return out.reshape(len(X), n_outputs)
 
 
-def predict_held_out(
-    spec: FitSpec, model: Any, parts: Sequence[pd.DataFrame]
-) -> list[np.ndarray] | None:
-    """A fold model's ``spec.held_out`` predictions of the rows it did not train on, one
-    ``(rows, outputs)`` array per training piece (runs in its fit task, on its threads).
-
-    The same model, rows, feature matrix and method as :func:`predict_block` on those rows
-    in sample, so the same values: an in-sample prediction reads them instead of predicting.
-    None if the model fails to predict them, or not one row per row: an in-sample
-    prediction then predicts them, and raises the clear error of :func:`predict_block`.
-    """
-    assert spec.held_out is not None
-    out = []
-    for part in parts:
-        rows = np.flatnonzero(spec.rows.held_out_mask(part))
-        if len(rows) == 0:
-            out.append(np.empty((0, 0)))
-            continue
-        # the matrix of the whole piece, then its rows, as predict_block takes them: the
-        # same memory layout, so the same floating-point sums (a linear model's last bit)
-        X = _take(spec.design.matrix(part.reset_index(drop=True)), rows)
-        try:
-            values = np.asarray(getattr(model, spec.held_out)(X), dtype=float)
-        except Exception:
-            return None
-        if values.ndim == 0 or values.shape[0] != len(rows) or values.ndim > 2:
-            return None
-        out.append(values.reshape(len(rows), -1))
-    return out
-
-
-def without_held_out(result: FitResult) -> FitResult:
-    """The fit's result without its held-out predictions (``kept_held_out`` says whether
-    it has them): what the client gathers."""
-    return dataclasses.replace(result, held_out=None, kept_held_out=result.held_out is not None)
-
-
-def held_out_piece(result: FitResult, piece: int) -> np.ndarray:
-    """The held-out predictions of one training piece."""
-    assert result.held_out is not None
-    return result.held_out[piece]
-
-
 def predict_block(
     fold_models: Sequence[Any],
     overall_model: Any,
@@ -91,16 +45,14 @@ def predict_block(
     oos_method: str,
     n_outputs: int,
     name: str = "model",
-    held: np.ndarray | None = None,
 ) -> np.ndarray:
     """Predict a block of rows with a cross-fitted model: ``(n, n_outputs)``.
 
     Rows with a fold id >= 0 are in-sample: each is predicted by the fold model that did not
-    see it, or read from ``held`` (``(n, n_outputs)``), those predictions as the fold models'
-    fits made them. The other rows (all rows when ``fold_ids`` is None) are out-of-sample
-    and use ``oos_method``: the overall model, or the mean or median of the fold models. A
-    model whose output does not have one row per input row is an error naming it
-    (``name``: the model kind and ordinal) and its fold.
+    see it. The other rows (all rows when ``fold_ids`` is None) are out-of-sample and use
+    ``oos_method``: the overall model, or the mean or median of the fold models. A model
+    whose output does not have one row per input row is an error naming it (``name``: the
+    model kind and ordinal) and its fold.
     """
     # one thread: prediction tasks run one per partition on every worker thread (models
     # fitted with several threads would oversubscribe the cores and grow OpenMP pools on
@@ -111,7 +63,7 @@ def predict_block(
     )
     with threadpool_limits(limits=1) if threaded else contextlib.nullcontext():
         return _predict_block(
-            fold_models, overall_model, X, fold_ids, method, oos_method, n_outputs, name, held
+            fold_models, overall_model, X, fold_ids, method, oos_method, n_outputs, name
         )
 
 
@@ -124,15 +76,11 @@ def _predict_block(
     oos_method: str,
     n_outputs: int,
     name: str,
-    held: np.ndarray | None,
 ) -> np.ndarray:
     n = len(X)
     out = np.empty((n, n_outputs))
     if fold_ids is None:
         oos = np.ones(n, dtype=bool)
-    elif held is not None:
-        oos = fold_ids == NOT_IN_SPLIT
-        out[~oos] = held[~oos]
     else:
         oos = fold_ids == NOT_IN_SPLIT
         for k, model in enumerate(fold_models):

@@ -150,15 +150,6 @@ class RowSelection:
     fold: int | None = None
     resample: Resample | None = None
 
-    def held_out_mask(self, frame: pd.DataFrame) -> np.ndarray:
-        """The rows of the split that fold model ``fold`` did not train on: those its
-        in-sample predictions are for."""
-        assert self.fold_col is not None and self.fold is not None
-        keep = frame[self.fold_col].to_numpy() == self.fold
-        if self.variants is not None:
-            keep &= np.isin(frame[W_COL].to_numpy(), self.variants)
-        return keep
-
     def mask(self, frame: pd.DataFrame) -> np.ndarray:
         keep = np.ones(len(frame), dtype=bool)
         if self.variants is not None:
@@ -193,9 +184,6 @@ class FitSpec:
     classes: np.ndarray | None = None
     #: key of the shared binned LightGBM Dataset this fit trains on (None: its own data)
     bins: str | None = None
-    #: a fold model's method whose predictions of its held-out rows the fit keeps
-    #: (:func:`~dask_meta.backends.predict.predict_held_out`; None: none kept)
-    held_out: str | None = None
 
 
 @dataclass
@@ -210,8 +198,3 @@ class FitResult:
     start: float
     end: float
     classes: np.ndarray | None = None
-    #: with ``FitSpec.held_out``: the predictions of the held-out rows of each training
-    #: piece, ``(rows, outputs)``; kept on the cluster, never sent to the client
-    held_out: list[np.ndarray] | None = None
-    #: whether the fit's result on the cluster has them (the client's copy does not)
-    kept_held_out: bool = False

@@ -516,11 +516,6 @@ class MetaLearner(ABC):
         """How a treatment model's target comes from nuisance predictions (X, R, DR)."""
         raise NotImplementedError(f"{type(self).__name__} has no treatment models")
 
-    def _in_sample_methods(self) -> dict[str, str]:
-        """The model kinds whose in-sample predictions the in-sample CATE reads, with the
-        method it calls: their fold fits keep their held-out rows' predictions."""
-        return {}
-
     def _check_fitted(self) -> None:
         if self._fit_context is None:
             raise ValueError(

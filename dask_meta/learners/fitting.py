@@ -20,7 +20,7 @@ from dask_meta._typing import Matrix, Vector
 from dask_meta.cluster import describe
 from dask_meta.learners.arguments import parse_fit_params
 from dask_meta.learners.fit_run import Entries, FitRun
-from dask_meta.learners.jobs import collect, keep_held_out, plan_jobs
+from dask_meta.learners.jobs import collect, plan_jobs
 from dask_meta.planner import Limits
 
 logger = logging.getLogger("dask_meta")
@@ -63,7 +63,6 @@ def fit_stages(
         jobs, deferred = plan_jobs(run, entries)
         results = run.planner.run(jobs, deferred)
         fitted = collect(run, results)
-        keep_held_out(run, fitted, results)
     except BaseException:
         run.planner.cancel_all()
         raise

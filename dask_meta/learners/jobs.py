@@ -51,7 +51,7 @@ from dask_meta.learners.plan_choice import choose_plan
 from dask_meta.learners.tables import Derivation, ModelEntry, derived_columns
 from dask_meta.plan import one_worker_holds, uses_cost_model
 from dask_meta.planner import Deferred, Job, resolve_threads
-from dask_meta.training import HeldOutColumns, add_held_out, sorted_values
+from dask_meta.training import sorted_values
 
 Owners = dict[Need, tuple[CrossFitEstimator, list[Job]]]
 
@@ -140,9 +140,7 @@ def bins_worth_sharing(run: FitRun, entries: Sequence[ModelEntry]) -> set[str]:
         split = run.assignment.refs[(e.kind, e.ordinal)]
         per_model = train_rows(split, run.assignment.fold_strata, cfe.n_folds)
         key = bins_key(run.token, cfe.estimator_factory, cfe.estimator_params, design)
-        if key not in samples:  # models of one key bin alike
-            samples[key] = bin_sample_rows(cfe.estimator_factory, cfe.estimator_params)
-        sample = samples[key]
+        sample = samples[key] = bin_sample_rows(cfe.estimator_factory, cfe.estimator_params)
         # a bootstrap trains the model once per replicate too, on the same Dataset
         own[key] = own.get(key, 0.0) + run.n_fits * sum(
             binning_cost(per_model[fold], sample) for fold in cfe.fitted_folds
@@ -221,68 +219,14 @@ def entry_jobs(
         if key in run.bins_worth_sharing:
             bins = key
             run.shared_bins = True
-    held_out = _held_out_method(run, entry, cfe, backend, jobs[0].spec.design)
     for job in jobs:
         job.backend = backend
         job.meta = (run.assignment.frame._meta, extra_meta)
         rows = dataclasses.replace(job.spec.rows, resample=run.resample)
-        job.spec = dataclasses.replace(
-            job.spec,
-            classes=classes,
-            bins=bins,
-            rows=rows,
-            held_out=held_out if job.fold is not None else None,
-        )
+        job.spec = dataclasses.replace(job.spec, classes=classes, bins=bins, rows=rows)
         job.replicate = run.replicate
     weigh(run, cfe, jobs)
     return jobs, cfe
-
-
-def _held_out_method(
-    run: FitRun, entry: ModelEntry, cfe: CrossFitEstimator, backend: str, design: Any
-) -> str | None:
-    """The method whose predictions of their held-out rows this estimator's fold fits keep,
-    if any: where the learner's in-sample CATE reads them, the fold frame stays on the
-    cluster, and the fit is a learner's own (not a bootstrap's) in one task per fold."""
-    method = run.learner._in_sample_methods().get(entry.kind)
-    if (
-        method is None
-        or backend != LOCAL
-        or cfe.n_folds < 2
-        or design.transform is not None
-        or run.n_fits != 1
-        or run.replicate is not None
-        or run.training.held_parts is None
-    ):
-        return None
-    return method
-
-
-def keep_held_out(
-    run: FitRun, fitted: dict[Need, CrossFitEstimator], results: dict[str, FitResult]
-) -> None:
-    """Keep the fold fits' predictions of their held-out rows in the held fold frame and
-    tell each fitted estimator their columns (call before the planner is released). An
-    estimator one of whose fold models could not predict them keeps none."""
-    kept = []
-    for need, (_, jobs) in run.owners.items():
-        held = [j for j in jobs if j.spec.held_out is not None]
-        if held and all(results[j.key].kept_held_out for j in held):
-            cfe = fitted[need]
-            method = held[0].spec.held_out
-            assert method is not None
-            names = tuple(
-                f"held-out-{run.job_token}-{need[0]}-{need[1]}-{o}"
-                for o in range(cfe._n_outputs(method))
-            )
-            folds = tuple(j.fold for j in held if j.fold is not None)  # fold jobs only
-            columns = HeldOutColumns(run.assignment.refs[need], folds, names)
-            kept.append((cfe, method, columns, [j.key for j in held]))
-    if not kept:
-        return
-    add_held_out(run.planner, run.training, [k[2] for k in kept], [k[3] for k in kept])
-    for cfe, method, columns, _ in kept:
-        cfe._held_out = (method, columns.names)
 
 
 def collect(run: FitRun, results: dict[str, FitResult]) -> dict[Need, CrossFitEstimator]:

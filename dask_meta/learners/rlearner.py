@@ -287,9 +287,6 @@ class RLearner(OnnxExport, MetaLearner):
 
     _onnx_kinds = (TREATMENT_MODEL,)
 
-    def _in_sample_methods(self) -> dict[str, str]:
-        return {TREATMENT_MODEL: "predict"}
-
     def _onnx_cate(self, graph: OnnxGraph) -> list[Value]:
         """ONNX: tau_k(x), treatment model k's prediction."""
         return [graph.effect(tau_k) for tau_k in graph.outputs(TREATMENT_MODEL)]

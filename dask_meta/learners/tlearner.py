@@ -148,9 +148,6 @@ class TLearner(OnnxExport, ConditionalAverageOutcomes, MetaLearner):
 
     _onnx_kinds = (VARIANT_OUTCOME_MODEL,)
 
-    def _in_sample_methods(self) -> dict[str, str]:
-        return {VARIANT_OUTCOME_MODEL: self._outcome_predict_method()}
-
     def _onnx_cate(self, graph: OnnxGraph) -> list[Value]:
         """ONNX: tau_k = mu_k - mu_0 (of every class's probability for classification)."""
         mu = graph.outputs(VARIANT_OUTCOME_MODEL)

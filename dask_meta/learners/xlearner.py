@@ -275,13 +275,6 @@ class XLearner(OnnxExport, ConditionalAverageOutcomes, MetaLearner):
 
     _onnx_kinds = (PROPENSITY_MODEL, CONTROL_EFFECT_MODEL, TREATMENT_EFFECT_MODEL)
 
-    def _in_sample_methods(self) -> dict[str, str]:
-        return {
-            PROPENSITY_MODEL: "predict_proba",
-            CONTROL_EFFECT_MODEL: "predict",
-            TREATMENT_EFFECT_MODEL: "predict",
-        }
-
     def _onnx_cate(self, graph: OnnxGraph) -> list[Value]:
         """ONNX: tau_k = g_k tau_0k + (1 - g_k) tau_1k with g_k = e_k / (e_0 + e_k)."""
         (e,) = graph.outputs(PROPENSITY_MODEL)
