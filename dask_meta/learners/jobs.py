@@ -140,7 +140,9 @@ def bins_worth_sharing(run: FitRun, entries: Sequence[ModelEntry]) -> set[str]:
         split = run.assignment.refs[(e.kind, e.ordinal)]
         per_model = train_rows(split, run.assignment.fold_strata, cfe.n_folds)
         key = bins_key(run.token, cfe.estimator_factory, cfe.estimator_params, design)
-        sample = samples[key] = bin_sample_rows(cfe.estimator_factory, cfe.estimator_params)
+        if key not in samples:  # models of one key bin alike
+            samples[key] = bin_sample_rows(cfe.estimator_factory, cfe.estimator_params)
+        sample = samples[key]
         # a bootstrap trains the model once per replicate too, on the same Dataset
         own[key] = own.get(key, 0.0) + run.n_fits * sum(
             binning_cost(per_model[fold], sample) for fold in cfe.fitted_folds
