@@ -10,7 +10,9 @@ run (:mod:`dask_meta.learners.replicates`). Then:
   axis of size 2 (a lazy Dask array for Dask input, one task per partition predicting every
   replicate);
 - :meth:`Bootstrap.ate_interval` the interval of the average treatment effect (the mean of
-  the in-sample CATE), from the replicates' weighted means computed at fit time;
+  the in-sample CATE), from the replicates' weighted means computed at fit time (where the
+  CATE is a sum of models that were not cross-fitted, each model's sum over the rows it
+  trained on comes from the fit itself, and only the other rows are predicted);
 - :meth:`Bootstrap.predict_replicates` and ``ate_replicates_`` the replicate estimates.
 
 Intervals are ``"percentile"`` (default), ``"normal"`` or ``"pivot"``, the three
@@ -29,8 +31,10 @@ import pandas as pd
 
 from dask_meta._constants import OVERALL, ROW_ID_COL
 from dask_meta._typing import Matrix, Vector
+from dask_meta.backends import RowSelection, take_rows
+from dask_meta.learners._common import LinearCate
 from dask_meta.learners.base import MetaLearner
-from dask_meta.learners.replicates import check_resamplable, fit_replicates
+from dask_meta.learners.replicates import TrainedSums, check_resamplable, fit_replicates
 from dask_meta.planner import Limits
 from dask_meta.prediction import PartitionFn, Prediction, sum_in_sample
 from dask_meta.resampling import Resample, replicate_seeds
@@ -126,6 +130,64 @@ def ate_partition(X: pd.DataFrame, folds: pd.DataFrame | None, bundle: AteSums) 
     return sums
 
 
+@dataclass(frozen=True)
+class LinearAteSums:
+    """The in-sample ATE sums of fits whose CATE is a sum of models (point fit first): per
+    fit, its :class:`LinearCate` and, per model, the rows whose sum the fit gave (None:
+    none); the replicates' weights' seeds."""
+
+    cates: tuple[LinearCate, ...]
+    given: tuple[tuple[RowSelection | None, ...], ...]
+    seeds: tuple[int, ...]
+
+
+def linear_ate_partition(
+    X: pd.DataFrame, folds: pd.DataFrame | None, bundle: LinearAteSums
+) -> np.ndarray:
+    """``(fits, models + 1)``: per fit, each model's sum of count x prediction over the
+    partition's drawn rows but those its fit summed already, and the sum of the counts."""
+    assert folds is not None
+    design = bundle.cates[0].design
+    sums = np.zeros((len(bundle.cates), len(bundle.cates[0].models) + 1))
+    for start in range(0, len(X), ROW_BLOCK):
+        block = X.iloc[start : start + ROW_BLOCK].reset_index(drop=True)
+        block_folds = folds.iloc[start : start + ROW_BLOCK].reset_index(drop=True)
+        matrix = design.matrix(block)
+        ids = block_folds[ROW_ID_COL].to_numpy()
+        weights = [np.ones(len(ids)), *(Resample(seed).counts(ids) for seed in bundle.seeds)]
+        for f, (cate, given, counts) in enumerate(
+            zip(bundle.cates, bundle.given, weights, strict=True)
+        ):
+            for m, (model, trained) in enumerate(zip(cate.models, given, strict=True)):
+                wanted = counts > 0
+                if trained is not None:
+                    wanted &= ~trained.mask(block_folds)
+                rows = np.flatnonzero(wanted)
+                if len(rows):
+                    rows_folds = block_folds.iloc[rows].reset_index(drop=True)
+                    predicted = model.block_predict(
+                        take_rows(matrix, rows), rows_folds, "predict", cate.oos_method
+                    )
+                    sums[f, m] += counts[rows] @ predicted[:, 0]
+            sums[f, -1] += counts.sum()
+    return sums
+
+
+def linear_ates(
+    cates: list[LinearCate], trained: TrainedSums, sums: np.ndarray, width: tuple[int, int]
+) -> np.ndarray:
+    """``(fits, *width)``: every fit's ATE from the partitions' sums and its trained sums."""
+    totals = sums[:, :-1].copy()
+    for f, cate in enumerate(cates):
+        for m, need in enumerate(cate.needs):
+            if need in trained[f]:
+                totals[f, m] += trained[f][need].total[0]
+    ates = np.zeros((len(cates), *width))
+    for k, o, m, coef in cates[0].terms:
+        ates[:, k, o] += coef * totals[:, m]
+    return ates / sums[:, -1][:, None, None]
+
+
 def bounds(
     point: np.ndarray, replicates: np.ndarray, alpha: float, method: str, axis: int
 ) -> np.ndarray:
@@ -200,26 +262,43 @@ class Bootstrap:
             None if self.random_state is None else int(self.random_state), self.n_bootstraps
         )
         limits = Limits(n_jobs_cross_fitting, n_jobs_base_learners)
-        report = fit_replicates(
+        report, trained = fit_replicates(
             fits, seeds, X, y, w, limits, fit_params, bool(synchronize_cross_fitting)
         )
         self.learner_: MetaLearner = fits[0]
         self.replicates_: list[MetaLearner] = fits[1:]
         self.seeds_ = seeds
         self.fit_report_ = report
-        sums = sum_in_sample(
-            X,
-            self.learner_._fit_context,  # type: ignore[arg-type]
-            ate_partition,
-            AteSums(self._replicates(False, OVERALL), seeds),
-            self.learner_._predict_client(),
-            "bootstrap-ate",
-        )
         tail = self.learner_._cate(False, OVERALL).tail
-        ates = sums[:, :-1] / sums[:, -1:]
+        cates = [learner._linear_cate(OVERALL) for learner in fits]
+        if any(trained) and all(cate is not None for cate in cates):
+            linear = [cate for cate in cates if cate is not None]
+            given = tuple(
+                tuple(sums[need].rows if need in sums else None for need in cate.needs)
+                for cate, sums in zip(linear, trained, strict=True)
+            )
+            sums = self._in_sample_sums(
+                X, linear_ate_partition, LinearAteSums(tuple(linear), given, seeds)
+            )
+            ates = linear_ates(linear, trained, sums, (tail[0], tail[1]))
+        else:
+            sums = self._in_sample_sums(
+                X, ate_partition, AteSums(self._replicates(False, OVERALL), seeds)
+            )
+            ates = sums[:, :-1] / sums[:, -1:]
         self.ate_: np.ndarray = ates[0].reshape(tail)
         self.ate_replicates_: np.ndarray = ates[1:].reshape((self.n_bootstraps, *tail))
         return self
+
+    def _in_sample_sums(self, X: Matrix, fn: PartitionFn, bundle: Any) -> np.ndarray:
+        return sum_in_sample(
+            X,
+            self.learner_._fit_context,  # type: ignore[arg-type]
+            fn,
+            bundle,
+            self.learner_._predict_client(),
+            "bootstrap-ate",
+        )
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "learner_"):

@@ -6,6 +6,8 @@ Real components throughout: dask-ml ``Incremental`` and GLMs, ``lightgbm.dask`` 
 
 from __future__ import annotations
 
+import dataclasses
+
 import dask.array as da
 import dask.dataframe as dd
 import numpy as np
@@ -38,6 +40,8 @@ from dask_meta.backends import (
     LOCAL,
     STREAM,
     Design,
+    FitSpec,
+    RowSelection,
     backend_of,
     bins_key,
     fit_params_with_threads,
@@ -865,3 +869,44 @@ def test_lightgbm_fits_take_their_threads_from_the_thread_not_the_process():
     from xgboost import XGBRegressor
 
     assert fit_params_with_threads(XGBRegressor, {}, "n_jobs", 2) == {"n_jobs": 2}
+
+
+def test_a_lightgbm_fit_sums_its_training_rows_predictions_from_its_scores():
+    """PredictionSum reads the training scores after the last round: counts @ predict(X)
+    of the training rows, to the last bits. A fit that stopped early predicts with its
+    best round, not its last, and gives no sum; classifiers and custom objectives none."""
+    import lightgbm
+
+    from dask_meta.backends.scores import PredictionSum, sums_predictions
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(2_000, 4))
+    y = X[:, 0] + np.sin(X[:, 1]) + rng.normal(scale=0.3, size=2_000)
+    counts = rng.poisson(1.0, size=2_000).astype(float)
+    summed = PredictionSum(counts)
+    model = LGBMRegressor(n_estimators=20, verbose=-1, n_jobs=1)
+    model.fit(X, y, sample_weight=counts + 0.5, **summed.add_to({}))
+    np.testing.assert_allclose(summed.of(model), [counts @ model.predict(X)], rtol=1e-12)
+
+    early = PredictionSum(counts[:1_500])
+    stopped = LGBMRegressor(n_estimators=500, learning_rate=0.5, verbose=-1, n_jobs=1)
+    stopped.fit(
+        X[:1_500],
+        y[:1_500],
+        eval_set=[(X[1_500:], y[1_500:])],
+        callbacks=[lightgbm.early_stopping(3, verbose=False), early],
+    )
+    assert stopped.booster_.current_iteration() < 500 and early.of(stopped) is None
+
+    def spec(factory, params=None, classifier=False):
+        design = Design(("x0",), False)
+        return FitSpec(
+            factory, params or {}, design, "y", RowSelection(), 1, None,
+            is_classifier=classifier, sum_predictions=True,
+        )  # fmt: skip
+
+    assert sums_predictions(spec(LGBMRegressor))
+    assert not sums_predictions(spec(LGBMRegressor, {"objective": lambda y, p: (p, p)}))
+    assert not sums_predictions(spec(LGBMClassifier, classifier=True))
+    assert not sums_predictions(spec(LinearRegression))
+    assert not sums_predictions(dataclasses.replace(spec(LGBMRegressor), sum_predictions=False))

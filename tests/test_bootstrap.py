@@ -348,3 +348,79 @@ def test_replicates_without_cross_fitting_share_the_bins_too(client):
     assert learner.fit(X, y, w).fit_report_.attrs["shared_bins"] is False
     boot = Bootstrap(learner, n_bootstraps=2, random_state=0).fit(X, y, w)
     assert boot.fit_report_.attrs["shared_bins"] is True
+
+
+def _lightgbm_learner(name, client, n_variants, fold_strategy):
+    """A learner whose CATE is a sum of LightGBM regressors fitted without cross-fitting:
+    the T-learner's outcome models, the R- and DR-learner's treatment models."""
+    params = {"n_estimators": 8, "num_leaves": 7, "verbose": -1, "n_jobs": 1}
+    args = {"random_state": 0, "client": client, "fold_strategy": fold_strategy}
+    if name == "T":
+        return TLearner(
+            False, n_variants, LGBMRegressor, nuisance_model_params=params, n_folds=1, **args
+        )
+    outcome = "variant_outcome_model" if name == "DR" else "outcome_model"
+    folds = {outcome: 2, "propensity_model": 2, "treatment_model": 1}
+    cls = DRLearner if name == "DR" else RLearner
+    return cls(
+        False,
+        n_variants,
+        LGBMRegressor,
+        LGBMRegressor,
+        LGBMClassifier,
+        nuisance_model_params=params,
+        treatment_model_params=params,
+        propensity_model_params=params,
+        n_folds=folds,
+        **args,
+    )
+
+
+@pytest.mark.parametrize("fold_strategy", ["partition", "sklearn"])
+@pytest.mark.parametrize("name", ["T", "R", "DR"])
+def test_the_ate_reads_each_models_sum_over_its_training_rows_from_its_fit(
+    client, name, fold_strategy
+):
+    """Models of the CATE without cross-fitting sum their training rows' predictions from
+    LightGBM's training scores as they are fitted (on the shared bins or on their own
+    rows); the ATE pass predicts only the other rows. The ATEs are the count-weighted
+    means of the in-sample CATE all the same (three variants: an R-learner's treatment
+    model trains on two of them, a T-learner's outcome model on one)."""
+    Xp, y, w, _ = _data(n=900, n_variants=3)
+    X = dd.from_pandas(Xp, npartitions=3)
+    y, w = dd.from_pandas(y, npartitions=3), dd.from_pandas(w, npartitions=3)
+    learner = _lightgbm_learner(name, client, 3, fold_strategy)
+    boot = Bootstrap(learner, n_bootstraps=4, random_state=2)
+    boot.fit(X, y, w, synchronize_cross_fitting=False)
+    report = boot.fit_report_
+    assert report.attrs["shared_bins"] is (fold_strategy == "partition")
+    models_per_fit = 3 if name == "T" else 2
+    assert report.attrs["trained_sums"] == 5 * models_per_fit
+    replicates, point = client.compute(
+        [boot.predict_replicates(X, is_oos=False), boot.predict(X, is_oos=False)], sync=True
+    )
+    counts = np.stack([Resample(s).counts(np.arange(len(Xp))) for s in boot.seeds_])
+    expected = np.stack(
+        [
+            (counts[r][:, None, None] * replicates[..., r]).sum(axis=0) / counts[r].sum()
+            for r in range(4)
+        ]
+    )
+    np.testing.assert_allclose(boot.ate_replicates_, expected, rtol=1e-9)
+    np.testing.assert_allclose(boot.ate_, point.mean(axis=0), rtol=1e-9)
+
+
+def test_cross_fitted_or_non_lightgbm_models_give_no_trained_sums(client):
+    """Cross-fitted models predict their training rows with the fold model that did not see
+    them, and other models have no training scores: the ATE pass predicts every row."""
+    X, y, w, _ = _data(n=400)
+    params = {"n_estimators": 3, "num_leaves": 5, "verbose": -1, "n_jobs": 1}
+    crossfitted = TLearner(
+        False, 2, LGBMRegressor, nuisance_model_params=params, n_folds=2, client=client
+    )
+    linear = TLearner(False, 2, LinearRegression, n_folds=1, client=client)
+    for learner in (crossfitted, linear):
+        boot = Bootstrap(learner, n_bootstraps=2, random_state=0).fit(X, y, w)
+        assert boot.fit_report_.attrs["trained_sums"] == 0
+        point = boot.predict(X, is_oos=False)
+        np.testing.assert_allclose(boot.ate_, point.mean(axis=0), rtol=1e-10)

@@ -40,7 +40,7 @@ from dask_meta.backends.collection import (
     lightgbm_float32,
 )
 from dask_meta.backends.local import fit_local
-from dask_meta.backends.predict import predict_block
+from dask_meta.backends.predict import predict_block, take_rows
 from dask_meta.backends.rows import aligned
 from dask_meta.backends.specs import (
     COLLECTION,
@@ -101,6 +101,7 @@ __all__ = [
     "stream_order",
     "stream_step",
     "supports_sample_weight",
+    "take_rows",
     "thread_param_name",
     "timed_task",
     "wrapped_estimator",

@@ -20,6 +20,7 @@ from threadpoolctl import threadpool_limits
 
 from dask_meta._constants import ROW_ID_COL, W_COL
 from dask_meta.backends.rows import row_fit_params
+from dask_meta.backends.scores import prediction_sum, sums_predictions
 from dask_meta.backends.specs import Design, FitSpec, is_pairwise
 from dask_meta.backends.threads import fit_params_with_threads, on_threads
 from dask_meta.factories import factory_name
@@ -234,9 +235,10 @@ def label_columns(spec: FitSpec) -> set[str]:
 
 def fit_binned(
     spec: FitSpec, frame: pd.DataFrame, keep: np.ndarray, template: pd.DataFrame | None = None
-) -> Any:
+) -> tuple[Any, np.ndarray | None]:
     """Fit a LightGBM model on the rows ``keep`` of the training frame (all partitions,
-    derived columns included), through the worker's shared binned Dataset.
+    derived columns included), through the worker's shared binned Dataset; with it, its
+    training rows' prediction sum if the spec asks for one (:mod:`.scores`).
 
     ``frame`` needs the features only if this worker has not built the Dataset yet;
     ``template`` (an empty frame with the features' columns and dtypes) gives the model its
@@ -273,6 +275,7 @@ def fit_binned(
         finally:
             _pending_subset.value = None
 
+    summed = prediction_sum(spec, frame, positions) if sums_predictions(spec) else None
     with threadpool_limits(limits=spec.threads):
         if is_pairwise(spec.factory):  # one subset per pair, of this fit's rows
             weight = fit_params.pop("sample_weight", None)
@@ -284,5 +287,7 @@ def fit_binned(
                 **fit_params,
             )
         else:
+            if summed is not None:
+                fit_params = summed.add_to(fit_params)
             fit_subset(model, positions, y, fit_params)
-    return model
+    return model, None if summed is None else summed.of(model)

@@ -16,6 +16,7 @@ from threadpoolctl import threadpool_limits
 
 from dask_meta.backends.bins import fit_binned, holds_dataset, label_columns
 from dask_meta.backends.rows import gather_rows, training_arrays
+from dask_meta.backends.scores import prediction_sum, sums_predictions
 from dask_meta.backends.specs import FitResult, FitSpec, RowSelection
 from dask_meta.backends.threads import fit_params_with_threads, on_threads, worker_address
 from dask_meta.factories import factory_name
@@ -28,14 +29,17 @@ def fit_local(spec: FitSpec, n_parts: int, *parts: pd.DataFrame) -> FitResult:
     partitions of derived columns.
     """
     start = time.time()
-    model, n_rows = on_threads(spec.threads, _fit_local, spec, n_parts, parts)
+    model, n_rows, total = on_threads(spec.threads, _fit_local, spec, n_parts, parts)
     classes = None
     if spec.is_classifier:  # a duck-typed model used for probabilities may not record them
         classes = np.asarray(getattr(model, "classes_", spec.classes))
-    return FitResult(model, n_rows, worker_address(), start, time.time(), classes)
+    return FitResult(model, n_rows, worker_address(), start, time.time(), classes, total)
 
 
-def _fit_local(spec: FitSpec, n_parts: int, parts: Sequence[pd.DataFrame]) -> tuple[Any, int]:
+def _fit_local(
+    spec: FitSpec, n_parts: int, parts: Sequence[pd.DataFrame]
+) -> tuple[Any, int, np.ndarray | None]:
+    """The fitted model, its rows and, if asked for, its training rows' prediction sum."""
     if spec.bins is not None:
         main = list(parts[:n_parts])
         if holds_dataset(spec.bins):
@@ -50,7 +54,8 @@ def _fit_local(spec: FitSpec, n_parts: int, parts: Sequence[pd.DataFrame]) -> tu
                 f"no training rows for {factory_name(spec.factory)} (target {spec.target}): the "
                 "selection of rows for this model is empty"
             )
-        return fit_binned(spec, whole, keep, template=parts[0].iloc[:0]), int(keep.sum())
+        model, total = fit_binned(spec, whole, keep, template=parts[0].iloc[:0])
+        return model, int(keep.sum()), total
     frame = gather_rows(spec.rows, parts[:n_parts], parts[n_parts:])
     if len(frame) == 0:
         raise ValueError(
@@ -59,6 +64,9 @@ def _fit_local(spec: FitSpec, n_parts: int, parts: Sequence[pd.DataFrame]) -> tu
         )
     X, y, fit_params = training_arrays(spec, frame)
     params = fit_params_with_threads(spec.factory, spec.params, spec.thread_param, spec.threads)
+    summed = prediction_sum(spec, frame, None) if sums_predictions(spec) else None
+    if summed is not None:
+        fit_params = summed.add_to(fit_params)
     with threadpool_limits(limits=spec.threads):
         model = spec.factory(**params).fit(X, y, **fit_params)
-    return model, len(frame)
+    return model, len(frame), None if summed is None else summed.of(model)

@@ -86,9 +86,9 @@ def _predict_block(
         for k, model in enumerate(fold_models):
             rows = np.flatnonzero(fold_ids == k)
             if len(rows):
-                out[rows] = _model_output(model, _take(X, rows), method, n_outputs, name, k)
+                out[rows] = _model_output(model, take_rows(X, rows), method, n_outputs, name, k)
     if oos.any():
-        X_oos = X if oos.all() else _take(X, np.flatnonzero(oos))
+        X_oos = X if oos.all() else take_rows(X, np.flatnonzero(oos))
         out[oos] = _predict_oos(
             fold_models, overall_model, X_oos, method, oos_method, n_outputs, name
         )
@@ -117,7 +117,8 @@ def _predict_oos(
     raise ValueError(f"oos_method={oos_method!r} is not one of 'overall', 'mean', 'median'")
 
 
-def _take(X: Any, rows: np.ndarray) -> Any:
+def take_rows(X: Any, rows: np.ndarray) -> Any:
+    """The rows (positions) of a design matrix, a DataFrame or an array."""
     if isinstance(X, pd.DataFrame):
         return X.iloc[rows]
     return X[rows]

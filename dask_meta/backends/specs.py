@@ -184,13 +184,17 @@ class FitSpec:
     classes: np.ndarray | None = None
     #: key of the shared binned LightGBM Dataset this fit trains on (None: its own data)
     bins: str | None = None
+    #: also sum each training row's bootstrap count times the model's prediction, from its
+    #: training scores (:mod:`.scores`): a bootstrap's ATE then predicts the other rows only
+    sum_predictions: bool = False
 
 
 @dataclass
 class FitResult:
     """What a fit gives back: the fitted model, its rows, where and when it ran (``worker``
-    is ``None`` for collection fits, which run on the whole cluster) and a classifier's
-    classes."""
+    is ``None`` for collection fits, which run on the whole cluster), a classifier's
+    classes and, if asked for and available, the sum of count x prediction over its training
+    rows (:attr:`FitSpec.sum_predictions`)."""
 
     model: Any
     n_rows: int
@@ -198,3 +202,4 @@ class FitResult:
     start: float
     end: float
     classes: np.ndarray | None = None
+    prediction_sum: np.ndarray | None = None

@@ -1,4 +1,4 @@
-"""Small pieces shared by the learners with a treatment stage."""
+"""Small pieces shared by the learners: effects of treatment models, linear CATEs."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from dask_meta._constants import TREATMENT_MODEL
 from dask_meta.backends import Design
 from dask_meta.crossfit import CrossFitEstimator, ModelPrediction
 from dask_meta.evaluation import predict_rows
@@ -72,4 +73,34 @@ def treatment_cate_partition(
             for model in bundle.models
         ],
         axis=1,
+    )
+
+
+@dataclass(frozen=True)
+class LinearCate:
+    """A CATE that is a sum of single models' predictions: the T-learner's ``mu_k - mu_0``,
+    the R- and DR-learner's ``tau_k``. Entry ``(k, o)`` of a row's CATE is the sum of
+    ``coef`` x the ``predict`` output of model ``m`` over the terms ``(k, o, m, coef)``.
+
+    A bootstrap's in-sample ATE sums each model's predictions apart, so a model that summed
+    its own training rows as it was fitted (:mod:`dask_meta.backends.scores`) is predicted
+    on the other rows only. ``needs``: each model's (kind, ordinal)."""
+
+    needs: tuple[tuple[str, int], ...]
+    models: tuple[CrossFitEstimator, ...]
+    design: Design
+    oos_method: str
+    terms: tuple[tuple[int, int, int, float], ...]
+
+
+def treatment_linear_cate(models: TreatmentModels) -> LinearCate:
+    """The R- and DR-learner's CATE ``tau_k`` (``[-tau_k, tau_k]`` for classification)."""
+    signs = ((0, -1.0), (1, 1.0)) if models.is_classification else ((0, 1.0),)
+    terms = [(k, o, k, sign) for k in range(len(models.models)) for o, sign in signs]
+    return LinearCate(
+        needs=tuple((TREATMENT_MODEL, k) for k in range(len(models.models))),
+        models=models.models,
+        design=models.design,
+        oos_method=models.oos_method,
+        terms=tuple(terms),
     )

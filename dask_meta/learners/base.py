@@ -53,6 +53,7 @@ from dask_meta.evaluation import (
 from dask_meta.explain import Explainer, check_explainer_arguments, overall_models
 from dask_meta.factories import check_factory
 from dask_meta.folds import scan, validate_strategy
+from dask_meta.learners._common import LinearCate
 from dask_meta.learners.arguments import (
     check_enable_overall,
     check_model_types,
@@ -760,6 +761,13 @@ class MetaLearner(ABC):
     @abstractmethod
     def _cate(self, is_oos: bool, oos_method: str) -> Prediction:
         """The CATE prediction that ``predict`` maps over X (each learner's own)."""
+
+    #: the model kinds of :meth:`_linear_cate`, known before the fit
+    _linear_cate_kinds: tuple[str, ...] = ()
+
+    def _linear_cate(self, oos_method: str) -> LinearCate | None:
+        """The CATE as a sum of single models' predictions, if it is one."""
+        return None
 
     def predict_nuisance(
         self,

@@ -27,11 +27,13 @@ from dask_meta.crossfit import ModelPrediction, model_partition
 from dask_meta.evaluation import PartitionPlan, predict_rows
 from dask_meta.learners._common import (
     EPSILON,
+    LinearCate,
     TreatmentModels,
     clip_to_epsilon,
     positive_class,
     prediction_rows,
     treatment_cate_partition,
+    treatment_linear_cate,
 )
 from dask_meta.learners.base import MetaLearner
 from dask_meta.learners.fit_run import FitRun
@@ -302,6 +304,11 @@ class DRLearner(OnnxExport, ConditionalAverageOutcomes, MetaLearner):
         return PartitionPlan(
             dr_evaluation_rows, evaluation, (*items, propensity, *treatments), self._feature_names()
         )
+
+    _linear_cate_kinds = (TREATMENT_MODEL,)
+
+    def _linear_cate(self, oos_method: str) -> LinearCate | None:
+        return treatment_linear_cate(self._effect_models(oos_method))
 
     def _cate(self, is_oos: bool, oos_method: str) -> Prediction:
         self._check_predict(is_oos, oos_method)

@@ -86,6 +86,9 @@ class FitRun:
     #: a bootstrap replicate's number (from 0) and its weights; None for the point fit
     replicate: int | None = None
     resample: Resample | None = None
+    #: model kinds whose models, if not cross-fitted, sum their predictions on their training
+    #: rows as they are fitted (a bootstrap's in-sample ATE reads those sums)
+    sum_predictions: frozenset[str] = frozenset()
 
     @property
     def job_token(self) -> str:

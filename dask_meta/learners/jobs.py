@@ -221,11 +221,14 @@ def entry_jobs(
         if key in run.bins_worth_sharing:
             bins = key
             run.shared_bins = True
+    summed = entry.kind in run.sum_predictions and cfe.n_folds == 1
     for job in jobs:
         job.backend = backend
         job.meta = (run.assignment.frame._meta, extra_meta)
         rows = dataclasses.replace(job.spec.rows, resample=run.resample)
-        job.spec = dataclasses.replace(job.spec, classes=classes, bins=bins, rows=rows)
+        job.spec = dataclasses.replace(
+            job.spec, classes=classes, bins=bins, rows=rows, sum_predictions=summed
+        )
         job.replicate = run.replicate
     weigh(run, cfe, jobs)
     return jobs, cfe

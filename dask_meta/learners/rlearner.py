@@ -31,11 +31,13 @@ from dask_meta.evaluation import R_LOSS, Evaluated, PartitionPlan, predict_rows
 from dask_meta.factories import factory_name
 from dask_meta.learners._common import (
     EPSILON,
+    LinearCate,
     TreatmentModels,
     clip_to_epsilon,
     positive_class,
     prediction_rows,
     treatment_cate_partition,
+    treatment_linear_cate,
 )
 from dask_meta.learners.base import MetaLearner
 from dask_meta.learners.fit_run import FitRun
@@ -274,6 +276,11 @@ class RLearner(OnnxExport, MetaLearner):
             epsilon=EPSILON,
         )
         return PartitionPlan(r_evaluation_rows, evaluation, tuple(items), self._feature_names())
+
+    _linear_cate_kinds = (TREATMENT_MODEL,)
+
+    def _linear_cate(self, oos_method: str) -> LinearCate | None:
+        return treatment_linear_cate(self._cate_models(oos_method))
 
     def _cate(self, is_oos: bool, oos_method: str) -> Prediction:
         self._check_predict(is_oos, oos_method)

@@ -17,6 +17,7 @@ from dask_meta._typing import Matrix
 from dask_meta.backends import Design
 from dask_meta.crossfit import CrossFitEstimator
 from dask_meta.evaluation import Evaluated, PartitionPlan, predict_rows
+from dask_meta.learners._common import LinearCate
 from dask_meta.learners.base import MetaLearner, check_oos_for, n_outputs_of
 from dask_meta.learners.onnx_export import OnnxExport, OnnxGraph, Value
 from dask_meta.learners.tables import ModelEntry, ModelSpecification
@@ -145,6 +146,26 @@ class TLearner(OnnxExport, ConditionalAverageOutcomes, MetaLearner):
         outcomes = self._outcome_models(oos_method)
         tail = (self.n_variants - 1, n_outputs_of(self, VARIANT_OUTCOME_MODEL))
         return Prediction(t_cate_partition, outcomes, tail, "tlearner-cate")
+
+    _linear_cate_kinds = (VARIANT_OUTCOME_MODEL,)
+
+    def _linear_cate(self, oos_method: str) -> LinearCate | None:
+        """``mu_k - mu_0`` of regression outcomes (classification: of probabilities, two
+        outputs a model, not summed apart)."""
+        if self.is_classification:
+            return None
+        outcomes = self._outcome_models(oos_method)
+        return LinearCate(
+            needs=tuple((VARIANT_OUTCOME_MODEL, k) for k in range(self.n_variants)),
+            models=outcomes.models,
+            design=outcomes.design,
+            oos_method=oos_method,
+            terms=tuple(
+                (k - 1, 0, m, sign)
+                for k in range(1, self.n_variants)
+                for m, sign in ((k, 1.0), (0, -1.0))
+            ),
+        )
 
     _onnx_kinds = (VARIANT_OUTCOME_MODEL,)
 
