@@ -327,6 +327,7 @@ def test_a_partition_is_estimated_in_row_blocks_with_the_same_result(client, mon
         X, folds, bootstrap.AteSums(boot._replicates(False, "overall"), boot.seeds_)
     )
     monkeypatch.setattr(bootstrap, "ROW_BLOCK", 7)
+    monkeypatch.setattr(bootstrap, "ATE_ROW_BLOCK", 7)
     np.testing.assert_allclose(bootstrap.interval_partition(X, None, request), whole)
     np.testing.assert_allclose(
         bootstrap.ate_partition(
@@ -335,6 +336,18 @@ def test_a_partition_is_estimated_in_row_blocks_with_the_same_result(client, mon
         sums,
     )
     assert whole.shape == (300, 1, 2)
+
+    params = {"n_estimators": 3, "num_leaves": 5, "verbose": -1, "n_jobs": 1}
+    learner = TLearner(
+        False, 2, LGBMRegressor, nuisance_model_params=params, n_folds=1, client=client
+    )
+    boot = Bootstrap(learner, n_bootstraps=3, random_state=0).fit(X, y, w)
+    cates = tuple(fit._linear_cate("overall") for fit in [boot.learner_, *boot.replicates_])
+    linear = bootstrap.LinearAteSums(cates, ((None, None),) * 4, boot.seeds_)
+    folds = boot.learner_._fit_context.fold_frame.compute()
+    blocked = bootstrap.linear_ate_partition(X, folds, linear)
+    monkeypatch.setattr(bootstrap, "ATE_ROW_BLOCK", 1_000)
+    np.testing.assert_allclose(bootstrap.linear_ate_partition(X, folds, linear), blocked)
 
 
 def test_replicates_without_cross_fitting_share_the_bins_too(client):
