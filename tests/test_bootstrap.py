@@ -184,18 +184,8 @@ def test_the_same_seed_gives_the_same_intervals_on_other_clusters_and_layouts(cl
 def test_lightgbm_replicates_share_the_binned_dataset(client):
     X, y, w, _ = _data(n=1_000)
     params = {"n_estimators": 5, "num_leaves": 7, "verbose": -1, "n_jobs": 1}
-    learner = DRLearner(
-        False,
-        2,
-        LGBMRegressor,
-        LGBMRegressor,
-        LGBMClassifier,
-        nuisance_model_params=params,
-        treatment_model_params=params,
-        propensity_model_params=params,
-        n_folds=2,
-        random_state=0,
-        client=client,
+    learner = _lightgbm_treatment_learner(
+        DRLearner, 2, params, n_folds=2, random_state=0, client=client
     )
     boot = Bootstrap(learner, n_bootstraps=3, random_state=1).fit(X, y, w)
     assert boot.fit_report_.attrs["shared_bins"] is True
@@ -375,6 +365,11 @@ def _lightgbm_learner(name, client, n_variants, fold_strategy):
     outcome = "variant_outcome_model" if name == "DR" else "outcome_model"
     folds = {outcome: 2, "propensity_model": 2, "treatment_model": 1}
     cls = DRLearner if name == "DR" else RLearner
+    return _lightgbm_treatment_learner(cls, n_variants, params, n_folds=folds, **args)
+
+
+def _lightgbm_treatment_learner(cls, n_variants, params, **args):
+    """An R- or DR-learner with LightGBM for every model."""
     return cls(
         False,
         n_variants,
@@ -384,7 +379,6 @@ def _lightgbm_learner(name, client, n_variants, fold_strategy):
         nuisance_model_params=params,
         treatment_model_params=params,
         propensity_model_params=params,
-        n_folds=folds,
         **args,
     )
 
