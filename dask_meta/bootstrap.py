@@ -277,8 +277,8 @@ class Bootstrap:
         if any(trained) and all(cate is not None for cate in cates):
             linear = [cate for cate in cates if cate is not None]
             given = tuple(
-                tuple(sums[need].rows if need in sums else None for need in cate.needs)
-                for cate, sums in zip(linear, trained, strict=True)
+                tuple(own[need].rows if need in own else None for need in cate.needs)
+                for cate, own in zip(linear, trained, strict=True)
             )
             sums = self._in_sample_sums(
                 X, linear_ate_partition, LinearAteSums(tuple(linear), given, seeds)
