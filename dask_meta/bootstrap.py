@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from statistics import NormalDist
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -110,6 +110,20 @@ def interval_partition(X: pd.DataFrame, folds: pd.DataFrame | None, bundle: Inte
     )
 
 
+def weighted_blocks(
+    X: pd.DataFrame, folds: pd.DataFrame, seeds: tuple[int, ...]
+) -> Iterator[tuple[pd.DataFrame, pd.DataFrame, list[np.ndarray]]]:
+    """The partition's rows in blocks of :data:`ATE_ROW_BLOCK`: each block, its fold rows
+    and every fit's counts of its rows (1 for the point fit, then each replicate's Poisson
+    counts drawn from ``seeds``)."""
+    for start in range(0, len(X), ATE_ROW_BLOCK):
+        rows = slice(start, start + ATE_ROW_BLOCK)
+        block_folds = folds.iloc[rows].reset_index(drop=True)
+        ids = block_folds[ROW_ID_COL].to_numpy()
+        counts = [np.ones(len(ids)), *(Resample(seed).counts(ids) for seed in seeds)]
+        yield X.iloc[rows].reset_index(drop=True), block_folds, counts
+
+
 def ate_partition(X: pd.DataFrame, folds: pd.DataFrame | None, bundle: AteSums) -> np.ndarray:
     """``(fits, width + 1)``: per fit, the sum of count x CATE and of the counts over the
     partition's rows (count 1 for the point fit, the replicate's Poisson counts else).
@@ -119,11 +133,7 @@ def ate_partition(X: pd.DataFrame, folds: pd.DataFrame | None, bundle: AteSums) 
     assert folds is not None
     replicates = bundle.replicates
     sums = np.zeros((len(replicates.fns), replicates.width + 1))
-    for start in range(0, len(X), ATE_ROW_BLOCK):
-        block = X.iloc[start : start + ATE_ROW_BLOCK].reset_index(drop=True)
-        block_folds = folds.iloc[start : start + ATE_ROW_BLOCK].reset_index(drop=True)
-        ids = block_folds[ROW_ID_COL].to_numpy()
-        weights = [np.ones(len(ids)), *(Resample(seed).counts(ids) for seed in bundle.seeds)]
+    for block, block_folds, weights in weighted_blocks(X, folds, bundle.seeds):
         for f, counts in enumerate(weights):
             drawn = np.flatnonzero(counts)
             rows = block.iloc[drawn].reset_index(drop=True)
@@ -152,12 +162,8 @@ def linear_ate_partition(
     assert folds is not None
     design = bundle.cates[0].design
     sums = np.zeros((len(bundle.cates), len(bundle.cates[0].models) + 1))
-    for start in range(0, len(X), ATE_ROW_BLOCK):
-        block = X.iloc[start : start + ATE_ROW_BLOCK].reset_index(drop=True)
-        block_folds = folds.iloc[start : start + ATE_ROW_BLOCK].reset_index(drop=True)
+    for block, block_folds, weights in weighted_blocks(X, folds, bundle.seeds):
         matrix = design.matrix(block)
-        ids = block_folds[ROW_ID_COL].to_numpy()
-        weights = [np.ones(len(ids)), *(Resample(seed).counts(ids) for seed in bundle.seeds)]
         for f, (cate, given, counts) in enumerate(
             zip(bundle.cates, bundle.given, weights, strict=True)
         ):
@@ -273,25 +279,33 @@ class Bootstrap:
         self.seeds_ = seeds
         self.fit_report_ = report
         tail = self.learner_._cate(False, OVERALL).tail
-        cates = [learner._linear_cate(OVERALL) for learner in fits]
-        if any(trained) and all(cate is not None for cate in cates):
-            linear = [cate for cate in cates if cate is not None]
-            given = tuple(
-                tuple(own[need].rows if need in own else None for need in cate.needs)
-                for cate, own in zip(linear, trained, strict=True)
-            )
-            sums = self._in_sample_sums(
-                X, linear_ate_partition, LinearAteSums(tuple(linear), given, seeds)
-            )
-            ates = linear_ates(linear, trained, sums, (tail[0], tail[1]))
-        else:
-            sums = self._in_sample_sums(
-                X, ate_partition, AteSums(self._replicates(False, OVERALL), seeds)
-            )
-            ates = sums[:, :-1] / sums[:, -1:]
+        ates = self._ates(X, fits, trained, seeds, (tail[0], tail[1]))
         self.ate_: np.ndarray = ates[0].reshape(tail)
         self.ate_replicates_: np.ndarray = ates[1:].reshape((self.n_bootstraps, *tail))
         return self
+
+    def _ates(
+        self,
+        X: Matrix,
+        fits: list[MetaLearner],
+        trained: TrainedSums,
+        seeds: tuple[int, ...],
+        width: tuple[int, int],
+    ) -> np.ndarray:
+        """``(fits, *width)``: every fit's ATE, the count-weighted mean of its in-sample
+        CATE, from the fits' trained sums where its CATE is linear in its models."""
+        if fits[0]._linear_cate(OVERALL) is None or not any(trained):
+            request = AteSums(self._replicates(False, OVERALL), seeds)
+            sums = self._in_sample_sums(X, ate_partition, request)
+            return (sums[:, :-1] / sums[:, -1:]).reshape((len(fits), *width))
+        # the fits are copies of one learner: every one's CATE is linear when the first's is
+        cates = tuple(cast(LinearCate, fit._linear_cate(OVERALL)) for fit in fits)
+        given = tuple(
+            tuple(own[need].rows if need in own else None for need in cate.needs)
+            for cate, own in zip(cates, trained, strict=True)
+        )
+        sums = self._in_sample_sums(X, linear_ate_partition, LinearAteSums(cates, given, seeds))
+        return linear_ates(list(cates), trained, sums, width)
 
     def _in_sample_sums(self, X: Matrix, fn: PartitionFn, bundle: Any) -> np.ndarray:
         return sum_in_sample(
