@@ -910,3 +910,54 @@ def test_a_lightgbm_fit_sums_its_training_rows_predictions_from_its_scores():
     assert not sums_predictions(spec(LGBMClassifier, classifier=True))
     assert not sums_predictions(spec(LinearRegression))
     assert not sums_predictions(dataclasses.replace(spec(LGBMRegressor), sum_predictions=False))
+
+
+@pytest.mark.parametrize("as_numpy", [True, False])
+def test_a_streaming_steps_rows_equal_the_gathered_rows_of_each_fit(as_numpy):
+    """PartitionRows, which a fused streaming step shares between its fits (one matrix per
+    design, one draw of counts per replicate), gives each fit the arrays that gathering
+    its rows gives: rows of its variants and folds, drawn by its replicate, weighted by
+    its counts times its per-row weights, and derived columns beside the partition's."""
+    from dask_meta._constants import ROW_ID_COL, W_COL
+    from dask_meta.backends.rows import PartitionRows, gather_rows, training_arrays
+    from dask_meta.learners.slearner import append_treatment
+    from dask_meta.resampling import Resample
+
+    rng = np.random.default_rng(0)
+    n = 500
+    part = pd.DataFrame(rng.normal(size=(n, 3)), columns=["x0", "x1", "x2"])
+    part[W_COL] = rng.integers(0, 3, size=n)
+    part["fold"] = rng.integers(-1, 3, size=n)
+    part[ROW_ID_COL] = np.arange(1_000, 1_000 + n, dtype=np.uint64)
+    part.index = pd.RangeIndex(7_000, 7_000 + n)  # a partition's labels, not positions
+    derived = pd.DataFrame({"target": rng.normal(size=n), "weight": rng.uniform(size=n)})
+    plain = Design(("x0", "x1", "x2"), as_numpy)
+    with_w = Design(("x0", "x2"), as_numpy, transform=append_treatment, transform_args=(3, False))
+    selections = [
+        RowSelection(),
+        RowSelection((0, 2), "fold", 1),
+        RowSelection(None, "fold", None, Resample(11)),
+        RowSelection((1,), "fold", 0, Resample(12)),
+        RowSelection((0, 1), None, None, Resample(11)),
+    ]
+    rows = PartitionRows(part, [derived])
+    for selection in selections:
+        for design in (plain, with_w):
+            spec = FitSpec(
+                SGDRegressor, {}, design, "target", selection, 1, None,
+                row_params={"sample_weight": "weight"},
+            )  # fmt: skip
+            X, y, params = rows.arrays(spec)
+            want_X, want_y, want_params = training_arrays(
+                spec, gather_rows(selection, [part], [derived])
+            )
+            if as_numpy:
+                np.testing.assert_array_equal(X, want_X)
+            else:
+                pd.testing.assert_frame_equal(X, want_X)
+            np.testing.assert_array_equal(y, want_y)
+            assert params.keys() == want_params.keys() == {"sample_weight"}
+            np.testing.assert_array_equal(params["sample_weight"], want_params["sample_weight"])
+            assert 0 < len(y) < n or selection == RowSelection()
+    # one matrix per design and one draw per replicate, whatever the number of fits
+    assert len(rows._matrices) == 2 and len(rows._counts) == 2

@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 
 from dask_meta._constants import ROW_ID_COL, W_COL
-from dask_meta.backends.specs import FitSpec, RowSelection
+from dask_meta.backends.specs import Design, FitSpec, RowSelection
+from dask_meta.resampling import Resample
 
 
 def aligned(frame: pd.DataFrame) -> pd.DataFrame:
@@ -42,6 +43,46 @@ def gather_rows(
     return aligned(frame.reset_index(drop=True))
 
 
+class PartitionRows:
+    """One partition and its derived columns, as the fits of a streaming step take their
+    rows of it: joined once, each design's matrix built once and each replicate's counts
+    drawn once for all of them (a fused step fits every fold model of an estimator, and a
+    bootstrap's replicates, on the same partition)."""
+
+    def __init__(self, part: pd.DataFrame, extra: Sequence[pd.DataFrame] = ()) -> None:
+        if extra:
+            part = pd.concat([part, *(e.set_axis(part.index) for e in extra)], axis=1)
+        self.frame = part
+        self._counts: dict[Resample, np.ndarray] = {}
+        self._matrices: dict[Design, Any] = {}
+
+    def counts(self, resample: Resample) -> np.ndarray:
+        """The replicate's count of every row of the partition."""
+        if resample not in self._counts:
+            self._counts[resample] = resample.counts(self.frame[ROW_ID_COL].to_numpy())
+        return self._counts[resample]
+
+    def arrays(self, spec: FitSpec) -> tuple[Any, np.ndarray, dict[str, Any]]:
+        """The job's rows of the partition: as :func:`training_arrays` of
+        :func:`gather_rows`, from numpy copies of the selected rows (so aligned)."""
+        resample = spec.rows.resample
+        counts = None if resample is None else self.counts(resample)
+        positions = np.flatnonzero(spec.rows.mask(self.frame, counts))
+        if spec.design not in self._matrices:
+            w = self.frame[W_COL].to_numpy() if W_COL in self.frame.columns else None
+            self._matrices[spec.design] = spec.design.matrix(self.frame, w)
+        X = take_positions(self._matrices[spec.design], positions)
+        y = self.frame[spec.target].to_numpy()[positions]
+        return X, y, row_fit_params(spec, self.frame, positions, counts)
+
+
+def take_positions(X: Any, positions: np.ndarray) -> Any:
+    """The rows (positions) of a design matrix, as a new frame or array (a copy)."""
+    if isinstance(X, pd.DataFrame):
+        return X.take(positions).reset_index(drop=True)
+    return X[positions]
+
+
 def training_arrays(spec: FitSpec, frame: pd.DataFrame) -> tuple[Any, np.ndarray, dict[str, Any]]:
     """The feature matrix, target and fit parameters of a job's selected rows."""
     w = frame[W_COL].to_numpy() if W_COL in frame.columns else None
@@ -51,12 +92,16 @@ def training_arrays(spec: FitSpec, frame: pd.DataFrame) -> tuple[Any, np.ndarray
 
 
 def row_fit_params(
-    spec: FitSpec, frame: pd.DataFrame, positions: np.ndarray | None = None
+    spec: FitSpec,
+    frame: pd.DataFrame,
+    positions: np.ndarray | None = None,
+    counts: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """The fit parameters of a job's rows (``positions`` of ``frame``, default all): its
     static ones, the per-row ones from their columns, and a bootstrap replicate's counts
     as ``sample_weight`` (times the given one; its selection kept the rows of positive
-    count)."""
+    count). ``counts``: the replicate's counts of every row of ``frame``, if drawn
+    already."""
 
     def column(name: str) -> np.ndarray:
         values = frame[name].to_numpy()
@@ -66,7 +111,10 @@ def row_fit_params(
     for name, source in spec.row_params.items():
         fit_params[name] = column(source)
     if spec.rows.resample is not None:
-        counts = spec.rows.resample.counts(column(ROW_ID_COL))
+        if counts is None:
+            counts = spec.rows.resample.counts(frame[ROW_ID_COL].to_numpy())
+        if positions is not None:
+            counts = counts[positions]
         given = fit_params.get("sample_weight")
         fit_params["sample_weight"] = (
             counts if given is None else counts * np.asarray(given, dtype=float)

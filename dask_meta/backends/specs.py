@@ -150,7 +150,9 @@ class RowSelection:
     fold: int | None = None
     resample: Resample | None = None
 
-    def mask(self, frame: pd.DataFrame) -> np.ndarray:
+    def mask(self, frame: pd.DataFrame, counts: np.ndarray | None = None) -> np.ndarray:
+        """The frame's rows of the selection; ``counts``: the replicate's counts of the
+        frame's rows, if drawn already."""
         keep = np.ones(len(frame), dtype=bool)
         if self.variants is not None:
             keep &= np.isin(frame[W_COL].to_numpy(), self.variants)
@@ -160,7 +162,9 @@ class RowSelection:
             if self.fold is not None:
                 keep &= folds != self.fold
         if self.resample is not None:
-            keep &= self.resample.counts(frame[ROW_ID_COL].to_numpy()) > 0
+            if counts is None:
+                counts = self.resample.counts(frame[ROW_ID_COL].to_numpy())
+            keep &= counts > 0
         return keep
 
 

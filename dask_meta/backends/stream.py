@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from dask_meta.backends.rows import gather_rows, training_arrays
+from dask_meta.backends.rows import PartitionRows
 from dask_meta.backends.specs import FitResult, FitSpec, wrapped_estimator
 from dask_meta.backends.threads import on_threads, worker_address
 from dask_meta.factories import factory_name
@@ -45,7 +45,7 @@ def stream_step(
     spec: FitSpec,
     state: StreamState | None,
     final: bool,
-    part: pd.DataFrame,
+    part: pd.DataFrame | PartitionRows,
     *extra: pd.DataFrame,
 ) -> StreamState | FitResult:
     """``partial_fit`` the job's rows of one partition (runs on a worker).
@@ -57,11 +57,11 @@ def stream_step(
         from sklearn.base import clone
 
         state = StreamState(clone(wrapped_estimator(spec.factory, spec.params)), 0, time.time())
-    frame = gather_rows(spec.rows, [part], extra)
-    if len(frame):
-        X, y, fit_params = training_arrays(spec, frame)
+    rows = part if isinstance(part, PartitionRows) else PartitionRows(part, extra)
+    X, y, fit_params = rows.arrays(spec)
+    if len(y):
         on_threads(spec.threads, _partial_fit, spec, state.model, X, y, fit_params)
-        state.n_rows += len(frame)
+        state.n_rows += len(y)
         if spec.is_classifier:
             state.classes.update(np.unique(y).tolist())
     if not final:
@@ -94,7 +94,7 @@ def fused_stream_step(
     takes its own rows of the partition, as :func:`stream_step` would.
     """
     previous: Sequence[StreamState | None] = [None] * len(specs) if states is None else states
+    rows = PartitionRows(part, extra)
     return [
-        stream_step(spec, state, final, part, *extra)
-        for spec, state in zip(specs, previous, strict=True)
+        stream_step(spec, state, final, rows) for spec, state in zip(specs, previous, strict=True)
     ]
