@@ -16,15 +16,13 @@ random_state=seed)`` instead: the point fit and N Poisson-weighted replicates in
 run. The streaming nuisance models of the point fit and of every replicate join one chain per
 estimator (a partition is read once for all of them), but each replicate still runs its own
 ``partial_fit`` passes over every partition for each of its 24 models (3 variants, 3 folds:
-6 estimators x 3 folds and an overall model), and its treatment models stream separately,
-so the fit takes about N + 1 times the point fit (1M rows, on a busy machine: 15.5 s alone,
-58.3 s with 3 replicates). With the stream backend the data set then defaults to
-:data:`BOOTSTRAP_SIZE` (1.1x) the two memory limits together: still larger than the
-cluster's memory, about a third of the rows of the point fit's 3.1x. The point fit alone
-took 860 s on 46.25M rows (185 partitions) on the project's 2-core machine, about 18.6 us a
-row; 21 fits of 16.5M rows (66 partitions) make about 21 x 307 s, 1.5 to 1.8 hours. The
-written CATE is the point fit's; the output adds the bootstrap's ATE, its 95% percentile
-interval and its standard error.
+6 estimators x 3 folds and an overall model), and its treatment models stream in chains of
+their own. With the stream backend the data set then defaults to :data:`BOOTSTRAP_SIZE`
+(1.1x) the two memory limits together: still larger than the cluster's memory, about a
+third of the rows of the point fit's 3.1x. On the project's 2-core machine the point fit
+alone took 860 s on 46.25M rows (185 partitions), and the 21 fits of 16.5M rows (66
+partitions) took 41 minutes. The written CATE is the point fit's; the output adds the
+bootstrap's ATE, its 95% percentile interval and its standard error.
 
 Steps, each timed: generate the experiment with ``dask_meta.datasets.make_experiment`` and
 write it to parquet from the cluster (skipped when ``--data`` already holds it); fit;
@@ -41,7 +39,7 @@ that died (the nanny restarts them under new addresses).
     ./dev.sh bench out_of_core --backend stream
     ./dev.sh bench out_of_core --backend lightgbm-dask
     ./dev.sh bench out_of_core --backend stream --rows 2000000   # a quick look
-    ./dev.sh bench out_of_core --backend stream --bootstraps 20   # 1.1x, 1.5 to 1.8 hours
+    ./dev.sh bench out_of_core --backend stream --bootstraps 20   # 1.1x, about 45 minutes
 
 Results go to ``benchmarks/results/out_of_core_{backend}.json`` (with ``--bootstraps``:
 ``out_of_core_{backend}_bootstrap.json``).
