@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from dask_meta._constants import ROW_ID_COL, W_COL
+from dask_meta.backends.predict import take_rows
 from dask_meta.backends.specs import Design, FitSpec, RowSelection
 from dask_meta.resampling import Resample
 
@@ -64,23 +65,16 @@ class PartitionRows:
 
     def arrays(self, spec: FitSpec) -> tuple[Any, np.ndarray, dict[str, Any]]:
         """The job's rows of the partition: as :func:`training_arrays` of
-        :func:`gather_rows`, from numpy copies of the selected rows (so aligned)."""
+        :func:`gather_rows`, from copies of the selected rows (so aligned)."""
         resample = spec.rows.resample
         counts = None if resample is None else self.counts(resample)
         positions = np.flatnonzero(spec.rows.mask(self.frame, counts))
         if spec.design not in self._matrices:
             w = self.frame[W_COL].to_numpy() if W_COL in self.frame.columns else None
             self._matrices[spec.design] = spec.design.matrix(self.frame, w)
-        X = take_positions(self._matrices[spec.design], positions)
+        X = take_rows(self._matrices[spec.design], positions)
         y = self.frame[spec.target].to_numpy()[positions]
         return X, y, row_fit_params(spec, self.frame, positions, counts)
-
-
-def take_positions(X: Any, positions: np.ndarray) -> Any:
-    """The rows (positions) of a design matrix, as a new frame or array (a copy)."""
-    if isinstance(X, pd.DataFrame):
-        return X.take(positions).reset_index(drop=True)
-    return X[positions]
 
 
 def training_arrays(spec: FitSpec, frame: pd.DataFrame) -> tuple[Any, np.ndarray, dict[str, Any]]:
