@@ -234,11 +234,16 @@ def label_columns(spec: FitSpec) -> set[str]:
 
 
 def fit_binned(
-    spec: FitSpec, frame: pd.DataFrame, keep: np.ndarray, template: pd.DataFrame | None = None
+    spec: FitSpec,
+    frame: pd.DataFrame,
+    keep: np.ndarray,
+    counts: np.ndarray | None = None,
+    template: pd.DataFrame | None = None,
 ) -> tuple[Any, np.ndarray | None]:
     """Fit a LightGBM model on the rows ``keep`` of the training frame (all partitions,
     derived columns included), through the worker's shared binned Dataset; with it, its
-    training rows' prediction sum if the spec asks for one (:mod:`.scores`).
+    training rows' prediction sum if the spec asks for one (:mod:`.scores`). ``counts``:
+    a bootstrap replicate's counts of every row of ``frame``, if drawn already.
 
     ``frame`` needs the features only if this worker has not built the Dataset yet;
     ``template`` (an empty frame with the features' columns and dtypes) gives the model its
@@ -255,7 +260,7 @@ def fit_binned(
     positions = np.flatnonzero(keep)
     # column by column: the selected rows of the whole frame would copy the features too
     y = frame[spec.target].to_numpy()[positions]
-    fit_params = row_fit_params(spec, frame, positions)
+    fit_params = row_fit_params(spec, frame, positions, counts)
     params = fit_params_with_threads(spec.factory, spec.params, spec.thread_param, spec.threads)
     model = spec.factory(**params)
     # the features are in the subsets already: fit sees their names only (a DataFrame

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
+from dask_meta._constants import ROW_ID_COL
 from dask_meta.backends.bins import fit_binned, holds_dataset, label_columns
 from dask_meta.backends.rows import gather_rows, training_arrays
 from dask_meta.backends.scores import prediction_sum, sums_predictions
@@ -48,13 +49,15 @@ def _fit_local(
             wanted = label_columns(spec)
             main = [p[[c for c in p.columns if c in wanted]] for p in main]
         whole = gather_rows(RowSelection(), main, parts[n_parts:])
-        keep = spec.rows.mask(whole)
+        resample = spec.rows.resample
+        counts = None if resample is None else resample.counts(whole[ROW_ID_COL].to_numpy())
+        keep = spec.rows.mask(whole, counts)
         if not keep.any():
             raise ValueError(
                 f"no training rows for {factory_name(spec.factory)} (target {spec.target}): the "
                 "selection of rows for this model is empty"
             )
-        model, total = fit_binned(spec, whole, keep, template=parts[0].iloc[:0])
+        model, total = fit_binned(spec, whole, keep, counts, template=parts[0].iloc[:0])
         return model, int(keep.sum()), total
     frame = gather_rows(spec.rows, parts[:n_parts], parts[n_parts:])
     if len(frame) == 0:

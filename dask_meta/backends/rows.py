@@ -105,9 +105,9 @@ def row_fit_params(
     for name, source in spec.row_params.items():
         fit_params[name] = column(source)
     if spec.rows.resample is not None:
-        if counts is None:
-            counts = spec.rows.resample.counts(frame[ROW_ID_COL].to_numpy())
-        if positions is not None:
+        if counts is None:  # drawn for the job's rows only
+            counts = spec.rows.resample.counts(column(ROW_ID_COL))
+        elif positions is not None:
             counts = counts[positions]
         given = fit_params.get("sample_weight")
         fit_params["sample_weight"] = (
