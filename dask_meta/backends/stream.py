@@ -45,7 +45,7 @@ def stream_step(
     spec: FitSpec,
     state: StreamState | None,
     final: bool,
-    part: pd.DataFrame | PartitionRows,
+    part: pd.DataFrame,
     *extra: pd.DataFrame,
 ) -> StreamState | FitResult:
     """``partial_fit`` the job's rows of one partition (runs on a worker).
@@ -53,11 +53,17 @@ def stream_step(
     The first step clones the wrapped estimator; partitions without rows of the job pass
     the model through. The last step (``final``) returns the :class:`FitResult`.
     """
+    return _step(spec, state, final, PartitionRows(part, extra))
+
+
+def _step(
+    spec: FitSpec, state: StreamState | None, final: bool, rows: PartitionRows
+) -> StreamState | FitResult:
+    """:func:`stream_step` on a partition joined with its derived columns already."""
     if state is None:
         from sklearn.base import clone
 
         state = StreamState(clone(wrapped_estimator(spec.factory, spec.params)), 0, time.time())
-    rows = part if isinstance(part, PartitionRows) else PartitionRows(part, extra)
     X, y, fit_params = rows.arrays(spec)
     if len(y):
         on_threads(spec.threads, _partial_fit, spec, state.model, X, y, fit_params)
@@ -95,6 +101,4 @@ def fused_stream_step(
     """
     previous: Sequence[StreamState | None] = [None] * len(specs) if states is None else states
     rows = PartitionRows(part, extra)
-    return [
-        stream_step(spec, state, final, rows) for spec, state in zip(specs, previous, strict=True)
-    ]
+    return [_step(spec, state, final, rows) for spec, state in zip(specs, previous, strict=True)]
