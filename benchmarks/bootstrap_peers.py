@@ -30,9 +30,10 @@ the ATE interval; the held-out CATE intervals are timed apart):
   count-weighted mean of its in-sample CATE. The learner does the peers' work
   (``peers.py``'s configurations, :func:`peers.peer_config`): ``peers-folds`` for EconML
   and for the T-learner (each model of the T-learner fitted once; the DR-learner's outcome
-  and propensity models cross-fitted, its effect model fitted once, no overall
-  propensity model) and ``peers-pairwise`` for CausalML's DR-learner (a binary
-  propensity model per variant, the outcome models over 3 folds); ``--configs default``
+  and propensity models cross-fitted, the outcome models on every row as EconML's
+  (``cross_fit_all_rows``), its effect model fitted once, no overall nuisance model) and
+  ``peers-pairwise`` for CausalML's DR-learner (a binary propensity model per variant, the
+  outcome models over 3 folds, with their overall models); ``--configs default``
   adds metalearners' folds. Held out: ``predict_interval(X_test, is_oos=True)``.
 * EconML 0.17: ``TLearner(models=...)`` and ``DRLearner(model_propensity=...,
   model_regression=..., model_final=..., cv=folds)``, fitted with

@@ -104,14 +104,18 @@ PEERS_FOLDS: dict[str, dict[str, int | None]] = {
     "DR": {"variant_outcome_model": None, "propensity_model": None, "treatment_model": 1},
 }
 #: per learner, the cross-fitted model kinds that EconML and CausalML fit no overall model
-#: for (dask-meta's ``enable_overall``): their CATE does not use one. The DR-learner keeps
-#: its overall outcome models, which its pseudo-outcomes use on the other variants' rows
-#: (metalearners' definition; EconML's single outcome model with the treatment as a feature
-#: is cross-fitted on every row instead)
+#: for (dask-meta's ``enable_overall``): their CATE does not use one. The DR-learner's
+#: outcome models keep theirs, which its pseudo-outcomes use on the other variants' rows
+#: (metalearners' definition), except in :data:`PEERS_ALL_ROWS`
 PEERS_NO_OVERALL: dict[str, dict[str, bool]] = {
     "R": {"outcome_model": False, "propensity_model": False},
     "DR": {"propensity_model": False},
 }
+#: per learner, the configuration whose outcome models cross-fit every row
+#: (``cross_fit_all_rows=True``) and so fit no overall model: EconML's DR-learner, whose one
+#: outcome model with the treatment as a feature is cross-fitted on every row (the same
+#: training rows: 4n over 5 folds)
+PEERS_ALL_ROWS: dict[str, str] = {"DR": "peers-folds"}
 
 #: per learner, the folds of the pairwise configuration where they differ from
 #: :data:`PEERS_FOLDS`: the DR-learner's stands for CausalML's (:data:`PAIRWISE_PEERS`),
@@ -211,7 +215,11 @@ def dask_meta_learner(args: argparse.Namespace, client, learner: str, config: st
         if config == "peers-pairwise":
             n_folds |= PAIRWISE_FOLDS.get(learner, {})
         fit_kwargs["synchronize_cross_fitting"] = False
-        learner_kwargs["enable_overall"] = PEERS_NO_OVERALL.get(learner, True)
+        no_overall = dict(PEERS_NO_OVERALL.get(learner, {}))
+        if PEERS_ALL_ROWS.get(learner) == config:
+            learner_kwargs["cross_fit_all_rows"] = True
+            no_overall["variant_outcome_model"] = False
+        learner_kwargs["enable_overall"] = no_overall or True
     models = peers.model_kwargs(learner, *peers.base_models("lgbm100"))
     if config == "peers-pairwise":
         classifier = models["propensity_model_factory"](**models["propensity_model_params"])

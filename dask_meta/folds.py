@@ -226,6 +226,10 @@ class SplitRequest:
     ``W_COL``; None: plain ``KFold``), exactly as metalearners chooses.
     ``seed_key``: for the ``"partition"``/``"hash"`` strategies, estimators with the same
     key share fold ids (synchronised cross-fitting).
+    ``cross_predicts``: the estimator of a variant's rows predicts every row in-sample, of
+    every variant, with the fold model that did not train on the row's fold (the
+    ``"partition"``/``"hash"`` strategies give every row a fold); otherwise only its
+    variants' rows are in-sample and the others are predicted by its overall model.
     """
 
     variants: tuple[int, ...] | None
@@ -234,6 +238,7 @@ class SplitRequest:
     seed_key: str
     #: the seed of an earlier fit whose folds must be reproduced (None: this fit's seed)
     seed: int | None = None
+    cross_predicts: bool = False
 
 
 @dataclass(frozen=True)
@@ -250,10 +255,16 @@ class SplitRef:
     request: SplitRequest | None = None
     seed: int | None = None
 
+    @property
+    def cross_predicts(self) -> bool:
+        """Rows of other variants are predicted in-sample too (:class:`SplitRequest`)."""
+        return self.request is not None and self.request.cross_predicts
+
     def fold_ids(self, fold_frame: pd.DataFrame) -> np.ndarray:
-        """Fold id per row; -1 for rows this estimator did not train on."""
+        """Fold id per row; -1 for rows this estimator predicts out-of-sample (those of
+        other variants than its own, unless it :attr:`cross_predicts`)."""
         ids = fold_frame[self.fold_col].to_numpy().astype(np.int64)
-        if self.variants is not None:
+        if self.variants is not None and not self.cross_predicts:
             inside = np.isin(fold_frame[W_COL].to_numpy(), self.variants)
             ids = np.where(inside, ids, NOT_IN_SPLIT)
         return ids

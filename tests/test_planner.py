@@ -24,6 +24,7 @@ from dask_meta import CrossFitEstimator, RLearner, TLearner
 from dask_meta._constants import W_COL
 from dask_meta.backends import STREAM, Design, FitSpec, RowSelection
 from dask_meta.cluster import ClusterShape, WorkerShape
+from dask_meta.folds import SplitRef, SplitRequest
 from dask_meta.learners.jobs import used_jobs as _used_jobs
 from dask_meta.planner import (
     REPORT_COLUMNS,
@@ -346,10 +347,15 @@ def test_only_the_models_that_predict_the_training_rows_are_waited_for():
     variant's rows predicts the other rows with its overall model; without cross-fitting the
     overall model is all there is."""
     every_row = [_job(0), _job(1), _job(None)]
-    assert [j.fold for j in _used_jobs(every_row)] == [0, 1]
+    all_rows = SplitRef("f", None, 2)
+    assert [j.fold for j in _used_jobs(every_row, all_rows)] == [0, 1]
     one_variant = [_job(0, (1,)), _job(1, (1,)), _job(None, (1,))]
-    assert [j.fold for j in _used_jobs(one_variant)] == [0, 1, None]
-    assert [j.fold for j in _used_jobs([_job(None)])] == [None]
+    variant = SplitRef("f", (1,), 2, SplitRequest((1,), 2, None, "sync"))
+    assert [j.fold for j in _used_jobs(one_variant, variant)] == [0, 1, None]
+    assert [j.fold for j in _used_jobs([_job(None)], SplitRef("f", None, 1))] == [None]
+    # a variant's model that cross-predicts every row (cross_fit_all_rows): its folds only
+    cross = SplitRef("f", (1,), 2, SplitRequest((1,), 2, None, "sync", cross_predicts=True))
+    assert [j.fold for j in _used_jobs(one_variant, cross)] == [0, 1]
 
 
 def test_awaited_jobs_go_before_longer_ones_nothing_waits_for():

@@ -103,6 +103,26 @@ def check_enable_overall(learner: Any, value: Any, kinds: set[str]) -> dict[str,
     return by_kind
 
 
+def check_synchronize(learner: Any, synchronize: Any) -> None:
+    """``synchronize_cross_fitting``: a bool; for a learner whose models then share folds,
+    one ``n_folds`` of at least 2."""
+    if not isinstance(synchronize, bool | np.bool_):
+        raise TypeError(f"synchronize_cross_fitting must be a bool, got {synchronize!r}")
+    if synchronize and learner._synchronizes:
+        values = set(learner.n_folds.values())
+        if len(values) > 1:
+            raise ValueError(
+                "When using synchronization of cross-fitting, all provided n_folds values "
+                f"must be equal; got {learner.n_folds}. Pass one n_folds or "
+                "synchronize_cross_fitting=False."
+            )
+        if min(values) < 2:
+            raise ValueError(
+                "Need at least two folds to use synchronization of cross-fitting; pass "
+                "n_folds >= 2 or synchronize_cross_fitting=False."
+            )
+
+
 def check_prefitted(learner: Any, kind: str, models: Any) -> None:
     """Reused fitted models: dask-meta cross-fit estimators, as many as the kind has, fitted."""
     if not isinstance(models, list | tuple) or not all(

@@ -58,6 +58,7 @@ from dask_meta.learners.arguments import (
     check_enable_overall,
     check_model_types,
     check_prefitted,
+    check_synchronize,
     combine_propensity,
     init_args,
     model_dict,
@@ -314,9 +315,11 @@ class MetaLearner(ABC):
         """Regressors where ``predict`` is used, classifiers where ``predict_proba`` is."""
         check_model_types(self)
 
-    #: nuisance kinds whose overall models the fit itself predicts with (on the rows of the
-    #: other variants): their ``enable_overall`` cannot be False
-    _fit_needs_overall: frozenset[str] = frozenset()
+    @property
+    def _fit_needs_overall(self) -> frozenset[str]:
+        """Nuisance kinds whose overall models the fit itself predicts with (on the rows of
+        the other variants): their ``enable_overall`` cannot be False."""
+        return frozenset()
 
     @classmethod
     def _validate_n_variants(cls, n_variants: Any) -> None:
@@ -439,21 +442,7 @@ class MetaLearner(ABC):
     _synchronizes = False
 
     def _validate_fit_args(self, synchronize: Any) -> None:
-        if not isinstance(synchronize, bool | np.bool_):
-            raise TypeError(f"synchronize_cross_fitting must be a bool, got {synchronize!r}")
-        if synchronize and self._synchronizes:
-            values = set(self.n_folds.values())
-            if len(values) > 1:
-                raise ValueError(
-                    "When using synchronization of cross-fitting, all provided n_folds values "
-                    f"must be equal; got {self.n_folds}. Pass one n_folds or "
-                    "synchronize_cross_fitting=False."
-                )
-            if min(values) < 2:
-                raise ValueError(
-                    "Need at least two folds to use synchronization of cross-fitting; pass "
-                    "n_folds >= 2 or synchronize_cross_fitting=False."
-                )
+        check_synchronize(self, synchronize)
 
     def _fit_stages(
         self,

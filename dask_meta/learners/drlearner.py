@@ -15,6 +15,7 @@ import pandas as pd
 
 from dask_meta import runtime
 from dask_meta._constants import (
+    MEAN,
     OVERALL,
     PROPENSITY_MODEL,
     TREATMENT_MODEL,
@@ -36,6 +37,7 @@ from dask_meta.learners._common import (
     treatment_linear_cate,
 )
 from dask_meta.learners.base import MetaLearner
+from dask_meta.learners.cross_fitting import AllRowsCrossFitting
 from dask_meta.learners.fit_run import FitRun
 from dask_meta.learners.onnx_export import OnnxExport, OnnxGraph, Value
 from dask_meta.learners.tables import Derivation, ModelEntry, ModelSpecification, derived_entry
@@ -172,17 +174,19 @@ def check_min_propensity(value: Any) -> float:
     return float(value)
 
 
-class DRLearner(OnnxExport, ConditionalAverageOutcomes, MetaLearner):
+class DRLearner(OnnxExport, ConditionalAverageOutcomes, AllRowsCrossFitting, MetaLearner):
     """DR-learner: outcome models per variant, a propensity model, AIPW pseudo-outcomes.
 
     Beyond metalearners' arguments, ``min_propensity`` (default 1e-9, metalearners' fixed
     epsilon) is the floor of the propensities that divide the residuals, and the threshold of
     ``adaptive_clipping``. A floor such as 0.01 trims the pseudo-outcomes of units with extreme
-    propensities, where poor overlap otherwise makes them explode.
+    propensities, where poor overlap otherwise makes them explode. ``cross_fit_all_rows``
+    (:class:`~dask_meta.learners.cross_fitting.AllRowsCrossFitting`) cross-fits the outcome
+    models on every row, as EconML does, instead of predicting the other variants' rows with
+    their overall models.
     """
 
     _synchronizes = True
-    _fit_needs_overall = frozenset({VARIANT_OUTCOME_MODEL})
 
     def __init__(
         self,
@@ -235,7 +239,10 @@ class DRLearner(OnnxExport, ConditionalAverageOutcomes, MetaLearner):
         # outcome models keep their own CV; the propensity model shares the all-rows split
         # with the treatment models when synchronised
         return [
-            ModelEntry(VARIANT_OUTCOME_MODEL, k, (k,), Y_COL) for k in range(self.n_variants)
+            ModelEntry(
+                VARIANT_OUTCOME_MODEL, k, (k,), Y_COL, cross_predicts=self.cross_fit_all_rows
+            )
+            for k in range(self.n_variants)
         ] + [ModelEntry(PROPENSITY_MODEL, 0, None, W_COL, "all" if synchronize else "own")]
 
     def _treatment_entries(self, synchronize: bool) -> list[ModelEntry]:
@@ -346,14 +353,17 @@ class DRLearner(OnnxExport, ConditionalAverageOutcomes, MetaLearner):
             raise TypeError(f"is_oos must be a bool, got {is_oos!r}")
         # the estimate of variant k averages over its rows
         frame = self._labelled_frame(X, y, w, self._predict_client(), every_variant=True)
-        # the rows outside a model's split are predicted by its overall model
+        # the rows outside a model's split are predicted by its overall model (or, without
+        # one, by the mean of its fold models)
+        models = self._nuisance_models[VARIANT_OUTCOME_MODEL]
         outcomes = OutcomeModels(
-            models=tuple(self._nuisance_models[VARIANT_OUTCOME_MODEL]),
+            models=tuple(models),
             design=self._design(VARIANT_OUTCOME_MODEL),
             method=self._outcome_predict_method(),
-            oos_method=OVERALL,
+            oos_method=OVERALL if models[0].enable_overall else MEAN,
         )
-        nuisances = self._aipw_nuisances(outcomes, OVERALL)
+        propensity = self._nuisance_models[PROPENSITY_MODEL][0]
+        nuisances = self._aipw_nuisances(outcomes, OVERALL if propensity.enable_overall else MEAN)
         phi = self._map(
             frame, is_oos, aipw_pseudo_outcomes, nuisances, (self.n_variants - 1,), "drlearner-ate"
         )

@@ -237,6 +237,10 @@ def split_requests(
     """The splits (fold columns) the run needs: reused models' own, then the new fits'."""
     requests: dict[Hashable, SplitRequest] = {}
     fitted_now = {(e.kind, e.ordinal) for es in entries.values() for e in es}
+    # how this learner predicts with each of its nuisance models, reused ones too
+    cross_predicts = {
+        (e.kind, e.ordinal): e.cross_predicts for e in learner._nuisance_entries(synchronize)
+    }
     for kind, models in learner._nuisance_models.items():
         for ordinal, cfe in enumerate(models):
             if (kind, ordinal) in fitted_now or not cfe.is_fitted:
@@ -254,14 +258,23 @@ def split_requests(
                     f"{cfe.fold_strategy!r}; this learner uses {learner.fold_strategy!r}. "
                     "Reused models must come from the same fold strategy."
                 )
-            request = cfe._split.request
-            requests[(kind, ordinal)] = SplitRequest(
-                request.variants,
-                request.n_folds,
-                request.stratify,
-                request.seed_key,
-                cfe._split.seed,
+            request = dataclasses.replace(
+                cfe._split.request,
+                seed=cfe._split.seed,
+                cross_predicts=cross_predicts[(kind, ordinal)],
             )
+            if (
+                request.variants is not None
+                and not request.cross_predicts
+                and cfe._overall_estimator is None
+                and kind in learner._fit_needs_overall
+            ):
+                raise ValueError(
+                    f"the fitted {kind} model has no overall model (enable_overall=False), "
+                    f"which the {type(learner).__name__} needs to predict the other variants' "
+                    "rows; refit it with enable_overall=True, or use cross_fit_all_rows=True"
+                )
+            requests[(kind, ordinal)] = request
     for stage_entries in entries.values():
         for e in stage_entries:
             cfe = learner._cfe(e.kind, e.ordinal)
@@ -276,6 +289,7 @@ def split_requests(
                 n_folds=cfe.n_folds,
                 stratify=stratify,
                 seed_key=seed_key,
+                cross_predicts=e.cross_predicts,
             )
     return requests
 

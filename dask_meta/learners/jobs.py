@@ -36,6 +36,7 @@ from dask_meta.backends import (
     shares_bins,
 )
 from dask_meta.crossfit import CrossFitEstimator, strata_of_fold, train_rows
+from dask_meta.folds import SplitRef
 from dask_meta.learners.checks import target_classes
 from dask_meta.learners.derive import (
     DerivedTarget,
@@ -259,23 +260,28 @@ class _NeedContext:
     predicted: dict[tuple[Need, str], list[Any]] = field(default_factory=dict)
 
 
-def used_jobs(jobs: Sequence[Job]) -> list[Job]:
+def used_jobs(jobs: Sequence[Job], split: SplitRef) -> list[Job]:
     """The fit jobs of a nuisance estimator whose models its predictions on the training
-    partitions use: every row of an estimator that trains on all rows is in its split, so
-    it is predicted in-sample by the fold models and its overall model predicts none; an
-    estimator that trains on some rows (a variant's) predicts the others with its overall
-    model, and one without cross-fitting has only the overall model."""
+    partitions use: every row of an estimator that trains on all rows (or that
+    :attr:`~dask_meta.folds.SplitRef.cross_predicts`) is predicted in-sample by the fold
+    models and its overall model predicts none; an estimator that trains on some rows (a
+    variant's) predicts the others with its overall model, and one without cross-fitting
+    has only the overall model."""
     folds = [job for job in jobs if job.fold is not None]
-    if folds and all(job.spec.rows.variants is None for job in jobs):
+    if folds and (split.variants is None or split.cross_predicts):
         return folds
     return list(jobs)
 
 
-def _after(owners: Owners, needs: Sequence[Need]) -> frozenset[str]:
+def _after(run: FitRun, owners: Owners, needs: Sequence[Need]) -> frozenset[str]:
     """Keys of the fit jobs whose models ``needs`` predict the training partitions with, of
     those fitted in this run (reused models need none)."""
+    refs = run.assignment.refs
     return frozenset(
-        job.key for need in needs if need in owners for job in used_jobs(owners[need][1])
+        job.key
+        for need in needs
+        if need in owners
+        for job in used_jobs(owners[need][1], refs[need])
     )
 
 
@@ -296,10 +302,10 @@ def _treatment_plan(run: FitRun, entries: Entries, owners: Owners) -> list[Defer
             shared.setdefault((need, method), design)
     for (need, method), design in shared.items():
         build = partial(_build_need_predictions, context, need, design, method)
-        deferred.append(Deferred(_after(owners, (need,)), build))
+        deferred.append(Deferred(_after(run, owners, (need,)), build))
     for entry, derivation in derivations:
         build = partial(_build_treatment_jobs, context, entry, derivation)
-        deferred.append(Deferred(_after(owners, derivation.needs), build))
+        deferred.append(Deferred(_after(run, owners, derivation.needs), build))
     return deferred
 
 
@@ -311,8 +317,9 @@ def _need_source(
     run = context.run
     if need in context.owners:
         cfe, all_jobs = context.owners[need]
-        jobs = used_jobs(all_jobs)
-        source = NeedSource(cfe.clone(), run.assignment.refs[need], tuple(j.fold for j in jobs))
+        split = run.assignment.refs[need]
+        jobs = used_jobs(all_jobs, split)
+        source = NeedSource(cfe.clone(), split, tuple(j.fold for j in jobs))
         return source, [futures[j.key] for j in jobs]
     if need not in context.scattered:
         reused = copy.copy(run.learner._cfe(*need))

@@ -35,6 +35,9 @@ class ModelEntry:
     #: "own": metalearners' default CV for this model (stratified for classifiers);
     #: otherwise the name of a synchronised split shared with other models
     split: str = "own"
+    #: a model of some variants' rows that predicts every row in-sample from its folds
+    #: (:class:`dask_meta.folds.SplitRequest`'s ``cross_predicts``)
+    cross_predicts: bool = False
 
 
 @dataclass(frozen=True)

@@ -80,11 +80,13 @@ def outcome_evaluation_rows(
 class ConditionalAverageOutcomes:
     """``E[Y(k) | X] = mu_k(X)`` from the variant outcome models (T-, X- and DR-learner)."""
 
-    def _outcome_models(self: Any, oos_method: str) -> OutcomeModels:
+    def _outcome_models(self: Any, oos_method: str, is_oos: bool = True) -> OutcomeModels:
         method = self._outcome_predict_method()
         models = self._nuisance_models[VARIANT_OUTCOME_MODEL]
         for model in models:
-            check_oos_for(model, method, oos_method)
+            # models that cross-predict every row use no oos_method in-sample
+            if is_oos or model._split is None or not model._split.cross_predicts:
+                check_oos_for(model, method, oos_method)
         return OutcomeModels(
             models=tuple(models),
             design=self._design(VARIANT_OUTCOME_MODEL),
@@ -96,7 +98,7 @@ class ConditionalAverageOutcomes:
         self: Any, is_oos: bool, oos_method: str, scoring: dict[str, list[Any]]
     ) -> tuple[OutcomeModels, tuple[Evaluated, ...]]:
         """The outcome models for :func:`outcome_evaluation_rows` and what is scored of them."""
-        outcomes = self._outcome_models(oos_method)
+        outcomes = self._outcome_models(oos_method, is_oos)
         items = tuple(
             self._evaluated(VARIANT_OUTCOME_MODEL, scoring, k, f"{k}_", oos=(is_oos, oos_method))
             for k in range(self.n_variants)
@@ -108,7 +110,7 @@ class ConditionalAverageOutcomes:
     ) -> Any:
         """E[Y(k) | X] for every variant: ``(n, n_variants, n_outputs)``."""
         self._check_predict(is_oos, oos_method)
-        outcomes = self._outcome_models(oos_method)
+        outcomes = self._outcome_models(oos_method, is_oos)
         tail = (self.n_variants, n_outputs_of(self, VARIANT_OUTCOME_MODEL))
         return self._map(X, is_oos, cao_partition, outcomes, tail, "cao")
 

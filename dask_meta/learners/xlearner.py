@@ -27,6 +27,7 @@ from dask_meta.crossfit import CrossFitEstimator, ModelPrediction, model_partiti
 from dask_meta.evaluation import PartitionPlan, predict_rows
 from dask_meta.learners._common import effect_outputs, positive_class, prediction_rows
 from dask_meta.learners.base import MetaLearner
+from dask_meta.learners.cross_fitting import AllRowsCrossFitting
 from dask_meta.learners.fit_run import FitRun
 from dask_meta.learners.onnx_export import OnnxExport, OnnxGraph, Value
 from dask_meta.learners.tables import Derivation, ModelEntry, ModelSpecification, derived_entry
@@ -145,11 +146,15 @@ def x_evaluation_rows(frame: pd.DataFrame, folds: pd.DataFrame | None, bundle: X
     return rows + treated_rows + control_rows
 
 
-class XLearner(OnnxExport, ConditionalAverageOutcomes, MetaLearner):
-    """X-learner: outcome models per variant, imputed effects, effect models, propensity."""
+class XLearner(OnnxExport, ConditionalAverageOutcomes, AllRowsCrossFitting, MetaLearner):
+    """X-learner: outcome models per variant, imputed effects, effect models, propensity.
+
+    ``cross_fit_all_rows`` (:class:`~dask_meta.learners.cross_fitting.AllRowsCrossFitting`)
+    imputes the effects with the outcome models' fold models on every row instead of their
+    overall models on the other variants' rows.
+    """
 
     _synchronizes = True
-    _fit_needs_overall = frozenset({VARIANT_OUTCOME_MODEL})
 
     @classmethod
     def nuisance_model_specifications(cls) -> dict[str, ModelSpecification]:
@@ -186,7 +191,12 @@ class XLearner(OnnxExport, ConditionalAverageOutcomes, MetaLearner):
         # and the effect model trained on the same rows; the propensity model keeps its own
         return [
             ModelEntry(
-                VARIANT_OUTCOME_MODEL, k, (k,), Y_COL, f"variant{k}" if synchronize else "own"
+                VARIANT_OUTCOME_MODEL,
+                k,
+                (k,),
+                Y_COL,
+                f"variant{k}" if synchronize else "own",
+                cross_predicts=self.cross_fit_all_rows,
             )
             for k in range(self.n_variants)
         ] + [ModelEntry(PROPENSITY_MODEL, 0, None, W_COL)]
