@@ -260,12 +260,18 @@ class SplitRef:
         """Rows of other variants are predicted in-sample too (:class:`SplitRequest`)."""
         return self.request is not None and self.request.cross_predicts
 
+    @property
+    def covers_every_row(self) -> bool:
+        """Every training row is predicted in-sample by a fold model: the estimator trains on
+        all rows, or it :attr:`cross_predicts`; its overall model predicts none of them."""
+        return self.variants is None or self.cross_predicts
+
     def fold_ids(self, fold_frame: pd.DataFrame) -> np.ndarray:
         """Fold id per row; -1 for rows this estimator predicts out-of-sample (those of
         other variants than its own, unless it :attr:`cross_predicts`)."""
         ids = fold_frame[self.fold_col].to_numpy().astype(np.int64)
-        if self.variants is not None and not self.cross_predicts:
-            inside = np.isin(fold_frame[W_COL].to_numpy(), self.variants)
+        if not self.covers_every_row:
+            inside = np.isin(fold_frame[W_COL].to_numpy(), self.variants or ())
             ids = np.where(inside, ids, NOT_IN_SPLIT)
         return ids
 

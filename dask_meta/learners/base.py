@@ -879,8 +879,13 @@ def n_outputs_of(learner: MetaLearner, kind: str) -> int:
     return cfe._n_outputs(method)
 
 
-def check_oos_for(cfe: CrossFitEstimator, method: str, oos_method: str) -> None:
-    """Validate an oos_method used for the out-of-split rows of an in-sample prediction."""
+def check_oos_for(
+    cfe: CrossFitEstimator, method: str, oos_method: str, is_oos: bool = True
+) -> None:
+    """Validate the oos_method a prediction uses: for every row out of sample, or for the
+    out-of-split rows in-sample (none where the split covers every row)."""
+    if not is_oos and cfe._split is not None and cfe._split.covers_every_row:
+        return
     validate_oos_method(oos_method, cfe.enable_overall, cfe.n_folds)
     if oos_method == "median" and method == "predict_proba":
         raise ValueError(

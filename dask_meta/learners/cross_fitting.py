@@ -54,7 +54,3 @@ class AllRowsCrossFitting:
     @property
     def init_args(self) -> dict[str, Any]:
         return super().init_args | {"cross_fit_all_rows": self.cross_fit_all_rows}  # type: ignore[misc]
-
-    def _validate_fit_args(self, synchronize: Any) -> None:
-        super()._validate_fit_args(synchronize)  # type: ignore[misc]
-        self._check_cross_fit_all_rows()

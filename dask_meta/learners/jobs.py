@@ -262,13 +262,11 @@ class _NeedContext:
 
 def used_jobs(jobs: Sequence[Job], split: SplitRef) -> list[Job]:
     """The fit jobs of a nuisance estimator whose models its predictions on the training
-    partitions use: every row of an estimator that trains on all rows (or that
-    :attr:`~dask_meta.folds.SplitRef.cross_predicts`) is predicted in-sample by the fold
-    models and its overall model predicts none; an estimator that trains on some rows (a
-    variant's) predicts the others with its overall model, and one without cross-fitting
-    has only the overall model."""
+    partitions use: the fold models where the split
+    :attr:`~dask_meta.folds.SplitRef.covers_every_row`; else its overall model predicts the
+    other variants' rows too, and one without cross-fitting has only the overall model."""
     folds = [job for job in jobs if job.fold is not None]
-    if folds and (split.variants is None or split.cross_predicts):
+    if folds and split.covers_every_row:
         return folds
     return list(jobs)
 

@@ -84,9 +84,7 @@ class ConditionalAverageOutcomes:
         method = self._outcome_predict_method()
         models = self._nuisance_models[VARIANT_OUTCOME_MODEL]
         for model in models:
-            # models that cross-predict every row use no oos_method in-sample
-            if is_oos or model._split is None or not model._split.cross_predicts:
-                check_oos_for(model, method, oos_method)
+            check_oos_for(model, method, oos_method, is_oos)
         return OutcomeModels(
             models=tuple(models),
             design=self._design(VARIANT_OUTCOME_MODEL),
