@@ -12,7 +12,8 @@ argument makes that choice:
     A cost model. Each base-model class is timed on a small calibration fit on one worker
     (a sample of the first training partition, at two sizes with one thread and with all of
     the worker's threads; tree ensembles grow 20 of their ``n_estimators`` and the times are
-    scaled up): seconds = a + b x rows with one thread; with more threads only the per-row
+    scaled up; LightGBM models whose fits share a binned Dataset are timed on subsets of one,
+    as they will fit): seconds = a + b x rows with one thread; with more threads only the per-row
     part runs faster (Amdahl), by the factor it gained at the larger timed size, so large
     fits gain more than the timed ones, interpolated linearly in the threads.
     Every candidate (threads per model from 1 to a worker's threads, and, when the fits

@@ -195,3 +195,53 @@ def test_learners_fit_it_as_their_propensity_model(client, cls):
     assert isinstance(overall, PairwisePropensityClassifier)
     assert len(overall.estimators_) == 2
     assert overall.n_jobs == 1
+
+
+@pytest.mark.parametrize("pairwise", [False, True])
+def test_calibration_of_shared_bins_fits_trains_on_one_binned_dataset(data, monkeypatch, pairwise):
+    """A LightGBM model whose fits share a binned Dataset is timed as they fit: every timed
+    fit trains on rows of one Dataset of the larger size's rows, binned before the timings,
+    without binning rows of its own."""
+    from dask_meta.backends import calibration
+
+    X, w = data
+    columns = ("a", "b", "c", "d")
+    frame = pd.DataFrame(X, columns=list(columns)).assign(w=w, y=X[:, 0] + w)
+    params = {"n_estimators": 5, "verbose": -1}
+    factory, target = lgb.LGBMRegressor, "y"
+    if pairwise:
+        factory, params, target = (
+            PairwisePropensityClassifier,
+            {"estimator": lgb.LGBMClassifier(**params)},
+            "w",
+        )
+    spec = FitSpec(
+        factory,
+        params,
+        Design(columns, False),
+        target,
+        RowSelection(None),
+        1,
+        "n_jobs",
+        is_classifier=pairwise,
+        bins="fit|bins",
+    )
+    fits: list[tuple[int, int, np.ndarray]] = []
+    real = calibration.fit_on_subset
+
+    def recorded(model, dataset, rows, X_rows, label, kwargs):
+        fits.append((dataset.num_data(), len(rows), np.asarray(rows)))
+        real(model, dataset, rows, X_rows, label, kwargs)
+        # a model of the Dataset's features, fitted on the subset's labels
+        assert model.n_features_in_ == len(columns) and len(label) == len(rows)
+
+    monkeypatch.setattr(calibration, "fit_on_subset", recorded)
+    sizes, seconds_1, _, _ = calibrate_fit(spec, (500, 2_000), 1, 0, frame)
+    assert sizes == (500, 2_000) and min(seconds_1) > 0
+    # a warm-up, the small size and the larger size twice, on one Dataset of 2,000 rows
+    assert [n for n, _, _ in fits] == [2_000] * 4
+    share = np.isin(w, (0, 1)).mean() if pairwise else 1.0
+    assert [k for _, k, _ in fits] == pytest.approx(
+        [500 * share, 500 * share, 2_000 * share, 2_000 * share], rel=0.15
+    )
+    assert all(np.all(np.diff(rows) > 0) and rows[-1] < 2_000 for _, _, rows in fits)

@@ -159,14 +159,20 @@ def _binned_dataset(spec: FitSpec, frame: pd.DataFrame) -> Any:
     with _bins_lock:
         dataset = _bins.get(spec.bins)
         if dataset is None:
-            model = binned_model(spec.factory, spec.params)
-            assert model is not None
-            params = dataset_params(*model)
-            params["num_threads"] = 0  # the thread's OpenMP setting: see fit_params_with_threads
             threads = _bins_threads(spec.threads)
-            dataset = on_threads(threads, _construct, spec.design.matrix(frame), params, threads)
+            dataset = binned_dataset(spec, spec.design.matrix(frame), threads)
             _bins[spec.bins] = dataset
     return dataset
+
+
+def binned_dataset(spec: FitSpec, X: Any, threads: int) -> Any:
+    """A binned LightGBM Dataset of the features ``X`` for the fits of ``spec``'s model,
+    built with ``threads`` threads."""
+    model = binned_model(spec.factory, spec.params)
+    assert model is not None, f"{factory_name(spec.factory)} trains on no binned Dataset"
+    params = dataset_params(*model)
+    params["num_threads"] = 0  # the thread's OpenMP setting: see fit_params_with_threads
+    return on_threads(threads, _construct, X, params, threads)
 
 
 def dataset_params(factory: type, params: dict[str, Any]) -> dict[str, Any]:
@@ -248,14 +254,6 @@ def fit_binned(
     ``frame`` needs the features only if this worker has not built the Dataset yet;
     ``template`` (an empty frame with the features' columns and dtypes) gives the model its
     feature names and categories when ``frame`` lacks them."""
-    import lightgbm.sklearn
-
-    if not hasattr(lightgbm.sklearn.Dataset, "__wrapped__"):
-        with _bins_lock:
-            if not hasattr(lightgbm.sklearn.Dataset, "__wrapped__"):
-                lightgbm.sklearn.Dataset = _shared_dataset_switch(  # type: ignore[misc,assignment]
-                    lightgbm.sklearn.Dataset
-                )
     dataset = _binned_dataset(spec, frame)
     positions = np.flatnonzero(keep)
     # column by column: the selected rows of the whole frame would copy the features too
@@ -263,29 +261,18 @@ def fit_binned(
     fit_params = row_fit_params(spec, frame, positions, counts)
     params = fit_params_with_threads(spec.factory, spec.params, spec.thread_param, spec.threads)
     model = spec.factory(**params)
-    # the features are in the subsets already: fit sees their names only (a DataFrame
-    # design), or an array of the subset's shape that takes no memory (a numpy design:
-    # LightGBM checks a numpy X against the labels' length)
     names = spec.design.matrix(template if template is not None else frame.iloc[:0])
 
-    def features(n_rows: int) -> Any:
-        if isinstance(names, pd.DataFrame):
-            return names
-        return np.broadcast_to(np.zeros((1, names.shape[1])), (n_rows, names.shape[1]))
-
     def fit_subset(estimator: Any, rows: np.ndarray, label: np.ndarray, kwargs: dict) -> None:
-        _pending_subset.value = dataset.subset(rows).construct()
-        try:
-            estimator.fit(features(len(label)), label, **kwargs)
-        finally:
-            _pending_subset.value = None
+        X = subset_features(names, len(label))
+        fit_on_subset(estimator, dataset, rows, X, label, kwargs)
 
     summed = prediction_sum(spec, frame, positions) if sums_predictions(spec) else None
     with threadpool_limits(limits=spec.threads):
         if is_pairwise(spec.factory):  # one subset per pair, of this fit's rows
             weight = fit_params.pop("sample_weight", None)
             model.fit_pairs(
-                features(len(y)),
+                subset_features(names, len(y)),
                 y,
                 lambda pair, rows, label, kwargs: fit_subset(pair, positions[rows], label, kwargs),
                 weight,
@@ -296,3 +283,34 @@ def fit_binned(
                 fit_params = summed.add_to(fit_params)
             fit_subset(model, positions, y, fit_params)
     return model, None if summed is None else summed.of(model)
+
+
+def subset_features(names: Any, n_rows: int) -> Any:
+    """What a fit on a Dataset subset of ``n_rows`` rows is given as X: the features are
+    in the subset already, so it sees their names only (a DataFrame design's empty frame
+    ``names``), or an array of the subset's shape that takes no memory (a numpy design:
+    LightGBM checks a numpy X against the labels' length)."""
+    if isinstance(names, pd.DataFrame):
+        return names
+    return np.broadcast_to(np.zeros((1, names.shape[1])), (n_rows, names.shape[1]))
+
+
+def fit_on_subset(
+    estimator: Any, dataset: Any, rows: np.ndarray, X: Any, label: np.ndarray, kwargs: dict
+) -> None:
+    """``estimator.fit(X, label, **kwargs)`` on the rows ``rows`` of the binned ``dataset``
+    (X as :func:`subset_features` gives it): the estimator's own ``fit`` does its label
+    encoding, parameter processing and bookkeeping, on rows binned already."""
+    import lightgbm.sklearn
+
+    if not hasattr(lightgbm.sklearn.Dataset, "__wrapped__"):
+        with _bins_lock:
+            if not hasattr(lightgbm.sklearn.Dataset, "__wrapped__"):
+                lightgbm.sklearn.Dataset = _shared_dataset_switch(  # type: ignore[misc,assignment]
+                    lightgbm.sklearn.Dataset
+                )
+    _pending_subset.value = dataset.subset(rows).construct()
+    try:
+        estimator.fit(X, label, **kwargs)
+    finally:
+        _pending_subset.value = None

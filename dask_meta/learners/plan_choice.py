@@ -15,7 +15,14 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from dask_meta.backends import LOCAL, backend_of, requested_threads, thread_param_name
+from dask_meta.backends import (
+    LOCAL,
+    backend_of,
+    bins_key,
+    requested_threads,
+    shares_bins,
+    thread_param_name,
+)
 from dask_meta.cluster import ClusterShape
 from dask_meta.crossfit import train_rows
 from dask_meta.learners.fit_run import Entries, FitRun, model_name
@@ -136,7 +143,15 @@ def _auto_plan(
                 if own is not None:
                     specs[name] = (own.spec, own)
                 else:
-                    # a treatment-stage model: time it on a nuisance job's rows and target
+                    # a treatment-stage model: time it on a nuisance job's rows and target,
+                    # on a binned Dataset if its fits will share one
+                    design = learner._design(e.kind, run.data.columns)
+                    bins = None
+                    if shares_bins(cfe.estimator_factory, cfe.estimator_params, design):
+                        key = bins_key(
+                            run.token, cfe.estimator_factory, cfe.estimator_params, design
+                        )
+                        bins = key if key in run.bins_worth_sharing else None
                     spec = dataclasses.replace(
                         regression_probe.spec,
                         factory=cfe.estimator_factory,
@@ -146,7 +161,7 @@ def _auto_plan(
                         fit_params={},
                         row_params={},
                         classes=None,
-                        bins=None,
+                        bins=bins,
                     )
                     specs[name] = (spec, regression_probe)
             split = run.assignment.refs.get((e.kind, e.ordinal))
