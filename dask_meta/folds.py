@@ -271,7 +271,8 @@ class SplitRef:
         other variants than its own, unless it :attr:`cross_predicts`)."""
         ids = fold_frame[self.fold_col].to_numpy().astype(np.int64)
         if not self.covers_every_row:
-            inside = np.isin(fold_frame[W_COL].to_numpy(), self.variants or ())
+            assert self.variants is not None  # a split of all rows covers every row
+            inside = np.isin(fold_frame[W_COL].to_numpy(), self.variants)
             ids = np.where(inside, ids, NOT_IN_SPLIT)
         return ids
 

@@ -97,7 +97,10 @@ def calibrate_fit(
             # its pairs cost about the same: the first one is timed for all of them
             model, in_pair, labels, n_pairs = model.first_pair(labels)
             take, factor = take[in_pair], scale * n_pairs
-        X_rows = X.iloc[take] if hasattr(X, "iloc") else X[take]
+        if dataset is not None:
+            X_rows = subset_features(names, len(take))
+        else:
+            X_rows = X.iloc[take] if hasattr(X, "iloc") else X[take]
         kwargs = {
             name: (value[take] if name in per_row else value) for name, value in fit_params.items()
         }
@@ -106,7 +109,6 @@ def calibrate_fit(
             if dataset is None:
                 model.fit(X_rows, labels, **kwargs)
             else:
-                X_rows = subset_features(names, len(take))
                 fit_on_subset(model, dataset, np.searchsorted(sample, take), X_rows, labels, kwargs)
         return factor * (time.perf_counter() - start)
 

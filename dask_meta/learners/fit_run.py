@@ -20,7 +20,14 @@ from distributed import Client
 
 from dask_meta._constants import NUISANCE
 from dask_meta._typing import Matrix, Vector
-from dask_meta.backends import THREAD_PARAMS, requested_threads
+from dask_meta.backends import (
+    LOCAL,
+    THREAD_PARAMS,
+    backend_of,
+    bins_key,
+    requested_threads,
+    shares_bins,
+)
 from dask_meta.cluster import cluster_shape, resolve_client
 from dask_meta.crossfit import CrossFitEstimator
 from dask_meta.data import Frame, check_feature_dtypes, on_cluster, training_frame
@@ -126,6 +133,18 @@ class FitRun:
     @property
     def n_rows(self) -> int:
         return self.training.n_rows
+
+    def shared_bins_key(self, cfe: CrossFitEstimator, design: Any) -> str | None:
+        """The key of the binned Dataset a model's fits train on, or None if they bin their
+        own rows: LightGBM models on the local backend share one per worker and design where
+        rows are trained on more than once; the "sklearn" strategy keeps metalearners' exact
+        per-fit binning."""
+        if backend_of(cfe.estimator_factory) != LOCAL or self.learner.fold_strategy == "sklearn":
+            return None
+        if not shares_bins(cfe.estimator_factory, cfe.estimator_params, design):
+            return None
+        key = bins_key(self.token, cfe.estimator_factory, cfe.estimator_params, design)
+        return key if key in self.bins_worth_sharing else None
 
     def threads_of(self, kind: str) -> int:
         """The plan's threads for fits of a model kind whose params leave them unset."""

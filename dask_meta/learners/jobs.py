@@ -209,19 +209,9 @@ def entry_jobs(
         train_rows=train_rows(split, run.assignment.fold_strata, cfe.n_folds),
         token=run.job_token,
     )
-    bins = None
-    if (
-        backend == LOCAL
-        and learner.fold_strategy != "sklearn"
-        and shares_bins(cfe.estimator_factory, cfe.estimator_params, jobs[0].spec.design)
-    ):
-        # LightGBM: one binned Dataset per worker, subsets per fold and model kind, where
-        # rows are trained on more than once; the "sklearn" strategy keeps metalearners'
-        # exact per-fit binning
-        key = bins_key(run.token, cfe.estimator_factory, cfe.estimator_params, jobs[0].spec.design)
-        if key in run.bins_worth_sharing:
-            bins = key
-            run.shared_bins = True
+    # LightGBM: subsets of one binned Dataset per worker, per fold and model kind
+    bins = run.shared_bins_key(cfe, jobs[0].spec.design)
+    run.shared_bins = run.shared_bins or bins is not None
     summed = entry.kind in run.sum_predictions and cfe.n_folds == 1
     for job in jobs:
         job.backend = backend

@@ -18,9 +18,7 @@ from typing import Any
 from dask_meta.backends import (
     LOCAL,
     backend_of,
-    bins_key,
     requested_threads,
-    shares_bins,
     thread_param_name,
 )
 from dask_meta.cluster import ClusterShape
@@ -146,12 +144,6 @@ def _auto_plan(
                     # a treatment-stage model: time it on a nuisance job's rows and target,
                     # on a binned Dataset if its fits will share one
                     design = learner._design(e.kind, run.data.columns)
-                    bins = None
-                    if shares_bins(cfe.estimator_factory, cfe.estimator_params, design):
-                        key = bins_key(
-                            run.token, cfe.estimator_factory, cfe.estimator_params, design
-                        )
-                        bins = key if key in run.bins_worth_sharing else None
                     spec = dataclasses.replace(
                         regression_probe.spec,
                         factory=cfe.estimator_factory,
@@ -161,7 +153,7 @@ def _auto_plan(
                         fit_params={},
                         row_params={},
                         classes=None,
-                        bins=bins,
+                        bins=run.shared_bins_key(cfe, design),
                     )
                     specs[name] = (spec, regression_probe)
             split = run.assignment.refs.get((e.kind, e.ordinal))
