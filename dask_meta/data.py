@@ -559,6 +559,12 @@ def narrow(frame: dd.DataFrame, columns: Sequence[Any]) -> dd.DataFrame:
     return frame[list(columns)]
 
 
+#: rows hashed at a time by :func:`partition_fingerprint`, in three buffers allocated once:
+#: no temporary of a column's length is allocated, which in a worker page-faults (Dask's
+#: nanny sets ``MALLOC_TRIM_THRESHOLD_``, which pins glibc's mmap threshold at 128 KiB)
+HASH_BLOCK_ROWS = 32_768
+
+
 def partition_fingerprint(
     part: pd.DataFrame, start: int = 0, columns: Sequence[Any] | None = None
 ) -> int:
@@ -566,35 +572,70 @@ def partition_fingerprint(
 
     Each row's hash is pandas' ``hash_pandas_object`` of the row (of ``columns``, default
     all), computed column by column: the columns are not copied into a frame of their own.
-    Rows weigh by their position: the checksum of rows ``start:`` of a partition, computed
-    with that ``start``, adds up (modulo 2**64) with those of the other row ranges to the
-    partition's checksum.
+    Numeric and boolean columns are hashed here as pandas hashes them, a block of rows at a
+    time; other kinds by pandas. Rows weigh by their position: the checksum of rows
+    ``start:`` of a partition, computed with that ``start``, adds up (modulo 2**64) with
+    those of the other row ranges to the partition's checksum.
     """
     names = list(part.columns if columns is None else columns)
-    if len(part) == 0:
-        return 0
-    h = _row_hashes(part, names)
-    weights = np.arange(start + 1, start + len(h) + 1, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        return int((h * weights).sum(dtype=np.uint64))
-
-
-def _row_hashes(part: pd.DataFrame, names: list[Any]) -> np.ndarray:
-    """``pd.util.hash_pandas_object(part[names], index=False)``, one column at a time: the
-    hashes of the columns combined as pandas combines them (CPython's tuple hash)."""
     n = len(part)
-    if not names:
-        return np.full(n, 0x345678 + 97531, dtype=np.uint64)
-    out = np.full(n, 0x345678, dtype=np.uint64)
-    mult = np.uint64(1000003)
+    if n == 0:
+        return 0
+    sources = [_hash_source(part[name]) for name in names]
+    block = min(n, HASH_BLOCK_ROWS)
+    row, column, spare = (np.empty(block, dtype=np.uint64) for _ in range(3))
+    positions = np.arange(1, block + 1, dtype=np.uint64)
+    total = np.uint64(0)
     with np.errstate(over="ignore"):
-        for i, name in enumerate(names):
-            out ^= pd.util.hash_pandas_object(part[name], index=False).to_numpy()
-            out *= mult
-            inverse = len(names) - i
-            mult += np.uint64(82520 + inverse + inverse)
-        out += np.uint64(97531)
-    return out
+        for first in range(0, n, block):
+            size = min(block, n - first)
+            h, c = row[:size], column[:size]
+            # CPython's tuple hash of the row's column hashes, as pandas combines them
+            h.fill(0x345678)
+            mult = np.uint64(1000003)
+            for i, (values, hashed) in enumerate(sources):
+                if hashed:
+                    h ^= values[first : first + size]
+                else:
+                    _hash_numeric(values[first : first + size], c, spare[:size])
+                    h ^= c
+                h *= mult
+                inverse = len(names) - i
+                mult += np.uint64(82520 + inverse + inverse)
+            h += np.uint64(97531)
+            np.add(positions[:size], np.uint64(start + first), out=c)
+            h *= c
+            total += h.sum(dtype=np.uint64)
+    return int(total)
+
+
+def _hash_source(column: pd.Series) -> tuple[np.ndarray, bool]:
+    """A column's numeric or boolean values, hashed a block at a time; or pandas' hashes
+    of the whole column (other kinds); with whether they are hashes already."""
+    dtype = column.dtype
+    if isinstance(dtype, np.dtype) and dtype.kind in "biuf" and dtype.itemsize <= 8:
+        return column.to_numpy(), False
+    return pd.util.hash_pandas_object(column, index=False).to_numpy(), True
+
+
+def _hash_numeric(values: np.ndarray, out: np.ndarray, spare: np.ndarray) -> None:
+    """``out[:] =`` pandas' hash of each numeric or boolean value (its bits as an unsigned
+    64-bit integer, NaN and -0.0 canonicalised, then splitmix64's finaliser), in place."""
+    if values.dtype.kind == "b":
+        np.copyto(out, values, casting="unsafe")
+    else:
+        bits = values.view(f"u{values.dtype.itemsize}")
+        np.copyto(out, bits, casting="unsafe")
+        if values.dtype.kind == "f":
+            nan = np.isnan(values)
+            if nan.any():
+                out[nan] = np.array(np.nan, dtype=values.dtype).view(bits.dtype)
+            out[out == np.array(-0.0, dtype=values.dtype).view(bits.dtype)] = 0
+    for shift, factor in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB), (31, None)):
+        np.right_shift(out, np.uint64(shift), out=spare)
+        out ^= spare
+        if factor is not None:
+            out *= np.uint64(factor)
 
 
 #: rows below which a partition is not cut into pieces

@@ -342,7 +342,9 @@ def _assign_partition(
     partition_info: dict | None = None,
 ) -> pd.DataFrame:
     number = partition_info["number"] if partition_info else 0
-    out = part.copy()
+    # new columns, not new values: where pandas copies on write, the features stay the
+    # partition's arrays (a deep copy costs a first write to every page of its memory)
+    out = part.copy(deep=not copies_on_write())
     w = _w_as_int(part[W_COL])
     out[W_COL] = w
     y = part[Y_COL].to_numpy() if classification else None
@@ -361,6 +363,12 @@ def _assign_partition(
             assert starts is not None
             out[column] = arrays[column][starts[number] : starts[number] + len(part)]
     return out
+
+
+def copies_on_write() -> bool:
+    """Whether pandas copies on write (always from pandas 3): a frame that shares another's
+    arrays then never writes into them."""
+    return int(pd.__version__.split(".")[0]) >= 3 or pd.get_option("mode.copy_on_write") is True
 
 
 def _meta_with(frame: dd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:

@@ -18,6 +18,7 @@ from dask_meta import TLearner
 from dask_meta._constants import NOT_IN_SPLIT, W_COL, Y_COL
 from dask_meta.folds import (
     SplitRequest,
+    _assign_partition,
     _counts,
     _partition_fold_column,
     _partition_stats,
@@ -27,6 +28,7 @@ from dask_meta.folds import (
     _strata_codes,
     _strata_rows,
     assign,
+    copies_on_write,
     hash_specs_for,
     scan,
 )
@@ -96,6 +98,24 @@ def _assert_fold_strata_match(asg, out, column, strata_cols):
         assert mask.sum() == count, (col, fold, stratum)
     in_split = int((out[column].to_numpy() != NOT_IN_SPLIT).sum())
     assert sum(c for (col, _, _), c in asg.fold_strata.items() if col == column) == in_split
+
+
+def test_fold_columns_leave_the_partition_unchanged_and_share_its_features():
+    """The training partition gets W as integers and its fold columns in a frame of its
+    own: the input partition (a user's persisted data) is unchanged, and where pandas
+    copies on write (pandas 3), the features are its arrays, not copies."""
+    w, y = _data(n=500)
+    part = pd.DataFrame({"x0": np.linspace(0, 1, 500), Y_COL: y, W_COL: w.astype(float)})
+    before = part.copy()
+    requests = {"a": SplitRequest(None, 3, None, "k"), "b": SplitRequest((0,), 1, None, "j")}
+    specs = hash_specs_for(requests)
+    out = _assign_partition(part, specs, [{}], False, None, "partition", None, None)
+    pd.testing.assert_frame_equal(part, before)
+    assert out[W_COL].dtype == np.int64
+    assert [c for c, *_ in specs] == [c for c in out.columns if c not in part.columns]
+    assert np.shares_memory(out["x0"].to_numpy(), part["x0"].to_numpy()) == copies_on_write()
+    out.loc[0, "x0"] = -1.0
+    assert part.loc[0, "x0"] == before.loc[0, "x0"]
 
 
 # --- "partition" -----------------------------------------------------------------------------
