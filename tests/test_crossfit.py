@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from _models import unaligned_frame
+from lightgbm import LGBMRegressor
 from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.model_selection import KFold, StratifiedKFold
 
@@ -290,3 +291,52 @@ def test_equal_by_value_as_metalearners_dataclass(regression, client):
         ml = learner(True, 2, LogisticRegression, LinearRegression, LogisticRegression)
         rebuilt = learner(**ml.init_args)
         assert rebuilt.__dict__ == ml.__dict__
+
+
+class _RowsSeen(LGBMRegressor):
+    """LightGBM that records, per predict call, whether its X was a frame over one
+    C-contiguous array, and the rows' first values."""
+
+    def predict(self, X, **kwargs):
+        values = X.to_numpy()
+        self.seen_.append((values.flags.c_contiguous and X._mgr.is_single_block, values[:, 0]))
+        return super().predict(X, **kwargs)
+
+
+def test_predict_block_converts_a_frame_to_rows_once_for_lightgbm():
+    """For LightGBM, a block of one numeric dtype in several pandas blocks is predicted on
+    as frames over C-contiguous arrays (what LightGBM reads without copying): each fold's
+    rows and the out-of-sample rows, with the values and the predictions the original frame
+    gives; a frame of mixed dtypes, and any frame for other models, are passed as they are
+    (a linear model's sums could round differently)."""
+    from dask_meta.backends import predict_block, take_rows
+    from dask_meta.backends.predict import row_major
+
+    X, y = _data(n=120)
+    X["d"] = np.linspace(0, 1, len(X))  # a block of its own: the frame has two
+    assert not X._mgr.is_single_block
+    fold_ids = np.tile([0, 1, 2, -1], 30)
+    params = {"n_estimators": 5, "min_child_samples": 5, "verbose": -1}
+    models = [_RowsSeen(**params, seed=k).fit(X.iloc[k::3], y[k::3]) for k in range(3)]
+    overall = _RowsSeen(**params).fit(X, y)
+    for m in [*models, overall]:
+        m.seen_ = []
+    out = predict_block(models, overall, X, fold_ids, "predict", "overall", 1)
+    expected = np.empty(len(X))
+    for k, m in enumerate([*models, overall]):
+        rows = fold_ids == (k if k < 3 else -1)
+        expected[rows] = LGBMRegressor.predict(m, X[rows])
+        ((row_major_frame, firsts),) = m.seen_
+        assert row_major_frame
+        np.testing.assert_array_equal(firsts, X["a"].to_numpy()[rows])
+    np.testing.assert_array_equal(out[:, 0], expected)
+    assert len(np.unique(out)) > 4  # the models predict differently
+    mixed = X.assign(e=np.arange(len(X)))
+    assert row_major(mixed) is mixed
+    assert take_rows(mixed, np.array([2, 5])).equals(mixed.iloc[[2, 5]])
+    linear = [LinearRegression().fit(X, y) for _ in range(3)]
+    frames = []
+    for m in linear:
+        m.predict = lambda X, m=m: frames.append(X) or LinearRegression.predict(m, X)
+    predict_block(linear[:2], linear[2], X, fold_ids, "predict", "overall", 1)
+    assert all(not f._mgr.is_single_block for f in frames)

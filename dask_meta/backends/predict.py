@@ -79,6 +79,8 @@ def _predict_block(
 ) -> np.ndarray:
     n = len(X)
     out = np.empty((n, n_outputs))
+    if any(_reads_rows(m) for m in [*fold_models, overall_model]):
+        X = row_major(X)
     if fold_ids is None:
         oos = np.ones(n, dtype=bool)
     else:
@@ -117,8 +119,60 @@ def _predict_oos(
     raise ValueError(f"oos_method={oos_method!r} is not one of 'overall', 'mean', 'median'")
 
 
+#: libraries whose models predict from rows, the same values from any memory layout (trees
+#: compare each value with thresholds): a block is converted to rows once for them
+_ROW_READERS = ("lightgbm",)
+
+
+def _reads_rows(model: Any) -> bool:
+    """A model, or the estimator a wrapper (a pairs classifier) predicts with, of
+    :data:`_ROW_READERS`."""
+    inner = getattr(model, "estimator", None)
+    return any(
+        c.__module__.startswith(_ROW_READERS)
+        for m in (model, inner)
+        if m is not None
+        for c in type(m).__mro__
+    )
+
+
+def row_major(X: Any) -> Any:
+    """A DataFrame whose columns share one numeric dtype as a frame over one C-contiguous
+    array; other matrices as they are.
+
+    pandas keeps each column's values contiguous; LightGBM predicts from rows, and copies a
+    frame into a C-contiguous array on every call (twice for a frame of several blocks).
+    Converted once, the frame and its row selections (:func:`take_rows`) are predicted on
+    without a copy, by each model and fold (in a worker every such copy is a fresh
+    allocation that page-faults, see ``HASH_BLOCK_ROWS`` in :mod:`dask_meta.data`).
+    """
+    if not isinstance(X, pd.DataFrame) or X.shape[1] == 0 or _row_major_values(X) is not None:
+        return X
+    dtypes = set(X.dtypes)
+    dtype = dtypes.pop()
+    if dtypes or not isinstance(dtype, np.dtype) or dtype.kind not in "fiu":
+        return X
+    return pd.DataFrame(
+        np.ascontiguousarray(X.to_numpy()), index=X.index, columns=X.columns, copy=False
+    )
+
+
+def _row_major_values(X: pd.DataFrame) -> np.ndarray | None:
+    """The C-contiguous array a frame of one numeric block is a view of, or None."""
+    # pandas 2.2 to 3.x: a frame's block manager tells whether it is one block
+    single = getattr(getattr(X, "_mgr", None), "is_single_block", False)
+    if X.shape[1] == 0 or not single or len(set(X.dtypes)) != 1:
+        return None
+    values = X.to_numpy()
+    return values if values.flags.c_contiguous and values.ndim == 2 else None
+
+
 def take_rows(X: Any, rows: np.ndarray) -> Any:
-    """The rows (positions) of a design matrix, a DataFrame or an array."""
+    """The rows (positions) of a design matrix, a DataFrame or an array; the rows of a frame
+    over one C-contiguous array (:func:`row_major`) are one too."""
     if isinstance(X, pd.DataFrame):
+        values = _row_major_values(X)
+        if values is not None:
+            return pd.DataFrame(values[rows], columns=X.columns, copy=False)
         return X.iloc[rows]
     return X[rows]
