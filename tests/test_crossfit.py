@@ -309,8 +309,8 @@ def test_predict_block_converts_a_frame_to_rows_once_for_lightgbm():
     rows and the out-of-sample rows, with the values and the predictions the original frame
     gives; a frame of mixed dtypes, and any frame for other models, are passed as they are
     (a linear model's sums could round differently)."""
-    from dask_meta.backends import predict_block, take_rows
-    from dask_meta.backends.predict import row_major
+    from dask_meta.backends import predict_block
+    from dask_meta.backends.predict import _predicted_rows, row_major
 
     X, y = _data(n=120)
     X["d"] = np.linspace(0, 1, len(X))  # a block of its own: the frame has two
@@ -333,7 +333,17 @@ def test_predict_block_converts_a_frame_to_rows_once_for_lightgbm():
     assert len(np.unique(out)) > 4  # the models predict differently
     mixed = X.assign(e=np.arange(len(X)))
     assert row_major(mixed) is mixed
-    assert take_rows(mixed, np.array([2, 5])).equals(mixed.iloc[[2, 5]])
+    assert _predicted_rows(mixed, np.array([2, 5])).equals(mixed.iloc[[2, 5]])
+    # one column of another kind (one block, C-contiguous as an array) keeps its dtype,
+    # and every frame's rows keep their index
+    for one in (
+        pd.DataFrame({"c": pd.Categorical(["a", "b", "a", "c"])}, index=[7, 8, 9, 10]),
+        pd.DataFrame({"s": ["a", "b", "a", "c"]}, index=[7, 8, 9, 10]),
+        pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0]}, index=[7, 8, 9, 10]),
+    ):
+        assert row_major(one).dtypes.equals(one.dtypes)
+        pd.testing.assert_frame_equal(_predicted_rows(one, np.array([1, 3])), one.iloc[[1, 3]])
+        pd.testing.assert_frame_equal(_predicted_rows(row_major(one), np.array([3])), one.iloc[[3]])
     linear = [LinearRegression().fit(X, y) for _ in range(3)]
     frames = []
     for m in linear:

@@ -88,9 +88,11 @@ def _predict_block(
         for k, model in enumerate(fold_models):
             rows = np.flatnonzero(fold_ids == k)
             if len(rows):
-                out[rows] = _model_output(model, take_rows(X, rows), method, n_outputs, name, k)
+                out[rows] = _model_output(
+                    model, _predicted_rows(X, rows), method, n_outputs, name, k
+                )
     if oos.any():
-        X_oos = X if oos.all() else take_rows(X, np.flatnonzero(oos))
+        X_oos = X if oos.all() else _predicted_rows(X, np.flatnonzero(oos))
         out[oos] = _predict_oos(
             fold_models, overall_model, X_oos, method, oos_method, n_outputs, name
         )
@@ -142,37 +144,45 @@ def row_major(X: Any) -> Any:
 
     pandas keeps each column's values contiguous; LightGBM predicts from rows, and copies a
     frame into a C-contiguous array on every call (twice for a frame of several blocks).
-    Converted once, the frame and its row selections (:func:`take_rows`) are predicted on
+    Converted once, the frame and its row selections (:func:`_predicted_rows`) are predicted on
     without a copy, by each model and fold (in a worker every such copy is a fresh
     allocation that page-faults, see ``HASH_BLOCK_ROWS`` in :mod:`dask_meta.data`).
     """
-    if not isinstance(X, pd.DataFrame) or X.shape[1] == 0 or _row_major_values(X) is not None:
-        return X
-    dtypes = set(X.dtypes)
-    dtype = dtypes.pop()
-    if dtypes or not isinstance(dtype, np.dtype) or dtype.kind not in "fiu":
+    if not isinstance(X, pd.DataFrame) or not _numeric(X) or _row_major_values(X) is not None:
         return X
     return pd.DataFrame(
         np.ascontiguousarray(X.to_numpy()), index=X.index, columns=X.columns, copy=False
     )
 
 
+def _numeric(X: pd.DataFrame) -> bool:
+    """Whether a frame has columns, all of one numpy numeric dtype."""
+    dtypes = set(X.dtypes)
+    dtype = dtypes.pop() if len(dtypes) == 1 else None
+    return isinstance(dtype, np.dtype) and dtype.kind in "fiu"
+
+
 def _row_major_values(X: pd.DataFrame) -> np.ndarray | None:
     """The C-contiguous array a frame of one numeric block is a view of, or None."""
     # pandas 2.2 to 3.x: a frame's block manager tells whether it is one block
     single = getattr(getattr(X, "_mgr", None), "is_single_block", False)
-    if X.shape[1] == 0 or not single or len(set(X.dtypes)) != 1:
+    if not single or not _numeric(X):
         return None
     values = X.to_numpy()
     return values if values.flags.c_contiguous and values.ndim == 2 else None
 
 
 def take_rows(X: Any, rows: np.ndarray) -> Any:
-    """The rows (positions) of a design matrix, a DataFrame or an array; the rows of a frame
-    over one C-contiguous array (:func:`row_major`) are one too."""
+    """The rows (positions) of a design matrix, a DataFrame or an array."""
     if isinstance(X, pd.DataFrame):
-        values = _row_major_values(X)
-        if values is not None:
-            return pd.DataFrame(values[rows], columns=X.columns, copy=False)
         return X.iloc[rows]
     return X[rows]
+
+
+def _predicted_rows(X: Any, rows: np.ndarray) -> Any:
+    """:func:`take_rows`, where the rows of a frame over one C-contiguous array
+    (:func:`row_major`) are one too."""
+    values = _row_major_values(X) if isinstance(X, pd.DataFrame) else None
+    if values is None:
+        return take_rows(X, rows)
+    return pd.DataFrame(values[rows], index=X.index[rows], columns=X.columns, copy=False)
