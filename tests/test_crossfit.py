@@ -332,8 +332,9 @@ def test_predict_block_converts_a_frame_to_rows_once_for_lightgbm():
     np.testing.assert_array_equal(out[:, 0], expected)
     assert len(np.unique(out)) > 4  # the models predict differently
     mixed = X.assign(e=np.arange(len(X)))
-    assert row_major(mixed) is mixed
-    assert _predicted_rows(mixed, np.array([2, 5])).equals(mixed.iloc[[2, 5]])
+    converted, values = row_major(mixed)
+    assert converted is mixed and values is None
+    assert _predicted_rows(mixed, None, np.array([2, 5])).equals(mixed.iloc[[2, 5]])
     # one column of another kind (one block, C-contiguous as an array) keeps its dtype,
     # and every frame's rows keep their index
     for one in (
@@ -341,9 +342,12 @@ def test_predict_block_converts_a_frame_to_rows_once_for_lightgbm():
         pd.DataFrame({"s": ["a", "b", "a", "c"]}, index=[7, 8, 9, 10]),
         pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0]}, index=[7, 8, 9, 10]),
     ):
-        assert row_major(one).dtypes.equals(one.dtypes)
-        pd.testing.assert_frame_equal(_predicted_rows(one, np.array([1, 3])), one.iloc[[1, 3]])
-        pd.testing.assert_frame_equal(_predicted_rows(row_major(one), np.array([3])), one.iloc[[3]])
+        converted, values = row_major(one)
+        assert converted.dtypes.equals(one.dtypes)
+        assert (values is None) == ("x" not in one)
+        pd.testing.assert_frame_equal(
+            _predicted_rows(converted, values, np.array([1, 3])), one.iloc[[1, 3]]
+        )
     linear = [LinearRegression().fit(X, y) for _ in range(3)]
     frames = []
     for m in linear:

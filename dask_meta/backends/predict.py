@@ -79,8 +79,9 @@ def _predict_block(
 ) -> np.ndarray:
     n = len(X)
     out = np.empty((n, n_outputs))
+    values = None  # the rows as one C-contiguous array, where X is converted to one
     if any(_reads_rows(m) for m in [*fold_models, overall_model]):
-        X = row_major(X)
+        X, values = row_major(X)
     if fold_ids is None:
         oos = np.ones(n, dtype=bool)
     else:
@@ -89,10 +90,10 @@ def _predict_block(
             rows = np.flatnonzero(fold_ids == k)
             if len(rows):
                 out[rows] = _model_output(
-                    model, _predicted_rows(X, rows), method, n_outputs, name, k
+                    model, _predicted_rows(X, values, rows), method, n_outputs, name, k
                 )
     if oos.any():
-        X_oos = X if oos.all() else _predicted_rows(X, np.flatnonzero(oos))
+        X_oos = X if oos.all() else _predicted_rows(X, values, np.flatnonzero(oos))
         out[oos] = _predict_oos(
             fold_models, overall_model, X_oos, method, oos_method, n_outputs, name
         )
@@ -138,9 +139,9 @@ def _reads_rows(model: Any) -> bool:
     )
 
 
-def row_major(X: Any) -> Any:
+def row_major(X: Any) -> tuple[Any, np.ndarray | None]:
     """A DataFrame whose columns share one numeric dtype as a frame over one C-contiguous
-    array; other matrices as they are.
+    array, and that array; other matrices as they are, and None.
 
     pandas keeps each column's values contiguous; LightGBM predicts from rows, and copies a
     frame into a C-contiguous array on every call (twice for a frame of several blocks).
@@ -148,11 +149,14 @@ def row_major(X: Any) -> Any:
     without a copy, by each model and fold (in a worker every such copy is a fresh
     allocation that page-faults, see ``HASH_BLOCK_ROWS`` in :mod:`dask_meta.data`).
     """
-    if not isinstance(X, pd.DataFrame) or not _numeric(X) or _row_major_values(X) is not None:
-        return X
-    return pd.DataFrame(
-        np.ascontiguousarray(X.to_numpy()), index=X.index, columns=X.columns, copy=False
-    )
+    if not isinstance(X, pd.DataFrame) or not _numeric(X):
+        return X, None
+    values = X.to_numpy()
+    # pandas 2.2 to 3.x: a frame's block manager tells whether it is one block
+    if getattr(getattr(X, "_mgr", None), "is_single_block", False) and values.flags.c_contiguous:
+        return X, values
+    values = np.ascontiguousarray(values)
+    return pd.DataFrame(values, index=X.index, columns=X.columns, copy=False), values
 
 
 def _numeric(X: pd.DataFrame) -> bool:
@@ -162,16 +166,6 @@ def _numeric(X: pd.DataFrame) -> bool:
     return isinstance(dtype, np.dtype) and dtype.kind in "fiu"
 
 
-def _row_major_values(X: pd.DataFrame) -> np.ndarray | None:
-    """The C-contiguous array a frame of one numeric block is a view of, or None."""
-    # pandas 2.2 to 3.x: a frame's block manager tells whether it is one block
-    single = getattr(getattr(X, "_mgr", None), "is_single_block", False)
-    if not single or not _numeric(X):
-        return None
-    values = X.to_numpy()
-    return values if values.flags.c_contiguous and values.ndim == 2 else None
-
-
 def take_rows(X: Any, rows: np.ndarray) -> Any:
     """The rows (positions) of a design matrix, a DataFrame or an array."""
     if isinstance(X, pd.DataFrame):
@@ -179,10 +173,9 @@ def take_rows(X: Any, rows: np.ndarray) -> Any:
     return X[rows]
 
 
-def _predicted_rows(X: Any, rows: np.ndarray) -> Any:
-    """:func:`take_rows`, where the rows of a frame over one C-contiguous array
+def _predicted_rows(X: Any, values: np.ndarray | None, rows: np.ndarray) -> Any:
+    """:func:`take_rows`, where the rows of a frame over one C-contiguous array ``values``
     (:func:`row_major`) are one too."""
-    values = _row_major_values(X) if isinstance(X, pd.DataFrame) else None
     if values is None:
         return take_rows(X, rows)
     return pd.DataFrame(values[rows], index=X.index[rows], columns=X.columns, copy=False)

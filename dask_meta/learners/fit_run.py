@@ -134,16 +134,21 @@ class FitRun:
     def n_rows(self) -> int:
         return self.training.n_rows
 
-    def shared_bins_key(self, cfe: CrossFitEstimator, design: Any) -> str | None:
-        """The key of the binned Dataset a model's fits train on, or None if they bin their
-        own rows: LightGBM models on the local backend share one per worker and design where
-        rows are trained on more than once; the "sklearn" strategy keeps metalearners' exact
-        per-fit binning."""
+    def bins_candidate_key(self, cfe: CrossFitEstimator, design: Any) -> str | None:
+        """The key of the binned Dataset a model's fits could share, or None if they must bin
+        their own rows: LightGBM models on the local backend whose binning a shared Dataset
+        reproduces; the "sklearn" strategy keeps metalearners' exact per-fit binning."""
         if backend_of(cfe.estimator_factory) != LOCAL or self.learner.fold_strategy == "sklearn":
             return None
         if not shares_bins(cfe.estimator_factory, cfe.estimator_params, design):
             return None
-        key = bins_key(self.token, cfe.estimator_factory, cfe.estimator_params, design)
+        return bins_key(self.token, cfe.estimator_factory, cfe.estimator_params, design)
+
+    def shared_bins_key(self, cfe: CrossFitEstimator, design: Any) -> str | None:
+        """The key of the binned Dataset a model's fits train on, or None if they bin their
+        own rows: a candidate (:meth:`bins_candidate_key`) whose Dataset is worth sharing,
+        where rows are trained on more than once."""
+        key = self.bins_candidate_key(cfe, design)
         return key if key in self.bins_worth_sharing else None
 
     def threads_of(self, kind: str) -> int:

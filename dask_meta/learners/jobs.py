@@ -24,16 +24,13 @@ from distributed import Future
 from dask_meta._constants import NUISANCE, TREATMENT
 from dask_meta.backends import (
     COLLECTION,
-    LOCAL,
     STREAM,
     FitResult,
     backend_of,
     bin_sample_rows,
     binning_cost,
-    bins_key,
     check_classes,
     requested_threads,
-    shares_bins,
 )
 from dask_meta.crossfit import CrossFitEstimator, strata_of_fold, train_rows
 from dask_meta.folds import SplitRef
@@ -125,8 +122,6 @@ def bins_worth_sharing(run: FitRun, entries: Sequence[ModelEntry]) -> set[str]:
     every fit on its own rows.
     """
     learner = run.learner
-    if learner.fold_strategy == "sklearn":
-        return set()
     own: dict[str, float] = {}
     trained: dict[str, int] = {}
     holds: dict[str, bool] = {}
@@ -134,13 +129,11 @@ def bins_worth_sharing(run: FitRun, entries: Sequence[ModelEntry]) -> set[str]:
     for e in entries:
         cfe = learner._cfe(e.kind, e.ordinal)
         design = learner._design(e.kind, run.data.columns)
-        if backend_of(cfe.estimator_factory) != LOCAL or not shares_bins(
-            cfe.estimator_factory, cfe.estimator_params, design
-        ):
+        key = run.bins_candidate_key(cfe, design)
+        if key is None:
             continue
         split = run.assignment.refs[(e.kind, e.ordinal)]
         per_model = train_rows(split, run.assignment.fold_strata, cfe.n_folds)
-        key = bins_key(run.token, cfe.estimator_factory, cfe.estimator_params, design)
         if key not in samples:  # models of one key bin alike
             samples[key] = bin_sample_rows(cfe.estimator_factory, cfe.estimator_params)
         sample = samples[key]
