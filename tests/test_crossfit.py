@@ -303,14 +303,15 @@ class _RowsSeen(LGBMRegressor):
         return super().predict(X, **kwargs)
 
 
-def test_predict_block_converts_a_frame_to_rows_once_for_lightgbm():
-    """For LightGBM, a block of one numeric dtype in several pandas blocks is predicted on
-    as frames over C-contiguous arrays (what LightGBM reads without copying): each fold's
-    rows and the out-of-sample rows, with the values and the predictions the original frame
-    gives; a frame of mixed dtypes, and any frame for other models, are passed as they are
-    (a linear model's sums could round differently)."""
+def test_predict_block_gathers_a_frame_into_rows_once_for_lightgbm():
+    """For LightGBM, a block of one numeric dtype in several pandas blocks is gathered once
+    into rows in fold order, and predicted on as frames over slices of them (C-contiguous,
+    what LightGBM reads without copying): each fold's rows and the out-of-sample rows, with
+    the values and the predictions the original frame gives; a frame of mixed dtypes or
+    other kinds gets its folds' rows taken as they are, and other models get the frame's
+    own layout (a linear model's sums could round differently)."""
     from dask_meta.backends import predict_block
-    from dask_meta.backends.predict import _predicted_rows, row_major
+    from dask_meta.backends.predict import fold_groups
 
     X, y = _data(n=120)
     X["d"] = np.linspace(0, 1, len(X))  # a block of its own: the frame has two
@@ -331,26 +332,30 @@ def test_predict_block_converts_a_frame_to_rows_once_for_lightgbm():
         np.testing.assert_array_equal(firsts, X["a"].to_numpy()[rows])
     np.testing.assert_array_equal(out[:, 0], expected)
     assert len(np.unique(out)) > 4  # the models predict differently
-    mixed = X.assign(e=np.arange(len(X)))
-    converted, values = row_major(mixed)
-    assert converted is mixed and values is None
-    assert _predicted_rows(mixed, None, np.array([2, 5])).equals(mixed.iloc[[2, 5]])
-    # one column of another kind (one block, C-contiguous as an array) keeps its dtype,
-    # and every frame's rows keep their index
-    for one in (
-        pd.DataFrame({"c": pd.Categorical(["a", "b", "a", "c"])}, index=[7, 8, 9, 10]),
-        pd.DataFrame({"s": ["a", "b", "a", "c"]}, index=[7, 8, 9, 10]),
-        pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0]}, index=[7, 8, 9, 10]),
+    # every fold's rows, in block order, keep their dtypes and index
+    ids = np.array([0, -1, 0, 1, 1, -1])
+    for frame in (
+        X.iloc[:6].assign(e=np.arange(6)),  # mixed dtypes: taken as they are
+        pd.DataFrame({"c": pd.Categorical(list("abacab"))}, index=range(7, 13)),
+        pd.DataFrame({"s": list("abacab")}, index=range(7, 13)),
+        pd.DataFrame({"x": np.arange(6.0)}, index=range(7, 13)),
     ):
-        converted, values = row_major(one)
-        assert converted.dtypes.equals(one.dtypes)
-        assert (values is None) == ("x" not in one)
-        pd.testing.assert_frame_equal(
-            _predicted_rows(converted, values, np.array([1, 3])), one.iloc[[1, 3]]
-        )
-    linear = [LinearRegression().fit(X, y) for _ in range(3)]
+        groups = list(fold_groups(frame, ids, reads_rows=True))
+        assert [fold for fold, _, _ in groups] == [-1, 0, 1]
+        for fold, rows, matrix in groups:
+            np.testing.assert_array_equal(rows, np.flatnonzero(ids == fold))
+            pd.testing.assert_frame_equal(matrix, frame.iloc[rows])
+            assert matrix._mgr.is_single_block == ("e" not in frame)
+    # one fold for all rows: the block itself, converted to rows only where it is not
+    ((_, rows, same),) = fold_groups(X, np.full(len(X), -1), reads_rows=True)
+    np.testing.assert_array_equal(rows, np.arange(len(X)))
+    pd.testing.assert_frame_equal(same, X)
+    assert same._mgr.is_single_block and same.to_numpy().flags.c_contiguous
+    assert next(fold_groups(same, np.zeros(len(X), dtype=int), reads_rows=True))[2] is same
+    assert list(fold_groups(X.iloc[:0], np.array([], dtype=int), reads_rows=True)) == []
+    linear = [LinearRegression().fit(X, y) for _ in range(4)]
     frames = []
     for m in linear:
         m.predict = lambda X, m=m: frames.append(X) or LinearRegression.predict(m, X)
-    predict_block(linear[:2], linear[2], X, fold_ids, "predict", "overall", 1)
-    assert all(not f._mgr.is_single_block for f in frames)
+    predict_block(linear[:3], linear[3], X, fold_ids, "predict", "overall", 1)
+    assert len(frames) == 4 and all(not f._mgr.is_single_block for f in frames)

@@ -4,7 +4,7 @@ did not see them, out-of-sample rows by the overall model or the fold models' me
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -77,26 +77,16 @@ def _predict_block(
     n_outputs: int,
     name: str,
 ) -> np.ndarray:
-    n = len(X)
-    out = np.empty((n, n_outputs))
-    values = None  # the rows as one C-contiguous array, where X is converted to one
-    if any(_reads_rows(m) for m in [*fold_models, overall_model]):
-        X, values = row_major(X)
-    if fold_ids is None:
-        oos = np.ones(n, dtype=bool)
-    else:
-        oos = fold_ids == NOT_IN_SPLIT
-        for k, model in enumerate(fold_models):
-            rows = np.flatnonzero(fold_ids == k)
-            if len(rows):
-                out[rows] = _model_output(
-                    model, _predicted_rows(X, values, rows), method, n_outputs, name, k
-                )
-    if oos.any():
-        X_oos = X if oos.all() else _predicted_rows(X, values, np.flatnonzero(oos))
-        out[oos] = _predict_oos(
-            fold_models, overall_model, X_oos, method, oos_method, n_outputs, name
-        )
+    out = np.empty((len(X), n_outputs))
+    ids = np.full(len(X), NOT_IN_SPLIT) if fold_ids is None else np.asarray(fold_ids)
+    reads_rows = any(_reads_rows(m) for m in [*fold_models, overall_model])
+    for fold, rows, X_rows in fold_groups(X, ids, reads_rows):
+        if fold == NOT_IN_SPLIT:
+            out[rows] = _predict_oos(
+                fold_models, overall_model, X_rows, method, oos_method, n_outputs, name
+            )
+        else:
+            out[rows] = _model_output(fold_models[fold], X_rows, method, n_outputs, name, fold)
     return out
 
 
@@ -139,24 +129,47 @@ def _reads_rows(model: Any) -> bool:
     )
 
 
-def row_major(X: Any) -> tuple[Any, np.ndarray | None]:
-    """A DataFrame whose columns share one numeric dtype as a frame over one C-contiguous
-    array, and that array; other matrices as they are, and None.
+def fold_groups(
+    X: Any, fold_ids: np.ndarray, reads_rows: bool
+) -> Iterator[tuple[int, np.ndarray, Any]]:
+    """Per fold id of a block's rows (``NOT_IN_SPLIT``: out-of-sample), the rows' positions
+    and their matrix.
 
-    pandas keeps each column's values contiguous; LightGBM predicts from rows, and copies a
-    frame into a C-contiguous array on every call (twice for a frame of several blocks).
-    Converted once, the frame and its row selections (:func:`_predicted_rows`) are predicted on
-    without a copy, by each model and fold (in a worker every such copy is a fresh
-    allocation that page-faults, see ``HASH_BLOCK_ROWS`` in :mod:`dask_meta.data`).
+    For models that read rows (``reads_rows``: LightGBM), a DataFrame whose columns share one
+    numeric dtype is gathered once into one C-contiguous array in fold order, and each
+    fold's matrix is a frame over a slice of it. pandas keeps each column's values
+    contiguous; LightGBM predicts from rows, and copies a frame into a C-contiguous array on
+    every call (twice for a frame of several blocks): gathered so, the block's rows are
+    copied once for all of its folds (in a worker every such copy is a fresh allocation
+    that page-faults, see ``HASH_BLOCK_ROWS`` in :mod:`dask_meta.data`). Trees give the
+    same values from any layout; other models (a linear model's sums could round
+    differently) and other matrices get each fold's rows taken as they are.
     """
-    if not isinstance(X, pd.DataFrame) or not _numeric(X):
-        return X, None
-    values = X.to_numpy()
-    # pandas 2.2 to 3.x: a frame's block manager tells whether it is one block
-    if getattr(getattr(X, "_mgr", None), "is_single_block", False) and values.flags.c_contiguous:
-        return X, values
-    values = np.ascontiguousarray(values)
-    return pd.DataFrame(values, index=X.index, columns=X.columns, copy=False), values
+    n = len(X)
+    if n == 0:
+        return
+    if not (reads_rows and isinstance(X, pd.DataFrame) and _numeric(X)):
+        for fold in np.unique(fold_ids):
+            rows = np.flatnonzero(fold_ids == fold)
+            yield int(fold), rows, X if len(rows) == n else take_rows(X, rows)
+        return
+    if (fold_ids == fold_ids[0]).all():
+        values = X.to_numpy()
+        # pandas 2.2 to 3.x: a frame's block manager tells whether it is one block
+        single = getattr(getattr(X, "_mgr", None), "is_single_block", False)
+        if not (single and values.flags.c_contiguous):
+            values = np.ascontiguousarray(values)
+            X = pd.DataFrame(values, index=X.index, columns=X.columns, copy=False)
+        yield int(fold_ids[0]), np.arange(n), X
+        return
+    order = np.argsort(fold_ids, kind="stable")  # each fold's rows in their block order
+    values = np.ascontiguousarray(np.take(X.to_numpy(), order, axis=0))
+    sorted_ids = fold_ids[order]
+    starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
+    for start, end in zip(starts, [*starts[1:], n], strict=True):
+        rows = order[start:end]
+        frame = pd.DataFrame(values[start:end], index=X.index[rows], columns=X.columns, copy=False)
+        yield int(sorted_ids[start]), rows, frame
 
 
 def _numeric(X: pd.DataFrame) -> bool:
@@ -171,11 +184,3 @@ def take_rows(X: Any, rows: np.ndarray) -> Any:
     if isinstance(X, pd.DataFrame):
         return X.iloc[rows]
     return X[rows]
-
-
-def _predicted_rows(X: Any, values: np.ndarray | None, rows: np.ndarray) -> Any:
-    """:func:`take_rows`, where the rows of a frame over one C-contiguous array ``values``
-    (:func:`row_major`) are one too."""
-    if values is None:
-        return take_rows(X, rows)
-    return pd.DataFrame(values[rows], index=X.index[rows], columns=X.columns, copy=False)
