@@ -100,6 +100,8 @@ def swept_plans(max_threads: int) -> list:
 
 def label(row) -> str:
     kinds = "".join(f" ({kind} {t})" for kind, t in sorted((row["threads_by_kind"] or {}).items()))
+    if row.get("tail"):
+        kinds += " (last {} fit(s) {})".format(*row["tail"])
     chosen = (
         f"{row['threads_per_model']} thread(s){kinds}, cf={row['n_jobs_cross_fitting']}, "
         f"bl={row['n_jobs_base_learners']}"

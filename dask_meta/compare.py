@@ -28,6 +28,7 @@ COLUMNS = [
     "source",
     "threads_per_model",
     "threads_by_kind",
+    "tail",
     "n_jobs_cross_fitting",
     "n_jobs_base_learners",
     "wall_s",
@@ -143,9 +144,10 @@ def compare_plans(
     ``runs_s`` holds every run's wall time, in order.
 
     Columns: the plan and what it came to (``source``, ``threads_per_model``,
-    ``threads_by_kind``: the model kinds the auto plan gave other threads, and the two
-    limits), ``wall_s``, ``efficiency``, ``peak_worker_memory_mib`` (the busiest worker's
-    peak resident memory, sampled every ``interval`` seconds), ``fits`` and, for the auto
+    ``threads_by_kind``: the model kinds the auto plan gave other threads, ``tail``: its
+    last fits and their threads as ``(fits, threads)``, else None, and the two limits),
+    ``wall_s``, ``efficiency``, ``peak_worker_memory_mib`` (the busiest worker's peak
+    resident memory, sampled every ``interval`` seconds), ``fits`` and, for the auto
     plan, the cost model's ``estimated_s`` and ``calibration_s``, the part of ``wall_s``
     spent timing base models (0 when the cluster had timed them in an earlier fit; with
     ``repeats`` the auto plan's first run pays it and the later ones do not), and
@@ -194,6 +196,9 @@ def _timed_run(plan: Any, fitted: Any, client: Any, interval: float, cores: int)
         "source": chosen.get("source"),
         "threads_per_model": chosen.get("threads_per_model"),
         "threads_by_kind": chosen.get("threads_by_kind") or {},
+        "tail": (
+            (chosen["tail_fits"], chosen["tail_threads"]) if chosen.get("tail_fits") else None
+        ),
         "n_jobs_cross_fitting": chosen.get("n_jobs_cross_fitting"),
         "n_jobs_base_learners": chosen.get("n_jobs_base_learners"),
         "wall_s": wall,

@@ -18,7 +18,9 @@ argument makes that choice:
     fits gain more than the timed ones, interpolated linearly in the threads.
     Every candidate (threads per model from 1 to a worker's threads, and, when the fits
     would not fit in the workers' memory side by side, a cap on the fits in flight; one
-    thread per model but more for the model kinds with the longest fits) is scored by
+    thread per model but more for the model kinds with the longest fits; for a fit of one
+    stage, one thread per model but more for the fits left over by the full rounds,
+    :func:`tail_of`) is scored by
     simulating the fit: the jobs of each stage longest-first, each where its threads are
     free first and never before a job ahead of it. The fastest candidate wins; within 2%,
     the one with fewer threads. Calibrations are kept per cluster and model, so later fits
@@ -206,10 +208,15 @@ class Candidate:
     memory_ok: bool
     #: model kinds whose fits get other threads than ``threads_per_model``
     threads_by_kind: tuple[tuple[str, int], ...] = ()
+    #: the last fits (shortest), which get ``tail_threads`` threads each (:func:`tail_of`)
+    tail_fits: int = 0
+    tail_threads: int = 1
 
     def describe(self) -> str:
         text = f"{self.threads_per_model} thread{'s' if self.threads_per_model > 1 else ''}"
         text += "".join(f", {kind} {t}" for kind, t in self.threads_by_kind)
+        if self.tail_fits:
+            text += f", the last {self.tail_fits} fit(s) {self.tail_threads}"
         if self.max_in_flight:
             text += f" x at most {self.max_in_flight} in flight"
         return text
@@ -231,6 +238,10 @@ class PlanChoice:
     calibration_seconds: float = 0.0
     #: model kinds whose fits get other threads than ``threads_per_model`` (auto plan)
     threads_by_kind: dict[str, int] = field(default_factory=dict)
+    #: the fit's last (shortest) fits, which get ``tail_threads`` threads each (auto plan,
+    #: :func:`tail_of`)
+    tail_fits: int = 0
+    tail_threads: int = 1
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -274,15 +285,17 @@ def simulate(
     threads: int,
     max_in_flight: int | None = None,
     threads_by_kind: dict[str, int] | None = None,
+    tail: tuple[int, int] = (0, 1),
 ) -> float:
     """Estimated wall time: each stage's jobs longest-first, in turn.
 
     Each job starts where its threads are free first, never before a job ahead of it (a
     worker runs its queued fits in order: a fit waiting for two threads holds back the
     one-thread fits behind it), and with at most ``max_in_flight`` fits at once. A job gets
-    ``threads_by_kind`` of its model kind, else ``threads``. Treatment-stage jobs wait for
-    the nuisance stage here (the planner starts them earlier, as soon as their own inputs
-    are done), which overestimates every candidate alike.
+    ``threads_by_kind`` of its model kind, else ``threads``; ``tail`` = (n, t): the last n
+    jobs get t threads. Treatment-stage jobs wait for the nuisance stage here (the planner
+    starts them earlier, as soon as their own inputs are done), which overestimates every
+    candidate alike.
     """
     by_kind = threads_by_kind or {}
     capacities = _capacities(shape)
@@ -295,9 +308,16 @@ def simulate(
         for j in jobs:
             if j.stage == stage:
                 t = job_threads(j, by_kind.get(j.group[1], threads), shape)
-                timed.append((_job_seconds(j, calibrations, t), t))
+                timed.append((_job_seconds(j, calibrations, t), t, j))
+        timed.sort(key=lambda x: (x[0], x[1]), reverse=True)
+        n_tail, tail_threads = tail
+        if n_tail:
+            timed[-n_tail:] = [
+                (_job_seconds(j, calibrations, tail_threads), tail_threads, j)
+                for _, _, j in timed[-n_tail:]
+            ]
         running: list[float] = []  # end times of the fits in flight
-        for seconds, t in sorted(timed, reverse=True):
+        for seconds, t, _ in timed:
             fitting = [i for i, c in enumerate(capacities) if c >= t] or [
                 capacities.index(max(capacities))
             ]
@@ -312,6 +332,24 @@ def simulate(
             running.append(ready + seconds)
             start = ready  # the next job does not start before this one
     return max(f[-1] for f in free)
+
+
+def tail_of(jobs: Sequence[PlannedJob], shape: ClusterShape) -> tuple[int, int]:
+    """The fits left over when the others run one thread each, and the threads each of them
+    can take, for a fit of one stage whose threads the plan chooses: ``(0, 1)`` where none.
+
+    With n fits of one thread each on s threads, the last n mod s of them run while the
+    others' threads are idle: each of them may take s // (n mod s) threads instead (at most
+    a worker's). Three fits on two threads, say, run as two one-thread fits side by side,
+    then one of two threads: faster than all three with two threads (their speedup is below
+    two) and than all three with one (the last fit would leave a thread idle).
+    """
+    if len({j.stage for j in jobs}) != 1 or any(j.fixed_threads is not None for j in jobs):
+        return 0, 1
+    n_slots = slots(shape, 1)
+    left = len(jobs) % n_slots
+    threads = min(shape.max_threads, n_slots // left) if left else 1
+    return (left, threads) if threads > 1 else (0, 1)
 
 
 def memory_per_fit(job: PlannedJob) -> float:
@@ -354,10 +392,13 @@ def choose(
     calibrations: dict[str, Calibration],
     shape: ClusterShape,
     calibration_seconds: float = 0.0,
+    tail_ok: bool = False,
 ) -> PlanChoice:
     """The auto plan: the fastest candidate whose fits fit in the workers' memory.
 
     ``calibration_seconds``: how long this fit spent timing base models (reported).
+    ``tail_ok``: the planner can give the last fits more threads (:func:`tail_of`): every
+    fit is in ``jobs`` and no limit holds them back.
     """
     candidates = []
     for threads in range(1, shape.max_threads + 1):
@@ -374,6 +415,10 @@ def choose(
                 break
     if candidates[0].memory_ok and candidates[0].max_in_flight is None:
         candidates += _mixed_candidates(jobs, calibrations, shape)
+        n_tail, tail_threads = tail_of(jobs, shape) if tail_ok else (0, 1)
+        if n_tail:
+            seconds = simulate(jobs, calibrations, shape, 1, tail=(n_tail, tail_threads))
+            candidates.append(Candidate(1, None, seconds, True, (), n_tail, tail_threads))
     feasible = [c for c in candidates if c.memory_ok] or candidates
     # fastest; within 2% of it, fewer threads (better parallel efficiency): one per model,
     # then one per model but for some kinds, then more per model
@@ -394,6 +439,8 @@ def choose(
         calibrations=tuple(calibrations.values()),
         calibration_seconds=calibration_seconds,
         threads_by_kind=dict(best.threads_by_kind),
+        tail_fits=best.tail_fits,
+        tail_threads=best.tail_threads,
     )
 
 
@@ -456,6 +503,8 @@ def _reason(
     )
     limit = f", at most {best.max_in_flight} fits in flight (memory)" if best.max_in_flight else ""
     kinds = "".join(f", {t} for the {kind}" for kind, t in best.threads_by_kind)
+    if best.tail_fits:
+        kinds += f", {best.tail_threads} for the last {best.tail_fits} fit(s)"
     timed = (
         f" (timed in this fit: {calibration_seconds:.1f} s)"
         if calibration_seconds

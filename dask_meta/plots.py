@@ -411,6 +411,8 @@ def _plan_title(plan: Any) -> str | None:
         parts.append(f"{threads} thread{'s' if threads != 1 else ''} per model")
     for kind, t in (plan.get("threads_by_kind") or {}).items():
         parts.append(f"{t} for the {kind}")
+    if plan.get("tail_fits"):
+        parts.append(f"{plan['tail_threads']} for the last {plan['tail_fits']} fit(s)")
     for limit in ("n_jobs_cross_fitting", "n_jobs_base_learners"):
         if plan.get(limit) is not None:
             parts.append(f"{limit}={plan[limit]}")

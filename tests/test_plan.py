@@ -23,6 +23,7 @@ from dask_meta.plan import (
     fits_in_memory,
     rule_threads,
     simulate,
+    tail_of,
 )
 
 LGBM = {"n_estimators": 20, "num_leaves": 8, "min_child_samples": 5, "verbose": -1}
@@ -139,6 +140,41 @@ def test_choose_prefers_a_whole_worker_only_where_the_tail_pays():
     assert "chose 1 thread(s) per model" in many.reason
     assert "M: 1000.00 us/row + 1.00 s with 1 thread, speedup 1.80 at 2 threads" in many.reason
     assert [c.threads_per_model for c in many.candidates] == [1, 2]
+
+
+def test_the_fits_left_over_by_one_thread_each_take_the_idle_threads():
+    """n fits of one stage on s one-thread slots: the last n mod s get s // (n mod s)
+    threads (at most a worker's), where that is more than one."""
+    assert tail_of(_jobs(3), _shape(1, 2)) == (1, 2)
+    assert tail_of(_jobs(1), _shape(1, 2)) == (1, 2)
+    assert tail_of(_jobs(5), _shape(1, 4)) == (1, 4)
+    assert tail_of(_jobs(6), _shape(1, 4)) == (2, 2)
+    assert tail_of(_jobs(1), _shape(2, 2)) == (1, 2)  # a worker's threads at most
+    assert tail_of(_jobs(4), _shape(1, 2)) == (0, 1)  # none left over
+    assert tail_of(_jobs(3), _shape(2, 2)) == (0, 1)  # one thread each for three of four
+    assert tail_of(_jobs(3), _shape(2, 1)) == (0, 1)  # one-thread workers
+    assert tail_of(_jobs(3, fixed=1), _shape(1, 2)) == (0, 1)  # threads set by the params
+    two_stages = _jobs(2) + _jobs(1, stage="treatment")
+    assert tail_of(two_stages, _shape(1, 2)) == (0, 1)
+    # three 10 s fits on two threads: two side by side, then the third with both
+    cal, shape = {"M": CAL}, _shape(1, 2)
+    three = _jobs(3, rows=9000)
+    assert simulate(three, cal, shape, 1, tail=(1, 2)) == pytest.approx(10.0 + 10.0 / 1.8)
+    choice = choose(three, cal, shape, tail_ok=True)
+    assert (choice.threads_per_model, choice.tail_fits, choice.tail_threads) == (1, 1, 2)
+    assert choice.estimated_seconds == pytest.approx(10.0 + 10.0 / 1.8)
+    assert [(c.threads_per_model, c.tail_fits) for c in choice.candidates] == [
+        (1, 0),
+        (2, 0),
+        (1, 1),
+    ]
+    assert "1 thread, the last 1 fit(s) 2: 15.6 s" in choice.reason
+    assert choice.reason.endswith("chose 1 thread(s) per model, 2 for the last 1 fit(s)")
+    # not offered where the planner cannot follow it; not chosen where two threads are
+    # slower than one
+    assert choose(three, cal, shape).tail_fits == 0
+    slower = {"M": Calibration("M", (1000, 5000), (2.0, 6.0), 2, 7.0)}
+    assert choose(three, slower, shape, tail_ok=True).tail_fits == 0
 
 
 def _kind(kind, n, rows, stage="nuisance"):
@@ -338,6 +374,50 @@ def test_the_cost_model_simulates_the_fits_that_run(one_by_two, n_folds, enable_
     ).fit(X, y, w)
     assert len(learner.fit_report_) == fits
     assert learner.fit_report_.attrs["plan"]["reason"].startswith(f"{fits} fits on 2 threads")
+
+
+def test_the_last_fit_of_a_one_stage_fit_takes_the_threads_the_others_leave(
+    one_by_two, monkeypatch
+):
+    """A T-learner's three variant models without cross-fitting on 1 worker x 2 threads,
+    calibrated with a speedup of 1.8: two fit side by side with one thread each, and the one
+    of the fewest rows after them with both; the CATE is the one-thread plan's."""
+    import dask_meta.learners.plan_choice as plan_choice
+    from dask_meta.plots import _plan_title
+
+    def calibrated(run, name, spec, job, n_columns, shape):
+        return Calibration(name, (1000, 5000), (2.0, 6.0), 2, 6.0 / 1.8), True
+
+    monkeypatch.setattr(plan_choice, "calibration_of", calibrated)
+    X, y, w, _ = _frames(n=3_000, n_variants=3)
+    fits = []
+    for plan in ("auto", Plan(threads_per_model=1)):
+        learner = TLearner(
+            False,
+            3,
+            LGBMRegressor,
+            nuisance_model_params={"n_estimators": 10, "verbose": -1, "deterministic": True},
+            n_folds=1,
+            random_state=0,
+            client=one_by_two,
+            plan=plan,
+        ).fit(X, y, w)
+        fits.append(learner)
+    report = fits[0].fit_report_
+    plan = report.attrs["plan"]
+    assert (plan["threads_per_model"], plan["tail_fits"], plan["tail_threads"]) == (1, 1, 2)
+    assert plan["reason"].endswith("chose 1 thread(s) per model, 2 for the last 1 fit(s)")
+    by_rows = report.sort_values("rows")
+    assert by_rows["threads"].tolist() == [2, 1, 1]
+    # it started after both others had ended
+    last = by_rows.iloc[0]
+    assert (last["start"] >= report.loc[report["threads"] == 1, "end"]).all()
+    cates = [np.asarray(f.predict(X, is_oos=False)) for f in fits]
+    np.testing.assert_allclose(cates[0], cates[1], rtol=0, atol=1e-12)
+    # said where plans are compared and drawn
+    table = compare_plans(fits[0], X, y, w, plans=["auto", Plan(1)], warm_up=False)
+    assert list(table["tail"]) == [(1, 2), None]
+    assert _plan_title(plan) == ("plan: auto, 1 thread per model, 2 for the last 1 fit(s)")
 
 
 def test_calibrations_are_reused_across_nearby_widths_and_scaled():

@@ -89,11 +89,26 @@ def plan_jobs(
                     if job.backend != COLLECTION:
                         job.spec = dataclasses.replace(job.spec, threads=run.threads_of(job.kind))
             weigh(run, cfe, cfe_jobs)
+        if planned is None:
+            _give_tail_threads(run)
     deferred = _treatment_plan(run, entries, dict(run.owners))
     awaited = frozenset().union(*(d.after for d in deferred))
     for job in jobs:
         job.blocks = job.key in awaited
     return jobs, deferred
+
+
+def _give_tail_threads(run: FitRun) -> None:
+    """The auto plan's last fits (:func:`dask_meta.plan.tail_of`): the shortest by their
+    expected seconds, which the planner starts last, get the threads the others leave."""
+    choice = run.plan_choice
+    if choice is None or not choice.tail_fits:
+        return
+    owned = [(cfe, job) for cfe, cfe_jobs in run.owners.values() for job in cfe_jobs]
+    owned.sort(key=lambda pair: pair[1].cost * pair[1].weight)
+    for cfe, job in owned[: choice.tail_fits]:
+        job.spec = dataclasses.replace(job.spec, threads=choice.tail_threads)
+        weigh(run, cfe, [job])
 
 
 def _take_plan(run: FitRun, planned: FitRun) -> None:

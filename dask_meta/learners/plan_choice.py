@@ -15,6 +15,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from dask_meta._constants import TREATMENT
 from dask_meta.backends import (
     LOCAL,
     backend_of,
@@ -64,7 +65,17 @@ def choose_plan(
         for r in range(run.n_fits)
     }
     if auto:
-        choice = _auto_plan(run, entries, built, shape)
+        # the planner gives the last fits more threads where they are all of the run's
+        # fits (not a bootstrap's, fitted together), each local, and no limit of the fit
+        # call holds them back
+        tail_ok = (
+            run.n_fits == 1
+            and not entries[TREATMENT]
+            and all(j.backend == LOCAL for j in built)
+            and given.n_jobs_cross_fitting is None
+            and given.n_jobs_base_learners is None
+        )
+        choice = _auto_plan(run, entries, built, shape, tail_ok)
         if choice is None:
             # nothing the cost model can time: the rule's choice stands
             assert run.plan_choice is not None
@@ -119,8 +130,10 @@ def _auto_plan(
     entries: Entries,
     built: Sequence[Job],
     shape: ClusterShape,
+    tail_ok: bool,
 ) -> PlanChoice | None:
-    """The cost model: calibrate each local base-model class, then simulate candidates."""
+    """The cost model: calibrate each local base-model class, then simulate candidates
+    (``tail_ok``: see :func:`dask_meta.plan.choose`)."""
     learner = run.learner
     local = [j for j in built if j.backend == LOCAL]
     if not local:
@@ -184,7 +197,7 @@ def _auto_plan(
     if not planned:
         return None
     run.calibrations = calibrations
-    return choose(planned, calibrations, shape, calibration_seconds)
+    return choose(planned, calibrations, shape, calibration_seconds, tail_ok)
 
 
 #: calibrations by (scheduler, worker shape, model), each with the width it was timed at:
