@@ -376,6 +376,20 @@ def test_the_cost_model_simulates_the_fits_that_run(one_by_two, n_folds, enable_
     assert learner.fit_report_.attrs["plan"]["reason"].startswith(f"{fits} fits on 2 threads")
 
 
+def _deterministic_t(client, n_variants, n_folds, plan):
+    """A T-learner of small deterministic LightGBM models."""
+    return TLearner(
+        False,
+        n_variants,
+        LGBMRegressor,
+        nuisance_model_params={"n_estimators": 10, "verbose": -1, "deterministic": True},
+        n_folds=n_folds,
+        random_state=0,
+        client=client,
+        plan=plan,
+    )
+
+
 def test_the_last_fit_of_a_one_stage_fit_takes_the_threads_the_others_leave(
     one_by_two, monkeypatch
 ):
@@ -392,16 +406,7 @@ def test_the_last_fit_of_a_one_stage_fit_takes_the_threads_the_others_leave(
     X, y, w, _ = _frames(n=3_000, n_variants=3)
     fits = []
     for plan in ("auto", Plan(threads_per_model=1)):
-        learner = TLearner(
-            False,
-            3,
-            LGBMRegressor,
-            nuisance_model_params={"n_estimators": 10, "verbose": -1, "deterministic": True},
-            n_folds=1,
-            random_state=0,
-            client=one_by_two,
-            plan=plan,
-        ).fit(X, y, w)
+        learner = _deterministic_t(one_by_two, 3, n_folds=1, plan=plan).fit(X, y, w)
         fits.append(learner)
     report = fits[0].fit_report_
     plan = report.attrs["plan"]
@@ -475,16 +480,8 @@ def test_lightgbm_fold_models_follow_the_plans_threads_and_predict_alike(one_by_
     X, y, w, _ = _frames(n=3_000)
     cates = []
     for threads in (1, 2):
-        learner = TLearner(
-            False,
-            2,
-            LGBMRegressor,
-            nuisance_model_params={"n_estimators": 10, "verbose": -1, "deterministic": True},
-            n_folds=2,
-            random_state=0,
-            client=one_by_two,
-            plan=Plan(threads_per_model=threads),
-        ).fit(X, y, w)
+        plan = Plan(threads_per_model=threads)
+        learner = _deterministic_t(one_by_two, 2, n_folds=2, plan=plan).fit(X, y, w)
         assert set(learner.fit_report_["threads"]) == {threads}
         model = learner._nuisance_models["variant_outcome_model"][0]._overall_estimator
         assert model.get_params()["num_threads"] == 0 and model.get_params()["n_jobs"] == threads
