@@ -341,7 +341,7 @@ def test_predict_block_gathers_a_frame_into_rows_once_for_lightgbm():
         pd.DataFrame({"x": np.arange(6.0)}, index=range(7, 13)),
     ):
         groups = list(fold_groups(frame, ids, reads_rows=True))
-        assert [fold for fold, _, _ in groups] == [-1, 0, 1]
+        assert [fold for fold, _, _ in groups] == [0, 1, -1]
         for fold, rows, matrix in groups:
             np.testing.assert_array_equal(rows, np.flatnonzero(ids == fold))
             pd.testing.assert_frame_equal(matrix, frame.iloc[rows])

@@ -132,8 +132,8 @@ def _reads_rows(model: Any) -> bool:
 def fold_groups(
     X: Any, fold_ids: np.ndarray, reads_rows: bool
 ) -> Iterator[tuple[int, np.ndarray, Any]]:
-    """Per fold id of a block's rows (``NOT_IN_SPLIT``: out-of-sample), the rows' positions
-    and their matrix.
+    """Per fold id of a block's rows, the rows' positions and their matrix: the folds in
+    order, then the out-of-sample rows (``NOT_IN_SPLIT``).
 
     For models that read rows (``reads_rows``: LightGBM), a DataFrame whose columns share one
     numeric dtype is gathered once into one C-contiguous array in fold order, and each
@@ -148,10 +148,12 @@ def fold_groups(
     n = len(X)
     if n == 0:
         return
+    # the folds' ids in order, the out-of-sample rows' last
+    last = np.where(fold_ids == NOT_IN_SPLIT, fold_ids.max() + 1, fold_ids)
     if not (reads_rows and isinstance(X, pd.DataFrame) and _numeric(X)):
-        for fold in np.unique(fold_ids):
-            rows = np.flatnonzero(fold_ids == fold)
-            yield int(fold), rows, X if len(rows) == n else take_rows(X, rows)
+        for key in np.unique(last):
+            rows = np.flatnonzero(last == key)
+            yield int(fold_ids[rows[0]]), rows, X if len(rows) == n else take_rows(X, rows)
         return
     if (fold_ids == fold_ids[0]).all():
         values = X.to_numpy()
@@ -162,7 +164,7 @@ def fold_groups(
             X = pd.DataFrame(values, index=X.index, columns=X.columns, copy=False)
         yield int(fold_ids[0]), np.arange(n), X
         return
-    order = np.argsort(fold_ids, kind="stable")  # each fold's rows in their block order
+    order = np.argsort(last, kind="stable")  # each fold's rows in their block order
     values = np.ascontiguousarray(np.take(X.to_numpy(), order, axis=0))
     sorted_ids = fold_ids[order]
     starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
