@@ -687,7 +687,7 @@ def _fits(job: Job) -> int:
     return len(job.members) or 1
 
 
-def _expected(job: Job) -> float:
+def expected(job: Job) -> float:
     """A job's expected duration, in the units of its weight (rows, or seconds x 1e6)."""
     return job.cost * job.weight
 
@@ -699,7 +699,7 @@ def _priority(job: Job, first: bool | None = None) -> tuple[bool, float, str, in
     the treatment stage runs, instead of holding up the fits it does wait for."""
     fold = -1 if job.fold is None else job.fold
     first = job.blocks if first is None else first
-    return (not first, -_expected(job), job.kind, job.ordinal, fold)
+    return (not first, -expected(job), job.kind, job.ordinal, fold)
 
 
 def order_pending(pending: list[Job], running: Sequence[Job], threads: int) -> set[str]:
@@ -711,8 +711,8 @@ def order_pending(pending: list[Job], running: Sequence[Job], threads: int) -> s
     the awaited jobs. Within each group, longest expected first.
     """
     awaited = [job for job in [*pending, *running] if job.blocks]
-    per_thread = sum(_expected(job) * job.spec.threads for job in awaited) / max(threads, 1)
-    first = {job.key for job in pending if job.blocks or _expected(job) > per_thread}
+    per_thread = sum(expected(job) * job.spec.threads for job in awaited) / max(threads, 1)
+    first = {job.key for job in pending if job.blocks or expected(job) > per_thread}
     pending.sort(key=lambda job: _priority(job, first=job.key in first))
     return first
 
@@ -724,7 +724,7 @@ DERIVE_PRIORITY = 10**14
 def _scheduler_priority(job: Job, first: bool | None = None) -> int:
     """The same order for the scheduler (a higher priority runs first on a worker)."""
     first = job.blocks if first is None else first
-    return int(min(_expected(job), 1e12)) + (10**13 if first else 0)
+    return int(min(expected(job), 1e12)) + (10**13 if first else 0)
 
 
 def fuse_streams(jobs: Sequence[Job], limits: Limits) -> list[Job]:

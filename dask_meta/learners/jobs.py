@@ -48,7 +48,7 @@ from dask_meta.learners.fit_run import Entries, FitRun, weigh
 from dask_meta.learners.plan_choice import choose_plan
 from dask_meta.learners.tables import Derivation, ModelEntry, derived_columns
 from dask_meta.plan import one_worker_holds, uses_cost_model
-from dask_meta.planner import Deferred, Job, resolve_threads
+from dask_meta.planner import Deferred, Job, expected, resolve_threads
 from dask_meta.training import sorted_values
 
 Owners = dict[Need, tuple[CrossFitEstimator, list[Job]]]
@@ -105,7 +105,7 @@ def _give_tail_threads(run: FitRun) -> None:
     if choice is None or not choice.tail_fits:
         return
     owned = [(cfe, job) for cfe, cfe_jobs in run.owners.values() for job in cfe_jobs]
-    owned.sort(key=lambda pair: pair[1].cost * pair[1].weight)
+    owned.sort(key=lambda pair: expected(pair[1]))
     for cfe, job in owned[: choice.tail_fits]:
         job.spec = dataclasses.replace(job.spec, threads=choice.tail_threads)
         weigh(run, cfe, [job])
