@@ -5,9 +5,12 @@ metalearners leaves its three levels of parallelism (model threads, ``n_jobs_cro
 argument makes that choice:
 
 ``None`` (default)
-    The planner's rule: one thread per model when there are at least as many fits that may
-    run at once as the cluster has threads, else the threads divided among them; no limits
-    beyond the fit call's ``n_jobs_*`` arguments.
+    From :data:`AUTO_FROM_ROWS` training rows the cost model below, which times no model
+    when the fits are all of one model and one candidate wins however well its threads
+    scale (:func:`choose_untimed`). Below it the planner's rule (``"rule"``): one thread per
+    model when there are at least as many fits that may run at once as the cluster has
+    threads, else the threads divided among them; no limits beyond the fit call's
+    ``n_jobs_*`` arguments.
 ``"auto"``
     A cost model. Each base-model class is timed on a small calibration fit on one worker
     (a sample of the first training partition, at two sizes with one thread and with all of
@@ -38,7 +41,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from dask_meta.cluster import ClusterShape
@@ -58,6 +61,12 @@ MEMORY_SHARE = 0.5
 #: bytes per training value of a fit in flight: the selected rows' copy, the feature matrix
 #: and the model's own copy (LightGBM's binned data, gradients) with room to spare
 BYTES_PER_VALUE = 24
+#: candidates within this factor of the fastest count as about as fast: the one with fewer
+#: threads wins
+CLOSE_ENOUGH = 1.02
+#: :func:`choose_untimed` scores the candidates at this many steps (and one) of a model's
+#: speedup with a worker's threads, from none to linear
+SPEEDUP_STEPS = 8
 
 
 def _check_limit(name: str, value: Any) -> int | None:
@@ -387,6 +396,50 @@ def fits_in_memory(
     return sum(largest) <= MEMORY_SHARE * min(limits)
 
 
+def candidates(
+    jobs: Sequence[PlannedJob],
+    calibrations: dict[str, Calibration],
+    shape: ClusterShape,
+    tail_ok: bool = False,
+) -> list[Candidate]:
+    """Every candidate plan, each with its simulated wall time (``tail_ok``: see
+    :func:`choose`)."""
+    out = []
+    for threads in range(1, shape.max_threads + 1):
+        n_slots = slots(shape, threads)
+        caps: Sequence[int | None] = [None]
+        if not fits_in_memory(jobs, shape, threads, None):
+            # fewer fits in flight than slots, down to one
+            caps = list(range(n_slots - 1, 0, -1)) or [1]
+        for cap in caps:
+            ok = fits_in_memory(jobs, shape, threads, cap)
+            seconds = simulate(jobs, calibrations, shape, threads, cap)
+            out.append(Candidate(threads, cap, seconds, ok))
+            if ok:
+                break
+    if out[0].memory_ok and out[0].max_in_flight is None:
+        out += _mixed_candidates(jobs, calibrations, shape)
+        n_tail, tail_threads = tail_of(jobs, shape) if tail_ok else (0, 1)
+        if n_tail:
+            seconds = simulate(jobs, calibrations, shape, 1, tail=(n_tail, tail_threads))
+            out.append(Candidate(1, None, seconds, True, (), n_tail, tail_threads))
+    return out
+
+
+def _within_reach(scored: Sequence[Candidate]) -> list[Candidate]:
+    """The candidates whose fits fit in memory (all, if none does) within
+    :data:`CLOSE_ENOUGH` of the fastest of them."""
+    feasible = [c for c in scored if c.memory_ok] or list(scored)
+    fastest = min(c.seconds for c in feasible)
+    return [c for c in feasible if c.seconds <= fastest * CLOSE_ENOUGH]
+
+
+def _preference(c: Candidate) -> tuple[int, int]:
+    """Among candidates about as fast, fewer threads (better parallel efficiency): one per
+    model, then one per model but for some kinds, then more per model."""
+    return c.threads_per_model, len(c.threads_by_kind)
+
+
 def choose(
     jobs: Sequence[PlannedJob],
     calibrations: dict[str, Calibration],
@@ -400,48 +453,86 @@ def choose(
     ``tail_ok``: the planner can give the last fits more threads (:func:`tail_of`): every
     fit is in ``jobs`` and no limit holds them back.
     """
-    candidates = []
-    for threads in range(1, shape.max_threads + 1):
-        n_slots = slots(shape, threads)
-        caps: Sequence[int | None] = [None]
-        if not fits_in_memory(jobs, shape, threads, None):
-            # fewer fits in flight than slots, down to one
-            caps = list(range(n_slots - 1, 0, -1)) or [1]
-        for cap in caps:
-            ok = fits_in_memory(jobs, shape, threads, cap)
-            seconds = simulate(jobs, calibrations, shape, threads, cap)
-            candidates.append(Candidate(threads, cap, seconds, ok))
-            if ok:
-                break
-    if candidates[0].memory_ok and candidates[0].max_in_flight is None:
-        candidates += _mixed_candidates(jobs, calibrations, shape)
-        n_tail, tail_threads = tail_of(jobs, shape) if tail_ok else (0, 1)
-        if n_tail:
-            seconds = simulate(jobs, calibrations, shape, 1, tail=(n_tail, tail_threads))
-            candidates.append(Candidate(1, None, seconds, True, (), n_tail, tail_threads))
-    feasible = [c for c in candidates if c.memory_ok] or candidates
-    # fastest; within 2% of it, fewer threads (better parallel efficiency): one per model,
-    # then one per model but for some kinds, then more per model
-    fastest = min(c.seconds for c in feasible)
-    best = min(
-        (c for c in feasible if c.seconds <= fastest * 1.02),
-        key=lambda c: (c.threads_per_model, len(c.threads_by_kind), c.seconds),
-    )
-    reason = _reason(best, candidates, jobs, calibrations, shape, calibration_seconds)
+    scored = candidates(jobs, calibrations, shape, tail_ok)
+    best = min(_within_reach(scored), key=lambda c: (*_preference(c), c.seconds))
+    reason = _reason(best, scored, jobs, calibrations, shape, calibration_seconds)
+    return _choice(best, reason, best.seconds, scored, calibrations, calibration_seconds)
+
+
+def _choice(
+    best: Candidate,
+    reason: str,
+    estimated_seconds: float | None,
+    scored: Sequence[Candidate] = (),
+    calibrations: dict[str, Calibration] | None = None,
+    calibration_seconds: float = 0.0,
+) -> PlanChoice:
     return PlanChoice(
         source=AUTO,
         threads_per_model=best.threads_per_model,
         n_jobs_cross_fitting=best.max_in_flight,
         n_jobs_base_learners=1 if best.max_in_flight is not None else None,
         reason=reason,
-        estimated_seconds=best.seconds,
-        candidates=tuple(candidates),
-        calibrations=tuple(calibrations.values()),
+        estimated_seconds=estimated_seconds,
+        candidates=tuple(scored),
+        calibrations=tuple((calibrations or {}).values()),
         calibration_seconds=calibration_seconds,
         threads_by_kind=dict(best.threads_by_kind),
         tail_fits=best.tail_fits,
         tail_threads=best.tail_threads,
     )
+
+
+def choose_untimed(
+    jobs: Sequence[PlannedJob], shape: ClusterShape, tail_ok: bool = False
+) -> PlanChoice | None:
+    """The auto plan without timing the model, where the timing could not change it.
+
+    When every fit is of one base model, the fits' costs are in proportion to their rows
+    (the same seconds per row for all), so the calibration would only tell how much a
+    model's threads speed it up: from not at all to linearly. This scores the candidates
+    at :data:`SPEEDUP_STEPS` + 1 speedups over that range; a candidate within
+    :data:`CLOSE_ENOUGH` of the fastest at every one of them wins (the fewest threads
+    first, then the smallest shortfall), and no model is timed. Many equal fits on few
+    threads, say, run fastest with one thread each however well threads scale, and three on
+    two threads with the last on both. None where the fits are of several models, or where
+    no candidate is close to the fastest at every speedup: then the calibration decides.
+    """
+    models = {j.model for j in jobs}
+    if len(models) != 1:
+        return None
+    (model,) = models
+    top = shape.max_threads
+    shortfall: dict[Candidate, float] = {}
+    reach: set[Candidate] | None = None
+    for step in range(SPEEDUP_STEPS + 1):
+        nominal = _nominal(model, top, 1.0 + (top - 1) * step / SPEEDUP_STEPS)
+        scored = candidates(jobs, {model: nominal}, shape, tail_ok)
+        fastest = min(c.seconds for c in _within_reach(scored))
+        close = set()
+        for c in _within_reach(scored):
+            key = replace(c, seconds=0.0)
+            close.add(key)
+            shortfall[key] = max(shortfall.get(key, 1.0), c.seconds / fastest)
+        reach = close if reach is None else reach & close
+    if not reach:
+        return None
+    best = min(reach, key=lambda c: (*_preference(c), shortfall[c]))
+    reason = (
+        f"{len(jobs)} fits on {shape.total_threads} threads in {len(shape.workers)} workers, "
+        f"all of {model}: not timed, since {best.describe()} is within "
+        f"{CLOSE_ENOUGH - 1:.0%} of the fastest candidate whether a model's threads speed "
+        f"it up not at all or linearly (scored with the fits' costs in proportion to their "
+        f"rows); {_chose(best)}"
+    )
+    return _choice(best, reason, None)
+
+
+def _nominal(model: str, threads: int, speedup: float) -> Calibration:
+    """A calibration of one microsecond per row, no fixed cost, ``speedup`` at ``threads``."""
+    rows = (CALIBRATION_ROWS[0], CALIBRATION_ROWS[1])
+    seconds = (rows[0] * 1e-6, rows[1] * 1e-6)
+    return Calibration(model, rows, seconds, threads, seconds[1] / speedup)
 
 
 def _mixed_candidates(
@@ -501,10 +592,6 @@ def _reason(
         f"{c.describe()}: {c.seconds:.1f} s" + ("" if c.memory_ok else " (too much memory)")
         for c in candidates
     )
-    limit = f", at most {best.max_in_flight} fits in flight (memory)" if best.max_in_flight else ""
-    kinds = "".join(f", {t} for the {kind}" for kind, t in best.threads_by_kind)
-    if best.tail_fits:
-        kinds += f", {best.tail_threads} for the last {best.tail_fits} fit(s)"
     timed = (
         f" (timed in this fit: {calibration_seconds:.1f} s)"
         if calibration_seconds
@@ -514,8 +601,16 @@ def _reason(
         f"{len(jobs)} fits on {shape.total_threads} threads in {len(shape.workers)} workers; "
         f"calibrated cost {costs or 'none (no local base models)'}"
         f"{timed if costs else ''}; estimated wall time "
-        f"{others}; chose {best.threads_per_model} thread(s) per model{kinds}{limit}"
+        f"{others}; {_chose(best)}"
     )
+
+
+def _chose(best: Candidate) -> str:
+    limit = f", at most {best.max_in_flight} fits in flight (memory)" if best.max_in_flight else ""
+    kinds = "".join(f", {t} for the {kind}" for kind, t in best.threads_by_kind)
+    if best.tail_fits:
+        kinds += f", {best.tail_threads} for the last {best.tail_fits} fit(s)"
+    return f"chose {best.threads_per_model} thread(s) per model{kinds}{limit}"
 
 
 def default_choice(

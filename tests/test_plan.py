@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from conftest import make_linear_data, own_client
 from lightgbm import LGBMClassifier, LGBMRegressor
-from sklearn.linear_model import LinearRegression
+from sklearn.linear_model import LinearRegression, LogisticRegression
 
 from dask_meta import DRLearner, Plan, SLearner, TLearner, compare_plans
 from dask_meta.backends import CALIBRATION_ROUNDS, calibration_params
@@ -19,6 +19,7 @@ from dask_meta.plan import (
     Calibration,
     PlannedJob,
     choose,
+    choose_untimed,
     concurrency,
     fits_in_memory,
     rule_threads,
@@ -175,6 +176,66 @@ def test_the_fits_left_over_by_one_thread_each_take_the_idle_threads():
     assert choose(three, cal, shape).tail_fits == 0
     slower = {"M": Calibration("M", (1000, 5000), (2.0, 6.0), 2, 7.0)}
     assert choose(three, slower, shape, tail_ok=True).tail_fits == 0
+
+
+def test_the_default_plan_times_no_model_where_the_timing_could_not_change_its_choice():
+    """Fits all of one model: a candidate within 2% of the fastest at every speedup from
+    none to linear is chosen untimed, and a real calibration at any speedup in that range,
+    with or without a fixed cost per fit, chooses it too."""
+    variants = [
+        PlannedJob("nuisance", ("nuisance", "m", i), rows, "M", 10)
+        for i, rows in enumerate([266_000] * 15 + [333_000] * 3)
+    ]
+    cases = [
+        # the peers' T-learner: three fits on two threads, the last on both
+        (_jobs(3, rows=333_000), _shape(1, 2), True, (1, 1, 2)),
+        # 18 fold and overall models: one thread each, on any two threads
+        (variants, _shape(1, 2), True, (1, 0, 1)),
+        (variants, _shape(2, 1), True, (1, 0, 1)),
+        # six on four threads: four, then the last two with two threads each
+        (_jobs(6, rows=1000), _shape(1, 4), True, (1, 2, 2)),
+        # three on two threads where the planner could not follow a tail: one thread each
+        # loses to two threads each at a linear speedup, and wins at none
+        (_jobs(3, rows=1000), _shape(1, 2), False, None),
+        # three on four threads: one each at no speedup, four each at a linear one
+        (_jobs(3, rows=1000), _shape(1, 4), True, None),
+    ]
+    for jobs, shape, tail_ok, want in cases:
+        choice = choose_untimed(jobs, shape, tail_ok)
+        if want is None:
+            assert choice is None
+            continue
+        got = (choice.threads_per_model, choice.tail_fits, choice.tail_threads)
+        assert got == want
+        assert choice.source == "auto" and choice.estimated_seconds is None
+        assert choice.calibrations == () and choice.calibration_seconds == 0
+        assert f"{len(jobs)} fits on {shape.total_threads} threads" in choice.reason
+        assert "all of M: not timed" in choice.reason
+        top = shape.max_threads
+        for speedup in (1.0, 1.05, 1.3, 1.5, 0.5 * (1 + top), top - 0.01, float(top)):
+            for fixed in (0.0, 0.2, 2.0):  # seconds per fit, beside 1 us per row
+                rows = (5_000, 20_000)
+                seconds = (fixed + rows[0] * 1e-6, fixed + rows[1] * 1e-6)
+                timed = Calibration("M", rows, seconds, top, fixed + rows[1] * 1e-6 / speedup)
+                calibrated = choose(jobs, {"M": timed}, shape, tail_ok=tail_ok)
+                ours = next(
+                    c
+                    for c in calibrated.candidates
+                    if (c.threads_per_model, c.tail_fits, c.tail_threads) == want
+                )
+                # as fast as the timed choice (within its 2%), and the same choice once
+                # threads gain anything at all (with none, one thread each ties)
+                assert ours.seconds <= calibrated.estimated_seconds * 1.02
+                if speedup >= 1.05:
+                    assert (
+                        calibrated.threads_per_model,
+                        calibrated.tail_fits,
+                        calibrated.tail_threads,
+                    ) == want, (want, speedup, fixed)
+                    assert calibrated.reason.split("; ")[-1] == choice.reason.split("; ")[-1]
+    # fits of two models: their costs per row are unknown to each other, so they are timed
+    two = [*_jobs(2), PlannedJob("nuisance", ("nuisance", "p", 0), 1000, "P", 10)]
+    assert choose_untimed(two, _shape(1, 2), True) is None
 
 
 def _kind(kind, n, rows, stage="nuisance"):
@@ -534,6 +595,31 @@ def test_default_plan_is_the_cost_model_from_a_size_on(one_by_two):
     assert sources[(None, n)]["reason"].startswith(f"plan=None and {n:,} training rows")
     assert sources[(None, n - 1)]["source"] == "rule"
     assert sources[("rule", n)]["source"] == "rule"
+    # six fits of one model on two threads: one thread each whatever the model's threads
+    # gain, so the default plan times nothing
+    untimed = sources[(None, n)]
+    assert (
+        "6 fits on 2 threads in 1 workers, all of LinearRegression(): not timed"
+        in (untimed["reason"])
+    )
+    assert untimed["calibrations"] == [] and untimed["calibration_seconds"] == 0
+    assert untimed["estimated_seconds"] is None and untimed["threads_per_model"] == 1
+    # models of two classes: their relative costs decide, so the default plan times them
+    learner = DRLearner(
+        False,
+        2,
+        LinearRegression,
+        LinearRegression,
+        LogisticRegression,
+        n_folds=2,
+        client=one_by_two,
+    )
+    timed = learner.fit(X, y, w).fit_report_.attrs["plan"]
+    assert timed["source"] == "auto" and "calibrated cost" in timed["reason"]
+    assert {c["model"] for c in timed["calibrations"]} == {
+        "LinearRegression()",
+        "LogisticRegression()",
+    }
 
 
 def test_plan_threads_larger_than_a_worker_fail_before_any_fit(client):

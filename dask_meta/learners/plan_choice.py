@@ -4,6 +4,9 @@ model's (``plan="auto"``, docs/parallelism.md).
 The auto plan times each local base-model class on a sample of the training data
 (:meth:`dask_meta.planner.Planner.calibrate`) and simulates candidate plans
 (:func:`dask_meta.plan.choose`); calibrations are kept per cluster and model for later fits.
+The default plan (``plan=None`` from :data:`dask_meta.plan.AUTO_FROM_ROWS` rows) first tries
+:func:`dask_meta.plan.choose_untimed`, which needs no timing when the fits are all of one
+model and one candidate wins whatever its threads gain.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from dask_meta.plan import (
     PlanChoice,
     PlannedJob,
     choose,
+    choose_untimed,
     concurrency,
     default_choice,
     explicit_choice,
@@ -185,6 +189,14 @@ def _auto_plan(
                         fixed_threads=requested_threads(cfe.estimator_params),
                     )
                 )
+    if not planned:
+        return None
+    if learner.plan is None:
+        # the default plan times no model where the timings could not change its choice
+        untimed = choose_untimed(planned, shape, tail_ok)
+        if untimed is not None:
+            run.calibrations = {}
+            return untimed
     calibrations: dict[str, Calibration] = {}
     calibration_seconds = 0.0
     for name, (spec, job) in specs.items():
@@ -194,8 +206,6 @@ def _auto_plan(
             calibration_seconds += time.perf_counter() - start
         if calibration is not None:
             calibrations[name] = calibration
-    if not planned:
-        return None
     run.calibrations = calibrations
     return choose(planned, calibrations, shape, calibration_seconds, tail_ok)
 
