@@ -503,21 +503,21 @@ def choose_untimed(
         return None
     (model,) = models
     top = shape.max_threads
-    shortfall: dict[Candidate, float] = {}
-    reach: set[Candidate] | None = None
+    #: each candidate (its seconds left out) that was close at every speedup so far, and
+    #: its largest time over the fastest
+    shortfall: dict[Candidate, float] | None = None
     for step in range(SPEEDUP_STEPS + 1):
         nominal = _nominal(model, top, 1.0 + (top - 1) * step / SPEEDUP_STEPS)
-        scored = candidates(jobs, {model: nominal}, shape, tail_ok)
-        fastest = min(c.seconds for c in _within_reach(scored))
-        close = set()
-        for c in _within_reach(scored):
-            key = replace(c, seconds=0.0)
-            close.add(key)
-            shortfall[key] = max(shortfall.get(key, 1.0), c.seconds / fastest)
-        reach = close if reach is None else reach & close
-    if not reach:
+        close = _within_reach(candidates(jobs, {model: nominal}, shape, tail_ok))
+        fastest = min(c.seconds for c in close)
+        ratios = {replace(c, seconds=0.0): c.seconds / fastest for c in close}
+        if shortfall is not None:
+            ratios = {c: max(r, shortfall[c]) for c, r in ratios.items() if c in shortfall}
+        shortfall = ratios
+    if not shortfall:
         return None
-    best = min(reach, key=lambda c: (*_preference(c), shortfall[c]))
+    # the candidates in their order, so that ties go to the first
+    best = min(shortfall, key=lambda c: (*_preference(c), shortfall[c]))
     reason = (
         f"{len(jobs)} fits on {shape.total_threads} threads in {len(shape.workers)} workers, "
         f"all of {model}: not timed, since {best.describe()} is within "
