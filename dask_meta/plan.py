@@ -530,9 +530,8 @@ def choose_untimed(
 
 def _nominal(model: str, threads: int, speedup: float) -> Calibration:
     """A calibration of one microsecond per row, no fixed cost, ``speedup`` at ``threads``."""
-    rows = (CALIBRATION_ROWS[0], CALIBRATION_ROWS[1])
-    seconds = (rows[0] * 1e-6, rows[1] * 1e-6)
-    return Calibration(model, rows, seconds, threads, seconds[1] / speedup)
+    seconds = (CALIBRATION_ROWS[0] * 1e-6, CALIBRATION_ROWS[1] * 1e-6)
+    return Calibration(model, CALIBRATION_ROWS, seconds, threads, seconds[1] / speedup)
 
 
 def _mixed_candidates(
